@@ -1,0 +1,449 @@
+//! [`Controller`]: reads the rig, runs the supervisor, the rate loop and the depth axis, and
+//! writes the outputs, once per [`Controller::tick`].
+//!
+//! Every fault found in a tick drives the motor off (enable low, PWM 0) and stops the depth
+//! axis in that same tick. The motor is enabled only in [`State::Running`].
+
+use crate::config::{ConfigError, ControllerConfig};
+use crate::depth::{AxisEvent, AxisOutput, DepthAxis, MoveError, MoveSpeed};
+use crate::hal::{Analog, Hardware, InputPin, OutputPin, SetDutyCycle, StrokeSample, StrokeSensor};
+use crate::protocol::{Command, Fault, Faults, Interlock, Rejected, State, Telemetry};
+use crate::safety::{self, Inputs, Timers};
+use crate::stroke::StrokeLoop;
+use crate::units::{Micrometers, Micros, MilliAmps, MilliCelsius, MilliVolts, Permyriad};
+
+/// The needle pen controller over a [`Hardware`].
+pub struct Controller<H: Hardware> {
+    hw: H,
+    config: ControllerConfig,
+    state: State,
+    faults: Faults,
+    last_fault: Option<Fault>,
+    timers: Timers,
+    stroke: StrokeLoop,
+    axis: DepthAxis,
+    inputs: Inputs,
+    sample: StrokeSample,
+    ceiling: Micrometers,
+    now: Micros,
+    ticks: u64,
+    late_ticks: u32,
+    motor_enabled: bool,
+    duty: Permyriad,
+    pedal_before: bool,
+}
+
+/// Reads a value, keeping `previous` and noting the error if the read fails.
+fn read<T, E>(result: Result<T, E>, previous: T, error: &mut bool) -> T {
+    result.unwrap_or_else(|_| {
+        *error = true;
+        previous
+    })
+}
+
+impl<H: Hardware> Controller<H> {
+    /// A controller in [`State::Boot`]: motor off, depth axis not homed. Refuses an invalid
+    /// configuration.
+    pub fn new(hw: H, config: ControllerConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            hw,
+            config,
+            state: State::Boot,
+            faults: Faults::EMPTY,
+            last_fault: None,
+            timers: Timers::default(),
+            stroke: StrokeLoop::new(config.stroke),
+            axis: DepthAxis::new(&config.depth),
+            inputs: Inputs {
+                cartridge: false,
+                ..Inputs::default()
+            },
+            sample: StrokeSample::default(),
+            ceiling: config.depth.max_depth,
+            now: Micros::ZERO,
+            ticks: 0,
+            late_ticks: 0,
+            motor_enabled: false,
+            duty: Permyriad(0),
+            pedal_before: false,
+        })
+    }
+
+    /// The supervisor's state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControllerConfig {
+        &self.config
+    }
+
+    /// The hardware, for a test or simulation to look at.
+    pub fn hardware(&self) -> &H {
+        &self.hw
+    }
+
+    /// The hardware, for a test or simulation to act on.
+    pub fn hardware_mut(&mut self) -> &mut H {
+        &mut self.hw
+    }
+
+    /// One control period: read the rig, decide, write the outputs. `now` is the controller's
+    /// monotonic clock, the same clock the stroke sensor timestamps edges with.
+    pub fn tick(&mut self, now: Micros) {
+        let gap = if self.ticks == 0 {
+            Micros::ZERO
+        } else {
+            now.since(self.now)
+        };
+        if gap.0 > self.config.safety.tick_period.0 + self.config.safety.tick_period.0 / 2 {
+            self.late_ticks = self.late_ticks.saturating_add(1);
+        }
+        self.now = now;
+        self.ticks = self.ticks.saturating_add(1);
+        self.read_inputs(gap);
+
+        let stroke = self.stroke.update(now, &self.sample);
+        let mut axis = self.axis.update(now, self.inputs.home_switch);
+        let found = safety::detect(
+            &self.config.safety,
+            self.state,
+            &self.inputs,
+            &mut self.timers,
+            now,
+            stroke.stalled,
+            axis.event == AxisEvent::Fault,
+        );
+        let fault_now = self.latch(found);
+        if fault_now {
+            axis.steps = 0;
+        } else {
+            if axis.event == AxisEvent::Homed && self.state == State::Homing {
+                self.state = State::Idle;
+            }
+            self.follow_pedal();
+        }
+        self.write_outputs(&axis);
+    }
+
+    fn read_inputs(&mut self, gap: Micros) {
+        let before = self.inputs;
+        let mut error = false;
+        let p = self.hw.parts();
+        let inputs = Inputs {
+            estop: read(p.estop.is_high(), before.estop, &mut error),
+            cartridge: read(p.cartridge_switch.is_high(), before.cartridge, &mut error),
+            home_switch: read(p.home_switch.is_high(), before.home_switch, &mut error),
+            pedal: read(p.pedal.is_high(), before.pedal, &mut error),
+            current: MilliAmps(read(p.current.read_milli(), before.current.0, &mut error)),
+            temperature: MilliCelsius(read(
+                p.temperature.read_milli(),
+                before.temperature.0,
+                &mut error,
+            )),
+            supply: MilliVolts(read(p.supply.read_milli(), before.supply.0, &mut error)),
+            hal_error: false,
+            tick_gap: gap,
+        };
+        self.sample = read(p.stroke.sample(), self.sample, &mut error);
+        self.inputs = Inputs {
+            hal_error: error,
+            ..inputs
+        };
+    }
+
+    /// Latches newly found faults and enters the safe state. Returns whether any fault is
+    /// latched after this tick's checks.
+    fn latch(&mut self, found: Faults) -> bool {
+        let mut new = false;
+        for fault in found.iter() {
+            if !self.faults.contains(fault) {
+                self.faults.insert(fault);
+                self.last_fault = Some(fault);
+                new = true;
+            }
+        }
+        if new {
+            self.stroke.stop();
+            let was_moving = self.axis.stop();
+            if was_moving || found.iter().any(safety::loses_position) {
+                self.axis.unreference();
+            }
+        }
+        if self.faults.is_empty() {
+            return false;
+        }
+        self.state = if self.inputs.estop {
+            State::EStop
+        } else {
+            State::Fault
+        };
+        true
+    }
+
+    fn follow_pedal(&mut self) {
+        let pedal = self.inputs.pedal;
+        if pedal && !self.pedal_before && matches!(self.state, State::Armed | State::Paused) {
+            // A refused start (interlock, depth moving) leaves the state as it is; the
+            // telemetry shows why.
+            let _ = self.apply(Command::Start);
+        } else if !pedal && self.pedal_before && self.state == State::Running {
+            let _ = self.apply(Command::Pause);
+        }
+        self.pedal_before = pedal;
+    }
+
+    fn write_outputs(&mut self, axis: &AxisOutput) {
+        let mut error = false;
+        let running = self.state == State::Running;
+        let duty = if running {
+            self.stroke.duty()
+        } else {
+            Permyriad(0)
+        };
+        {
+            let p = self.hw.parts();
+            if running {
+                let register = duty.scale(p.motor_pwm.max_duty_cycle());
+                error |= p.motor_pwm.set_duty_cycle(register).is_err();
+                error |= p.motor_enable.set_high().is_err();
+            } else {
+                // Enable first: it is the safe-state output.
+                error |= p.motor_enable.set_low().is_err();
+                error |= p.motor_pwm.set_duty_cycle_fully_off().is_err();
+            }
+            if self.axis.is_moving() || axis.steps > 0 {
+                error |= p.depth_dir.set_state(axis.dir_deeper.into()).is_err();
+                for _ in 0..axis.steps {
+                    error |= p.depth_step.set_high().is_err();
+                    error |= p.depth_step.set_low().is_err();
+                }
+            }
+        }
+        self.motor_enabled = running;
+        self.duty = duty;
+        if error {
+            let mut sensor = Faults::EMPTY;
+            sensor.insert(Fault::SensorFault);
+            self.inputs.hal_error = true;
+            self.latch(sensor);
+            // Best effort: the outputs that failed may still obey the safe state.
+            let p = self.hw.parts();
+            let _ = p.motor_enable.set_low();
+            let _ = p.motor_pwm.set_duty_cycle_fully_off();
+            self.motor_enabled = false;
+            self.duty = Permyriad(0);
+        }
+    }
+
+    /// Handles a host command. A refused command changes nothing; an accepted one also
+    /// refreshes the dead-man timer.
+    pub fn handle(&mut self, command: Command) -> Result<(), Rejected> {
+        self.apply(command)?;
+        self.timers.last_host = self.now;
+        Ok(())
+    }
+
+    fn refuse_state(&self) -> Rejected {
+        match self.state {
+            State::Fault => {
+                Rejected::FaultLatched(self.faults.first().unwrap_or(Fault::SensorFault))
+            }
+            State::EStop => Rejected::Interlocked(Interlock::EStopPressed),
+            State::Boot => Rejected::NotHomed,
+            other => Rejected::WrongState(other),
+        }
+    }
+
+    /// The interlocks that block moving the needles, in order of importance.
+    fn check_run_interlocks(&self) -> Result<(), Rejected> {
+        let c = &self.config.safety;
+        let i = &self.inputs;
+        let blocked = [
+            (i.estop, Interlock::EStopPressed),
+            (!i.cartridge, Interlock::CartridgeMissing),
+            (
+                i.temperature > c.max_temperature,
+                Interlock::OverTemperature,
+            ),
+            (i.supply < c.min_supply, Interlock::UnderVoltage),
+        ];
+        match blocked.into_iter().find(|(active, _)| *active) {
+            Some((_, interlock)) => Err(Rejected::Interlocked(interlock)),
+            None => Ok(()),
+        }
+    }
+
+    fn check_rate(&self, rate: crate::units::MilliHertz) -> Result<(), Rejected> {
+        let s = &self.config.stroke;
+        if rate < s.rate_min || rate > s.rate_max {
+            return Err(Rejected::RateOutOfRange);
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, command: Command) -> Result<(), Rejected> {
+        let now = self.now;
+        match command {
+            Command::Heartbeat => Ok(()),
+            Command::Home => {
+                if !matches!(self.state, State::Boot | State::Idle) {
+                    return Err(self.refuse_state());
+                }
+                if self.axis.is_moving() {
+                    return Err(Rejected::DepthNotSettled);
+                }
+                if self.inputs.estop {
+                    return Err(Rejected::Interlocked(Interlock::EStopPressed));
+                }
+                self.axis.start_homing(now);
+                self.state = State::Homing;
+                Ok(())
+            }
+            Command::Arm {
+                depth,
+                rate,
+                ceiling,
+            } => {
+                if self.state != State::Idle {
+                    return Err(self.refuse_state());
+                }
+                self.check_run_interlocks()?;
+                if ceiling.0 < 0 || ceiling > self.config.depth.max_depth {
+                    return Err(Rejected::CeilingOutOfRange);
+                }
+                if depth.0 < 0 || depth > ceiling {
+                    return Err(Rejected::DepthOutOfRange);
+                }
+                self.check_rate(rate)?;
+                self.axis
+                    .move_to(depth, MoveSpeed::Normal, now)
+                    .map_err(move_error)?;
+                self.ceiling = ceiling;
+                self.stroke.set_target(rate);
+                self.state = State::Armed;
+                Ok(())
+            }
+            Command::Start => {
+                if !matches!(self.state, State::Armed | State::Paused) {
+                    return Err(self.refuse_state());
+                }
+                self.check_run_interlocks()?;
+                if self.axis.is_moving() {
+                    return Err(Rejected::DepthNotSettled);
+                }
+                self.stroke.start(now);
+                self.state = State::Running;
+                Ok(())
+            }
+            Command::Pause => {
+                if self.state != State::Running {
+                    return Err(self.refuse_state());
+                }
+                self.stroke.stop();
+                self.state = State::Paused;
+                Ok(())
+            }
+            Command::Disarm => match self.state {
+                State::Armed | State::Running | State::Paused => {
+                    self.stroke.stop();
+                    self.state = State::Idle;
+                    Ok(())
+                }
+                State::Homing => {
+                    self.axis.stop();
+                    self.axis.unreference();
+                    self.state = State::Boot;
+                    Ok(())
+                }
+                _ => Err(self.refuse_state()),
+            },
+            Command::SetDepth(depth) => {
+                if !matches!(self.state, State::Armed | State::Running | State::Paused) {
+                    return Err(self.refuse_state());
+                }
+                if depth.0 < 0 || depth > self.ceiling {
+                    return Err(Rejected::DepthOutOfRange);
+                }
+                let speed = if self.state == State::Running {
+                    MoveSpeed::Running
+                } else {
+                    MoveSpeed::Normal
+                };
+                self.axis.move_to(depth, speed, now).map_err(move_error)
+            }
+            Command::SetRate(rate) => {
+                if !matches!(self.state, State::Armed | State::Running | State::Paused) {
+                    return Err(self.refuse_state());
+                }
+                self.check_rate(rate)?;
+                self.stroke.set_target(rate);
+                Ok(())
+            }
+            Command::ClearFaults => {
+                match self.state {
+                    State::Fault => {}
+                    State::EStop => return Err(Rejected::CauseStillPresent(Fault::EStop)),
+                    other => return Err(Rejected::WrongState(other)),
+                }
+                let safety = &self.config.safety;
+                if let Some(fault) = self
+                    .faults
+                    .iter()
+                    .find(|f| safety::cause_present(safety, *f, &self.inputs))
+                {
+                    return Err(Rejected::CauseStillPresent(fault));
+                }
+                self.faults = Faults::EMPTY;
+                self.state = if self.axis.is_referenced() {
+                    State::Idle
+                } else {
+                    State::Boot
+                };
+                Ok(())
+            }
+        }
+    }
+
+    /// A snapshot of the controller after the latest tick.
+    pub fn telemetry(&self) -> Telemetry {
+        let i = &self.inputs;
+        Telemetry {
+            now: self.now,
+            state: self.state,
+            faults: self.faults,
+            last_fault: self.last_fault,
+            interlocks: safety::interlocks(
+                &self.config.safety,
+                i,
+                self.axis.is_referenced(),
+                self.faults,
+            ),
+            homed: self.axis.is_referenced(),
+            depth_setpoint: self.axis.setpoint(),
+            depth_position: self.axis.position(),
+            depth_ceiling: self.ceiling,
+            depth_moving: self.axis.is_moving(),
+            rate_setpoint: self.stroke.target(),
+            rate_measured: self.stroke.measured(),
+            duty: self.duty,
+            motor_enabled: self.motor_enabled,
+            stroke_count: self.sample.edges / self.config.stroke.edges_per_stroke.max(1),
+            current: i.current,
+            temperature: i.temperature,
+            supply: i.supply,
+            pedal: i.pedal,
+            ticks: self.ticks,
+            late_ticks: self.late_ticks,
+        }
+    }
+}
+
+fn move_error(e: MoveError) -> Rejected {
+    match e {
+        MoveError::NotHomed => Rejected::NotHomed,
+        MoveError::Busy => Rejected::DepthNotSettled,
+    }
+}
