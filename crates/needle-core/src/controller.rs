@@ -90,6 +90,11 @@ impl<H: Hardware> Controller<H> {
         &mut self.hw
     }
 
+    /// Gives the hardware back, as a HAL driver's `free()` does.
+    pub fn into_hardware(self) -> H {
+        self.hw
+    }
+
     /// One control period: read the rig, decide, write the outputs. `now` is the controller's
     /// monotonic clock, the same clock the stroke sensor timestamps edges with.
     pub fn tick(&mut self, now: Micros) {
@@ -157,18 +162,15 @@ impl<H: Hardware> Controller<H> {
     /// Latches newly found faults and enters the safe state. Returns whether any fault is
     /// latched after this tick's checks.
     fn latch(&mut self, found: Faults) -> bool {
-        let mut new = false;
-        for fault in found.iter() {
-            if !self.faults.contains(fault) {
+        let new = found.without(self.faults);
+        if !new.is_empty() {
+            for fault in new.iter() {
                 self.faults.insert(fault);
                 self.last_fault = Some(fault);
-                new = true;
             }
-        }
-        if new {
             self.stroke.stop();
             let was_moving = self.axis.stop();
-            if was_moving || found.iter().any(safety::loses_position) {
+            if was_moving || new.iter().any(safety::loses_position) {
                 self.axis.unreference();
             }
         }

@@ -116,6 +116,11 @@ impl Faults {
         self.0 == 0
     }
 
+    /// The faults of `self` that are not in `other`.
+    pub const fn without(self, other: Faults) -> Faults {
+        Faults(self.0 & !other.0)
+    }
+
     /// The raw bits (bit n is the fault with discriminant n).
     pub const fn bits(self) -> u16 {
         self.0

@@ -1,0 +1,117 @@
+//! Proves that needle-core builds without std: this staticlib brings its own panic handler,
+//! which collides with std's if std is linked anywhere in the graph.
+#![no_std]
+#![deny(unsafe_code)]
+
+use core::convert::Infallible;
+use core::panic::PanicInfo;
+
+use embedded_hal::digital::{ErrorType as PinErrorType, InputPin, OutputPin};
+use embedded_hal::pwm::{ErrorType as PwmErrorType, SetDutyCycle};
+use needle_core::hal::{Analog, ErrorType, Hardware, Parts, StrokeSample, StrokeSensor};
+use needle_core::units::Micros;
+use needle_core::{Command, Controller, ControllerConfig};
+
+/// A part that reads low and zero and accepts every write: enough to exercise the code paths.
+pub struct Null;
+
+impl PinErrorType for Null {
+    type Error = Infallible;
+}
+impl PwmErrorType for Null {
+    type Error = Infallible;
+}
+impl ErrorType for Null {
+    type Error = Infallible;
+}
+impl InputPin for Null {
+    fn is_high(&mut self) -> Result<bool, Infallible> {
+        Ok(false)
+    }
+    fn is_low(&mut self) -> Result<bool, Infallible> {
+        Ok(true)
+    }
+}
+impl OutputPin for Null {
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+impl SetDutyCycle for Null {
+    fn max_duty_cycle(&self) -> u16 {
+        1000
+    }
+    fn set_duty_cycle(&mut self, _duty: u16) -> Result<(), Infallible> {
+        Ok(())
+    }
+}
+impl StrokeSensor for Null {
+    fn sample(&mut self) -> Result<StrokeSample, Infallible> {
+        Ok(StrokeSample::default())
+    }
+}
+impl Analog for Null {
+    fn read_milli(&mut self) -> Result<i32, Infallible> {
+        Ok(0)
+    }
+}
+
+/// Twelve null parts.
+pub struct Board([Null; 12]);
+
+impl Hardware for Board {
+    type MotorPwm = Null;
+    type MotorEnable = Null;
+    type DepthStep = Null;
+    type DepthDir = Null;
+    type HomeSwitch = Null;
+    type CartridgeSwitch = Null;
+    type EStop = Null;
+    type Pedal = Null;
+    type Stroke = Null;
+    type Current = Null;
+    type Temperature = Null;
+    type Supply = Null;
+
+    fn parts(&mut self) -> Parts<'_, Self> {
+        let [a, b, c, d, e, f, g, h, i, j, k, l] = &mut self.0;
+        Parts {
+            motor_pwm: a,
+            motor_enable: b,
+            depth_step: c,
+            depth_dir: d,
+            home_switch: e,
+            cartridge_switch: f,
+            estop: g,
+            pedal: h,
+            stroke: i,
+            current: j,
+            temperature: k,
+            supply: l,
+        }
+    }
+}
+
+/// Runs `ticks` ticks of the controller and returns its state's discriminant, so the whole
+/// controller is compiled into this library.
+pub extern "C" fn needle_check_run(ticks: u32) -> u32 {
+    let board = Board([
+        Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null,
+    ]);
+    let Ok(mut ctrl) = Controller::new(board, ControllerConfig::default()) else {
+        return u32::MAX;
+    };
+    let _ = ctrl.handle(Command::Home);
+    for t in 0..ticks {
+        ctrl.tick(Micros(u64::from(t) * 1000));
+    }
+    ctrl.state() as u32
+}
+
+#[panic_handler]
+fn panic(_info: &PanicInfo) -> ! {
+    loop {}
+}

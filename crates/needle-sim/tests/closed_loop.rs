@@ -1,0 +1,443 @@
+//! The core against the simulated rig, in virtual time. Every verdict comes from the rig's
+//! physical truth, never from the controller's own telemetry.
+
+use needle_core::units::{Micrometers, Micros, MilliHertz};
+use needle_core::{Command, Controller, ControllerConfig, Fault, State};
+use needle_sim::{Injection, Part, SimHardware, SimParams, SimRig};
+
+type Ctrl = Controller<SimHardware>;
+
+fn rig() -> (SimRig, Ctrl) {
+    let rig = SimRig::new(SimParams::default());
+    rig.inject(Injection::Cartridge(true));
+    let mut ctrl = Controller::new(rig.hardware(), ControllerConfig::default()).unwrap();
+    ctrl.tick(rig.now());
+    (rig, ctrl)
+}
+
+fn homed() -> (SimRig, Ctrl) {
+    let (rig, mut ctrl) = rig();
+    ctrl.handle(Command::Home).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(5_000), |c| {
+        c.state() != State::Homing
+    });
+    assert_eq!(
+        ctrl.state(),
+        State::Idle,
+        "homing failed: {:?}",
+        ctrl.telemetry()
+    );
+    (rig, ctrl)
+}
+
+fn settle(rig: &SimRig, ctrl: &mut Ctrl) {
+    rig.run(ctrl, Micros::from_millis(5_000), |c| {
+        !c.telemetry().depth_moving
+    });
+    assert!(!ctrl.telemetry().depth_moving);
+}
+
+fn arm(rig: &SimRig, ctrl: &mut Ctrl, depth_um: i32, rate: MilliHertz) {
+    let ceiling = ctrl.config().depth.max_depth;
+    ctrl.handle(Command::Arm {
+        depth: Micrometers(depth_um),
+        rate,
+        ceiling,
+    })
+    .unwrap();
+    settle(rig, ctrl);
+}
+
+fn running(rate_hz: u32) -> (SimRig, Ctrl) {
+    let (rig, mut ctrl) = homed();
+    arm(&rig, &mut ctrl, 1_000, MilliHertz::from_hz(rate_hz));
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(400), |_| false);
+    assert!(rig.truth().motor_powered);
+    (rig, ctrl)
+}
+
+/// Steps one tick by hand: advance physics, heartbeat, tick.
+fn tick(rig: &SimRig, ctrl: &mut Ctrl) {
+    let t = rig.now().saturating_add(ctrl.config().safety.tick_period);
+    rig.advance_to(t);
+    ctrl.handle(Command::Heartbeat).unwrap_or(());
+    ctrl.tick(t);
+}
+
+#[test]
+fn rate_settles_within_one_percent_in_200ms_across_range() {
+    for hz in (80..=160).step_by(10) {
+        let (rig, mut ctrl) = homed();
+        arm(&rig, &mut ctrl, 1_000, MilliHertz::from_hz(hz));
+        ctrl.handle(Command::Start).unwrap();
+        let start = rig.now();
+        rig.run(&mut ctrl, Micros::from_millis(200), |_| false);
+        // From 200 ms on, the true rate stays within +-1 % for the next second.
+        let target = f64::from(hz);
+        let mut worst: f64 = 0.0;
+        while rig.now().since(start) < Micros::from_millis(1_200) {
+            tick(&rig, &mut ctrl);
+            worst = worst.max((rig.truth().rate_hz - target).abs() / target);
+        }
+        assert!(worst <= 0.01, "{hz} Hz: worst error {:.3} %", worst * 100.0);
+        assert_eq!(ctrl.state(), State::Running);
+    }
+}
+
+#[test]
+fn depth_moves_land_within_one_step_from_both_directions() {
+    let (rig, mut ctrl) = homed();
+    arm(&rig, &mut ctrl, 0, MilliHertz::from_hz(120));
+    let step_um = 1000.0 / f64::from(ctrl.config().depth.steps_per_mm);
+    let targets: Vec<i32> = (0..=50).map(|i| i * 50).collect();
+    // Up the range, down the range, and zig-zags that approach each point from above.
+    let mut sequence = targets.clone();
+    sequence.extend(targets.iter().rev());
+    for &t in &targets {
+        sequence.push((t + 400).min(2_500));
+        sequence.push(t);
+    }
+    for target in sequence {
+        ctrl.handle(Command::SetDepth(Micrometers(target))).unwrap();
+        settle(&rig, &mut ctrl);
+        let truth = rig.truth().depth_um;
+        assert!(
+            (truth - f64::from(target)).abs() <= step_um,
+            "target {target} um, true depth {truth:.1} um"
+        );
+    }
+}
+
+#[test]
+fn homing_repeats_within_one_step() {
+    let mut zeros = Vec::new();
+    for start in [300.0, 1_200.0, 2_900.0, 0.0, -100.0] {
+        let rig = SimRig::new(SimParams {
+            start_depth_um: start,
+            ..SimParams::default()
+        });
+        let mut ctrl = Controller::new(rig.hardware(), ControllerConfig::default()).unwrap();
+        ctrl.tick(rig.now());
+        ctrl.handle(Command::Home).unwrap();
+        rig.run(&mut ctrl, Micros::from_millis(5_000), |c| {
+            c.state() != State::Homing
+        });
+        assert_eq!(ctrl.state(), State::Idle, "from {start}");
+        zeros.push(rig.truth().depth_um);
+    }
+    let spread = zeros.iter().cloned().fold(f64::MIN, f64::max)
+        - zeros.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread <= 2.5, "home positions {zeros:?}");
+}
+
+/// Injects `injection` into a running rig and checks the motor is off in the very tick the
+/// controller sees it, with `fault` latched.
+fn assert_safe_in_same_tick(injection: Injection, fault: Fault) {
+    let (rig, mut ctrl) = running(120);
+    rig.inject(injection);
+    tick(&rig, &mut ctrl);
+    let truth = rig.truth();
+    assert!(!truth.motor_powered, "{injection:?}: motor still powered");
+    assert!(
+        ctrl.telemetry().faults.contains(fault),
+        "{injection:?}: {:?}",
+        ctrl.telemetry().faults
+    );
+    assert!(matches!(ctrl.state(), State::Fault | State::EStop));
+    // And it stays off.
+    let pulses = truth.step_pulses;
+    rig.run(&mut ctrl, Micros::from_millis(100), |_| false);
+    assert!(!rig.truth().motor_powered);
+    assert_eq!(
+        rig.truth().step_pulses,
+        pulses,
+        "depth axis moved after {injection:?}"
+    );
+}
+
+#[test]
+fn estop_stops_motor_in_same_tick() {
+    assert_safe_in_same_tick(Injection::EStop(true), Fault::EStop);
+}
+
+#[test]
+fn cartridge_pull_stops_motor_in_same_tick() {
+    assert_safe_in_same_tick(Injection::Cartridge(false), Fault::CartridgeRemoved);
+}
+
+#[test]
+fn overheat_stops_motor_in_same_tick() {
+    assert_safe_in_same_tick(Injection::Overheat(90.0), Fault::OverTemperature);
+}
+
+#[test]
+fn sensor_errors_stop_motor_in_same_tick() {
+    for part in Part::ALL {
+        if matches!(part, Part::DepthStep | Part::DepthDir) {
+            continue; // written only while the axis moves: see the next test
+        }
+        assert_safe_in_same_tick(Injection::SensorError(part, true), Fault::SensorFault);
+    }
+}
+
+#[test]
+fn depth_output_errors_stop_motor_in_the_tick_that_writes_them() {
+    for part in [Part::DepthStep, Part::DepthDir] {
+        let (rig, mut ctrl) = running(120);
+        rig.inject(Injection::SensorError(part, true));
+        ctrl.handle(Command::SetDepth(Micrometers(1_400))).unwrap();
+        let mut ticks = 0;
+        while ctrl.state() == State::Running && ticks < 100 {
+            tick(&rig, &mut ctrl);
+            ticks += 1;
+            // Until the failing write happens, nothing is wrong; once it does, in that tick:
+            if ctrl.state() != State::Running {
+                assert!(!rig.truth().motor_powered, "{part:?}");
+                assert!(
+                    ctrl.telemetry().faults.contains(Fault::SensorFault),
+                    "{part:?}"
+                );
+            }
+        }
+        assert_eq!(ctrl.state(), State::Fault, "{part:?} never failed");
+        assert!(
+            !ctrl.telemetry().homed,
+            "{part:?}: steps may be lost, homing must be required"
+        );
+    }
+}
+
+#[test]
+fn stuck_home_switch_deep_in_travel_stops_motor_in_same_tick() {
+    assert_safe_in_same_tick(
+        Injection::StuckHomeSwitch(Some(true)),
+        Fault::DepthAxisFault,
+    );
+}
+
+#[test]
+fn brownout_stops_motor_after_its_window() {
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::BrownOut(true));
+    let window = ctrl.config().safety.under_voltage_time;
+    let took = rig.run(&mut ctrl, Micros::from_millis(100), |c| {
+        c.state() == State::Fault
+    });
+    assert!(ctrl.telemetry().faults.contains(Fault::UnderVoltage));
+    assert!(!rig.truth().motor_powered);
+    assert!(
+        took <= window.saturating_add(Micros(1_000)),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn over_current_from_heavy_load_stops_motor() {
+    let (rig, mut ctrl) = running(120);
+    // A load the motor can only just carry, at a current above the limit.
+    rig.inject(Injection::Load(0.03));
+    rig.run(&mut ctrl, Micros::from_millis(1_000), |c| {
+        c.state() == State::Fault
+    });
+    let faults = ctrl.telemetry().faults;
+    assert!(
+        faults.contains(Fault::OverCurrent) || faults.contains(Fault::StrokeStall),
+        "{faults:?}"
+    );
+    assert!(!rig.truth().motor_powered);
+}
+
+#[test]
+fn jam_stops_motor_by_over_current_before_stall_window() {
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::Jam(true));
+    let took = rig.run(&mut ctrl, Micros::from_millis(1_000), |c| {
+        c.state() == State::Fault
+    });
+    // A jammed DC motor draws stall current: the current limit trips first.
+    assert!(
+        ctrl.telemetry().faults.contains(Fault::OverCurrent),
+        "{:?}",
+        ctrl.telemetry()
+    );
+    assert!(!rig.truth().motor_powered);
+    assert!(took <= ctrl.config().stroke.stall_window, "took {took:?}");
+}
+
+#[test]
+fn jam_is_detected_as_stall_within_window() {
+    // A driver that limits current itself: only the stall detector can see the jam.
+    let rig = SimRig::new(SimParams::default());
+    rig.inject(Injection::Cartridge(true));
+    let mut config = ControllerConfig::default();
+    config.safety.max_current = needle_core::units::MilliAmps(100_000);
+    let mut ctrl = Controller::new(rig.hardware(), config).unwrap();
+    ctrl.tick(rig.now());
+    ctrl.handle(Command::Home).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(5_000), |c| {
+        c.state() == State::Idle
+    });
+    arm(&rig, &mut ctrl, 1_000, MilliHertz::from_hz(120));
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(400), |_| false);
+    rig.inject(Injection::Jam(true));
+    let window = ctrl.config().stroke.stall_window;
+    let took = rig.run(&mut ctrl, Micros::from_millis(1_000), |c| {
+        c.state() == State::Fault
+    });
+    assert!(
+        ctrl.telemetry().faults.contains(Fault::StrokeStall),
+        "{:?}",
+        ctrl.telemetry()
+    );
+    assert!(!rig.truth().motor_powered);
+    // The rate estimate falls under half the setpoint within two strokes of the jam.
+    let bound = window.saturating_add(Micros::from_millis(20));
+    assert!(took <= bound, "stall took {took:?}, window {window:?}");
+}
+
+#[test]
+fn sensor_dropout_is_detected_as_stall() {
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::SensorDropout(true));
+    rig.run(&mut ctrl, Micros::from_millis(1_000), |c| {
+        c.state() == State::Fault
+    });
+    assert!(ctrl.telemetry().faults.contains(Fault::StrokeStall));
+    assert!(!rig.truth().motor_powered);
+}
+
+#[test]
+fn lost_host_stops_motor_within_timeout_plus_one_tick() {
+    let (rig, mut ctrl) = running(120);
+    let cut = rig.now();
+    rig.inject(Injection::HostSilence(true));
+    rig.run(&mut ctrl, Micros::from_millis(1_000), |_| {
+        !rig.truth().motor_powered
+    });
+    let limit = ctrl
+        .config()
+        .safety
+        .host_timeout
+        .saturating_add(ctrl.config().safety.tick_period);
+    assert!(
+        rig.now().since(cut) <= limit,
+        "motor off after {:?}",
+        rig.now().since(cut)
+    );
+    assert!(ctrl.telemetry().faults.contains(Fault::HostTimeout));
+}
+
+#[test]
+fn late_tick_latches_control_overrun() {
+    let (rig, mut ctrl) = running(120);
+    let t = rig.now().saturating_add(Micros::from_millis(80));
+    rig.advance_to(t);
+    ctrl.handle(Command::Heartbeat).unwrap();
+    ctrl.tick(t);
+    assert!(ctrl.telemetry().faults.contains(Fault::ControlOverrun));
+    assert!(!rig.truth().motor_powered);
+}
+
+#[test]
+fn estop_during_move_requires_homing_again() {
+    let (rig, mut ctrl) = homed();
+    ctrl.handle(Command::Arm {
+        depth: Micrometers(2_000),
+        rate: MilliHertz::from_hz(100),
+        ceiling: Micrometers(2_500),
+    })
+    .unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(50), |_| false);
+    assert!(ctrl.telemetry().depth_moving);
+    rig.inject(Injection::EStop(true));
+    tick(&rig, &mut ctrl);
+    assert_eq!(ctrl.state(), State::EStop);
+    assert!(!ctrl.telemetry().homed);
+    assert_eq!(
+        ctrl.handle(Command::ClearFaults),
+        Err(needle_core::Rejected::CauseStillPresent(Fault::EStop))
+    );
+    rig.inject(Injection::EStop(false));
+    tick(&rig, &mut ctrl);
+    assert_eq!(ctrl.state(), State::Fault);
+    ctrl.handle(Command::ClearFaults).unwrap();
+    assert_eq!(ctrl.state(), State::Boot);
+}
+
+#[test]
+fn fault_clears_only_when_cause_gone_and_motor_needs_new_start() {
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::Overheat(90.0));
+    tick(&rig, &mut ctrl);
+    assert_eq!(
+        ctrl.handle(Command::ClearFaults),
+        Err(needle_core::Rejected::CauseStillPresent(
+            Fault::OverTemperature
+        ))
+    );
+    rig.inject(Injection::Overheat(30.0));
+    tick(&rig, &mut ctrl);
+    ctrl.handle(Command::ClearFaults).unwrap();
+    assert_eq!(ctrl.state(), State::Idle);
+    rig.run(&mut ctrl, Micros::from_millis(100), |_| false);
+    assert!(!rig.truth().motor_powered);
+}
+
+#[test]
+fn pedal_starts_and_pauses() {
+    let (rig, mut ctrl) = homed();
+    arm(&rig, &mut ctrl, 500, MilliHertz::from_hz(100));
+    rig.inject(Injection::Pedal(true));
+    rig.run(&mut ctrl, Micros::from_millis(300), |_| false);
+    assert_eq!(ctrl.state(), State::Running);
+    assert!(rig.truth().motor_powered);
+    rig.inject(Injection::Pedal(false));
+    tick(&rig, &mut ctrl);
+    assert_eq!(ctrl.state(), State::Paused);
+    assert!(!rig.truth().motor_powered);
+}
+
+#[test]
+fn depth_change_while_running_is_rate_limited_and_capped_by_ceiling() {
+    let (rig, mut ctrl) = homed();
+    let ceiling = Micrometers(1_500);
+    ctrl.handle(Command::Arm {
+        depth: Micrometers(500),
+        rate: MilliHertz::from_hz(120),
+        ceiling,
+    })
+    .unwrap();
+    settle(&rig, &mut ctrl);
+    ctrl.handle(Command::Start).unwrap();
+    assert_eq!(
+        ctrl.handle(Command::SetDepth(Micrometers(1_501))),
+        Err(needle_core::Rejected::DepthOutOfRange)
+    );
+    ctrl.handle(Command::SetDepth(Micrometers(1_500))).unwrap();
+    let speed = f64::from(ctrl.config().depth.running_speed_um_per_s);
+    let mut peak: f64 = 0.0;
+    let mut fastest: f64 = 0.0;
+    let mut window_start = (rig.now(), rig.truth().depth_um);
+    let mut ticks = 0;
+    while ctrl.telemetry().depth_moving || ticks == 0 {
+        tick(&rig, &mut ctrl);
+        ticks += 1;
+        let depth = rig.truth().depth_um;
+        peak = peak.max(depth);
+        let elapsed = rig.now().since(window_start.0);
+        if elapsed >= Micros::from_millis(100) {
+            fastest = fastest.max((depth - window_start.1).abs() / (elapsed.0 as f64 * 1e-6));
+            window_start = (rig.now(), depth);
+        }
+        assert!(ticks < 10_000, "move never finished");
+    }
+    assert!(
+        fastest <= speed * 1.05,
+        "moved at {fastest:.0} um/s, running speed {speed}"
+    );
+    assert!(fastest >= speed * 0.8, "moved at only {fastest:.0} um/s");
+    assert!(peak <= 1_500.0 + 2.5, "passed the ceiling: {peak:.1} um");
+    assert_eq!(ctrl.state(), State::Running);
+}
