@@ -350,7 +350,11 @@ impl World {
         let drive = p.motor_k * self.current - p.viscous * self.omega;
         let resist = p.friction_nm + load;
         // Static friction holds a stopped cam until the drive overcomes it.
-        let net = if self.omega > 0.0 || drive > resist { drive - resist } else { 0.0 };
+        let net = if self.omega > 0.0 || drive > resist {
+            drive - resist
+        } else {
+            0.0
+        };
         self.omega = (self.omega + net / p.inertia * dt).max(0.0);
         if self.jam {
             // A jammed cam stops within a stroke.

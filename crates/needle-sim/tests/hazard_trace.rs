@@ -5,7 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name();
@@ -24,7 +26,10 @@ fn every_test_named_in_hazard_trace_exists() {
     let mut files = Vec::new();
     rust_files(&root.join("crates"), &mut files);
     rust_files(&root.join("hil-tests"), &mut files);
-    let sources: String = files.iter().filter_map(|f| fs::read_to_string(f).ok()).collect();
+    let sources: String = files
+        .iter()
+        .filter_map(|f| fs::read_to_string(f).ok())
+        .collect();
 
     let mut named = 0;
     let mut missing = Vec::new();
@@ -39,6 +44,12 @@ fn every_test_named_in_hazard_trace_exists() {
             }
         }
     }
-    assert!(named >= 20, "only {named} tests named: is the table still there?");
-    assert!(missing.is_empty(), "tests named in docs/hazards.md but not found: {missing:?}");
+    assert!(
+        named >= 20,
+        "only {named} tests named: is the table still there?"
+    );
+    assert!(
+        missing.is_empty(),
+        "tests named in docs/hazards.md but not found: {missing:?}"
+    );
 }
