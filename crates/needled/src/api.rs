@@ -1,0 +1,519 @@
+//! The HTTP API (axum): bearer tokens with roles, JSON in and out, errors as
+//! `{"error": {"code": "...", "message": "..."}}` with a stable code, telemetry over SSE.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures::Stream;
+use needle_core::Telemetry;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::Tokens;
+use crate::error::ApiError;
+use crate::service::{Actor, CreateSession, Role, Service, Setpoints};
+use crate::store::{report_csv, SessionId, MAX_EVENTS_PAGE};
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The service.
+    pub service: Arc<Service>,
+    /// The API tokens.
+    pub tokens: Arc<Tokens>,
+    /// Period of the SSE telemetry.
+    pub telemetry_period: Duration,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (
+            status,
+            Json(json!({ "error": { "code": self.code, "message": self.message } })),
+        )
+            .into_response()
+    }
+}
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub struct Authed(pub Actor);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::new(401, "unauthorized", "missing bearer token"))?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            ApiError::new(
+                401,
+                "unauthorized",
+                "expected 'Authorization: Bearer <token>'",
+            )
+        })?;
+        state
+            .tokens
+            .lookup(token.trim())
+            .map(Authed)
+            .ok_or_else(|| ApiError::new(401, "unauthorized", "unknown token"))
+    }
+}
+
+/// A caller with the technician role.
+pub struct Technician(pub Actor);
+
+impl FromRequestParts<AppState> for Technician {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Authed(actor) = Authed::from_request_parts(parts, state).await?;
+        if actor.role != Role::Technician {
+            return Err(ApiError::forbidden("this needs a technician token"));
+        }
+        Ok(Technician(actor))
+    }
+}
+
+/// A JSON body whose rejections are API errors with stable codes.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(match e {
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    "send Content-Type: application/json",
+                ),
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::bad_request("invalid_json", e.body_text())
+                }
+                JsonRejection::JsonDataError(e) => {
+                    ApiError::bad_request("invalid_request", e.body_text())
+                }
+                JsonRejection::BytesRejection(e) => {
+                    ApiError::new(413, "body_too_large", e.body_text())
+                }
+                other => ApiError::bad_request("invalid_request", other.body_text()),
+            }),
+        }
+    }
+}
+
+/// The API's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/status", get(status))
+        .route("/v1/telemetry", get(telemetry))
+        .route("/v1/home", post(home))
+        .route("/v1/faults/clear", post(clear_faults))
+        .route("/v1/sessions", post(create_session))
+        .route("/v1/sessions/{id}", get(get_session))
+        .route("/v1/sessions/{id}/cartridge", post(bind_cartridge))
+        .route("/v1/sessions/{id}/arm", post(arm))
+        .route("/v1/sessions/{id}/start", post(start))
+        .route("/v1/sessions/{id}/pause", post(pause))
+        .route("/v1/sessions/{id}/end", post(end))
+        .route("/v1/sessions/{id}/setpoints", put(setpoints))
+        .route("/v1/sessions/{id}/report", get(report))
+        .route("/v1/cartridges/{id}", get(cartridge))
+        .route("/v1/lots/{lot}/recall", post(recall))
+        .route("/v1/events", get(events))
+        .route("/v1/sim/truth", get(sim_truth))
+        .route("/v1/sim/inject", post(sim_inject))
+        .merge(crate::console::router())
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn health(State(s): State<AppState>) -> Json<Value> {
+    let alive = s.service.control().is_alive(Duration::from_millis(500));
+    Json(
+        json!({ "status": if alive { "ok" } else { "control_loop_stalled" }, "control_alive": alive }),
+    )
+}
+
+fn telemetry_json(t: &Telemetry) -> Value {
+    json!({
+        "state": format!("{:?}", t.state),
+        "faults": t.faults.iter().map(|f| f.code()).collect::<Vec<_>>(),
+        "last_fault": t.last_fault.map(|f| f.code()),
+        "interlocks": t.interlocks.iter().map(|i| json!({ "code": i.code(), "reason": i.reason() })).collect::<Vec<_>>(),
+        "homed": t.homed,
+        "depth": {
+            "setpoint_um": t.depth_setpoint.0,
+            "position_um": t.depth_position.0,
+            "ceiling_um": t.depth_ceiling.0,
+            "moving": t.depth_moving,
+        },
+        "rate": { "setpoint_mhz": t.rate_setpoint.0, "measured_mhz": t.rate_measured.0 },
+        "duty_permyriad": t.duty.0,
+        "motor_enabled": t.motor_enabled,
+        "stroke_count": t.stroke_count,
+        "current_ma": t.current.0,
+        "temperature_mc": t.temperature.0,
+        "supply_mv": t.supply.0,
+        "pedal": t.pedal,
+        "controller_time_us": t.now.0,
+    })
+}
+
+async fn status(State(s): State<AppState>, Authed(_): Authed) -> Result<Json<Value>, ApiError> {
+    let snap = s.service.control().snapshot();
+    let mut body = telemetry_json(&snap.telemetry);
+    let session = match s.service.active_session() {
+        Some(id) => Some(s.service.session(id)?),
+        None => None,
+    };
+    let cartridge = match session.as_ref().and_then(|x| x.cartridge_id.clone()) {
+        Some(id) => s
+            .service
+            .store()
+            .cartridge(&id, &s.service.policy().limits)?,
+        None => None,
+    };
+    if let Value::Object(map) = &mut body {
+        map.insert("session".into(), json!(session));
+        map.insert("cartridge".into(), json!(cartridge));
+        map.insert("control".into(), json!(snap.stats));
+        map.insert(
+            "backend".into(),
+            json!(if s.service.sim().is_some() {
+                "sim"
+            } else {
+                "hardware"
+            }),
+        );
+    }
+    Ok(Json(body))
+}
+
+async fn telemetry(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let control = s.service.clone();
+    let period = s.telemetry_period;
+    let stream = futures::stream::unfold(tokio::time::interval(period), move |mut tick| {
+        let control = control.clone();
+        async move {
+            tick.tick().await;
+            let snap = control.control().snapshot();
+            let mut body = telemetry_json(&snap.telemetry);
+            if let Value::Object(map) = &mut body {
+                map.insert("session".into(), json!(control.active_session()));
+                map.insert("control".into(), json!(snap.stats));
+            }
+            let event = SseEvent::default()
+                .event("telemetry")
+                .data(body.to_string());
+            Some((Ok(event), tick))
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct OptionalReason {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn home(State(s): State<AppState>, Authed(a): Authed) -> Result<Json<Value>, ApiError> {
+    s.service.home(&a).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn clear_faults(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Body(r): Body<Reason>,
+) -> Result<Json<Value>, ApiError> {
+    s.service.clear_faults(&a, &r.reason).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn create_session(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Body(req): Body<CreateSession>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let record = s.service.create_session(&a, req)?;
+    Ok((StatusCode::CREATED, Json(json!(record))))
+}
+
+async fn get_session(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+    Path(id): Path<SessionId>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(s.service.session(id)?)))
+}
+
+async fn bind_cartridge(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<SessionId>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(s.service.bind_cartridge(&a, id)?)))
+}
+
+async fn arm(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<SessionId>,
+    Body(set): Body<Setpoints>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(s.service.arm(&a, id, set).await?)))
+}
+
+async fn start(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<SessionId>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(s.service.start(&a, id).await?)))
+}
+
+async fn pause(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<SessionId>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(s.service.pause(&a, id).await?)))
+}
+
+async fn end(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<SessionId>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // The body is optional: none, or {"reason": "..."}.
+    let given: OptionalReason = if body.iter().all(u8::is_ascii_whitespace) {
+        OptionalReason::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+    };
+    let reason = given
+        .reason
+        .unwrap_or_else(|| "ended by the operator".to_string());
+    Ok(Json(json!(s.service.end(&a, id, &reason).await?)))
+}
+
+async fn setpoints(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Path(id): Path<SessionId>,
+    Body(set): Body<Setpoints>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(s.service.set_setpoints(&a, id, set).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+async fn report(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+    Path(id): Path<SessionId>,
+    Query(q): Query<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let report = s.service.store().session_report(id)?;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(json!(report)).into_response()),
+        "csv" => Ok((
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"session-{id}.csv\""),
+                ),
+            ],
+            report_csv(&report),
+        )
+            .into_response()),
+        other => Err(ApiError::bad_request(
+            "invalid_format",
+            format!("format '{other}': expected json or csv"),
+        )),
+    }
+}
+
+async fn cartridge(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let record = s
+        .service
+        .store()
+        .cartridge(&id, &s.service.policy().limits)?;
+    record
+        .map(|r| Json(json!(r)))
+        .ok_or_else(|| ApiError::not_found(format!("no cartridge {id}")))
+}
+
+async fn recall(
+    State(s): State<AppState>,
+    Technician(a): Technician,
+    Path(lot): Path<String>,
+    Body(r): Body<Reason>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "in_use": s.service.recall_lot(&a, &lot, &r.reason).await? }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: i64,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+async fn events(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_EVENTS_PAGE);
+    let events = s.service.store().events_after(q.after, limit)?;
+    Ok(Json(json!({ "events": events })))
+}
+
+fn sim(s: &AppState) -> Result<&crate::hal::sim::SimBackend, ApiError> {
+    s.service
+        .sim()
+        .ok_or_else(|| ApiError::not_found("the sim endpoints exist only on the sim backend"))
+}
+
+async fn sim_truth(
+    State(s): State<AppState>,
+    Technician(_): Technician,
+) -> Result<Json<Value>, ApiError> {
+    let t = sim(&s)?.rig.truth();
+    Ok(Json(json!({
+        "sim_time_us": t.now.0,
+        "depth_um": t.depth_um,
+        "rate_hz": t.rate_hz,
+        "strokes": t.strokes,
+        "motor_powered": t.motor_powered,
+        "duty": t.duty,
+        "current_a": t.current_a,
+        "temperature_c": t.temperature_c,
+        "supply_v": t.supply_v,
+        "cartridge_seated": sim(&s)?.rig.cartridge_seated(),
+    })))
+}
+
+/// A sim control, as a technician or jig sends it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+enum SimAction {
+    SeatCartridge {
+        tag_hex: Option<String>,
+    },
+    PullCartridge,
+    Estop {
+        pressed: bool,
+    },
+    Pedal {
+        pressed: bool,
+    },
+    Jam {
+        on: bool,
+    },
+    Heat {
+        temperature_c: f64,
+    },
+    Brownout {
+        on: bool,
+    },
+    SensorDropout {
+        on: bool,
+    },
+    StuckHomeSwitch {
+        closed: Option<bool>,
+    },
+    /// Cut (`on`) or restore the host link: the service stops refreshing the dead-man.
+    HostSilence {
+        on: bool,
+    },
+}
+
+async fn sim_inject(
+    State(s): State<AppState>,
+    Technician(a): Technician,
+    Body(action): Body<SimAction>,
+) -> Result<Json<Value>, ApiError> {
+    use needle_sim::Injection;
+    let backend = sim(&s)?;
+    match &action {
+        SimAction::SeatCartridge { tag_hex } => {
+            let image = match tag_hex {
+                Some(h) => Some(crate::tag::from_hex(h)?),
+                None => None,
+            };
+            backend.seat_cartridge(image);
+        }
+        SimAction::PullCartridge => backend.pull_cartridge(),
+        SimAction::Estop { pressed } => backend.rig.inject(Injection::EStop(*pressed)),
+        SimAction::Pedal { pressed } => backend.rig.inject(Injection::Pedal(*pressed)),
+        SimAction::Jam { on } => backend.rig.inject(Injection::Jam(*on)),
+        SimAction::Heat { temperature_c } => {
+            if !temperature_c.is_finite() || !(-40.0..=200.0).contains(temperature_c) {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "temperature_c must be -40..=200",
+                ));
+            }
+            backend.rig.inject(Injection::Overheat(*temperature_c));
+        }
+        SimAction::Brownout { on } => backend.rig.inject(Injection::BrownOut(*on)),
+        SimAction::SensorDropout { on } => backend.rig.inject(Injection::SensorDropout(*on)),
+        SimAction::StuckHomeSwitch { closed } => {
+            backend.rig.inject(Injection::StuckHomeSwitch(*closed))
+        }
+        SimAction::HostSilence { on } => backend.rig.inject(Injection::HostSilence(*on)),
+    }
+    tracing::info!(actor = %a.name, ?action, "sim injection");
+    Ok(Json(json!({ "ok": true })))
+}

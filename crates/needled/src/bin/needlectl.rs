@@ -1,0 +1,654 @@
+//! `needlectl`: the command-line client of needled, for bench engineers and jig scripts.
+//!
+//! One command per HTTP API call, plus `wait` (polls the status until a state is reached) and
+//! `tag` (makes and verifies cartridge tags offline with the device key). Human views by
+//! default; `--json` prints the API's JSON unchanged. Failures exit with a code per class
+//! (see `needlectl --help` and [`failure::Exit`]).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use needled::tag::{self, Date, DeviceKey, TagData};
+use serde_json::{json, Map, Value};
+
+#[path = "needlectl/cli.rs"]
+mod cli;
+#[path = "needlectl/client.rs"]
+mod client;
+#[path = "needlectl/failure.rs"]
+mod failure;
+#[path = "needlectl/render.rs"]
+mod render;
+
+use cli::{
+    CartridgeCmd, Cli, Cmd, FaultsCmd, LotCmd, SessionCmd, SimCmd, Stuck, TagCmd, WaitState,
+};
+use client::{segment, Api, TokenRole};
+use failure::{emit, Exit, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            f.report(json);
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+/// What every command needs from the global options.
+struct Ctx {
+    url: Option<String>,
+    token: Option<String>,
+    token_file: PathBuf,
+    role: Option<TokenRole>,
+    json: bool,
+    timeout: Duration,
+}
+
+impl Ctx {
+    /// A client without a token (health).
+    fn anonymous(&self) -> Result<Api, Failure> {
+        Ok(Api::new(
+            client::base_url(self.url.as_deref())?,
+            self.timeout,
+            None,
+        ))
+    }
+
+    /// A client with the token of `--role`, or of `default` when no role was given.
+    fn api(&self, default: TokenRole) -> Result<Api, Failure> {
+        let base = client::base_url(self.url.as_deref())?;
+        let token = client::resolve_token(
+            self.token.as_deref(),
+            &self.token_file,
+            self.role.unwrap_or(default),
+        )?;
+        Ok(Api::new(base, self.timeout, Some(token)))
+    }
+
+    /// Prints a reply: unchanged with `--json`, else through `human`.
+    fn show(
+        &self,
+        reply: &client::Reply,
+        human: impl FnOnce(&Value) -> String,
+    ) -> Result<(), Failure> {
+        if self.json {
+            return emit(&reply.text);
+        }
+        emit(&human(&reply.json()?))
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let ctx = Ctx {
+        url: cli.url,
+        token: cli.token,
+        token_file: cli.token_file,
+        role: cli.role,
+        json: cli.json,
+        timeout: Duration::from_millis(cli.timeout_ms),
+    };
+    let op = TokenRole::Operator;
+    match cli.command {
+        Cmd::Health => health(&ctx),
+        Cmd::Status => {
+            let reply = ctx.api(op)?.get("/v1/status")?;
+            ctx.show(&reply, render::status)
+        }
+        Cmd::Telemetry { count } => telemetry(&ctx, count),
+        Cmd::Home => {
+            let reply = ctx.api(op)?.post("/v1/home", None)?;
+            ctx.show(&reply, |_| {
+                "homing started: `needlectl wait --state Idle` waits until it is done".into()
+            })
+        }
+        Cmd::Faults(FaultsCmd::Clear { reason }) => {
+            let reply = ctx
+                .api(op)?
+                .post("/v1/faults/clear", Some(&json!({ "reason": reason })))?;
+            ctx.show(&reply, |_| "faults cleared".into())
+        }
+        Cmd::Session(cmd) => session(&ctx, cmd),
+        Cmd::Cartridge(CartridgeCmd::Show { id }) => {
+            let reply = ctx
+                .api(op)?
+                .get(&format!("/v1/cartridges/{}", segment(&id)))?;
+            ctx.show(&reply, render::cartridge)
+        }
+        Cmd::Lot(LotCmd::Recall { lot, reason }) => {
+            let api = ctx.api(TokenRole::Technician)?;
+            let reply = api.post(
+                &format!("/v1/lots/{}/recall", segment(&lot)),
+                Some(&json!({ "reason": reason })),
+            )?;
+            ctx.show(&reply, |v| {
+                let stopped: Vec<String> = v["in_use"]
+                    .as_array()
+                    .map(|a| a.iter().map(render::text).collect())
+                    .unwrap_or_default();
+                if stopped.is_empty() {
+                    format!("lot {lot} recalled; no cartridge of it was in use")
+                } else {
+                    format!(
+                        "lot {lot} recalled; stopped the session on cartridge(s) {}",
+                        stopped.join(", ")
+                    )
+                }
+            })
+        }
+        Cmd::Events {
+            after,
+            limit,
+            follow,
+            interval_ms,
+        } => events(&ctx, after, limit, follow, interval_ms),
+        Cmd::Sim(cmd) => sim(&ctx, cmd),
+        Cmd::Wait {
+            state,
+            settled,
+            timeout_ms,
+            interval_ms,
+            ignore_faults,
+        } => {
+            let until = Wait {
+                state,
+                settled,
+                ignore_faults,
+            };
+            wait(
+                &ctx,
+                until,
+                Duration::from_millis(timeout_ms),
+                Duration::from_millis(interval_ms),
+            )
+        }
+        Cmd::Tag(cmd) => tag_cmd(&ctx, cmd),
+    }
+}
+
+fn health(ctx: &Ctx) -> Result<(), Failure> {
+    let api = ctx.anonymous()?;
+    let reply = api.get("/v1/health")?;
+    let v = reply.json()?;
+    if v["status"] == "ok" {
+        return ctx.show(&reply, |v| render::health(api.base(), v));
+    }
+    let mut failure = Failure::new(
+        Exit::Server,
+        &render::text(&v["status"]),
+        format!(
+            "needled at {} answers, but its control loop is not ticking",
+            api.base()
+        ),
+    );
+    // With --json, scripts get the health answer itself.
+    failure.body = Some(reply.text);
+    Err(failure)
+}
+
+fn telemetry(ctx: &Ctx, count: u64) -> Result<(), Failure> {
+    let api = ctx.api(TokenRole::Operator)?;
+    let mut stream = api.stream("/v1/telemetry")?;
+    let mut seen = 0u64;
+    while count == 0 || seen < count {
+        let Some((_event, data)) = client::next_event(&mut stream)
+            .map_err(|e| api.transport_io("GET", "/v1/telemetry", &e))?
+        else {
+            return Err(Failure::new(
+                Exit::Connection,
+                "stream_ended",
+                format!(
+                    "needled at {} closed the telemetry stream after {seen} events",
+                    api.base()
+                ),
+            ));
+        };
+        if ctx.json {
+            emit(&data)?;
+        } else {
+            let v: Value = serde_json::from_str(&data).map_err(|e| {
+                Failure::new(
+                    Exit::Server,
+                    "bad_response",
+                    format!("a telemetry event is not JSON ({e})"),
+                )
+            })?;
+            emit(&render::telemetry_line(&v))?;
+        }
+        seen += 1;
+    }
+    Ok(())
+}
+
+fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
+    let api = ctx.api(TokenRole::Operator)?;
+    let path = |id: i64, what: &str| format!("/v1/sessions/{id}{what}");
+    match cmd {
+        SessionCmd::Create {
+            operator,
+            subject,
+            area,
+            checks,
+            all_checked,
+            checklist_config,
+            override_reason,
+        } => {
+            let mut checklist = Map::new();
+            if all_checked {
+                for id in checklist_ids(checklist_config.as_deref())? {
+                    checklist.insert(id, Value::Bool(true));
+                }
+            }
+            for id in checks {
+                checklist.insert(id, Value::Bool(true));
+            }
+            let mut body = json!({ "operator": operator, "subject_ref": subject, "area": area, "checklist": checklist });
+            if let Some(reason) = override_reason {
+                body["override_reason"] = Value::String(reason);
+            }
+            let reply = api.post("/v1/sessions", Some(&body))?;
+            ctx.show(&reply, render::session)
+        }
+        SessionCmd::Show { id } => ctx.show(&api.get(&path(id, ""))?, render::session),
+        SessionCmd::Bind { id } => {
+            ctx.show(&api.post(&path(id, "/cartridge"), None)?, render::cartridge)
+        }
+        SessionCmd::Arm { id, depth_um, rate } => {
+            let body = json!({ "depth_um": depth_um, "rate_mhz": rate.mhz() });
+            ctx.show(&api.post(&path(id, "/arm"), Some(&body))?, render::session)
+        }
+        SessionCmd::Start { id } => {
+            ctx.show(&api.post(&path(id, "/start"), None)?, render::session)
+        }
+        SessionCmd::Pause { id } => {
+            ctx.show(&api.post(&path(id, "/pause"), None)?, render::session)
+        }
+        SessionCmd::End { id, reason } => {
+            let body = reason.map(|r| json!({ "reason": r }));
+            ctx.show(
+                &api.post(&path(id, "/end"), body.as_ref())?,
+                render::session,
+            )
+        }
+        SessionCmd::Setpoints { id, depth_um, rate } => {
+            let mut body = Map::new();
+            if let Some(d) = depth_um {
+                body.insert("depth_um".into(), json!(d));
+            }
+            if let Some(r) = rate.mhz() {
+                body.insert("rate_mhz".into(), json!(r));
+            }
+            ctx.show(
+                &api.put(&path(id, "/setpoints"), &Value::Object(body))?,
+                render::session,
+            )
+        }
+        SessionCmd::Report { id, format, output } => {
+            let reply = api.get(&format!(
+                "/v1/sessions/{id}/report?format={}",
+                format.as_str()
+            ))?;
+            if let Some(file) = output {
+                std::fs::write(&file, reply.text.as_bytes()).map_err(|e| {
+                    Failure::local(
+                        "output_failed",
+                        format!("cannot write the report to {}: {e}", file.display()),
+                    )
+                })?;
+                if !ctx.json {
+                    emit(&format!(
+                        "report of session {id} ({}, {} bytes) written to {}",
+                        format.as_str(),
+                        reply.text.len(),
+                        file.display()
+                    ))?;
+                }
+                return Ok(());
+            }
+            match format {
+                cli::ReportFormat::Csv => emit(&reply.text),
+                cli::ReportFormat::Json => ctx.show(&reply, render::report),
+            }
+        }
+    }
+}
+
+/// The checklist ids that `--all-checked` confirms: from the given configuration, else from
+/// `config/default.toml` when present, else needled's built-in checklist.
+fn checklist_ids(config: Option<&Path>) -> Result<Vec<String>, Failure> {
+    let default = Path::new("config/default.toml");
+    let file = match config {
+        Some(f) => Some(f),
+        None if default.exists() => Some(default),
+        None => None,
+    };
+    let items = match file {
+        Some(f) => {
+            needled::config::load(f)
+                .map_err(|e| {
+                    Failure::usage("bad_config", format!("checklist for --all-checked: {e}"))
+                })?
+                .session
+                .checklist
+        }
+        None => needled::config::default_checklist(),
+    };
+    Ok(items.into_iter().map(|c| c.id).collect())
+}
+
+fn events(
+    ctx: &Ctx,
+    after: i64,
+    limit: Option<u32>,
+    follow: bool,
+    interval_ms: u64,
+) -> Result<(), Failure> {
+    let api = ctx.api(TokenRole::Operator)?;
+    let query = |after: i64| match limit {
+        Some(l) => format!("/v1/events?after={after}&limit={l}"),
+        None => format!("/v1/events?after={after}"),
+    };
+    if !follow {
+        let reply = api.get(&query(after))?;
+        return ctx.show(&reply, |v| {
+            let empty = Vec::new();
+            let events = v["events"].as_array().unwrap_or(&empty);
+            if events.is_empty() {
+                format!("no events after {after}")
+            } else {
+                render::events_table(events).render(true)
+            }
+        });
+    }
+    let mut last = after;
+    let mut header = true;
+    loop {
+        let v = api.get(&query(last))?.json()?;
+        let events = v["events"].as_array().cloned().unwrap_or_default();
+        if let Some(seq) = events.iter().filter_map(|e| e["seq"].as_i64()).max() {
+            last = last.max(seq);
+        }
+        if ctx.json {
+            for e in &events {
+                emit(&e.to_string())?;
+            }
+        } else if !events.is_empty() {
+            emit(&render::events_table(&events).render(header))?;
+            header = false;
+        }
+        // A full page means more are waiting: fetch at once.
+        let full = limit.map_or(events.len() >= 100, |l| events.len() >= l as usize);
+        if !full {
+            std::thread::sleep(Duration::from_millis(interval_ms));
+        }
+    }
+}
+
+fn sim(ctx: &Ctx, cmd: SimCmd) -> Result<(), Failure> {
+    let api = ctx.api(TokenRole::Technician)?;
+    let on_off = |on: bool, yes: &str, no: &str| if on { yes.to_string() } else { no.to_string() };
+    let (body, done) = match cmd {
+        SimCmd::Truth => return ctx.show(&api.get("/v1/sim/truth")?, render::truth),
+        SimCmd::Seat { tag_hex, tag_file } => {
+            let hex = match (tag_hex, tag_file) {
+                (Some(h), _) => Some(h.trim().to_string()),
+                (None, Some(f)) => Some(tag_hex_of_file(&f)?),
+                (None, None) => None,
+            };
+            let done = if hex.is_some() {
+                "cartridge seated"
+            } else {
+                "cartridge seated (its tag does not answer)"
+            };
+            (
+                json!({ "action": "seat_cartridge", "tag_hex": hex }),
+                done.to_string(),
+            )
+        }
+        SimCmd::Pull => (
+            json!({ "action": "pull_cartridge" }),
+            "cartridge pulled".to_string(),
+        ),
+        SimCmd::Estop { state } => (
+            json!({ "action": "estop", "pressed": state.on() }),
+            on_off(state.on(), "E-stop pressed", "E-stop released"),
+        ),
+        SimCmd::Pedal { state } => (
+            json!({ "action": "pedal", "pressed": state.on() }),
+            on_off(state.on(), "pedal pressed", "pedal released"),
+        ),
+        SimCmd::Jam { state } => (
+            json!({ "action": "jam", "on": state.on() }),
+            on_off(state.on(), "stroke mechanism jammed", "jam freed"),
+        ),
+        SimCmd::Heat { celsius } => (
+            json!({ "action": "heat", "temperature_c": celsius }),
+            format!("motor temperature set to {celsius} °C"),
+        ),
+        SimCmd::Brownout { state } => (
+            json!({ "action": "brownout", "on": state.on() }),
+            on_off(state.on(), "supply browned out", "supply restored"),
+        ),
+        SimCmd::Dropout { state } => (
+            json!({ "action": "sensor_dropout", "on": state.on() }),
+            on_off(state.on(), "sensors dropped out", "sensors answer again"),
+        ),
+        SimCmd::StuckHome { state } => {
+            let closed = match state {
+                Stuck::Closed => Some(true),
+                Stuck::Open => Some(false),
+                Stuck::Off => None,
+            };
+            let done = match state {
+                Stuck::Closed => "home switch stuck closed",
+                Stuck::Open => "home switch stuck open",
+                Stuck::Off => "home switch works again",
+            };
+            (
+                json!({ "action": "stuck_home_switch", "closed": closed }),
+                done.to_string(),
+            )
+        }
+    };
+    let reply = api.post("/v1/sim/inject", Some(&body))?;
+    ctx.show(&reply, |_| done)
+}
+
+/// A tag file's content as hex: hex text is passed on (trimmed), raw bytes (starting with the
+/// tag magic `NDLT`) are hex-encoded.
+fn tag_hex_of_file(path: &Path) -> Result<String, Failure> {
+    let bytes = client::read_input(path, "tag file")?;
+    if bytes.starts_with(&tag::TAG_MAGIC) {
+        return Ok(tag::to_hex(&bytes));
+    }
+    let text = std::str::from_utf8(&bytes).map_err(|_| {
+        Failure::usage(
+            "bad_tag_file",
+            format!("{}: neither hex text nor a raw tag", path.display()),
+        )
+    })?;
+    Ok(text.trim().to_string())
+}
+
+/// What `wait` waits for.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    state: WaitState,
+    settled: bool,
+    ignore_faults: bool,
+}
+
+/// How long the controller may sit in Fault/EStop before `wait` gives up on another state.
+const FAULT_GRACE: Duration = Duration::from_millis(500);
+
+fn wait(ctx: &Ctx, until: Wait, timeout: Duration, interval: Duration) -> Result<(), Failure> {
+    let api = ctx.api(TokenRole::Operator)?;
+    let started = Instant::now();
+    let target = until.state.as_str();
+    let latching = |s: &str| s == "Fault" || s == "EStop";
+    let mut faulted_since: Option<Instant> = None;
+    loop {
+        let reply = api.get("/v1/status")?;
+        let v = reply.json()?;
+        let state = render::text(&v["state"]);
+        let moving = v["depth"]["moving"].as_bool() != Some(false);
+        if state == target && !(until.settled && moving) {
+            return ctx.show(&reply, |v| {
+                let mut s = format!(
+                    "state {target} after {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+                if until.settled {
+                    s.push_str(&format!(
+                        ", depth settled at {}",
+                        render::depth(&v["depth"]["position_um"])
+                    ));
+                }
+                s
+            });
+        }
+        if latching(&state) && !latching(target) && !until.ignore_faults {
+            let since = *faulted_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= FAULT_GRACE {
+                let faults: Vec<String> = v["faults"]
+                    .as_array()
+                    .map(|a| a.iter().map(render::text).collect())
+                    .unwrap_or_default();
+                return Err(Failure::new(
+                    Exit::NotReached,
+                    "wait_faulted",
+                    format!(
+                        "the controller is in {state} (faults: {}) while waiting for {target}",
+                        if faults.is_empty() { "none".to_string() } else { faults.join(", ") }
+                    ),
+                )
+                .hint("remove the cause, then `needlectl faults clear --reason ...`; --ignore-faults keeps waiting"));
+            }
+        } else {
+            faulted_since = None;
+        }
+        if started.elapsed() >= timeout {
+            let detail = if state == target {
+                " (depth still moving)".to_string()
+            } else {
+                String::new()
+            };
+            return Err(Failure::new(
+                Exit::NotReached,
+                "wait_timeout",
+                format!(
+                    "state {target} not reached within {} ms; last seen: {state}{detail}",
+                    timeout.as_millis()
+                ),
+            ));
+        }
+        std::thread::sleep(
+            interval
+                .min(timeout.saturating_sub(started.elapsed()))
+                .max(Duration::from_millis(1)),
+        );
+    }
+}
+
+/// Loads the device key; creates it only when asked to.
+fn device_key(path: &Path, create: bool) -> Result<DeviceKey, Failure> {
+    if !create && !path.exists() {
+        return Err(Failure::usage("no_device_key", format!("device key file {} does not exist", path.display())).hint(
+            "needled creates it in its data directory on first start: pass --key-file <data-dir>/device.key",
+        ));
+    }
+    DeviceKey::load_or_create(path).map_err(|e| {
+        Failure::usage(
+            "bad_device_key",
+            format!("device key {}: {e}", path.display()),
+        )
+    })
+}
+
+fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
+    match cmd {
+        TagCmd::Make {
+            id,
+            lot,
+            needles,
+            expiry,
+            key_file,
+            create_key,
+            output,
+        } => {
+            let data = TagData::new(id, lot, needles.into(), expiry)
+                .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
+            let key = device_key(&key_file, create_key)?;
+            let hex = tag::to_hex(&tag::encode(&data, &key));
+            let described = json!({
+                "hex": hex, "id": data.id(), "lot": data.lot(),
+                "needles": data.needles().as_str(), "expiry": data.expiry().to_string(),
+            });
+            if let Some(file) = &output {
+                std::fs::write(file, format!("{hex}\n")).map_err(|e| {
+                    Failure::local(
+                        "output_failed",
+                        format!("cannot write the tag to {}: {e}", file.display()),
+                    )
+                })?;
+            }
+            match (ctx.json, &output) {
+                (true, _) => emit(&described.to_string()),
+                (false, None) => emit(&hex),
+                (false, Some(file)) => emit(&format!(
+                    "tag {} (lot {}, {}, expires {}) written to {}",
+                    data.id(),
+                    data.lot(),
+                    data.needles(),
+                    data.expiry(),
+                    file.display()
+                )),
+            }
+        }
+        TagCmd::Verify {
+            hex,
+            file,
+            key_file,
+        } => {
+            let hex = match (hex, file) {
+                (Some(h), _) => h,
+                (None, Some(f)) => tag_hex_of_file(&f)?,
+                (None, None) => return Err(Failure::usage("no_tag", "give --hex or --file")),
+            };
+            let key = device_key(&key_file, false)?;
+            let tag = tag::parse_hex(&hex, &key)
+                .map_err(|e| Failure::new(Exit::Refused, e.code(), e.to_string()))?;
+            let today = Date::from_unix_ms(needled::service::unix_ms());
+            let expired = today.is_some_and(|t| tag.expiry() < t);
+            let v = json!({
+                "authentic": true, "id": tag.id(), "lot": tag.lot(), "needles": tag.needles().as_str(),
+                "expiry": tag.expiry().to_string(), "expired": expired,
+            });
+            if ctx.json {
+                return emit(&v.to_string());
+            }
+            let mut kv = render::Kv::new();
+            kv.add(
+                "tag",
+                format!("authentic (signed with {})", key_file.display()),
+            )
+            .add("cartridge", tag.id())
+            .add("lot", tag.lot())
+            .add("needles", tag.needles().as_str())
+            .add(
+                "expiry",
+                format!(
+                    "{}{}",
+                    tag.expiry(),
+                    if expired { " (EXPIRED)" } else { "" }
+                ),
+            );
+            emit(&kv.render())
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The control thread: one dedicated OS thread runs `Controller::tick` at the configured rate
+//! with an absolute-deadline sleep (`clock_nanosleep(TIMER_ABSTIME)` on CLOCK_MONOTONIC),
+//! counts overruns, keeps a lateness histogram, and exchanges commands and telemetry with the
+//! async side through a bounded channel and a watch channel.
+//!
+//! The async side refreshes the core's dead-man timer; if the service hangs, the heartbeats
+//! stop and the core faults `HostTimeout` on its own.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use needle_core::hal::Hardware;
+use needle_core::units::Micros;
+use needle_core::{Command, Controller, Rejected, Telemetry};
+use nix::sys::time::TimeSpec;
+use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+
+/// Commands queued between the async side and the control thread.
+const QUEUE: usize = 64;
+/// Most commands handled in one tick, so a flood cannot stretch a tick.
+const COMMANDS_PER_TICK: usize = 16;
+/// Lateness histogram: 1 µs buckets up to this, then one overflow bucket.
+const HISTOGRAM_US: usize = 20_000;
+/// Loop statistics are recomputed this often, in ticks.
+const STATS_EVERY: u64 = 100;
+
+/// The controller's monotonic clock, in microseconds (CLOCK_MONOTONIC, the clock the kernel
+/// timestamps GPIO events with).
+pub fn monotonic_now() -> Micros {
+    match clock_gettime(ClockId::CLOCK_MONOTONIC) {
+        Ok(ts) => Micros(
+            u64::try_from(ts.tv_sec()).unwrap_or(0) * 1_000_000
+                + u64::try_from(ts.tv_nsec()).unwrap_or(0) / 1_000,
+        ),
+        Err(_) => Micros::ZERO,
+    }
+}
+
+/// Maps the monotonic clock onto the controller's clock each tick. The sim backend advances
+/// its physics here; a hardware backend passes the time through.
+pub trait TickClock: Send + 'static {
+    /// Called once a tick with the wake-up time; returns the time to tick the controller at.
+    fn controller_time(&mut self, monotonic: Micros) -> Micros;
+}
+
+/// Hardware backends: the controller runs on the monotonic clock itself.
+pub struct Monotonic;
+
+impl TickClock for Monotonic {
+    fn controller_time(&mut self, monotonic: Micros) -> Micros {
+        monotonic
+    }
+}
+
+/// How the control loop runs.
+#[derive(Debug, Clone, Copy)]
+pub struct LoopConfig {
+    /// Tick period.
+    pub period: Duration,
+    /// Try SCHED_FIFO real-time priority.
+    pub realtime: bool,
+}
+
+/// Timing of the control loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct LoopStats {
+    /// Configured rate, Hz.
+    pub rate_hz: u32,
+    /// Ticks run.
+    pub ticks: u64,
+    /// Ticks that started more than a whole period late.
+    pub overruns: u64,
+    /// Median lateness of the wake-up behind its deadline, µs.
+    pub lateness_p50_us: u64,
+    /// 99th percentile lateness, µs.
+    pub lateness_p99_us: u64,
+    /// Largest lateness seen, µs.
+    pub lateness_max_us: u64,
+    /// Whether the thread got real-time priority.
+    pub realtime: bool,
+}
+
+/// What the control thread publishes after every tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// The controller's telemetry.
+    pub telemetry: Telemetry,
+    /// The loop's timing.
+    pub stats: LoopStats,
+}
+
+/// Why a command did not reach the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The command queue is full.
+    #[error("the control loop's command queue is full")]
+    Busy,
+    /// The control thread has stopped.
+    #[error("the control loop has stopped")]
+    Stopped,
+}
+
+struct Request {
+    command: Command,
+    reply: oneshot::Sender<Result<(), Rejected>>,
+}
+
+/// The async side's handle on the control thread.
+pub struct ControlHandle {
+    commands: SyncSender<Request>,
+    snapshots: watch::Receiver<Snapshot>,
+    alive: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ControlHandle {
+    /// Sends a command and waits for the controller's verdict.
+    pub async fn command(&self, command: Command) -> Result<Result<(), Rejected>, ControlError> {
+        let (reply, verdict) = oneshot::channel();
+        self.commands
+            .try_send(Request { command, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => ControlError::Busy,
+                TrySendError::Disconnected(_) => ControlError::Stopped,
+            })?;
+        verdict.await.map_err(|_| ControlError::Stopped)
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Snapshot {
+        *self.snapshots.borrow()
+    }
+
+    /// A receiver that sees every new snapshot.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.snapshots.clone()
+    }
+
+    /// Whether the control thread completed a tick within `within` (for the systemd watchdog).
+    pub fn is_alive(&self, within: Duration) -> bool {
+        let last = Micros(self.alive.load(Ordering::Acquire));
+        let within = Micros(u64::try_from(within.as_micros()).unwrap_or(u64::MAX));
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+            && monotonic_now().since(last) <= within
+    }
+
+    /// Disarms, writes the safe outputs one last time, and stops the thread.
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ControlHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the control thread for `controller`.
+pub fn spawn<H, C>(
+    controller: Controller<H>,
+    clock: C,
+    config: LoopConfig,
+) -> std::io::Result<ControlHandle>
+where
+    H: Hardware + Send + 'static,
+    C: TickClock,
+{
+    let (commands, requests) = mpsc::sync_channel(QUEUE);
+    let initial = Snapshot {
+        telemetry: controller.telemetry(),
+        stats: LoopStats::default(),
+    };
+    let (publish, snapshots) = watch::channel(initial);
+    let alive = Arc::new(AtomicU64::new(monotonic_now().0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let alive = Arc::clone(&alive);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("needle-control".into())
+            .spawn(move || run(controller, clock, config, requests, publish, alive, stop))?
+    };
+    Ok(ControlHandle {
+        commands,
+        snapshots,
+        alive,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+fn try_realtime() -> bool {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let Ok(priority) = 50u8.try_into() else {
+        return false;
+    };
+    let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+    match set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(priority),
+        policy,
+    ) {
+        Ok(()) => {
+            tracing::info!("control thread runs with SCHED_FIFO real-time priority 50");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = ?e, "control thread did not get real-time priority; running at normal priority");
+            false
+        }
+    }
+}
+
+fn sleep_until(deadline: Micros) {
+    let ts = TimeSpec::new(
+        i64::try_from(deadline.0 / 1_000_000).unwrap_or(i64::MAX),
+        i64::try_from((deadline.0 % 1_000_000) * 1_000).unwrap_or(0),
+    );
+    // EINTR or a clock error: the loop measures lateness and carries on at the next deadline.
+    let _ = clock_nanosleep(
+        ClockId::CLOCK_MONOTONIC,
+        ClockNanosleepFlags::TIMER_ABSTIME,
+        &ts,
+    );
+}
+
+/// Lateness histogram with 1 µs buckets.
+struct Histogram {
+    buckets: Vec<u32>,
+    count: u64,
+    max: u64,
+}
+
+impl Histogram {
+    fn new() -> Self {
+        Self {
+            buckets: vec![0; HISTOGRAM_US + 1],
+            count: 0,
+            max: 0,
+        }
+    }
+
+    fn record(&mut self, us: u64) {
+        let i = usize::try_from(us)
+            .unwrap_or(HISTOGRAM_US)
+            .min(HISTOGRAM_US);
+        if let Some(b) = self.buckets.get_mut(i) {
+            *b = b.saturating_add(1);
+        }
+        self.count += 1;
+        self.max = self.max.max(us);
+    }
+
+    fn percentile(&self, per_mille: u64) -> u64 {
+        let rank = (self.count * per_mille).div_ceil(1000).max(1);
+        let mut seen = 0u64;
+        for (us, n) in self.buckets.iter().enumerate() {
+            seen += u64::from(*n);
+            if seen >= rank {
+                return us as u64;
+            }
+        }
+        self.max
+    }
+}
+
+fn run<H: Hardware, C: TickClock>(
+    mut ctrl: Controller<H>,
+    mut clock: C,
+    config: LoopConfig,
+    requests: Receiver<Request>,
+    publish: watch::Sender<Snapshot>,
+    alive: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let realtime = config.realtime && try_realtime();
+    let period = Micros(
+        u64::try_from(config.period.as_micros())
+            .unwrap_or(1_000)
+            .max(1),
+    );
+    let mut stats = LoopStats {
+        rate_hz: u32::try_from(1_000_000 / period.0).unwrap_or(0),
+        realtime,
+        ..LoopStats::default()
+    };
+    let mut histogram = Histogram::new();
+    let mut deadline = monotonic_now().saturating_add(period);
+    while !stop.load(Ordering::Acquire) {
+        sleep_until(deadline);
+        let wake = monotonic_now();
+        let late = wake.since(deadline);
+        histogram.record(late.0);
+        let now = clock.controller_time(wake);
+        for _ in 0..COMMANDS_PER_TICK {
+            let Ok(request) = requests.try_recv() else {
+                break;
+            };
+            let _ = request.reply.send(ctrl.handle(request.command));
+        }
+        ctrl.tick(now);
+        stats.ticks += 1;
+        deadline = deadline.saturating_add(period);
+        if late > period {
+            // A whole period lost: count it and re-anchor instead of bursting to catch up.
+            stats.overruns += 1;
+            deadline = wake.saturating_add(period);
+        }
+        if stats.ticks.is_multiple_of(STATS_EVERY) {
+            stats.lateness_p50_us = histogram.percentile(500);
+            stats.lateness_p99_us = histogram.percentile(990);
+            stats.lateness_max_us = histogram.max;
+        }
+        publish.send_replace(Snapshot {
+            telemetry: ctrl.telemetry(),
+            stats,
+        });
+        alive.store(wake.0, Ordering::Release);
+    }
+    // Leave the rig safe: disarm and write the safe outputs once more.
+    let _ = ctrl.handle(Command::Disarm);
+    ctrl.tick(clock.controller_time(monotonic_now()));
+    publish.send_replace(Snapshot {
+        telemetry: ctrl.telemetry(),
+        stats,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_percentiles() {
+        let mut h = Histogram::new();
+        for us in 1..=100 {
+            h.record(us);
+        }
+        assert_eq!(h.percentile(500), 50);
+        assert_eq!(h.percentile(990), 99);
+        assert_eq!(h.max, 100);
+        h.record(1_000_000);
+        assert_eq!(h.max, 1_000_000);
+        assert_eq!(h.percentile(1000), HISTOGRAM_US as u64);
+    }
+
+    #[test]
+    fn monotonic_clock_advances() {
+        let a = monotonic_now();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(monotonic_now().since(a) >= Micros(2_000));
+    }
+}

@@ -1,0 +1,465 @@
+//! The generic Linux backend (cargo feature `linux`): gpio-cdev lines, sysfs PWM and i2c-dev
+//! through linux-embedded-hal 0.4. Runs on a Pi 5 (`/dev/gpiochip4` on older Pi 5 kernels,
+//! `/dev/gpiochip0` on newer ones) and any other board with these kernel interfaces.
+//!
+//! - GPIO: [`CdevPin`] lines of `gpio_chip`, requested at their safe level. The gpio-cdev v1
+//!   interface used here has no bias flags: pull resistors (`^`, `~`) are refused by the
+//!   configuration; set them in the device tree or wire them.
+//! - Motor PWM: [`SysfsPwm`] on `pwm_chip`/`pwm<pwm_channel>`.
+//! - ADC and tag EEPROM: [`I2cdev`] on `i2c_device`, wrapped in [`LinuxI2c`] so a missing
+//!   acknowledge reported as EREMOTEIO (i2c-bcm2835, i2c-designware) reads as one.
+//! - Stroke sensor: gpio-cdev line events read by a thread (`needled-stroke`). Their
+//!   timestamps are CLOCK_MONOTONIC since Linux 5.7 (CLOCK_REALTIME before, refused by
+//!   [`open`]); tick the controller with [`crate::control::monotonic_now`].
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use embedded_hal::i2c::{self, I2c, Operation};
+use linux_embedded_hal::gpio_cdev::{Chip, EventRequestFlags, LineEventHandle, LineRequestFlags};
+use linux_embedded_hal::i2cdev::linux::LinuxI2CError;
+use linux_embedded_hal::{CdevPin, I2CError, I2cdev};
+use needle_core::hal::{ErrorKind, Hardware, Parts};
+use needle_core::units::Micros;
+
+use super::adapters::{
+    electrical_level, start_analog, Ads1115, AnalogChannel, AnalogScanner, EdgeReader,
+    EdgeTimestamps, HoldOutput, Inverted, SysfsPwm, TagEeprom,
+};
+use super::HalError;
+use crate::config::{Config, LinuxConfig, PinSpec};
+use crate::control::monotonic_now;
+
+const KEY: &str = "hardware.linux";
+const CONSUMER: &str = "needled";
+
+/// linux-embedded-hal's [`I2cdev`], with EREMOTEIO read as a missing acknowledge.
+pub struct LinuxI2c(pub I2cdev);
+
+impl std::fmt::Debug for LinuxI2c {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LinuxI2c")
+    }
+}
+
+/// An error of [`LinuxI2c`].
+#[derive(Debug)]
+pub struct LinuxI2cError(pub I2CError);
+
+impl i2c::Error for LinuxI2cError {
+    fn kind(&self) -> i2c::ErrorKind {
+        let errno = match self.0.inner() {
+            LinuxI2CError::Errno(e) => Some(*e),
+            LinuxI2CError::Io(e) => e.raw_os_error(),
+        };
+        if errno == Some(libc::EREMOTEIO) {
+            return i2c::ErrorKind::NoAcknowledge(i2c::NoAcknowledgeSource::Unknown);
+        }
+        i2c::Error::kind(&self.0)
+    }
+}
+
+impl i2c::ErrorType for LinuxI2c {
+    type Error = LinuxI2cError;
+}
+
+impl I2c for LinuxI2c {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), LinuxI2cError> {
+        // One I2C_RDWR transfer: repeated starts between the operations.
+        self.0
+            .transaction(address, operations)
+            .map_err(LinuxI2cError)
+    }
+}
+
+/// The stroke sensor's event thread; dropping it stops the thread within 100 ms and releases
+/// the line.
+#[derive(Debug)]
+struct EdgeThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for EdgeThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The rig on gpio-cdev, sysfs PWM and i2c-dev, as needle-core's [`Hardware`].
+pub struct LinuxRig {
+    // Dropped in this order: the motor first.
+    motor_enable: Inverted<CdevPin>,
+    motor_pwm: SysfsPwm,
+    depth_step: HoldOutput<Inverted<CdevPin>>,
+    depth_dir: HoldOutput<Inverted<CdevPin>>,
+    home_switch: Inverted<CdevPin>,
+    cartridge_switch: Inverted<CdevPin>,
+    estop: Inverted<CdevPin>,
+    pedal: Inverted<CdevPin>,
+    stroke: EdgeReader,
+    current: AnalogChannel,
+    temperature: AnalogChannel,
+    supply: AnalogChannel,
+    _edges: EdgeThread,
+    _adc: AnalogScanner,
+}
+
+impl std::fmt::Debug for LinuxRig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LinuxRig")
+            .field("motor_pwm", &self.motor_pwm)
+            .field("stroke", &self.stroke)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Hardware for LinuxRig {
+    type MotorPwm = SysfsPwm;
+    type MotorEnable = Inverted<CdevPin>;
+    type DepthStep = HoldOutput<Inverted<CdevPin>>;
+    type DepthDir = HoldOutput<Inverted<CdevPin>>;
+    type HomeSwitch = Inverted<CdevPin>;
+    type CartridgeSwitch = Inverted<CdevPin>;
+    type EStop = Inverted<CdevPin>;
+    type Pedal = Inverted<CdevPin>;
+    type Stroke = EdgeReader;
+    type Current = AnalogChannel;
+    type Temperature = AnalogChannel;
+    type Supply = AnalogChannel;
+
+    fn parts(&mut self) -> Parts<'_, Self> {
+        Parts {
+            motor_pwm: &mut self.motor_pwm,
+            motor_enable: &mut self.motor_enable,
+            depth_step: &mut self.depth_step,
+            depth_dir: &mut self.depth_dir,
+            home_switch: &mut self.home_switch,
+            cartridge_switch: &mut self.cartridge_switch,
+            estop: &mut self.estop,
+            pedal: &mut self.pedal,
+            stroke: &mut self.stroke,
+            current: &mut self.current,
+            temperature: &mut self.temperature,
+            supply: &mut self.supply,
+        }
+    }
+}
+
+fn section(config: &Config) -> Result<&LinuxConfig, HalError> {
+    config
+        .hardware
+        .linux
+        .as_ref()
+        .ok_or(HalError::MissingSection { backend: "linux" })
+}
+
+/// Names a line in errors: `/dev/gpiochip0 line 17`.
+fn line_name(chip: &Path, spec: PinSpec) -> String {
+    format!("{} line {}", chip.display(), spec.pin)
+}
+
+fn output(
+    chip: &mut Chip,
+    path: &Path,
+    name: &str,
+    spec: PinSpec,
+) -> Result<Inverted<CdevPin>, HalError> {
+    // Request the line already at the electrical level of logical low.
+    let level = u8::from(electrical_level(false, spec.active_low));
+    chip.get_line(spec.pin)
+        .and_then(|line| line.request(LineRequestFlags::OUTPUT, level, CONSUMER))
+        .and_then(CdevPin::new)
+        .map(|pin| Inverted::new(pin, spec.active_low))
+        .map_err(|e| HalError::open(line_name(path, spec), format!("{KEY}.{name}"), e))
+}
+
+fn input(
+    chip: &mut Chip,
+    path: &Path,
+    name: &str,
+    spec: PinSpec,
+) -> Result<Inverted<CdevPin>, HalError> {
+    chip.get_line(spec.pin)
+        .and_then(|line| line.request(LineRequestFlags::INPUT, 0, CONSUMER))
+        .and_then(CdevPin::new)
+        .map(|pin| Inverted::new(pin, spec.active_low))
+        .map_err(|e| HalError::open(line_name(path, spec), format!("{KEY}.{name}"), e))
+}
+
+fn open_bus(lc: &LinuxConfig) -> Result<LinuxI2c, HalError> {
+    I2cdev::new(&lc.i2c_device).map(LinuxI2c).map_err(|e| {
+        HalError::open(
+            lc.i2c_device.display().to_string(),
+            format!("{KEY}.i2c_device"),
+            e,
+        )
+    })
+}
+
+/// `(major, minor)` of a kernel release string such as `6.6.31+rpt-rpi-v8`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().split(['.', '-', '+']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+/// Refuses kernels whose gpio-cdev v1 event timestamps are CLOCK_REALTIME (before 5.7).
+fn check_kernel() -> Result<(), HalError> {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        // Unknown: EdgeTimestamps still refuses timestamps of another clock at run time.
+        return Ok(());
+    };
+    match kernel_version(&release) {
+        Some(v) if v < (5, 7) => Err(HalError::device(
+            format!("Linux {}", release.trim()),
+            format!("{KEY}.stroke_sensor"),
+            "gpio-cdev event timestamps are CLOCK_MONOTONIC only from Linux 5.7: upgrade the \
+             kernel",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Waits up to `timeout_ms` for `fd` to be readable; `Ok(false)` on timeout or a signal.
+#[allow(unsafe_code)]
+fn wait_readable(fd: &impl AsRawFd, timeout_ms: i32) -> std::io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN | libc::POLLPRI,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid, writable pollfd for the duration of the call (nfds = 1),
+    // and its descriptor stays open because `fd` is borrowed across the call. std and the
+    // nix features this crate enables offer no poll; it lets the thread see `stop`.
+    let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.kind() == std::io::ErrorKind::Interrupted {
+            Ok(false)
+        } else {
+            Err(e)
+        };
+    }
+    if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+        return Err(std::io::Error::other("the line's event descriptor failed"));
+    }
+    Ok(rc > 0)
+}
+
+fn spawn_edge_thread(
+    mut events: LineEventHandle,
+    edges: Arc<EdgeTimestamps>,
+) -> std::io::Result<EdgeThread> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    let thread = std::thread::Builder::new()
+        .name("needled-stroke".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                match wait_readable(&events, 100) {
+                    Ok(false) => {}
+                    Ok(true) => match events.get_event() {
+                        Ok(event) => {
+                            let at = Micros(event.timestamp() / 1_000);
+                            edges.record(at, None, monotonic_now());
+                        }
+                        Err(_) => return edges.fail(ErrorKind::Disconnected),
+                    },
+                    Err(_) => return edges.fail(ErrorKind::Disconnected),
+                }
+            }
+        })?;
+    Ok(EdgeThread {
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Opens the rig described by `[hardware.linux]`: every line, the motor PWM (off), the ADC
+/// (read once before this returns) and the stroke sensor's event thread.
+///
+/// Every device that cannot be opened is named with its configuration key, such as
+/// `cannot open /dev/gpiochip0 (hardware.linux.gpio_chip): No such file or directory`.
+pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
+    let lc = section(config)?;
+    let pins = lc.pins();
+    let path = lc.gpio_chip.as_path();
+    let mut chip = Chip::new(path)
+        .map_err(|e| HalError::open(path.display().to_string(), format!("{KEY}.gpio_chip"), e))?;
+
+    // The motor's safe state first.
+    let motor_enable = output(&mut chip, path, "motor_enable", pins.motor_enable)?;
+    let motor_pwm = SysfsPwm::open(
+        &lc.pwm_chip,
+        lc.pwm_channel,
+        lc.pwm_frequency_hz,
+        Duration::from_secs(2),
+    )
+    .map_err(|e| {
+        HalError::open(
+            e.path.display().to_string(),
+            format!("{KEY}.pwm_chip"),
+            e.source,
+        )
+    })?;
+
+    let step_hold = Duration::from_micros(u64::from(lc.step_pulse_us));
+    let dir_hold = Duration::from_micros(u64::from(lc.dir_setup_us));
+    let depth_step = HoldOutput::new(
+        output(&mut chip, path, "depth_step", pins.depth_step)?,
+        step_hold,
+        Some(false),
+    );
+    let depth_dir = HoldOutput::new(
+        output(&mut chip, path, "depth_dir", pins.depth_dir)?,
+        dir_hold,
+        Some(false),
+    );
+    let home_switch = input(&mut chip, path, "home_switch", pins.home_switch)?;
+    let cartridge_switch = input(&mut chip, path, "cartridge_switch", pins.cartridge_switch)?;
+    let estop = input(&mut chip, path, "estop", pins.estop)?;
+    let pedal = input(&mut chip, path, "pedal", pins.pedal)?;
+
+    check_kernel()?;
+    let spec = pins.stroke_sensor;
+    let key = format!("{KEY}.stroke_sensor");
+    let edge = if spec.active_low {
+        EventRequestFlags::FALLING_EDGE
+    } else {
+        EventRequestFlags::RISING_EDGE
+    };
+    let events = chip
+        .get_line(spec.pin)
+        .and_then(|line| line.events(LineRequestFlags::INPUT, edge, "needled-stroke"))
+        .map_err(|e| HalError::open(line_name(path, spec), &key, e))?;
+    let edges = EdgeTimestamps::new(EdgeTimestamps::glitch_filter_for(
+        config.stroke.rate_ceiling_hz,
+        config.stroke.edges_per_stroke,
+    ));
+    let edge_thread = spawn_edge_thread(events, Arc::clone(&edges))
+        .map_err(|e| HalError::open(line_name(path, spec), &key, e))?;
+
+    let adc_device = format!(
+        "ADS1115 at {:#04x} on {}",
+        lc.adc.address,
+        lc.i2c_device.display()
+    );
+    let adc = Ads1115::new(open_bus(lc)?, lc.adc.address, lc.adc.data_rate_sps).map_err(|e| {
+        HalError::device(
+            &adc_device,
+            format!("{KEY}.adc.data_rate_sps"),
+            e.to_string(),
+        )
+    })?;
+    let (scanner, [current, temperature, supply]) = start_analog(
+        adc,
+        lc.adc.channels(),
+        Duration::from_millis(u64::from(lc.adc.max_age_ms)),
+    )
+    .map_err(|e| HalError::device(&adc_device, format!("{KEY}.adc.address"), e.to_string()))?;
+
+    Ok(LinuxRig {
+        motor_enable,
+        motor_pwm,
+        depth_step,
+        depth_dir,
+        home_switch,
+        cartridge_switch,
+        estop,
+        pedal,
+        stroke: edges.reader(),
+        current,
+        temperature,
+        supply,
+        _edges: edge_thread,
+        _adc: scanner,
+    })
+}
+
+/// The cartridge tag reader on `i2c_device` (its own file descriptor; the kernel serializes
+/// its transfers with the ADC's).
+pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<LinuxI2c>, HalError> {
+    let lc = section(config)?;
+    Ok(TagEeprom::new(
+        open_bus(lc)?,
+        lc.tag_eeprom_address,
+        lc.tag_eeprom_address_bytes,
+        format!(
+            "tag EEPROM at {:#04x} on {}",
+            lc.tag_eeprom_address,
+            lc.i2c_device.display()
+        ),
+        format!("{KEY}.tag_eeprom_address"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send + 'static>() {}
+
+    #[test]
+    fn rig_and_tag_reader_can_move_to_their_threads() {
+        is_send::<LinuxRig>();
+        is_send::<TagEeprom<LinuxI2c>>();
+    }
+
+    #[test]
+    fn kernel_versions_parse() {
+        assert_eq!(kernel_version("6.6.31+rpt-rpi-v8\n"), Some((6, 6)));
+        assert_eq!(kernel_version("5.4.0-150-generic"), Some((5, 4)));
+        assert_eq!(kernel_version("5.10"), Some((5, 10)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!((5, 4) < (5, 7) && (5, 10) >= (5, 7));
+    }
+
+    #[test]
+    fn missing_gpio_chip_is_named_with_its_key() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/linux-rig.toml"
+        ))
+        .unwrap();
+        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        if let Some(lc) = config.hardware.linux.as_mut() {
+            lc.gpio_chip = "/nonexistent/gpiochip9".into();
+        }
+        let err = open(&config).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot open /nonexistent/gpiochip9 (hardware.linux.gpio_chip): "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_i2c_device_is_named_with_its_key() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/linux-rig.toml"
+        ))
+        .unwrap();
+        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        if let Some(lc) = config.hardware.linux.as_mut() {
+            lc.i2c_device = "/nonexistent/i2c-9".into();
+        }
+        let err = open_tag_reader(&config).unwrap_err().to_string();
+        assert!(
+            err.starts_with("cannot open /nonexistent/i2c-9 (hardware.linux.i2c_device): "),
+            "{err}"
+        );
+    }
+}

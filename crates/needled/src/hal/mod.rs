@@ -1,0 +1,118 @@
+//! Hardware backends: each builds needle-core's [`Hardware`](needle_core::hal::Hardware) from
+//! the [`Config`](crate::config::Config).
+//!
+//! - `sim`: the simulated rig (default).
+//! - [`rppal`] (cargo feature `rppal`): a Raspberry Pi through rppal: GPIO, hardware PWM, I2C.
+//! - [`linux`] (cargo feature `linux`): any Linux board through gpio-cdev, sysfs PWM, i2c-dev;
+//!   the replacement for rppal on a Pi 5 now that rppal is retired.
+//! - [`adapters`]: the pieces both real backends share, tested here without hardware: pin
+//!   inversion, STEP/DIR timing, sysfs PWM, the ADS1115 ADC, stroke edge timestamps, the
+//!   cartridge tag EEPROM.
+//!
+//! The kernel timestamps stroke sensor edges with CLOCK_MONOTONIC, and needle-core compares
+//! them with the `now` it is ticked with: with the rppal and linux backends the control loop
+//! must tick the controller with [`crate::control::monotonic_now`] (the `Monotonic` clock).
+//!
+//! Every device a backend cannot open is reported with its path and the configuration key
+//! that names it ([`HalError::Open`]).
+
+pub mod adapters;
+#[cfg(feature = "linux")]
+pub mod linux;
+#[cfg(feature = "rppal")]
+pub mod rppal;
+pub mod sim;
+
+/// Errors of the hardware backends while opening the rig or reading a cartridge tag.
+#[derive(Debug, thiserror::Error)]
+pub enum HalError {
+    /// A device could not be opened or set up.
+    #[error("cannot open {device} ({key}): {source}")]
+    Open {
+        /// The device: a path such as `/dev/gpiochip0`, or a name such as `GPIO17`.
+        device: String,
+        /// The configuration key that names it, such as `hardware.linux.gpio_chip`.
+        key: String,
+        /// What the operating system or driver said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A device was opened but did not behave as expected (a bus read failed, a sysfs file did
+    /// not appear).
+    #[error("{device} ({key}): {message}")]
+    Device {
+        /// The device.
+        device: String,
+        /// The configuration key that names it.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// `hardware.backend` names a backend whose section is missing (normally caught by
+    /// [`Config::validate`](crate::config::Config::validate)).
+    #[error("hardware.backend is \"{backend}\" but [hardware.{backend}] is missing")]
+    MissingSection {
+        /// The backend.
+        backend: &'static str,
+    },
+    /// `hardware.backend` names a backend this binary was built without.
+    #[error(
+        "hardware.backend is \"{backend}\" but needled was built without it: rebuild with \
+         `--features {backend}`"
+    )]
+    NotBuiltIn {
+        /// The backend.
+        backend: &'static str,
+    },
+}
+
+impl HalError {
+    /// Stable error code for the API and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HalError::Open { .. } | HalError::Device { .. } => "hardware_unavailable",
+            HalError::MissingSection { .. } | HalError::NotBuiltIn { .. } => "config_invalid",
+        }
+    }
+
+    /// An [`HalError::Open`] for `device` named by the configuration key `key`.
+    pub fn open(
+        device: impl Into<String>,
+        key: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        HalError::Open {
+            device: device.into(),
+            key: key.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A [`HalError::Device`] for `device` named by the configuration key `key`.
+    pub fn device(
+        device: impl Into<String>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        HalError::Device {
+            device: device.into(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads the tag of the seated cartridge (an I2C EEPROM on the rig, simulated in sim).
+///
+/// Used from the service's async side (on a blocking thread), never from the control thread.
+pub trait TagReader: Send {
+    /// The raw tag image, or `None` when no tag answers (no cartridge). Parsing and
+    /// authentication are the job of [`crate::tag`].
+    fn read_tag(&mut self) -> Result<Option<Vec<u8>>, HalError>;
+}
+
+impl<T: TagReader + ?Sized> TagReader for Box<T> {
+    fn read_tag(&mut self) -> Result<Option<Vec<u8>>, HalError> {
+        T::read_tag(self)
+    }
+}

@@ -1,0 +1,479 @@
+//! The Raspberry Pi backend through rppal 0.22 (cargo feature `rppal`).
+//!
+//! - GPIO: rppal's memory-mapped GPIO (`/dev/gpiomem`), wrapped here in embedded-hal 1.0
+//!   traits ([`GpioOut`], [`GpioIn`]) so rppal's optional `hal` feature is not needed.
+//!   Inputs may use the SoC's pull resistors (`"^17"`, `"~17"`).
+//! - Motor PWM: the hardware PWM channel (`pwm_channel` 0 = GPIO18, 1 = GPIO19) through rppal's
+//!   sysfs PWM, wrapped in [`RppalPwm`] as a `SetDutyCycle`. On a Pi 5, hardware PWM needs
+//!   `dtoverlay=pwm-2chan` in `/boot/firmware/config.txt`.
+//! - ADC and tag EEPROM: `/dev/i2c-<i2c_bus>` through [`RppalI2c`], which maps a write
+//!   followed by a read to one combined transfer (repeated start).
+//! - Stroke sensor: rppal's asynchronous interrupt, whose events carry the kernel's
+//!   CLOCK_MONOTONIC timestamp and sequence number (gpio-cdev v2); rppal's interrupt thread
+//!   calls [`EdgeTimestamps::record`]. If that thread stops (rppal ends it silently on an
+//!   error), edges stop and the controller faults `StrokeStall` while running.
+//!
+//! rppal was retired by its author in 2025; the [`linux`](super) backend covers the same rig
+//! with gpio-cdev, sysfs PWM and i2c-dev.
+//!
+//! Outputs are driven to their safe level (logical low) as they are claimed, the motor enable
+//! first. When the process ends, rppal returns the pins to inputs and disables the PWM: the
+//! rig's wiring must pull the motor enable to its disabled level.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use embedded_hal::digital::{self, InputPin, OutputPin};
+use embedded_hal::i2c::{self, I2c, Operation};
+use embedded_hal::pwm::{self, SetDutyCycle};
+use needle_core::hal::{Hardware, Parts};
+use needle_core::units::Micros;
+use rppal::gpio::{Gpio, Pin, Trigger};
+use rppal::pwm::{Channel, Polarity, Pwm};
+
+use super::adapters::{
+    electrical_level, start_analog, Ads1115, AnalogChannel, AnalogScanner, EdgeReader,
+    EdgeTimestamps, HoldOutput, Inverted, TagEeprom,
+};
+use super::HalError;
+use crate::config::{Config, PinSpec, Pull, RppalConfig};
+use crate::control::monotonic_now;
+
+const KEY: &str = "hardware.rppal";
+
+/// An rppal GPIO output as an embedded-hal [`OutputPin`].
+#[derive(Debug)]
+pub struct GpioOut(rppal::gpio::OutputPin);
+
+impl digital::ErrorType for GpioOut {
+    type Error = Infallible;
+}
+
+impl OutputPin for GpioOut {
+    fn set_high(&mut self) -> Result<(), Infallible> {
+        self.0.set_high();
+        Ok(())
+    }
+
+    fn set_low(&mut self) -> Result<(), Infallible> {
+        self.0.set_low();
+        Ok(())
+    }
+}
+
+/// An rppal GPIO input as an embedded-hal [`InputPin`].
+#[derive(Debug)]
+pub struct GpioIn(rppal::gpio::InputPin);
+
+impl digital::ErrorType for GpioIn {
+    type Error = Infallible;
+}
+
+impl InputPin for GpioIn {
+    fn is_high(&mut self) -> Result<bool, Infallible> {
+        Ok(self.0.is_high())
+    }
+
+    fn is_low(&mut self) -> Result<bool, Infallible> {
+        Ok(self.0.is_low())
+    }
+}
+
+/// The rppal hardware PWM as an embedded-hal [`SetDutyCycle`]: duty in parts per ten
+/// thousand, written as a pulse width in nanoseconds only when it changes.
+#[derive(Debug)]
+pub struct RppalPwm {
+    pwm: Pwm,
+    period_ns: u64,
+    duty: Option<u16>,
+}
+
+/// The maximum duty of [`RppalPwm`].
+pub const RPPAL_PWM_MAX_DUTY: u16 = 10_000;
+
+/// An error of [`RppalPwm`].
+#[derive(Debug)]
+pub struct RppalPwmError(pub rppal::pwm::Error);
+
+impl pwm::Error for RppalPwmError {
+    fn kind(&self) -> pwm::ErrorKind {
+        pwm::ErrorKind::Other
+    }
+}
+
+impl pwm::ErrorType for RppalPwm {
+    type Error = RppalPwmError;
+}
+
+impl SetDutyCycle for RppalPwm {
+    fn max_duty_cycle(&self) -> u16 {
+        RPPAL_PWM_MAX_DUTY
+    }
+
+    fn set_duty_cycle(&mut self, duty: u16) -> Result<(), RppalPwmError> {
+        let duty = duty.min(RPPAL_PWM_MAX_DUTY);
+        if self.duty == Some(duty) {
+            return Ok(());
+        }
+        let ns = self.period_ns * u64::from(duty) / u64::from(RPPAL_PWM_MAX_DUTY);
+        self.duty = None;
+        self.pwm
+            .set_pulse_width(Duration::from_nanos(ns))
+            .map_err(RppalPwmError)?;
+        self.duty = Some(duty);
+        Ok(())
+    }
+}
+
+/// rppal's I2C bus as an embedded-hal [`I2c`].
+///
+/// A write followed by a read is one combined transfer (repeated start, as register reads of
+/// the ADS1115 and EEPROM need); other sequences run operation by operation.
+#[derive(Debug)]
+pub struct RppalI2c(rppal::i2c::I2c);
+
+/// An error of [`RppalI2c`].
+#[derive(Debug)]
+pub enum RppalI2cError {
+    /// rppal's error.
+    Bus(rppal::i2c::Error),
+    /// Fewer bytes were transferred than asked for.
+    Short {
+        /// Bytes asked for.
+        expected: usize,
+        /// Bytes transferred.
+        got: usize,
+    },
+}
+
+impl i2c::Error for RppalI2cError {
+    fn kind(&self) -> i2c::ErrorKind {
+        let RppalI2cError::Bus(rppal::i2c::Error::Io(e)) = self else {
+            return i2c::ErrorKind::Other;
+        };
+        match e.raw_os_error() {
+            Some(libc::ENXIO) => i2c::ErrorKind::NoAcknowledge(i2c::NoAcknowledgeSource::Address),
+            // i2c-bcm2835 reports a missing acknowledge as EREMOTEIO.
+            Some(libc::EREMOTEIO | libc::ENODEV) => {
+                i2c::ErrorKind::NoAcknowledge(i2c::NoAcknowledgeSource::Unknown)
+            }
+            Some(libc::EAGAIN) => i2c::ErrorKind::ArbitrationLoss,
+            Some(libc::EIO | libc::EBUSY) => i2c::ErrorKind::Bus,
+            _ => i2c::ErrorKind::Other,
+        }
+    }
+}
+
+impl i2c::ErrorType for RppalI2c {
+    type Error = RppalI2cError;
+}
+
+impl I2c for RppalI2c {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), RppalI2cError> {
+        let bus = &mut self.0;
+        bus.set_slave_address(u16::from(address))
+            .map_err(RppalI2cError::Bus)?;
+        if let [Operation::Write(w), Operation::Read(r)] = operations {
+            return bus.write_read(w, r).map_err(RppalI2cError::Bus);
+        }
+        for op in operations {
+            let (expected, got) = match op {
+                Operation::Read(buf) => (buf.len(), bus.read(buf).map_err(RppalI2cError::Bus)?),
+                Operation::Write(buf) => (buf.len(), bus.write(buf).map_err(RppalI2cError::Bus)?),
+            };
+            if got != expected {
+                return Err(RppalI2cError::Short { expected, got });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The rig on a Raspberry Pi, as needle-core's [`Hardware`].
+#[derive(Debug)]
+pub struct RppalRig {
+    // Dropped in this order: the motor first.
+    motor_enable: Inverted<GpioOut>,
+    motor_pwm: RppalPwm,
+    depth_step: HoldOutput<Inverted<GpioOut>>,
+    depth_dir: HoldOutput<Inverted<GpioOut>>,
+    home_switch: Inverted<GpioIn>,
+    cartridge_switch: Inverted<GpioIn>,
+    estop: Inverted<GpioIn>,
+    pedal: Inverted<GpioIn>,
+    stroke: EdgeReader,
+    current: AnalogChannel,
+    temperature: AnalogChannel,
+    supply: AnalogChannel,
+    /// Owns rppal's interrupt thread that feeds `stroke`.
+    _stroke_pin: rppal::gpio::InputPin,
+    /// Owns the thread that feeds the analog channels.
+    _adc: AnalogScanner,
+}
+
+impl Hardware for RppalRig {
+    type MotorPwm = RppalPwm;
+    type MotorEnable = Inverted<GpioOut>;
+    type DepthStep = HoldOutput<Inverted<GpioOut>>;
+    type DepthDir = HoldOutput<Inverted<GpioOut>>;
+    type HomeSwitch = Inverted<GpioIn>;
+    type CartridgeSwitch = Inverted<GpioIn>;
+    type EStop = Inverted<GpioIn>;
+    type Pedal = Inverted<GpioIn>;
+    type Stroke = EdgeReader;
+    type Current = AnalogChannel;
+    type Temperature = AnalogChannel;
+    type Supply = AnalogChannel;
+
+    fn parts(&mut self) -> Parts<'_, Self> {
+        Parts {
+            motor_pwm: &mut self.motor_pwm,
+            motor_enable: &mut self.motor_enable,
+            depth_step: &mut self.depth_step,
+            depth_dir: &mut self.depth_dir,
+            home_switch: &mut self.home_switch,
+            cartridge_switch: &mut self.cartridge_switch,
+            estop: &mut self.estop,
+            pedal: &mut self.pedal,
+            stroke: &mut self.stroke,
+            current: &mut self.current,
+            temperature: &mut self.temperature,
+            supply: &mut self.supply,
+        }
+    }
+}
+
+fn section(config: &Config) -> Result<&RppalConfig, HalError> {
+    config
+        .hardware
+        .rppal
+        .as_ref()
+        .ok_or(HalError::MissingSection { backend: "rppal" })
+}
+
+fn claim(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<Pin, HalError> {
+    let key = format!("{KEY}.{name}");
+    let number = u8::try_from(spec.pin)
+        .map_err(|_| HalError::device(format!("GPIO{}", spec.pin), &key, "no such pin"))?;
+    gpio.get(number)
+        .map_err(|e| HalError::open(format!("GPIO{number}"), key, e))
+}
+
+fn output(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<Inverted<GpioOut>, HalError> {
+    let pin = claim(gpio, name, spec)?;
+    // Claim the pin already at the electrical level of logical low: never a glitch to active.
+    let out = if electrical_level(false, spec.active_low) {
+        pin.into_output_high()
+    } else {
+        pin.into_output_low()
+    };
+    Ok(Inverted::new(GpioOut(out), spec.active_low))
+}
+
+fn input_pin(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<rppal::gpio::InputPin, HalError> {
+    let pin = claim(gpio, name, spec)?;
+    Ok(match spec.pull {
+        Pull::None => pin.into_input(),
+        Pull::Up => pin.into_input_pullup(),
+        Pull::Down => pin.into_input_pulldown(),
+    })
+}
+
+fn input(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<Inverted<GpioIn>, HalError> {
+    Ok(Inverted::new(
+        GpioIn(input_pin(gpio, name, spec)?),
+        spec.active_low,
+    ))
+}
+
+fn open_bus(rc: &RppalConfig) -> Result<RppalI2c, HalError> {
+    rppal::i2c::I2c::with_bus(rc.i2c_bus)
+        .map(RppalI2c)
+        .map_err(|e| {
+            HalError::open(
+                format!("/dev/i2c-{}", rc.i2c_bus),
+                format!("{KEY}.i2c_bus"),
+                e,
+            )
+        })
+}
+
+/// Opens the rig described by `[hardware.rppal]`: every pin, the motor PWM (off), the ADC
+/// (read once before this returns) and the stroke sensor's interrupt.
+///
+/// Every device that cannot be opened is named with its configuration key. Tick the
+/// controller with [`crate::control::monotonic_now`]: stroke edges carry CLOCK_MONOTONIC.
+pub fn open(config: &Config) -> Result<RppalRig, HalError> {
+    let rc = section(config)?;
+    let pins = rc.pins();
+    let gpio = Gpio::new().map_err(|e| {
+        HalError::open(
+            "the Raspberry Pi GPIO (/dev/gpiomem)",
+            "hardware.backend",
+            e,
+        )
+    })?;
+
+    // The motor's safe state first.
+    let motor_enable = output(&gpio, "motor_enable", pins.motor_enable)?;
+    let channel = if rc.pwm_channel == 0 {
+        Channel::Pwm0
+    } else {
+        Channel::Pwm1
+    };
+    let pwm = Pwm::with_frequency(
+        channel,
+        f64::from(rc.pwm_frequency_hz),
+        0.0,
+        Polarity::Normal,
+        true,
+    )
+    .map_err(|e| {
+        HalError::open(
+            format!(
+                "hardware PWM channel {} (on a Pi 5 add dtoverlay=pwm-2chan to config.txt)",
+                rc.pwm_channel
+            ),
+            format!("{KEY}.pwm_channel"),
+            e,
+        )
+    })?;
+    let motor_pwm = RppalPwm {
+        pwm,
+        period_ns: 1_000_000_000 / u64::from(rc.pwm_frequency_hz.max(1)),
+        duty: Some(0),
+    };
+
+    let step_hold = Duration::from_micros(u64::from(rc.step_pulse_us));
+    let dir_hold = Duration::from_micros(u64::from(rc.dir_setup_us));
+    let depth_step = HoldOutput::new(
+        output(&gpio, "depth_step", pins.depth_step)?,
+        step_hold,
+        Some(false),
+    );
+    let depth_dir = HoldOutput::new(
+        output(&gpio, "depth_dir", pins.depth_dir)?,
+        dir_hold,
+        Some(false),
+    );
+    let home_switch = input(&gpio, "home_switch", pins.home_switch)?;
+    let cartridge_switch = input(&gpio, "cartridge_switch", pins.cartridge_switch)?;
+    let estop = input(&gpio, "estop", pins.estop)?;
+    let pedal = input(&gpio, "pedal", pins.pedal)?;
+
+    let edges = EdgeTimestamps::new(EdgeTimestamps::glitch_filter_for(
+        config.stroke.rate_ceiling_hz,
+        config.stroke.edges_per_stroke,
+    ));
+    let spec = pins.stroke_sensor;
+    let mut stroke_pin = input_pin(&gpio, "stroke_sensor", spec)?;
+    let trigger = if spec.active_low {
+        Trigger::FallingEdge
+    } else {
+        Trigger::RisingEdge
+    };
+    let sink = Arc::clone(&edges);
+    stroke_pin
+        .set_async_interrupt(trigger, None, move |event| {
+            let at = Micros(u64::try_from(event.timestamp.as_micros()).unwrap_or(u64::MAX));
+            sink.record(at, Some(event.seqno), monotonic_now());
+        })
+        .map_err(|e| {
+            HalError::open(
+                format!("GPIO{} edge events", spec.pin),
+                format!("{KEY}.stroke_sensor"),
+                e,
+            )
+        })?;
+
+    let adc_device = format!(
+        "ADS1115 at {:#04x} on /dev/i2c-{}",
+        rc.adc.address, rc.i2c_bus
+    );
+    let adc_key = format!("{KEY}.adc.address");
+    let adc = Ads1115::new(open_bus(rc)?, rc.adc.address, rc.adc.data_rate_sps).map_err(|e| {
+        HalError::device(
+            &adc_device,
+            format!("{KEY}.adc.data_rate_sps"),
+            e.to_string(),
+        )
+    })?;
+    let (scanner, [current, temperature, supply]) = start_analog(
+        adc,
+        rc.adc.channels(),
+        Duration::from_millis(u64::from(rc.adc.max_age_ms)),
+    )
+    .map_err(|e| HalError::device(&adc_device, adc_key, e.to_string()))?;
+
+    Ok(RppalRig {
+        motor_enable,
+        motor_pwm,
+        depth_step,
+        depth_dir,
+        home_switch,
+        cartridge_switch,
+        estop,
+        pedal,
+        stroke: edges.reader(),
+        current,
+        temperature,
+        supply,
+        _stroke_pin: stroke_pin,
+        _adc: scanner,
+    })
+}
+
+/// The cartridge tag reader on `/dev/i2c-<i2c_bus>` (its own file descriptor: the kernel
+/// serializes it with the ADC's transfers).
+pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<RppalI2c>, HalError> {
+    let rc = section(config)?;
+    Ok(TagEeprom::new(
+        open_bus(rc)?,
+        rc.tag_eeprom_address,
+        rc.tag_eeprom_address_bytes,
+        format!(
+            "tag EEPROM at {:#04x} on /dev/i2c-{}",
+            rc.tag_eeprom_address, rc.i2c_bus
+        ),
+        format!("{KEY}.tag_eeprom_address"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send + 'static>() {}
+
+    #[test]
+    fn rig_and_tag_reader_can_move_to_their_threads() {
+        is_send::<RppalRig>();
+        is_send::<TagEeprom<RppalI2c>>();
+    }
+
+    #[test]
+    fn missing_section_and_missing_gpio_are_named() {
+        let config = Config::default();
+        assert!(matches!(
+            open(&config),
+            Err(HalError::MissingSection { backend: "rppal" })
+        ));
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/pi-rig.toml"
+        ))
+        .unwrap();
+        let config = crate::config::parse(&text, "pi-rig.toml").unwrap();
+        if std::path::Path::new("/dev/gpiomem").exists() {
+            return; // on a Pi: do not touch the rig from a unit test
+        }
+        let err = open(&config).unwrap_err().to_string();
+        assert!(err.starts_with("cannot open "), "{err}");
+        assert!(err.contains("(hardware."), "{err}");
+    }
+}

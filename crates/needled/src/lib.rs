@@ -1,0 +1,21 @@
+//! needled: the host service of the needle pen.
+//!
+//! Module map (see `docs/architecture.md`):
+//! - [`control`]: the real-time control thread running the core at a fixed rate.
+//! - [`service`]: sessions, the ledger and the controller kept in step.
+//! - [`api`], [`auth`], [`error`]: the HTTP API, its tokens and its error codes.
+//! - [`config`]: the TOML configuration, validated with file, line and key in every error.
+//! - [`hal`]: hardware backends that build the core's `Hardware`: sim, rppal, linux.
+//! - [`tag`]: cartridge tag format and HMAC-SHA256 authentication.
+//! - [`store`]: the SQLite ledger of cartridges, sessions and the append-only event log.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod error;
+pub mod hal;
+pub mod service;
+pub mod store;
+pub mod tag;

@@ -1,0 +1,334 @@
+//! needled: the host service of the needle pen.
+//!
+//! `cargo run --release -p needled` starts it on the simulated rig with
+//! `config/default.toml`, bound to 127.0.0.1:7878, data in `./data`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use needle_core::units::MilliHertz;
+use needle_core::Controller;
+use needle_sim::SimParams;
+use needled::api::{self, AppState};
+use needled::auth::Tokens;
+use needled::config::{self, Backend, Config, LogFormat};
+use needled::control::{self, LoopConfig};
+use needled::hal::sim::SimBackend;
+use needled::service::{ChecklistSpec, Policy, Service};
+use needled::store::{CartridgeLimits, Store};
+use needled::tag::DeviceKey;
+
+/// The needle pen host service.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Configuration file.
+    #[arg(long, default_value = "config/default.toml")]
+    config: PathBuf,
+    /// Validate this configuration file and exit (0 if valid).
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+    /// Log format: human or json (overrides the file).
+    #[arg(long)]
+    log_format: Option<String>,
+    /// Address to bind (overrides the file; the loopback rule still applies).
+    #[arg(long)]
+    bind: Option<std::net::SocketAddr>,
+    /// Data directory (overrides the file).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(file) = &args.check_config {
+        return match config::load(file) {
+            Ok(c) => {
+                for w in c.warnings() {
+                    println!("warning: {w}");
+                }
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let mut config = match config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("needled: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(bind) = args.bind {
+        config.service.bind = bind;
+    }
+    if let Some(dir) = args.data_dir {
+        config.service.data_dir = dir;
+    }
+    // The file's data_dir is resolved by config::load; resolve the override the same way.
+    if config.service.data_dir.is_relative() {
+        match std::env::current_dir() {
+            Ok(cwd) => config.service.data_dir = cwd.join(&config.service.data_dir),
+            Err(e) => {
+                eprintln!("needled: cannot resolve the data dir: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("needled: {}: {e}", args.config.display());
+        return ExitCode::from(2);
+    }
+    let json = match args.log_format.as_deref() {
+        Some("json") => true,
+        Some("human") => false,
+        Some(other) => {
+            eprintln!("needled: --log-format {other}: expected human or json");
+            return ExitCode::from(2);
+        }
+        None => config.service.log_format == LogFormat::Json,
+    };
+    init_logging(json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("needled: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn policy(config: &Config) -> Policy {
+    Policy {
+        areas: config
+            .areas
+            .iter()
+            .map(|(name, a)| {
+                (
+                    name.clone(),
+                    needle_core::units::Micrometers(i32::try_from(a.max_depth_um).unwrap_or(0)),
+                )
+            })
+            .collect(),
+        checklist: config
+            .session
+            .checklist
+            .iter()
+            .map(|c| ChecklistSpec {
+                id: c.id.clone(),
+                text: c.text.clone(),
+                required: c.required,
+            })
+            .collect(),
+        time_limit: Duration::from_secs(u64::from(config.session.time_limit_min) * 60),
+        warning_before: Duration::from_secs(u64::from(config.session.warning_before_min) * 60),
+        min_interval: Duration::from_secs(u64::from(config.session.min_interval_days) * 86_400),
+        limits: CartridgeLimits {
+            max_run_ms: u64::from(config.cartridge.max_run_min) * 60_000,
+            max_strokes: config.cartridge.max_strokes,
+        },
+    }
+}
+
+async fn run(config: Config) -> Result<(), String> {
+    let data_dir = config.service.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let store_path = data_dir.join("needled.db");
+    let store = Store::open(&store_path)
+        .map_err(|e| format!("cannot open ledger {}: {e}", store_path.display()))?;
+    let key_path = config.key_file_path();
+    let key = DeviceKey::load_or_create(&key_path)
+        .map_err(|e| format!("device key {}: {e}", key_path.display()))?;
+    let (tokens, token_file) = if config.service.tokens.is_empty() {
+        let (t, path) = Tokens::load_or_generate(&data_dir)
+            .map_err(|e| format!("tokens in {}: {e}", data_dir.display()))?;
+        (t, Some(path))
+    } else {
+        (Tokens::from_config(&config.service.tokens), None)
+    };
+    let core = config.controller_config();
+    let loop_config = LoopConfig {
+        period: Duration::from_micros(core.safety.tick_period.0),
+        realtime: config.control.realtime_priority,
+    };
+
+    let (control, sim, tags): (control::ControlHandle, Option<SimBackend>, Box<dyn needled::hal::TagReader>) =
+        match config.hardware.backend {
+            Backend::Sim => {
+                let params = SimParams {
+                    load_nm: SimParams::default().load_nm * f64::from(config.sim.motor_load_permille) / 1000.0,
+                    ..SimParams::default()
+                };
+                let sim = SimBackend::new(params);
+                if config.sim.cartridge_seated_at_start {
+                    sim.seat_cartridge(None);
+                }
+                let ctrl = Controller::new(sim.rig.hardware(), core).map_err(|e| format!("controller config: {e}"))?;
+                let clock = sim.clock(control::monotonic_now());
+                let handle = control::spawn(ctrl, clock, loop_config).map_err(|e| format!("control thread: {e}"))?;
+                let tags = Box::new(sim.tag.clone());
+                (handle, Some(sim), tags)
+            }
+            #[cfg(feature = "rppal")]
+            Backend::Rppal => {
+                let rig = needled::hal::rppal::open(&config).map_err(|e| e.to_string())?;
+                let tags = needled::hal::rppal::open_tag_reader(&config).map_err(|e| e.to_string())?;
+                let ctrl = Controller::new(rig, core).map_err(|e| format!("controller config: {e}"))?;
+                let handle = control::spawn(ctrl, control::Monotonic, loop_config).map_err(|e| format!("control thread: {e}"))?;
+                (handle, None, Box::new(tags))
+            }
+            #[cfg(feature = "linux")]
+            Backend::Linux => {
+                let rig = needled::hal::linux::open(&config).map_err(|e| e.to_string())?;
+                let tags = needled::hal::linux::open_tag_reader(&config).map_err(|e| e.to_string())?;
+                let ctrl = Controller::new(rig, core).map_err(|e| format!("controller config: {e}"))?;
+                let handle = control::spawn(ctrl, control::Monotonic, loop_config).map_err(|e| format!("control thread: {e}"))?;
+                (handle, None, Box::new(tags))
+            }
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(format!(
+                    "hardware.backend = \"{0}\" but needled was built without it: rebuild with --features {0}",
+                    other.as_str()
+                ))
+            }
+        };
+    tracing::info!(
+        backend = config.hardware.backend.as_str(),
+        rate_hz = 1_000_000 / core.safety.tick_period.0.max(1),
+        max_rate_hz = MilliHertz(core.stroke.rate_max.0).as_hz(),
+        "control loop started"
+    );
+
+    let service = Arc::new(
+        Service::new(control, store, key, tags, policy(&config), sim).map_err(|e| e.to_string())?,
+    );
+    spawn_heartbeat(
+        &service,
+        Duration::from_micros(core.safety.host_timeout.0 / 5),
+    );
+    spawn_monitor(&service);
+    let state = AppState {
+        service: Arc::clone(&service),
+        tokens: Arc::new(tokens),
+        telemetry_period: Duration::from_millis(
+            1000 / u64::from(config.service.telemetry_hz.max(1)),
+        ),
+    };
+    let listener = tokio::net::TcpListener::bind(config.service.bind)
+        .await
+        .map_err(|e| format!("cannot bind {} (service.bind): {e}", config.service.bind))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(address = %local, data_dir = %data_dir.display(), token_file = ?token_file, "needled listening");
+    // Jigs and tests read this line to find the port when binding port 0.
+    println!("needled listening on http://{local}");
+    spawn_watchdog(&service);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| format!("server: {e}"))?;
+    tracing::info!("shutting down: motor off");
+    Ok(())
+}
+
+/// Refreshes the core's dead-man timer from the async side: if the runtime hangs, the
+/// heartbeats stop and the core faults `HostTimeout`.
+fn spawn_heartbeat(service: &Arc<Service>, every: Duration) {
+    let service = Arc::clone(service);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(5)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            // The sim can cut the host link to prove the dead-man.
+            if service.sim().is_some_and(|s| s.rig.host_silent()) {
+                continue;
+            }
+            let _ = service
+                .control()
+                .command(needle_core::Command::Heartbeat)
+                .await;
+        }
+    });
+}
+
+fn spawn_monitor(service: &Arc<Service>) {
+    let service = Arc::clone(service);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            service.monitor().await;
+        }
+    });
+}
+
+/// Feeds systemd's watchdog only while the control thread is alive.
+fn spawn_watchdog(service: &Arc<Service>) {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let service = Arc::clone(service);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_micros(usec / 3));
+        loop {
+            tick.tick().await;
+            if service.control().is_alive(Duration::from_millis(200)) {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::error!("control thread stalled: not feeding the watchdog");
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

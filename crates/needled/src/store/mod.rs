@@ -1,0 +1,182 @@
+//! The SQLite ledger: cartridges, treatment sessions and the append-only event log.
+//!
+//! One [`Store`] wraps one SQLite connection (WAL journal, `synchronous=FULL`, foreign keys
+//! on). Every state change runs in ONE `BEGIN IMMEDIATE` transaction together with the event
+//! rows that record it, so after a crash or a power cut at any point either both are on disk
+//! or neither is: no cartridge can be used twice and no event is lost. Several `Store`s may
+//! open the same file (other processes, tools); writers queue on SQLite's lock for up to
+//! [`BUSY_TIMEOUT`].
+//!
+//! The database backs the code's rules with its own (see `schema.rs`): cartridge states only
+//! move forward (new -> in_use -> spent), a cartridge's binding to a session is final and
+//! unique, usage counters never decrease, finished sessions are frozen, nothing is ever
+//! deleted, and events can be neither updated nor deleted.
+//!
+//! Time is always passed in by the caller (`now_ms`: unix milliseconds; [`Now`] where the
+//! calendar date matters too), so behaviour is deterministic under test.
+//!
+//! Refusals are typed ([`LedgerError`], with stable codes) and change nothing.
+
+mod cartridges;
+mod error;
+mod events;
+mod report;
+mod schema;
+mod sessions;
+mod validate;
+
+use std::fmt::Display;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use rusqlite::{Connection, Transaction, TransactionBehavior};
+
+use crate::tag::Date;
+
+pub use cartridges::{CartridgeLimits, CartridgeRecord, CartridgeState, InUseCartridge};
+pub use error::{LedgerError, StoreError};
+pub use events::{kinds, Event, EventRecord, MAX_EVENTS_PAGE};
+pub use report::{
+    report_csv, ReportCartridge, SessionReport, SetpointEntry, TimelineEntry, CSV_HEADER,
+};
+pub use schema::SCHEMA_VERSION;
+pub use sessions::{ChecklistItem, NewSession, Override, SessionId, SessionRecord, SessionState};
+pub use validate::{MAX_CHECKLIST_ITEMS, MAX_DETAIL_BYTES, MAX_REASON_CHARS, MAX_TEXT_CHARS};
+
+/// The actor recorded for changes the store or the service makes on its own (registration
+/// of a cartridge on first sight, crash recovery).
+pub const SYSTEM_ACTOR: &str = "system";
+
+/// How long a write waits for another connection's write transaction before giving up with a
+/// storage error.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The current time as the ledger needs it where expiry dates are checked: unix milliseconds
+/// and the calendar date the expiry is compared with (the caller decides the time zone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Unix time in milliseconds.
+    pub unix_ms: i64,
+    /// Today's date; a cartridge may be used up to and including its expiry date.
+    pub today: Date,
+}
+
+impl Now {
+    /// `unix_ms` with its UTC date, if the date is in [`Date`]'s range.
+    pub fn utc(unix_ms: i64) -> Option<Now> {
+        Date::from_unix_ms(unix_ms).map(|today| Now { unix_ms, today })
+    }
+}
+
+/// The ledger: one SQLite connection. Use it from one thread at a time (e.g. behind a
+/// mutex); open more `Store`s on the same file for concurrent users.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the ledger at `path`, configures the connection
+    /// (`journal_mode=WAL`, `synchronous=FULL`, `foreign_keys=ON`, busy timeout) and creates or
+    /// migrates the schema, tracked in `PRAGMA user_version`. A database written by a newer
+    /// program is refused rather than touched.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::NotWal { mode });
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        schema::migrate(&mut conn)?;
+        Ok(Store { conn })
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits only if it succeeds; any
+    /// error rolls everything back.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Runs `f` in one read transaction, so it sees a single consistent snapshot.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// A stored value that does not parse: the database was changed behind the ledger's back.
+fn parse_stored<T>(column: &str, value: &str) -> Result<T, LedgerError>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    value
+        .parse()
+        .map_err(|e| LedgerError::Corrupt(format!("{column} = {value:?}: {e}")))
+}
+
+/// A stored counter as `u64` (the schema's CHECKs keep them non-negative).
+fn stored_u64(column: &str, value: i64) -> Result<u64, LedgerError> {
+    u64::try_from(value).map_err(|_| LedgerError::Corrupt(format!("{column} = {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_configures_wal_full_sync_foreign_keys_and_busy_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("ledger.db")).expect("open");
+        let pragma = |name: &str| -> i64 {
+            store
+                .conn
+                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .expect("pragma")
+        };
+        // synchronous: 2 = FULL.
+        assert_eq!(pragma("synchronous"), 2);
+        assert_eq!(pragma("foreign_keys"), 1);
+        assert_eq!(pragma("busy_timeout"), 5_000);
+        let mode: String = store
+            .conn
+            .query_row("PRAGMA journal_mode", [], |row| row.get(0))
+            .expect("pragma");
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn now_utc_derives_the_calendar_date() {
+        let now = Now::utc(1_777_593_600_000).expect("in range");
+        assert_eq!(now.today, Date::new(2026, 5, 1).expect("valid"));
+        assert_eq!(Now::utc(-1), None);
+    }
+
+    #[test]
+    fn unparsable_stored_values_are_reported_as_corrupt_storage() {
+        let err = parse_stored::<SessionState>("sessions.state", "flying").expect_err("bad");
+        assert_eq!(err.code(), "storage_error");
+        assert!(err.to_string().contains("flying"));
+        assert_eq!(
+            stored_u64("run_ms", -1).expect_err("bad").code(),
+            "storage_error"
+        );
+    }
+}

@@ -1,0 +1,343 @@
+//! The service configuration: the shipped files load, and every refusal names file, line and
+//! key.
+
+use std::path::{Path, PathBuf};
+
+use needled::config::{self, Backend, ConfigError, LogFormat, Pull, Role};
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(name)
+}
+
+fn refuse(text: &str) -> ConfigError {
+    match config::parse(text, "test.toml") {
+        Ok(c) => panic!("accepted:\n{text}\n{c:?}"),
+        Err(e) => e,
+    }
+}
+
+/// A valid `[hardware.linux]` section, for tests that change one thing in it.
+const LINUX: &str = r#"
+[hardware]
+backend = "linux"
+
+[hardware.linux]
+motor_enable = 23
+depth_step = 24
+depth_dir = 25
+home_switch = "!5"
+cartridge_switch = "!6"
+estop = 22
+pedal = "!16"
+stroke_sensor = 17
+
+[hardware.linux.adc.current]
+input = 0
+milli_per_volt = 2000
+
+[hardware.linux.adc.temperature]
+input = 1
+milli_per_volt = 100000
+offset_milli = -50000
+
+[hardware.linux.adc.supply]
+input = 2
+milli_per_volt = 11000
+"#;
+
+#[test]
+fn the_three_shipped_files_load_and_validate() {
+    let default = config::load(&shipped("default.toml")).unwrap();
+    assert_eq!(default.hardware.backend, Backend::Sim);
+    assert!(default.service.bind.ip().is_loopback());
+    assert!(default.service.data_dir.is_absolute());
+    assert_eq!(
+        default.controller_config(),
+        needle_core::ControllerConfig::default()
+    );
+    // default.toml spells out the defaults: it must equal an empty file.
+    let empty = config::parse("", "empty.toml").unwrap();
+    assert_eq!(default, empty);
+
+    let pi = config::load(&shipped("pi-rig.toml")).unwrap();
+    assert_eq!(pi.hardware.backend, Backend::Rppal);
+    assert_eq!(pi.service.data_dir, Path::new("/var/lib/needled"));
+    assert_eq!(pi.service.log_format, LogFormat::Json);
+    let roles: Vec<Role> = pi.service.tokens.iter().map(|t| t.role).collect();
+    assert_eq!(roles, [Role::Technician, Role::Operator]);
+    assert!(pi
+        .service
+        .tokens
+        .iter()
+        .all(|t| t.token.starts_with("CHANGE-ME")));
+    assert_eq!(pi.warnings().len(), 2, "placeholders must be warned about");
+    let rppal = pi.hardware.rppal.as_ref().unwrap();
+    assert_eq!(rppal.pwm_channel, 0);
+    assert_eq!(rppal.adc.address, 0x48);
+    assert_eq!(rppal.tag_eeprom_address, 0x50);
+
+    let linux = config::load(&shipped("linux-rig.toml")).unwrap();
+    assert_eq!(linux.hardware.backend, Backend::Linux);
+    let l = linux.hardware.linux.as_ref().unwrap();
+    assert_eq!(l.gpio_chip, Path::new("/dev/gpiochip0"));
+    assert_eq!(l.pwm_chip, Path::new("/sys/class/pwm/pwmchip0"));
+    assert_eq!(l.i2c_device, Path::new("/dev/i2c-1"));
+}
+
+#[test]
+fn unknown_key_is_refused_with_file_line_and_key() {
+    let e = refuse("[service]\nbind = \"127.0.0.1:7878\"\ntelemetry = 5\n");
+    assert_eq!(e.origin, "test.toml");
+    assert_eq!(e.line, Some(3));
+    assert_eq!(e.key.as_deref(), Some("service.telemetry"));
+    assert!(e.message.contains("unknown field `telemetry`"), "{e}");
+    assert!(e
+        .to_string()
+        .starts_with("test.toml:3: key 'service.telemetry': unknown field"));
+    assert_eq!(e.code(), "config_invalid");
+
+    // An unknown section is named by its header.
+    let e = refuse("[control]\nrate_hz = 1000\n\n[servce]\nbind = \"127.0.0.1:1\"\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(4), Some("servce")));
+
+    // Inside an array of tables and an inline table.
+    let e = refuse("[[session.checklist]]\nid = \"a\"\ntext = \"A\"\nrequird = false\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(4), Some("session.checklist[0].requird"))
+    );
+    let e = refuse("[areas]\nface = { max_depth_um = 1000, depth = 3 }\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("areas.face.depth"))
+    );
+}
+
+#[test]
+fn wrong_type_is_refused_with_line_and_key() {
+    let e = refuse("[control]\n\nrate_hz = \"fast\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:3: key 'control.rate_hz': invalid type: string \"fast\", expected u32"
+    );
+    let e = refuse("[depth]\nmax_depth_um = -5\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("depth.max_depth_um"))
+    );
+    let e = refuse("[service]\nbind = \"localhost\"\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("service.bind")));
+    let e = refuse("[service]\nlog_format = \"xml\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("service.log_format"))
+    );
+}
+
+#[test]
+fn out_of_range_value_is_refused_naming_key_and_line() {
+    let e = refuse("# comment\n[depth]\nsteps_per_mm = 400\nmax_depth_um = 9000\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:4: key 'depth.max_depth_um': expected 1 to 5000, got 9000"
+    );
+    let e = refuse("[control]\nrate_hz = 50\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:2: key 'control.rate_hz': expected 100 to 10000, got 50"
+    );
+    let e = refuse("[service]\ntelemetry_hz = 0\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("service.telemetry_hz"))
+    );
+}
+
+#[test]
+fn core_rules_are_reported_with_our_key_names() {
+    // needle-core refuses rate_max above rate_ceiling; the error names the TOML key.
+    let e = refuse("[stroke]\nrate_ceiling_hz = 160\nrate_max_hz = 200\n");
+    assert_eq!(e.key.as_deref(), Some("stroke.rate_max_hz"));
+    assert_eq!(e.line, Some(3));
+    assert!(e.message.contains("at most rate_ceiling"), "{e}");
+    // The tick period comes from control.rate_hz.
+    let e = refuse("[control]\nrate_hz = 1000\nmax_tick_gap_ms = 1\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(3), Some("control.max_tick_gap_ms"))
+    );
+}
+
+#[test]
+fn area_deeper_than_the_device_maximum_is_refused() {
+    let e = refuse("[depth]\nmax_depth_um = 2000\n\n[areas]\nface = { max_depth_um = 1500 }\nbody = { max_depth_um = 2500 }\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:6: key 'areas.body.max_depth_um': expected 1 to 2000 (depth.max_depth_um), got 2500"
+    );
+    // The default areas too: lowering the device maximum alone refuses the default body area.
+    let e = refuse("[depth]\nmax_depth_um = 2000\n");
+    assert_eq!(e.key.as_deref(), Some("areas.body.max_depth_um"));
+    assert!(e.message.contains("default applies"), "{e}");
+    // Listing [areas] replaces the defaults.
+    let c = config::parse(
+        "[areas.face]\nmax_depth_um = 500\ntime_limit_min = 30\n",
+        "t",
+    )
+    .unwrap();
+    assert_eq!(c.areas.len(), 1);
+    assert_eq!(c.areas["face"].time_limit_min, Some(30));
+}
+
+#[test]
+fn non_loopback_bind_needs_tokens_in_the_file() {
+    let e = refuse("[service]\nbind = \"0.0.0.0:7878\"\n");
+    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("service.bind")));
+    assert!(e.message.contains("loopback"), "{e}");
+
+    let with_token = "[service]\nbind = \"0.0.0.0:7878\"\n\n[[service.tokens]]\ntoken = \"{TOKEN}\"\nrole = \"operator\"\nname = \"desk\"\n";
+    let c = config::parse(&with_token.replace("{TOKEN}", "9f2c1e7a5b3d4c6e8a0b"), "t").unwrap();
+    assert_eq!(c.service.tokens[0].name, "desk");
+    assert!(c.validate().is_ok());
+
+    // The shipped placeholders are not good enough off loopback.
+    let e = refuse(&with_token.replace("{TOKEN}", "CHANGE-ME-operator-token-00001"));
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(5), Some("service.tokens[0].token"))
+    );
+}
+
+#[test]
+fn short_token_is_refused_without_echoing_it() {
+    let e =
+        refuse("[[service.tokens]]\ntoken = \"hunter2\"\nrole = \"technician\"\nname = \"t\"\n");
+    assert_eq!(
+        e.to_string(),
+        "test.toml:2: key 'service.tokens[0].token': expected at least 16 characters, got 7"
+    );
+    let e = refuse(
+        "[[service.tokens]]\ntoken = \"has a space in it ok\"\nrole = \"operator\"\nname = \"t\"\n",
+    );
+    assert_eq!(e.key.as_deref(), Some("service.tokens[0].token"));
+    assert!(!e.to_string().contains("has a space"));
+    let e = refuse(
+        "[[service.tokens]]\ntoken = \"0123456789abcdef\"\nrole = \"admin\"\nname = \"t\"\n",
+    );
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(3), Some("service.tokens[0].role"))
+    );
+    // Debug output never shows a token.
+    let c = config::parse(
+        "[[service.tokens]]\ntoken = \"0123456789abcdef-secret\"\nrole = \"operator\"\nname = \"t\"\n",
+        "t",
+    )
+    .unwrap();
+    assert!(!format!("{c:?}").contains("secret"));
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let e = config::load(Path::new("/nonexistent/needled.toml")).unwrap_err();
+    assert_eq!(e.origin, "/nonexistent/needled.toml");
+    assert_eq!((e.line, e.key.as_deref()), (None, None));
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/needled.toml: cannot read the configuration file: "),
+        "{e}"
+    );
+}
+
+#[test]
+fn syntax_error_gives_the_line() {
+    let e = refuse("[service]\nbind = \"127.0.0.1:7878\n");
+    assert_eq!(e.line, Some(2));
+    assert!(!e.message.contains('\n'));
+}
+
+#[test]
+fn pins_parse_klipper_marks_and_refuse_conflicts() {
+    let c = config::parse(LINUX, "t").unwrap();
+    let l = c.hardware.linux.as_ref().unwrap();
+    assert_eq!((l.home_switch.pin, l.home_switch.active_low), (5, true));
+    assert_eq!((l.estop.pin, l.estop.active_low), (22, false));
+
+    let c = config::parse(
+        &LINUX.replace("stroke_sensor = 17", "stroke_sensor = \"!17\""),
+        "t",
+    )
+    .unwrap();
+    let s = c.hardware.linux.unwrap().stroke_sensor;
+    assert_eq!((s.pin, s.active_low, s.pull), (17, true, Pull::None));
+
+    let e = refuse(&LINUX.replace("pedal = \"!16\"", "pedal = \"!5\""));
+    assert_eq!(e.key.as_deref(), Some("hardware.linux.pedal"));
+    assert!(
+        e.message
+            .contains("already used by hardware.linux.home_switch"),
+        "{e}"
+    );
+
+    let e = refuse(&LINUX.replace("estop = 22", "estop = \"^22\""));
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(11), Some("hardware.linux.estop"))
+    );
+    assert!(e.message.contains("not supported"), "{e}");
+
+    let e = refuse(&LINUX.replace("estop = 22", "estop = \"GPIO22\""));
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(11), Some("hardware.linux.estop"))
+    );
+
+    let e = refuse("[hardware]\nbackend = \"rppal\"\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(2), Some("hardware.backend"))
+    );
+}
+
+#[test]
+fn rppal_reserved_pins_are_refused() {
+    let pi = std::fs::read_to_string(shipped("pi-rig.toml")).unwrap();
+    let e = refuse(&pi.replace("depth_step = 24", "depth_step = 18"));
+    assert_eq!(e.key.as_deref(), Some("hardware.rppal.depth_step"));
+    assert!(e.message.contains("PWM"), "{e}");
+    let e = refuse(&pi.replace("depth_dir = 25", "depth_dir = 3"));
+    assert!(e.message.contains("I2C1"), "{e}");
+    let e = refuse(&pi.replace("motor_enable = 23", "motor_enable = \"^23\""));
+    assert!(e.message.contains("output"), "{e}");
+}
+
+#[test]
+fn adc_calibration_that_could_never_trip_a_limit_is_refused() {
+    // 200 mA/V over 4.096 V reads at most 819 mA: a 3000 mA limit could never trip.
+    let e = refuse(&LINUX.replace("milli_per_volt = 2000", "milli_per_volt = 200"));
+    assert_eq!(
+        e.key.as_deref(),
+        Some("hardware.linux.adc.current.milli_per_volt")
+    );
+    assert!(e.message.contains("safety.max_current_ma"), "{e}");
+    let e = refuse(&LINUX.replace("input = 2", "input = 1"));
+    assert_eq!(e.key.as_deref(), Some("hardware.linux.adc.supply.input"));
+}
+
+#[test]
+fn controller_config_uses_units_from_the_key_names() {
+    let c = config::parse(
+        "[control]\nrate_hz = 2000\nhost_timeout_ms = 200\n[stroke]\nramp_time_ms = 120\n[safety]\nmax_temperature_c = 60\n[depth]\nmax_depth_um = 2500\n",
+        "t",
+    )
+    .unwrap();
+    let core = c.controller_config();
+    assert_eq!(core.safety.tick_period.0, 500);
+    assert_eq!(core.safety.host_timeout.0, 200_000);
+    assert_eq!(core.stroke.ramp_time.0, 120_000);
+    assert_eq!(core.safety.max_temperature.0, 60_000);
+    assert_eq!(core.depth.max_depth.0, 2_500);
+    assert_eq!(c.key_file_path(), c.service.data_dir.join("device.key"));
+}

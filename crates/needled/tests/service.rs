@@ -1,0 +1,720 @@
+//! The real service on the sim backend: started as a child process on a free port with a
+//! temporary data directory, driven over HTTP as a jig or the console would.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use needled::tag::{self, DeviceKey, Needles, TagData};
+use serde_json::{json, Value};
+
+struct Needled {
+    child: Child,
+    base: String,
+    operator: String,
+    technician: String,
+    data: PathBuf,
+}
+
+impl Drop for Needled {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &Path) -> Needled {
+    let config = data.join("test.toml");
+    if !config.exists() {
+        std::fs::write(&config, "# test configuration: defaults for everything else\n[control]\nmax_tick_gap_ms = 500\n").unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--bind",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start needled");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    let mut reader = BufReader::new(stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "needled exited before listening"
+        );
+        assert!(Instant::now() < deadline, "needled did not start");
+    }
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    let tokens: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
+    let token = |role: &str| {
+        tokens.iter().find(|t| t["role"] == role).unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    Needled {
+        child,
+        base,
+        operator: token("operator"),
+        technician: token("technician"),
+        data: data.to_path_buf(),
+    }
+}
+
+/// (status, body)
+fn call(
+    n: &Needled,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req =
+        ureq::request(method, &format!("{}{}", n.base, path)).timeout(Duration::from_secs(10));
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let result = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn op(n: &Needled, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, v) = call(n, method, path, Some(&n.operator), body);
+    assert!(status < 300, "{method} {path}: {status} {v}");
+    v
+}
+
+fn tech(n: &Needled, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (status, v) = call(n, method, path, Some(&n.technician), body);
+    assert!(status < 300, "{method} {path}: {status} {v}");
+    v
+}
+
+fn wait_for(n: &Needled, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s = op(n, "GET", "/v1/status", None);
+        if f(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn make_tag(n: &Needled, id: &str, lot: &str, expiry: &str) -> String {
+    let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
+    let data = TagData::new(id, lot, Needles::Pins12, expiry.parse().unwrap()).unwrap();
+    tag::to_hex(&tag::encode(&data, &key))
+}
+
+fn seat(n: &Needled, tag_hex: &str) {
+    tech(
+        n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "seat_cartridge", "tag_hex": tag_hex })),
+    );
+}
+
+fn create(n: &Needled, subject: &str, area: &str) -> i64 {
+    let checklist = op(n, "GET", "/v1/status", None); // warm-up; keeps the call pattern simple
+    let _ = checklist;
+    let v = op(
+        n,
+        "POST",
+        "/v1/sessions",
+        Some(json!({
+            "operator": "dr-test", "subject_ref": subject, "area": area, "checklist": checklist_answers(n)
+        })),
+    );
+    v["id"].as_i64().unwrap()
+}
+
+/// Confirms every configured checklist item (read from the default config's ids).
+fn checklist_answers(_n: &Needled) -> Value {
+    let config = needled::config::parse("", "defaults").unwrap();
+    let map: serde_json::Map<String, Value> = config
+        .session
+        .checklist
+        .iter()
+        .map(|c| (c.id.clone(), Value::Bool(true)))
+        .collect();
+    Value::Object(map)
+}
+
+fn homed(n: &Needled) {
+    op(n, "POST", "/v1/home", None);
+    wait_for(n, "homing", |s| s["state"] == "Idle" && s["homed"] == true);
+}
+
+#[test]
+fn full_session_on_the_sim_runs_at_setpoint_and_spends_the_cartridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let id = create(&n, "subject-001", "face");
+    seat(&n, &make_tag(&n, "C-0001", "LOT-A", "2099-12-31"));
+    let c = op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    assert_eq!(c["state"], "in_use");
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": 1000, "rate_mhz": 120000 })),
+    );
+    wait_for(&n, "depth settled", |s| {
+        s["depth"]["moving"] == false && s["state"] == "Armed"
+    });
+    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    std::thread::sleep(Duration::from_millis(800));
+    // Judge by the rig's truth, not the controller's telemetry.
+    let truth = tech(&n, "GET", "/v1/sim/truth", None);
+    assert_eq!(truth["motor_powered"], true, "{truth}");
+    let rate = truth["rate_hz"].as_f64().unwrap();
+    assert!((rate - 120.0).abs() < 2.4, "true rate {rate}");
+    assert!(
+        (truth["depth_um"].as_f64().unwrap() - 1000.0).abs() <= 2.5,
+        "{truth}"
+    );
+    op(&n, "POST", &format!("/v1/sessions/{id}/pause"), None);
+    let s = op(&n, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(s["state"], "paused");
+    let ended = op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/end"),
+        Some(json!({ "reason": "treatment complete" })),
+    );
+    assert_eq!(ended["state"], "ended");
+    assert!(!tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"]
+        .as_bool()
+        .unwrap());
+    let cart = op(&n, "GET", "/v1/cartridges/C-0001", None);
+    assert_eq!(cart["state"], "spent");
+    let report = op(
+        &n,
+        "GET",
+        &format!("/v1/sessions/{id}/report?format=json"),
+        None,
+    );
+    assert_eq!(report["cartridge"]["id"], "C-0001", "{report}");
+    let (status, csv) = call(
+        &n,
+        "GET",
+        &format!("/v1/sessions/{id}/report?format=csv"),
+        Some(&n.operator),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(csv.as_str().unwrap().lines().count() > 2, "{csv}");
+    // Reuse is refused: a new session cannot bind the spent cartridge.
+    let id2 = create(&n, "subject-002", "face");
+    let (status, err) = call(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id2}/cartridge"),
+        Some(&n.operator),
+        None,
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("cartridge_spent")),
+        "{err}"
+    );
+}
+
+#[test]
+fn refusals_have_stable_codes_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    let code = |r: (u16, Value)| (r.0, r.1["error"]["code"].as_str().unwrap_or("").to_string());
+    assert_eq!(
+        code(call(&n, "GET", "/v1/status", None, None)),
+        (401, "unauthorized".into())
+    );
+    assert_eq!(
+        code(call(&n, "GET", "/v1/status", Some("nope"), None)),
+        (401, "unauthorized".into())
+    );
+    assert_eq!(call(&n, "GET", "/v1/health", None, None).0, 200);
+    let sim = json!({ "action": "estop", "pressed": true });
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            "/v1/sim/inject",
+            Some(&n.operator),
+            Some(sim)
+        )),
+        (403, "forbidden".into())
+    );
+    let bad = json!({ "operator": "x", "subject_ref": "s", "area": "face", "colour": "red" });
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            "/v1/sessions",
+            Some(&n.operator),
+            Some(bad)
+        ))
+        .1,
+        "invalid_request"
+    );
+    let area = json!({ "operator": "x", "subject_ref": "s", "area": "elbow" });
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            "/v1/sessions",
+            Some(&n.operator),
+            Some(area)
+        )),
+        (400, "unknown_area".into())
+    );
+    // Arming before homing, with no cartridge: refused, nothing changes.
+    let id = create(&n, "subject-003", "forehead");
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/cartridge"),
+            Some(&n.operator),
+            None
+        ))
+        .1,
+        "cartridge_missing"
+    );
+    homed(&n);
+    seat(&n, &make_tag(&n, "C-0002", "LOT-B", "2099-12-31"));
+    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    // Forehead's ceiling is below 2 mm.
+    let deep = json!({ "depth_um": 2000, "rate_mhz": 120000 });
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/arm"),
+            Some(&n.operator),
+            Some(deep)
+        )),
+        (400, "depth_above_area_ceiling".into())
+    );
+    let s = op(&n, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(s["state"], "bound");
+    assert_eq!(op(&n, "GET", "/v1/status", None)["state"], "Idle");
+    let rate = json!({ "depth_um": 500, "rate_mhz": 900000 });
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/arm"),
+            Some(&n.operator),
+            Some(rate)
+        ))
+        .1,
+        "rate_out_of_range"
+    );
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "bound"
+    );
+    // Counterfeit: a tag signed with another key.
+    let forged = {
+        let key = DeviceKey::from_bytes([7u8; 32]);
+        let data = TagData::new(
+            "C-0666",
+            "LOT-X",
+            Needles::Nano,
+            "2099-01-01".parse().unwrap(),
+        )
+        .unwrap();
+        tag::to_hex(&tag::encode(&data, &key))
+    };
+    let id2 = create(&n, "subject-004", "face");
+    op(&n, "POST", &format!("/v1/sessions/{id}/end"), None);
+    seat(&n, &forged);
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id2}/cartridge"),
+            Some(&n.operator),
+            None
+        ))
+        .1,
+        "tag_bad_mac"
+    );
+    seat(&n, &make_tag(&n, "C-0003", "LOT-C", "2001-01-01"));
+    assert_eq!(
+        code(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id2}/cartridge"),
+            Some(&n.operator),
+            None
+        ))
+        .1,
+        "cartridge_expired"
+    );
+}
+
+#[test]
+fn estop_while_running_stops_motor_and_returns_session_to_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let id = create(&n, "subject-005", "body");
+    seat(&n, &make_tag(&n, "C-0004", "LOT-D", "2099-12-31"));
+    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": 500, "rate_mhz": 100000 })),
+    );
+    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
+    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    std::thread::sleep(Duration::from_millis(300));
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "estop", "pressed": true })),
+    );
+    let s = wait_for(&n, "estop", |s| s["state"] == "EStop");
+    assert!(s["faults"].as_array().unwrap().iter().any(|f| f == "estop"));
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"] != "bound" {
+        assert!(Instant::now() < deadline, "session did not return to bound");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, _) = call(
+        &n,
+        "POST",
+        "/v1/faults/clear",
+        Some(&n.operator),
+        Some(json!({ "reason": "test" })),
+    );
+    assert_eq!(status, 409, "cleared while the E-stop is still pressed");
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "estop", "pressed": false })),
+    );
+    wait_for(&n, "fault after release", |s| s["state"] == "Fault");
+    op(
+        &n,
+        "POST",
+        "/v1/faults/clear",
+        Some(json!({ "reason": "E-stop test finished" })),
+    );
+    let events = op(&n, "GET", "/v1/events?after=0&limit=1000", None);
+    assert!(
+        events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "fault"),
+        "no fault event"
+    );
+}
+
+#[test]
+fn killed_mid_session_restarts_with_session_aborted_and_cartridge_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    let events_before;
+    {
+        let n = start(dir.path());
+        homed(&n);
+        id = create(&n, "subject-006", "face");
+        seat(&n, &make_tag(&n, "C-0005", "LOT-E", "2099-12-31"));
+        op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+        op(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/arm"),
+            Some(json!({ "depth_um": 800, "rate_mhz": 120000 })),
+        );
+        wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
+        op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+        std::thread::sleep(Duration::from_millis(300));
+        events_before = op(&n, "GET", "/v1/events?after=0&limit=1000", None)["events"]
+            .as_array()
+            .unwrap()
+            .len();
+        // SIGKILL: no chance to clean up.
+        let mut n = n;
+        n.child.kill().unwrap();
+        n.child.wait().unwrap();
+    }
+    let n = start(dir.path());
+    let s = op(&n, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(s["state"], "aborted", "{s}");
+    assert_eq!(
+        op(&n, "GET", "/v1/cartridges/C-0005", None)["state"],
+        "spent"
+    );
+    let events = op(&n, "GET", "/v1/events?after=0&limit=1000", None)["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        events >= events_before,
+        "events lost: {events} < {events_before}"
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false
+    );
+}
+
+#[test]
+fn cut_host_link_faults_host_timeout_and_stops_motor() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let id = create(&n, "subject-007", "face");
+    seat(&n, &make_tag(&n, "C-0007", "LOT-F", "2099-12-31"));
+    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
+    );
+    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
+    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    std::thread::sleep(Duration::from_millis(300));
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "host_silence", "on": true })),
+    );
+    let s = wait_for(&n, "host timeout", |s| s["state"] == "Fault");
+    assert!(
+        s["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "host_timeout"),
+        "{s}"
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false
+    );
+}
+
+#[test]
+fn cartridge_pulled_mid_session_is_spent_and_refused_when_reseated() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let id = create(&n, "subject-008", "face");
+    let tag = make_tag(&n, "C-0008", "LOT-G", "2099-12-31");
+    seat(&n, &tag);
+    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
+    );
+    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
+    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    std::thread::sleep(Duration::from_millis(200));
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "pull_cartridge" })),
+    );
+    wait_for(&n, "cartridge fault", |s| {
+        s["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "cartridge_removed")
+    });
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"] != "ended" {
+        assert!(
+            Instant::now() < deadline,
+            "session not ended after the pull"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        op(&n, "GET", "/v1/cartridges/C-0008", None)["state"],
+        "spent"
+    );
+    // Re-seating the same cartridge for a new session is refused (electronic lockout).
+    seat(&n, &tag);
+    let id2 = create(&n, "subject-009", "face");
+    let (status, err) = call(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id2}/cartridge"),
+        Some(&n.operator),
+        None,
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("cartridge_spent")),
+        "{err}"
+    );
+}
+
+#[test]
+fn recall_needs_technician_and_stops_a_running_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let id = create(&n, "subject-010", "face");
+    seat(&n, &make_tag(&n, "C-0010", "LOT-R", "2099-12-31"));
+    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
+    );
+    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
+    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    let (status, _) = call(
+        &n,
+        "POST",
+        "/v1/lots/LOT-R/recall",
+        Some(&n.operator),
+        Some(json!({ "reason": "supplier notice" })),
+    );
+    assert_eq!(status, 403);
+    let r = tech(
+        &n,
+        "POST",
+        "/v1/lots/LOT-R/recall",
+        Some(json!({ "reason": "supplier notice 42" })),
+    );
+    assert_eq!(r["in_use"], json!(["C-0010"]));
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "ended"
+    );
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"] == true {
+        assert!(
+            Instant::now() < deadline,
+            "motor still powered after the recall"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // A fresh cartridge of the recalled lot is refused.
+    seat(&n, &make_tag(&n, "C-0011", "LOT-R", "2099-12-31"));
+    let id2 = create(&n, "subject-011", "face");
+    let (_, err) = call(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id2}/cartridge"),
+        Some(&n.operator),
+        None,
+    );
+    assert_eq!(err["error"]["code"], "lot_recalled");
+}
+
+#[test]
+fn subject_interval_needs_technician_override_with_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let id = create(&n, "subject-012", "face");
+    seat(&n, &make_tag(&n, "C-0012", "LOT-H", "2099-12-31"));
+    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
+    );
+    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
+    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    op(&n, "POST", &format!("/v1/sessions/{id}/end"), None);
+    let body = json!({ "operator": "dr-test", "subject_ref": "subject-012", "area": "face", "checklist": checklist_answers(&n) });
+    let (status, err) = call(
+        &n,
+        "POST",
+        "/v1/sessions",
+        Some(&n.operator),
+        Some(body.clone()),
+    );
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (409, Some("session_interval")),
+        "{err}"
+    );
+    let mut with_reason = body.clone();
+    with_reason["override_reason"] = json!("scar protocol, physician order 17");
+    assert_eq!(
+        call(
+            &n,
+            "POST",
+            "/v1/sessions",
+            Some(&n.operator),
+            Some(with_reason.clone())
+        )
+        .0,
+        403
+    );
+    let (status, s) = call(
+        &n,
+        "POST",
+        "/v1/sessions",
+        Some(&n.technician),
+        Some(with_reason),
+    );
+    assert_eq!(status, 201, "{s}");
+    let events = op(&n, "GET", "/v1/events?after=0&limit=1000", None);
+    assert!(events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "interval_override"));
+}
