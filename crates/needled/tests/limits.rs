@@ -1,0 +1,183 @@
+//! Session limits, enforced by the service's monitor: the time limit (with its warning) and
+//! the cartridge's run-time budget. Built in-process with short limits, on the sim backend.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use needle_core::units::Micrometers;
+use needle_core::{Command, Controller, ControllerConfig};
+use needle_sim::SimParams;
+use needled::control::{self, LoopConfig};
+use needled::hal::sim::SimBackend;
+use needled::service::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
+use needled::store::{CartridgeLimits, SessionState, Store};
+use needled::tag::{self, DeviceKey, Needles, TagData};
+
+fn service(
+    dir: &std::path::Path,
+    time_limit: Duration,
+    limits: CartridgeLimits,
+) -> (Service, DeviceKey) {
+    let sim = SimBackend::new(SimParams::default());
+    let ctrl = Controller::new(sim.rig.hardware(), ControllerConfig::default()).unwrap();
+    let clock = sim.clock(control::monotonic_now());
+    let handle = control::spawn(
+        ctrl,
+        clock,
+        LoopConfig {
+            period: Duration::from_millis(1),
+            realtime: false,
+        },
+    )
+    .unwrap();
+    let key = DeviceKey::from_bytes([3u8; 32]);
+    let policy = Policy {
+        areas: BTreeMap::from([("face".to_string(), Micrometers(1_500))]),
+        checklist: vec![ChecklistSpec {
+            id: "consent".into(),
+            text: "consent given".into(),
+            required: true,
+        }],
+        time_limit,
+        warning_before: Duration::from_millis(500),
+        min_interval: Duration::from_secs(0),
+        limits,
+    };
+    let store = Store::open(&dir.join("ledger.db")).unwrap();
+    let tags = Box::new(sim.tag.clone());
+    (
+        Service::new(handle, store, key.clone(), tags, policy, Some(sim)).unwrap(),
+        key,
+    )
+}
+
+fn actor() -> Actor {
+    Actor {
+        name: "tester".into(),
+        role: Role::Technician,
+    }
+}
+
+/// Drives the service to a running session; keeps the dead-man fed while waiting.
+async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
+    let a = actor();
+    svc.home(&a).await.unwrap();
+    wait(svc, |s| s.telemetry.homed).await;
+    let id = svc
+        .create_session(
+            &a,
+            CreateSession {
+                operator: "op".into(),
+                subject_ref: "s-1".into(),
+                area: "face".into(),
+                checklist: BTreeMap::from([("consent".to_string(), true)]),
+                override_reason: None,
+            },
+        )
+        .unwrap()
+        .id;
+    let data = TagData::new("C-1", "L-1", Needles::Pins12, "2099-01-01".parse().unwrap()).unwrap();
+    svc.sim()
+        .unwrap()
+        .seat_cartridge(Some(tag::encode(&data, key)));
+    wait(svc, |s| {
+        !s.telemetry
+            .interlocks
+            .contains(needle_core::Interlock::CartridgeMissing)
+    })
+    .await;
+    svc.bind_cartridge(&a, id).unwrap();
+    svc.arm(
+        &a,
+        id,
+        Setpoints {
+            depth_um: Some(800),
+            rate_mhz: Some(120_000),
+        },
+    )
+    .await
+    .unwrap();
+    wait(svc, |s| !s.telemetry.depth_moving).await;
+    svc.start(&a, id).await.unwrap();
+    id
+}
+
+async fn wait(svc: &Service, f: impl Fn(&needled::control::Snapshot) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f(&svc.control().snapshot()) {
+        assert!(
+            Instant::now() < deadline,
+            "timed out: {:?}",
+            svc.control().snapshot().telemetry
+        );
+        let _ = svc.control().command(Command::Heartbeat).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs the monitor (and the heartbeat) for `d`, as main's tasks do.
+async fn monitor_for(svc: &Service, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        let _ = svc.control().command(Command::Heartbeat).await;
+        svc.monitor().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_time_limit_warns_then_ends_the_session_and_stops_the_motor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, key) = service(
+        dir.path(),
+        Duration::from_secs(2),
+        CartridgeLimits::default(),
+    );
+    let id = running_session(&svc, &key).await;
+    monitor_for(&svc, Duration::from_millis(1_000)).await;
+    assert_eq!(svc.session(id).unwrap().state, SessionState::Running);
+    monitor_for(&svc, Duration::from_millis(700)).await;
+    let events = svc.store().events_after(0, 1000).unwrap();
+    assert!(
+        events.iter().any(|e| e.event.kind == "time_limit_warning"),
+        "no warning before the limit"
+    );
+    assert_eq!(
+        svc.session(id).unwrap().state,
+        SessionState::Running,
+        "ended before the limit"
+    );
+    monitor_for(&svc, Duration::from_millis(800)).await;
+    let s = svc.session(id).unwrap();
+    assert_eq!(s.state, SessionState::Ended);
+    assert_eq!(s.end_reason.as_deref(), Some("session time limit reached"));
+    let t = svc.control().snapshot().telemetry;
+    assert!(!t.motor_enabled, "motor still enabled after the time limit");
+    assert!(svc.sim().unwrap().rig.truth().duty == 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartridge_run_time_budget_ends_the_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = CartridgeLimits {
+        max_run_ms: 1_500,
+        max_strokes: 1_000_000,
+    };
+    let (svc, key) = service(dir.path(), Duration::from_secs(600), limits);
+    let id = running_session(&svc, &key).await;
+    monitor_for(&svc, Duration::from_millis(3_500)).await;
+    let s = svc.session(id).unwrap();
+    assert_eq!(s.state, SessionState::Ended, "{s:?}");
+    assert_eq!(
+        s.end_reason.as_deref(),
+        Some("cartridge run-time or stroke budget exhausted")
+    );
+    assert!(
+        s.run_ms >= 1_000 && s.run_ms <= 2_600,
+        "run time {} ms",
+        s.run_ms
+    );
+    assert!(!svc.sim().unwrap().rig.truth().motor_powered);
+    let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
+    assert_eq!(cart.state, needled::store::CartridgeState::Spent);
+}
