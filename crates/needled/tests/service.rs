@@ -175,6 +175,35 @@ fn homed(n: &Needled) {
     wait_for(n, "homing", |s| s["state"] == "Idle" && s["homed"] == true);
 }
 
+/// Homes, creates a session, seats and binds a fresh cartridge, arms and starts; returns the
+/// session id and the cartridge's tag.
+fn running_session(
+    n: &Needled,
+    subject: &str,
+    area: &str,
+    cartridge: &str,
+    lot: &str,
+    depth_um: i32,
+    rate_mhz: u32,
+) -> (i64, String) {
+    homed(n);
+    let id = create(n, subject, area);
+    let tag = make_tag(n, cartridge, lot, "2099-12-31");
+    seat(n, &tag);
+    op(n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    op(
+        n,
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": depth_um, "rate_mhz": rate_mhz })),
+    );
+    wait_for(n, "armed and settled", |s| {
+        s["state"] == "Armed" && s["depth"]["moving"] == false
+    });
+    op(n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    (id, tag)
+}
+
 #[test]
 fn full_session_on_the_sim_runs_at_setpoint_and_spends_the_cartridge() {
     let dir = tempfile::tempdir().unwrap();
@@ -390,18 +419,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
 fn estop_while_running_stops_motor_and_returns_session_to_bound() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
-    homed(&n);
-    let id = create(&n, "subject-005", "body");
-    seat(&n, &make_tag(&n, "C-0004", "LOT-D", "2099-12-31"));
-    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
-    op(
-        &n,
-        "POST",
-        &format!("/v1/sessions/{id}/arm"),
-        Some(json!({ "depth_um": 500, "rate_mhz": 100000 })),
-    );
-    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
-    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    let (id, _) = running_session(&n, "subject-005", "body", "C-0004", "LOT-D", 500, 100000);
     std::thread::sleep(Duration::from_millis(300));
     tech(
         &n,
@@ -459,18 +477,7 @@ fn killed_mid_session_restarts_with_session_aborted_and_cartridge_spent() {
     let events_before;
     {
         let n = start(dir.path());
-        homed(&n);
-        id = create(&n, "subject-006", "face");
-        seat(&n, &make_tag(&n, "C-0005", "LOT-E", "2099-12-31"));
-        op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
-        op(
-            &n,
-            "POST",
-            &format!("/v1/sessions/{id}/arm"),
-            Some(json!({ "depth_um": 800, "rate_mhz": 120000 })),
-        );
-        wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
-        op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+        (id, _) = running_session(&n, "subject-006", "face", "C-0005", "LOT-E", 800, 120000);
         std::thread::sleep(Duration::from_millis(300));
         events_before = op(&n, "GET", "/v1/events?after=0&limit=1000", None)["events"]
             .as_array()
@@ -506,18 +513,7 @@ fn killed_mid_session_restarts_with_session_aborted_and_cartridge_spent() {
 fn cut_host_link_faults_host_timeout_and_stops_motor() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
-    homed(&n);
-    let id = create(&n, "subject-007", "face");
-    seat(&n, &make_tag(&n, "C-0007", "LOT-F", "2099-12-31"));
-    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
-    op(
-        &n,
-        "POST",
-        &format!("/v1/sessions/{id}/arm"),
-        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
-    );
-    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
-    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    let _ = running_session(&n, "subject-007", "face", "C-0007", "LOT-F", 600, 120000);
     std::thread::sleep(Duration::from_millis(300));
     tech(
         &n,
@@ -544,19 +540,7 @@ fn cut_host_link_faults_host_timeout_and_stops_motor() {
 fn cartridge_pulled_mid_session_is_spent_and_refused_when_reseated() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
-    homed(&n);
-    let id = create(&n, "subject-008", "face");
-    let tag = make_tag(&n, "C-0008", "LOT-G", "2099-12-31");
-    seat(&n, &tag);
-    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
-    op(
-        &n,
-        "POST",
-        &format!("/v1/sessions/{id}/arm"),
-        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
-    );
-    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
-    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    let (id, tag) = running_session(&n, "subject-008", "face", "C-0008", "LOT-G", 600, 120000);
     std::thread::sleep(Duration::from_millis(200));
     tech(
         &n,
@@ -608,18 +592,7 @@ fn cartridge_pulled_mid_session_is_spent_and_refused_when_reseated() {
 fn recall_needs_technician_and_stops_a_running_session() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
-    homed(&n);
-    let id = create(&n, "subject-010", "face");
-    seat(&n, &make_tag(&n, "C-0010", "LOT-R", "2099-12-31"));
-    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
-    op(
-        &n,
-        "POST",
-        &format!("/v1/sessions/{id}/arm"),
-        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
-    );
-    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
-    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    let (id, _) = running_session(&n, "subject-010", "face", "C-0010", "LOT-R", 600, 120000);
     let (status, _) = call(
         &n,
         "POST",
@@ -664,18 +637,7 @@ fn recall_needs_technician_and_stops_a_running_session() {
 fn subject_interval_needs_technician_override_with_reason() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
-    homed(&n);
-    let id = create(&n, "subject-012", "face");
-    seat(&n, &make_tag(&n, "C-0012", "LOT-H", "2099-12-31"));
-    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
-    op(
-        &n,
-        "POST",
-        &format!("/v1/sessions/{id}/arm"),
-        Some(json!({ "depth_um": 600, "rate_mhz": 120000 })),
-    );
-    wait_for(&n, "armed", |s| s["depth"]["moving"] == false);
-    op(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    let (id, _) = running_session(&n, "subject-012", "face", "C-0012", "LOT-H", 600, 120000);
     op(&n, "POST", &format!("/v1/sessions/{id}/end"), None);
     let body = json!({ "operator": "dr-test", "subject_ref": "subject-012", "area": "face", "checklist": checklist_answers(&n) });
     let (status, err) = call(
