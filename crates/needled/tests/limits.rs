@@ -19,7 +19,13 @@ fn service(
     limits: CartridgeLimits,
 ) -> (Service, DeviceKey) {
     let sim = SimBackend::new(SimParams::default());
-    let ctrl = Controller::new(sim.rig.hardware(), ControllerConfig::default()).unwrap();
+    // Tests share 2 loaded cores with other tests and a browser: give the dead-man and the
+    // tick-gap check a margin so a starved runtime does not end the session early. The
+    // dead-man itself is proven by cut_host_link_faults_host_timeout_and_stops_motor.
+    let mut config = ControllerConfig::default();
+    config.safety.host_timeout = needle_core::units::Micros::from_millis(1_000);
+    config.safety.max_tick_gap = needle_core::units::Micros::from_millis(500);
+    let ctrl = Controller::new(sim.rig.hardware(), config).unwrap();
     let clock = sim.clock(control::monotonic_now());
     let handle = control::spawn(
         ctrl,

@@ -26,7 +26,7 @@ impl Drop for Needled {
 fn start(data: &Path) -> Needled {
     let config = data.join("test.toml");
     if !config.exists() {
-        std::fs::write(&config, "# test configuration: defaults for everything else\n[control]\nmax_tick_gap_ms = 500\n").unwrap();
+        std::fs::write(&config, "# test configuration: margins for a loaded CI machine, defaults for the rest\n[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 500\n").unwrap();
     }
     let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
         .args([
