@@ -82,7 +82,7 @@ impl InputPin for SimPart {
             Part::EStop => w.estop,
             Part::Pedal => w.pedal,
             // Outputs read back their level.
-            Part::MotorEnable => w.enabled,
+            Part::MotorEnable => w.enabled(),
             Part::DepthStep => w.step_high,
             Part::DepthDir => w.dir_deeper,
             _ => false,
@@ -98,7 +98,7 @@ impl OutputPin for SimPart {
     fn set_low(&mut self) -> Result<(), SimError> {
         let part = self.part;
         self.with(|w| match part {
-            Part::MotorEnable => w.enabled = false,
+            Part::MotorEnable => w.set_enabled(false),
             Part::DepthStep => w.step_high = false,
             Part::DepthDir => w.dir_deeper = false,
             _ => {}
@@ -108,7 +108,7 @@ impl OutputPin for SimPart {
     fn set_high(&mut self) -> Result<(), SimError> {
         let part = self.part;
         self.with(|w| match part {
-            Part::MotorEnable => w.enabled = true,
+            Part::MotorEnable => w.set_enabled(true),
             Part::DepthStep => {
                 if !w.step_high {
                     w.step_pulse();
@@ -130,7 +130,7 @@ impl SetDutyCycle for SimPart {
     }
 
     fn set_duty_cycle(&mut self, duty: u16) -> Result<(), SimError> {
-        self.with(|w| w.duty = f64::from(duty.min(PWM_MAX)) / f64::from(PWM_MAX))
+        self.with(|w| w.set_duty(f64::from(duty.min(PWM_MAX)) / f64::from(PWM_MAX)))
     }
 }
 

@@ -170,6 +170,8 @@ pub struct Truth {
     pub supply_v: f64,
     /// Steps the depth stepper really made (missed ones excluded).
     pub depth_steps: i64,
+    /// When the motor last went from powered to unpowered (enable low or duty 0), if ever.
+    pub motor_off_at: Option<Micros>,
     /// STEP pulses the controller sent.
     pub step_pulses: u64,
 }
@@ -182,8 +184,9 @@ pub struct World {
     // Stroke motor.
     omega: f64,
     angle: f64,
-    pub(crate) duty: f64,
-    pub(crate) enabled: bool,
+    duty: f64,
+    enabled: bool,
+    motor_off_at: Option<Micros>,
     current: f64,
     temperature: f64,
     // Stroke sensor as seen by the controller.
@@ -223,6 +226,7 @@ impl World {
             angle: 0.0,
             duty: 0.0,
             enabled: false,
+            motor_off_at: None,
             current: 0.0,
             temperature: params.ambient_c,
             edges: 0,
@@ -278,6 +282,35 @@ impl World {
     pub fn schedule(&mut self, at: Micros, injection: Injection) {
         self.schedule.push((at, injection));
         self.schedule.sort_by_key(|(t, _)| *t);
+    }
+
+    fn powered(&self) -> bool {
+        self.enabled && self.duty > 0.0
+    }
+
+    /// The motor driver's enable input.
+    pub(crate) fn set_enabled(&mut self, on: bool) {
+        let was = self.powered();
+        self.enabled = on;
+        self.note_motor_off(was);
+    }
+
+    /// Whether the motor driver is enabled.
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// The motor's PWM duty, 0..=1.
+    pub(crate) fn set_duty(&mut self, duty: f64) {
+        let was = self.powered();
+        self.duty = duty;
+        self.note_motor_off(was);
+    }
+
+    fn note_motor_off(&mut self, was_powered: bool) {
+        if was_powered && !self.powered() {
+            self.motor_off_at = Some(self.now);
+        }
     }
 
     /// Whether reads or writes of `part` fail.
@@ -426,13 +459,14 @@ impl World {
             depth_um: self.load_um,
             rate_hz: self.omega / TAU,
             strokes: self.true_edges / u64::from(self.params.edges_per_rev.max(1)),
-            motor_powered: self.enabled && self.duty > 0.0,
+            motor_powered: self.powered(),
             duty: if self.enabled { self.duty } else { 0.0 },
             current_a: self.current,
             temperature_c: self.temperature,
             supply_v: self.supply_v(),
             depth_steps: self.depth_steps,
             step_pulses: self.step_pulses,
+            motor_off_at: self.motor_off_at,
         }
     }
 }

@@ -37,9 +37,11 @@ impl SimRig {
         lock(&self.world).advance_to(t);
     }
 
-    /// Applies an injection now.
-    pub fn inject(&self, injection: Injection) {
-        lock(&self.world).inject(injection);
+    /// Applies an injection now and returns the simulation time it was applied at.
+    pub fn inject(&self, injection: Injection) -> Micros {
+        let mut world = lock(&self.world);
+        world.inject(injection);
+        world.now
     }
 
     /// Applies an injection when the simulation reaches `at`.

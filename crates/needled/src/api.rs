@@ -36,6 +36,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Period of the SSE telemetry.
     pub telemetry_period: Duration,
+    /// What `GET /v1/version` answers: build and configuration identity.
+    pub version: Arc<Value>,
 }
 
 impl IntoResponse for ApiError {
@@ -126,6 +128,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/status", get(status))
+        .route("/v1/version", get(version))
         .route("/v1/telemetry", get(telemetry))
         .route("/v1/home", post(home))
         .route("/v1/faults/clear", post(clear_faults))
@@ -179,6 +182,10 @@ fn telemetry_json(t: &Telemetry) -> Value {
         "pedal": t.pedal,
         "controller_time_us": t.now.0,
     })
+}
+
+async fn version(State(s): State<AppState>, Authed(_): Authed) -> Json<Value> {
+    Json((*s.version).clone())
 }
 
 async fn status(State(s): State<AppState>, Authed(_): Authed) -> Result<Json<Value>, ApiError> {
@@ -440,6 +447,7 @@ async fn sim_truth(
         "current_a": t.current_a,
         "temperature_c": t.temperature_c,
         "supply_v": t.supply_v,
+        "motor_off_at_us": t.motor_off_at.map(|m| m.0),
         "cartridge_seated": sim(&s)?.rig.cartridge_seated(),
     })))
 }
@@ -477,6 +485,11 @@ enum SimAction {
     HostSilence {
         on: bool,
     },
+    /// Block every async worker for `ms` (a deadlock or a very slow fsync, as the service
+    /// would suffer it), to prove the dead-man's progress check.
+    StallService {
+        ms: u64,
+    },
 }
 
 async fn sim_inject(
@@ -486,13 +499,13 @@ async fn sim_inject(
 ) -> Result<Json<Value>, ApiError> {
     use needle_sim::Injection;
     let backend = sim(&s)?;
-    match &action {
+    let applied_at = match &action {
         SimAction::SeatCartridge { tag_hex } => {
             let image = match tag_hex {
                 Some(h) => Some(crate::tag::from_hex(h)?),
                 None => None,
             };
-            backend.seat_cartridge(image);
+            backend.seat_cartridge(image)
         }
         SimAction::PullCartridge => backend.pull_cartridge(),
         SimAction::Estop { pressed } => backend.rig.inject(Injection::EStop(*pressed)),
@@ -505,7 +518,7 @@ async fn sim_inject(
                     "temperature_c must be -40..=200",
                 ));
             }
-            backend.rig.inject(Injection::Overheat(*temperature_c));
+            backend.rig.inject(Injection::Overheat(*temperature_c))
         }
         SimAction::Brownout { on } => backend.rig.inject(Injection::BrownOut(*on)),
         SimAction::SensorDropout { on } => backend.rig.inject(Injection::SensorDropout(*on)),
@@ -513,7 +526,22 @@ async fn sim_inject(
             backend.rig.inject(Injection::StuckHomeSwitch(*closed))
         }
         SimAction::HostSilence { on } => backend.rig.inject(Injection::HostSilence(*on)),
-    }
+        SimAction::StallService { ms } => {
+            if *ms > 10_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "ms must be at most 10000",
+                ));
+            }
+            let stall = Duration::from_millis(*ms);
+            // One blocking task per worker: none can run the progress stamp until they end.
+            for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
+                tokio::spawn(async move { std::thread::sleep(stall) });
+            }
+            backend.rig.now()
+        }
+    };
     tracing::info!(actor = %a.name, ?action, "sim injection");
-    Ok(Json(json!({ "ok": true })))
+    // The sim time it was applied at, read under the same lock: jigs time reactions from it.
+    Ok(Json(json!({ "ok": true, "applied_at_us": applied_at.0 })))
 }

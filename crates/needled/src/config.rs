@@ -492,7 +492,12 @@ pub struct ControlConfig {
     pub host_timeout_ms: u32,
     /// `max_tick_gap_ms`: a longer gap between ticks latches `ControlOverrun`. Default 50.
     pub max_tick_gap_ms: u32,
-    /// `realtime_priority`: run the control thread with SCHED_FIFO. Default true.
+    /// `service_stall_ms`: the heartbeat thread refreshes the core's dead-man only while the
+    /// async service has shown progress within this time; a hung service stops the needles
+    /// within `service_stall_ms + host_timeout_ms`. Default 1000.
+    pub service_stall_ms: u32,
+    /// `realtime_priority`: run the control and heartbeat threads with SCHED_FIFO. Default
+    /// true.
     pub realtime_priority: bool,
 }
 
@@ -502,6 +507,7 @@ impl Default for ControlConfig {
             rate_hz: 1_000,
             host_timeout_ms: 100,
             max_tick_gap_ms: 50,
+            service_stall_ms: 1_000,
             realtime_priority: true,
         }
     }
@@ -1329,7 +1335,8 @@ impl Config {
         let c = &self.control;
         in_range("control.rate_hz", c.rate_hz, 100..=10_000)?;
         in_range("control.host_timeout_ms", c.host_timeout_ms, 1..=5_000)?;
-        in_range("control.max_tick_gap_ms", c.max_tick_gap_ms, 1..=1_000)
+        in_range("control.max_tick_gap_ms", c.max_tick_gap_ms, 1..=1_000)?;
+        in_range("control.service_stall_ms", c.service_stall_ms, 50..=10_000)
     }
 
     fn validate_motion(&self) -> Result<(), Invalid> {

@@ -132,6 +132,18 @@ impl ControlHandle {
         verdict.await.map_err(|_| ControlError::Stopped)
     }
 
+    /// Queues a command without waiting for its verdict (the heartbeat thread's way: it must
+    /// never block on the async side).
+    pub fn send(&self, command: Command) -> Result<(), ControlError> {
+        let (reply, _) = oneshot::channel();
+        self.commands
+            .try_send(Request { command, reply })
+            .map_err(|e| match e {
+                TrySendError::Full(_) => ControlError::Busy,
+                TrySendError::Disconnected(_) => ControlError::Stopped,
+            })
+    }
+
     /// The latest snapshot.
     pub fn snapshot(&self) -> Snapshot {
         *self.snapshots.borrow()
@@ -199,26 +211,31 @@ where
     })
 }
 
-fn try_realtime() -> bool {
+/// Asks for SCHED_FIFO at `priority` (1-99) for the calling thread; logs whether it got it.
+pub fn try_realtime(priority: u8) -> bool {
     use thread_priority::{
         set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
         ThreadPriority, ThreadSchedulePolicy,
     };
-    let Ok(priority) = 50u8.try_into() else {
+    let Ok(level) = priority.try_into() else {
         return false;
     };
     let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+    let thread = std::thread::current()
+        .name()
+        .unwrap_or("unnamed")
+        .to_string();
     match set_thread_priority_and_policy(
         thread_native_id(),
-        ThreadPriority::Crossplatform(priority),
+        ThreadPriority::Crossplatform(level),
         policy,
     ) {
         Ok(()) => {
-            tracing::info!("control thread runs with SCHED_FIFO real-time priority 50");
+            tracing::info!(%thread, priority, "thread runs with SCHED_FIFO real-time priority");
             true
         }
         Err(e) => {
-            tracing::warn!(error = ?e, "control thread did not get real-time priority; running at normal priority");
+            tracing::warn!(%thread, error = ?e, "thread did not get real-time priority; running at normal priority");
             false
         }
     }
@@ -286,7 +303,7 @@ fn run<H: Hardware, C: TickClock>(
     alive: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let realtime = config.realtime && try_realtime();
+    let realtime = config.realtime && try_realtime(50);
     let period = Micros(
         u64::try_from(config.period.as_micros())
             .unwrap_or(1_000)

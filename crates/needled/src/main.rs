@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use needle_core::units::MilliHertz;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use needle_core::units::{Micros, MilliHertz};
 use needle_core::Controller;
 use needle_sim::SimParams;
 use needled::api::{self, AppState};
@@ -59,6 +61,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    let config_sha256 = std::fs::read(&args.config)
+        .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
+        .unwrap_or_default();
     let mut config = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -107,7 +112,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, config_sha256)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -153,6 +158,14 @@ fn policy(config: &Config) -> Policy {
             })
             .collect(),
         time_limit: Duration::from_secs(u64::from(config.session.time_limit_min) * 60),
+        area_time_limits: config
+            .areas
+            .iter()
+            .filter_map(|(name, a)| {
+                a.time_limit_min
+                    .map(|m| (name.clone(), Duration::from_secs(u64::from(m) * 60)))
+            })
+            .collect(),
         warning_before: Duration::from_secs(u64::from(config.session.warning_before_min) * 60),
         min_interval: Duration::from_secs(u64::from(config.session.min_interval_days) * 86_400),
         limits: CartridgeLimits {
@@ -162,7 +175,7 @@ fn policy(config: &Config) -> Policy {
     }
 }
 
-async fn run(config: Config) -> Result<(), String> {
+async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     let data_dir = config.service.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
@@ -239,7 +252,9 @@ async fn run(config: Config) -> Result<(), String> {
     spawn_heartbeat(
         &service,
         Duration::from_micros(core.safety.host_timeout.0 / 5),
-    );
+        Duration::from_millis(u64::from(config.control.service_stall_ms)),
+        config.control.realtime_priority,
+    )?;
     spawn_monitor(&service);
     let state = AppState {
         service: Arc::clone(&service),
@@ -247,6 +262,12 @@ async fn run(config: Config) -> Result<(), String> {
         telemetry_period: Duration::from_millis(
             1000 / u64::from(config.service.telemetry_hz.max(1)),
         ),
+        version: Arc::new(serde_json::json!({
+            "needled": env!("CARGO_PKG_VERSION"),
+            "git": env!("NEEDLED_GIT_REV"),
+            "config_sha256": config_sha256,
+            "backend": config.hardware.backend.as_str(),
+        })),
     };
     let listener = tokio::net::TcpListener::bind(config.service.bind)
         .await
@@ -265,25 +286,67 @@ async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Refreshes the core's dead-man timer from the async side: if the runtime hangs, the
-/// heartbeats stop and the core faults `HostTimeout`.
-fn spawn_heartbeat(service: &Arc<Service>, every: Duration) {
-    let service = Arc::clone(service);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every.max(Duration::from_millis(5)));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            // The sim can cut the host link to prove the dead-man.
-            if service.sim().is_some_and(|s| s.rig.host_silent()) {
-                continue;
+/// The dead-man heartbeat. A dedicated thread (SCHED_FIFO below the control thread when
+/// allowed) sends the core a heartbeat every `every`, but only while the async service shows
+/// progress: a tiny task on the runtime, which touches nothing but the clock, stamps
+/// `progress` every 10 ms. A hung runtime (deadlock, a task that never yields) stops the
+/// heartbeats after `stall`, and the core faults `HostTimeout` within `host_timeout` after
+/// that; a dead process or heartbeat thread stops them at once. A slow fsync on a worker does
+/// not trip the dead-man, which a heartbeat sent from the runtime itself did (hil-tests saw
+/// HostTimeout 9 to 37 s into runs on this machine).
+fn spawn_heartbeat(
+    service: &Arc<Service>,
+    every: Duration,
+    stall: Duration,
+    realtime: bool,
+) -> Result<(), String> {
+    let progress = Arc::new(AtomicU64::new(control::monotonic_now().0));
+    {
+        let progress = Arc::clone(&progress);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            loop {
+                tick.tick().await;
+                progress.store(control::monotonic_now().0, Ordering::Release);
             }
-            let _ = service
-                .control()
-                .command(needle_core::Command::Heartbeat)
-                .await;
-        }
-    });
+        });
+    }
+    let service = Arc::clone(service);
+    let stall = Micros(u64::try_from(stall.as_micros()).unwrap_or(u64::MAX));
+    std::thread::Builder::new()
+        .name("needle-heartbeat".into())
+        .spawn(move || {
+            if realtime {
+                control::try_realtime(40);
+            }
+            let mut stalled = false;
+            loop {
+                std::thread::sleep(every);
+                // The sim can cut the host link to prove the dead-man.
+                if service.sim().is_some_and(|s| s.rig.host_silent()) {
+                    continue;
+                }
+                let age = control::monotonic_now().since(Micros(progress.load(Ordering::Acquire)));
+                if age > stall {
+                    if !stalled {
+                        tracing::error!(
+                            age_ms = age.as_millis(),
+                            "the service is not making progress: dead-man no longer refreshed"
+                        );
+                    }
+                    stalled = true;
+                    continue;
+                }
+                stalled = false;
+                if let Err(control::ControlError::Stopped) =
+                    service.control().send(needle_core::Command::Heartbeat)
+                {
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(|e| format!("heartbeat thread: {e}"))
 }
 
 fn spawn_monitor(service: &Arc<Service>) {

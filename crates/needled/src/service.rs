@@ -64,6 +64,8 @@ pub struct Policy {
     pub checklist: Vec<ChecklistSpec>,
     /// Session time limit, from the first start.
     pub time_limit: Duration,
+    /// Per-area time limits that replace `time_limit` for sessions in that area.
+    pub area_time_limits: BTreeMap<String, Duration>,
     /// Warning this long before the time limit.
     pub warning_before: Duration,
     /// Minimum interval between a subject's sessions.
@@ -77,6 +79,7 @@ pub struct Policy {
 struct Active {
     session: SessionId,
     cartridge: String,
+    time_limit: Duration,
     run_ms: u64,
     strokes: u64,
     unflushed_run_ms: u64,
@@ -365,12 +368,19 @@ impl Service {
             }
         }
         let tag = self.read_tag()?;
+        let area = self.session(id)?.area;
         let record = self
             .store()
             .bind(id, &tag, now()?, &self.policy.limits, &actor.name)?;
         *active = Some(Active {
             session: id,
             cartridge: record.id.clone(),
+            time_limit: self
+                .policy
+                .area_time_limits
+                .get(&area)
+                .copied()
+                .unwrap_or(self.policy.time_limit),
             run_ms: 0,
             strokes: 0,
             unflushed_run_ms: 0,
@@ -770,7 +780,7 @@ impl Service {
             .ok()
             .flatten()
             .is_some_and(|c| c.budget_exhausted() || c.remaining_run_ms <= a.unflushed_run_ms);
-        let limit_ms = i64::try_from(self.policy.time_limit.as_millis()).unwrap_or(i64::MAX);
+        let limit_ms = i64::try_from(a.time_limit.as_millis()).unwrap_or(i64::MAX);
         let warn_ms = limit_ms - i64::try_from(self.policy.warning_before.as_millis()).unwrap_or(0);
         let used = a.started_at_ms.map_or(0, |s| now_ms - s);
         if a.started_at_ms.is_some() && used >= warn_ms && !a.warned {

@@ -44,7 +44,9 @@ fn service(
             text: "consent given".into(),
             required: true,
         }],
-        time_limit,
+        time_limit: Duration::from_secs(3_600),
+        // The area's own limit replaces the session default: what this test exercises.
+        area_time_limits: BTreeMap::from([("face".to_string(), time_limit)]),
         warning_before: Duration::from_millis(500),
         min_interval: Duration::from_secs(0),
         limits,

@@ -680,3 +680,71 @@ fn subject_interval_needs_technician_override_with_reason() {
         .iter()
         .any(|e| e["kind"] == "interval_override"));
 }
+
+#[test]
+fn version_names_the_build_and_the_exact_config_file() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    let v = op(&n, "GET", "/v1/version", None);
+    assert_eq!(v["needled"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(v["backend"], "sim");
+    assert!(!v["git"].as_str().unwrap().is_empty());
+    let config = std::fs::read(dir.path().join("test.toml")).unwrap();
+    assert_eq!(
+        v["config_sha256"],
+        hex::encode(sha2::Sha256::digest(&config))
+    );
+    assert_eq!(call(&n, "GET", "/v1/version", None, None).0, 401);
+}
+
+/// The heartbeat thread refreshes the dead-man only while the async service makes progress:
+/// a stall shorter than `service_stall_ms` (a slow fsync) is ridden out, a longer one (a hung
+/// service) stops the needles.
+#[test]
+fn hung_service_stops_needles_but_a_short_stall_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("test.toml"),
+        "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 200\nservice_stall_ms = 1000\n",
+    )
+    .unwrap();
+    let n = start(dir.path());
+    let _ = running_session(&n, "subject-013", "face", "C-0013", "LOT-S", 600, 120000);
+    std::thread::sleep(Duration::from_millis(300));
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "stall_service", "ms": 400 })),
+    );
+    std::thread::sleep(Duration::from_millis(900));
+    let s = op(&n, "GET", "/v1/status", None);
+    assert_eq!(
+        s["state"], "Running",
+        "a 400 ms stall tripped the dead-man: {s}"
+    );
+    let t0 = Instant::now();
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "stall_service", "ms": 3000 })),
+    );
+    // During the stall the API cannot answer either; the jig's truth comes after it.
+    let s = wait_for(&n, "host timeout", |s| s["state"] == "Fault");
+    assert!(
+        s["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "host_timeout"),
+        "{s}"
+    );
+    let truth = tech(&n, "GET", "/v1/sim/truth", None);
+    assert_eq!(truth["motor_powered"], false);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(1_000),
+        "stopped before the stall limit"
+    );
+}

@@ -48,16 +48,18 @@ impl SimBackend {
         }
     }
 
-    /// Seats a cartridge carrying `image` on its tag (or no readable tag).
-    pub fn seat_cartridge(&self, image: Option<Vec<u8>>) {
+    /// Seats a cartridge carrying `image` on its tag (or no readable tag); returns the sim
+    /// time it was seated at.
+    pub fn seat_cartridge(&self, image: Option<Vec<u8>>) -> Micros {
         self.tag.set(image);
-        self.rig.inject(Injection::Cartridge(true));
+        self.rig.inject(Injection::Cartridge(true))
     }
 
-    /// Pulls the cartridge.
-    pub fn pull_cartridge(&self) {
-        self.rig.inject(Injection::Cartridge(false));
+    /// Pulls the cartridge; returns the sim time it was pulled at.
+    pub fn pull_cartridge(&self) -> Micros {
+        let at = self.rig.inject(Injection::Cartridge(false));
         self.tag.set(None);
+        at
     }
 
     /// The clock for the control thread: sim time is the monotonic time since start.

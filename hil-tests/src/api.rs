@@ -1,0 +1,159 @@
+//! The service's public HTTP API as a jig uses it: bearer tokens, JSON in and out, errors as
+//! `{"error": {"code", "message"}}`. Nothing here reaches around the API.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{HilError, Result};
+
+/// Which token a call carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Runs sessions.
+    Operator,
+    /// Also recalls lots and drives the sim's controls.
+    Technician,
+}
+
+/// Where the service is and the tokens to reach it.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Base URL, e.g. `http://127.0.0.1:7878`.
+    pub base: String,
+    /// Operator bearer token.
+    pub operator_token: String,
+    /// Technician bearer token.
+    pub technician_token: String,
+}
+
+/// A client of the service's API. Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct Api {
+    endpoint: Endpoint,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base", &self.endpoint.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An answer: HTTP status and JSON body (a string value if the body was not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+}
+
+impl Reply {
+    /// The error code of an error answer.
+    pub fn code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+}
+
+impl Api {
+    /// A client for `endpoint`; each request may take at most `timeout`.
+    pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .max_idle_connections_per_host(4)
+            .build();
+        Self { endpoint, agent }
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn token(&self, role: Role) -> &str {
+        match role {
+            Role::Operator => &self.endpoint.operator_token,
+            Role::Technician => &self.endpoint.technician_token,
+        }
+    }
+
+    /// One request; any HTTP status is an answer, only transport failures are errors.
+    pub fn call(
+        &self,
+        role: Option<Role>,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply> {
+        let mut req = self
+            .agent
+            .request(method, &format!("{}{}", self.endpoint.base, path));
+        if let Some(role) = role {
+            req = req.set("Authorization", &format!("Bearer {}", self.token(role)));
+        }
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => {
+                return Err(HilError::Transport {
+                    method: method.into(),
+                    path: path.into(),
+                    detail: e.to_string(),
+                })
+            }
+        };
+        let status = resp.status();
+        let text = resp.into_string().map_err(|e| HilError::Transport {
+            method: method.into(),
+            path: path.into(),
+            detail: format!("reading the body: {e}"),
+        })?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(Reply { status, body })
+    }
+
+    /// A request that must succeed (2xx); a refusal becomes [`HilError::Api`].
+    pub fn ok(&self, role: Role, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let reply = self.call(Some(role), method, path, body)?;
+        if (200..300).contains(&reply.status) {
+            return Ok(reply.body);
+        }
+        Err(HilError::Api {
+            method: method.into(),
+            path: path.into(),
+            status: reply.status,
+            code: reply.code().unwrap_or("").to_string(),
+            message: reply.body["error"]["message"]
+                .as_str()
+                .map_or_else(|| reply.body.to_string(), str::to_string),
+        })
+    }
+
+    /// `GET` as the operator.
+    pub fn get(&self, path: &str) -> Result<Value> {
+        self.ok(Role::Operator, "GET", path, None)
+    }
+
+    /// `POST` as the operator.
+    pub fn post(&self, path: &str, body: Option<&Value>) -> Result<Value> {
+        self.ok(Role::Operator, "POST", path, body)
+    }
+
+    /// `PUT` as the operator.
+    pub fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.ok(Role::Operator, "PUT", path, Some(body))
+    }
+
+    /// The controller's status (state, faults, homed, moving). Scenarios use it to know what
+    /// the controller is doing, never to judge it.
+    pub fn status(&self) -> Result<Value> {
+        self.get("/v1/status")
+    }
+}

@@ -1,0 +1,344 @@
+//! The simulated bench: [`SimRig`] starts the real `needled` binary on the sim backend as a
+//! child process (port 0, a temporary data directory); [`SimJig`] measures it through the sim
+//! endpoints only: `GET /v1/sim/truth` (the physics' truth) and `POST /v1/sim/inject` (the
+//! jig's actuators). It never reads the controller's telemetry.
+//!
+//! - [`workspace`]: the `needled` binary under test.
+//! - [`jig`]: the sim jig and the truth it reads.
+
+pub mod jig;
+pub mod workspace;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use needled::tag::DeviceKey;
+use serde_json::Value;
+
+pub use jig::{SimJig, Truth};
+pub use workspace::{git_revision, needled_binary, target_dir, workspace_root, NEEDLED_BIN_ENV};
+
+use crate::api::{Api, Endpoint};
+use crate::config::RigSettings;
+use crate::error::{HilError, Result};
+use crate::rig::{Rig, RigOptions, Versions};
+
+/// Timeout of one HTTP request to the service.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The sim rig's dead-man timeout unless a scenario asks for another, ms.
+pub const SIM_HOST_TIMEOUT_MS: u32 = 2_000;
+
+/// Overrides where the sim rig's data directories are made.
+pub const SIM_TMPDIR_ENV: &str = "HIL_SIM_TMPDIR";
+
+/// A fresh data directory for the sim rig's service: under `HIL_SIM_TMPDIR`, else in
+/// `/dev/shm` where it exists, else in the system's temp directory.
+///
+/// Why tmpfs: on a shared CI disk, SQLite's fsync (synchronous=FULL) stalls for hundreds of
+/// milliseconds while other jobs write, and needled makes its ledger writes on the same async
+/// workers that send the dead-man heartbeat, so the dead-man (rightly) stops the needles
+/// mid-scenario. The sim scenarios are about the controller, not the CI machine's disk. A
+/// SIGKILL loses nothing on tmpfs, so the crash scenario is unaffected.
+pub fn sim_data_dir() -> Result<tempfile::TempDir> {
+    let parent = std::env::var_os(SIM_TMPDIR_ENV)
+        .map(PathBuf::from)
+        .or_else(|| {
+            Path::new("/dev/shm")
+                .is_dir()
+                .then(|| PathBuf::from("/dev/shm"))
+        });
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("hil-needled-");
+    match parent {
+        Some(dir) => builder.tempdir_in(&dir).map_err(|e| HilError::io(&dir, e)),
+        None => builder.tempdir().map_err(|e| HilError::io("tempdir", e)),
+    }
+}
+
+/// The configuration the sim rig's service runs with.
+pub fn sim_config_text(options: &RigOptions) -> String {
+    let mut text = String::from(
+        "# hil-tests: the sim rig's service configuration; defaults for every other key.\n\
+         [control]\n\
+         # The shared CI machine is noisy: a tick up to 500 ms late is not an overrun here,\n\
+         # and the async side may not run for a while (see RigOptions::host_timeout_ms).\n\
+         max_tick_gap_ms = 500\n",
+    );
+    let host_timeout = options.host_timeout_ms.unwrap_or(SIM_HOST_TIMEOUT_MS);
+    text.push_str(&format!("host_timeout_ms = {host_timeout}\n"));
+    if let Some(min) = options.session_time_limit_min {
+        text.push_str(&format!(
+            "\n[session]\ntime_limit_min = {min}\nwarning_before_min = 0\n"
+        ));
+    }
+    if let Some(ma) = options.max_current_ma {
+        text.push_str(&format!("\n[safety]\nmax_current_ma = {ma}\n"));
+    }
+    text
+}
+
+/// The service under test on the sim: a real `needled` child process.
+pub struct SimRig {
+    data: tempfile::TempDir,
+    binary: PathBuf,
+    config_path: PathBuf,
+    settings: RigSettings,
+    child: Option<Child>,
+    endpoint: Arc<RwLock<Endpoint>>,
+    firmware: String,
+}
+
+impl std::fmt::Debug for SimRig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimRig")
+            .field("data", &self.data.path())
+            .field("binary", &self.binary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SimRig {
+    /// Starts `needled` on the sim with a fresh data directory and waits until it answers.
+    pub fn start(options: RigOptions) -> Result<(SimRig, SimJig)> {
+        let binary = needled_binary()?;
+        let data = sim_data_dir()?;
+        let text = sim_config_text(&options);
+        let config_path = data.path().join("needled.toml");
+        std::fs::write(&config_path, &text).map_err(|e| HilError::io(&config_path, e))?;
+        let settings = RigSettings::from_needled_config(&text, &config_path.display().to_string())?;
+        let firmware = match Command::new(&binary).arg("--version").output() {
+            Ok(o) if o.status.success() => {
+                format!(
+                    "{} (git {})",
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    git_revision()
+                )
+            }
+            _ => format!("unknown (git {})", git_revision()),
+        };
+        let endpoint = Arc::new(RwLock::new(Endpoint {
+            base: String::new(),
+            operator_token: String::new(),
+            technician_token: String::new(),
+        }));
+        let mut rig = SimRig {
+            data,
+            binary,
+            config_path,
+            settings,
+            child: None,
+            endpoint: Arc::clone(&endpoint),
+            firmware,
+        };
+        rig.start_service()?;
+        let jig = SimJig::new(endpoint);
+        Ok((rig, jig))
+    }
+
+    /// The service's data directory.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// The last lines of the service's log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.data.path().join("needled.log")).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn spawn(&mut self) -> Result<String> {
+        let log_path = self.data.path().join("needled.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| HilError::io(&log_path, e))?;
+        let mut child = Command::new(&self.binary)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(["--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(self.data.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|e| {
+                HilError::Service(format!("cannot start {}: {e}", self.binary.display()))
+            })?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| HilError::Service("no stdout".into()))?;
+        self.child = Some(child);
+        let (tx, rx) = mpsc::channel();
+        // Keeps draining stdout for the life of the process, so a later print cannot fail.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("listening on") => {
+                    return Ok(line
+                        .trim()
+                        .rsplit(' ')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string());
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = self.kill_service();
+                    return Err(HilError::Service(format!(
+                        "needled did not report listening within {START_TIMEOUT:?}; its log ends:\n{}",
+                        self.log_tail(20)
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SimRig {
+    fn drop(&mut self) {
+        let _ = self.kill_service();
+    }
+}
+
+impl Rig for SimRig {
+    fn kind(&self) -> &'static str {
+        "sim"
+    }
+
+    fn api(&self) -> Api {
+        Api::new(
+            self.endpoint
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            REQUEST_TIMEOUT,
+        )
+    }
+
+    fn settings(&self) -> &RigSettings {
+        &self.settings
+    }
+
+    fn device_key(&self) -> Result<DeviceKey> {
+        let path = self.data.path().join("device.key");
+        DeviceKey::load_or_create(&path).map_err(|e| HilError::io(&path, e))
+    }
+
+    fn kill_service(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // SIGKILL: no chance to clean up, as a crash or a power cut.
+            child
+                .kill()
+                .map_err(|e| HilError::Service(format!("kill needled: {e}")))?;
+            child
+                .wait()
+                .map_err(|e| HilError::Service(format!("wait for needled: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn start_service(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Err(HilError::Service("needled is already running".into()));
+        }
+        let base = self.spawn()?;
+        let tokens_path = self.data.path().join("tokens.json");
+        let text =
+            std::fs::read_to_string(&tokens_path).map_err(|e| HilError::io(&tokens_path, e))?;
+        let tokens: Vec<Value> = serde_json::from_str(&text)
+            .map_err(|e| HilError::Service(format!("tokens.json: {e}")))?;
+        let token = |role: &str| {
+            tokens
+                .iter()
+                .find(|t| t["role"] == role)
+                .and_then(|t| t["token"].as_str())
+                .map(str::to_string)
+                .ok_or_else(|| HilError::Service(format!("tokens.json has no {role} token")))
+        };
+        let endpoint = Endpoint {
+            base,
+            operator_token: token("operator")?,
+            technician_token: token("technician")?,
+        };
+        *self.endpoint.write().unwrap_or_else(|p| p.into_inner()) = endpoint;
+        let api = self.api();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match api.call(None, "GET", "/v1/health", None) {
+                Ok(r) if r.status == 200 && r.body["status"] == "ok" => return Ok(()),
+                _ if Instant::now() > deadline => {
+                    return Err(HilError::Service(format!(
+                        "needled did not become healthy; log:\n{}",
+                        self.log_tail(20)
+                    )))
+                }
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn log_tail(&self) -> Option<String> {
+        Some(SimRig::log_tail(self, 40))
+    }
+
+    fn versions(&self) -> Versions {
+        Versions {
+            rig: "sim".into(),
+            firmware: self.firmware.clone(),
+            rig_config_sha256: self.settings.config_sha256.clone(),
+            suite: format!(
+                "hil-tests {} (git {})",
+                env!("CARGO_PKG_VERSION"),
+                git_revision()
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sim_config_sets_only_what_a_scenario_needs() {
+        let plain = sim_config_text(&RigOptions::default());
+        assert!(!plain.contains("[session]") && !plain.contains("[safety]"));
+        let s = RigSettings::from_needled_config(
+            &sim_config_text(&RigOptions {
+                session_time_limit_min: Some(1),
+                max_current_ma: Some(100_000),
+                host_timeout_ms: Some(100),
+            }),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                s.session_time_limit_min,
+                s.max_current_ma,
+                s.host_timeout_ms
+            ),
+            (1, 100_000, 100)
+        );
+        let default = RigSettings::from_needled_config(&plain, "t").unwrap();
+        assert_eq!(default.host_timeout_ms, u64::from(SIM_HOST_TIMEOUT_MS));
+    }
+}
