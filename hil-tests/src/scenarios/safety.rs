@@ -29,8 +29,9 @@ fn faults(b: &Bench) -> Result<Vec<String>> {
 fn resolution_note(r: &mut Recorder, b: &Bench) {
     if b.rig.kind() == "sim" {
         r.note(
-            "sim timing: the jig polls GET /v1/sim/truth over HTTP, so the actuation and the motor-off moment are each \
-             bracketed between two polls in sim time (1 ms control ticks); the figure is that bracket. The core's \
+            "sim timing: the actuation time comes from the inject reply (applied_at_us) and the motor-off moment \
+             from the truth (motor_off_at_us), both in sim time; where a service lacks them the jig brackets each \
+             moment between two polls. The figure includes the control thread's wake-up lateness; the core's \
              same-tick guarantee is proven exactly in crates/needle-sim/tests/closed_loop.rs.",
         );
     }
