@@ -853,6 +853,9 @@ function wire() {
     const body = hex ? { tag_hex: hex } : {};
     sim("seat_cartridge", body, $("sim-seat"), "seat a cartridge", hex ? "cartridge seated" : "cartridge without a readable tag seated");
   });
+  $("sim-seat-new").addEventListener("click", (e) =>
+    sim("seat_new_cartridge", {}, e.currentTarget, "seat a new cartridge", "a new sterile cartridge seated"),
+  );
   $("sim-pull").addEventListener("click", (e) => sim("pull_cartridge", {}, e.currentTarget, "pull the cartridge", "cartridge pulled"));
   $("sim-estop-press").addEventListener("click", (e) => sim("estop", { pressed: true }, e.currentTarget, "press the E-stop", "E-stop pressed"));
   $("sim-estop-release").addEventListener("click", (e) =>

@@ -459,6 +459,18 @@ enum SimAction {
     SeatCartridge {
         tag_hex: Option<String>,
     },
+    /// Seat a fresh cartridge whose tag the service signs with its own key (sim only: a jig
+    /// or the console need not hold the device key). Every field has a default.
+    SeatNewCartridge {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        lot: Option<String>,
+        #[serde(default)]
+        needles: Option<crate::tag::Needles>,
+        #[serde(default)]
+        expiry: Option<crate::tag::Date>,
+    },
     PullCartridge,
     Estop {
         pressed: bool,
@@ -506,6 +518,17 @@ async fn sim_inject(
                 None => None,
             };
             backend.seat_cartridge(image)
+        }
+        SimAction::SeatNewCartridge {
+            id,
+            lot,
+            needles,
+            expiry,
+        } => {
+            let image = s
+                .service
+                .sim_tag(id.clone(), lot.clone(), *needles, *expiry)?;
+            backend.seat_cartridge(Some(image))
         }
         SimAction::PullCartridge => backend.pull_cartridge(),
         SimAction::Estop { pressed } => backend.rig.inject(Injection::EStop(*pressed)),

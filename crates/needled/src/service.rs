@@ -269,6 +269,36 @@ impl Service {
         Ok(())
     }
 
+    /// A tag image for a fresh sim cartridge, signed with this device's key. Refused unless
+    /// the service runs on the sim backend: on a real rig only the factory signs tags.
+    pub fn sim_tag(
+        &self,
+        id: Option<String>,
+        lot: Option<String>,
+        needles: Option<tag::Needles>,
+        expiry: Option<tag::Date>,
+    ) -> Result<Vec<u8>, ApiError> {
+        if self.sim.is_none() {
+            return Err(ApiError::not_found(
+                "sim tags exist only on the sim backend",
+            ));
+        }
+        let now = now()?;
+        let id = id.unwrap_or_else(|| format!("SIM-{:08X}", rand::random::<u32>()));
+        let expiry = match expiry {
+            Some(d) => d,
+            None => tag::Date::from_days_since_epoch(now.today.days_since_epoch() + 365)
+                .unwrap_or(now.today),
+        };
+        let data = tag::TagData::new(
+            &id,
+            lot.unwrap_or_else(|| "SIM-LOT".into()),
+            needles.unwrap_or(tag::Needles::Pins12),
+            expiry,
+        )?;
+        Ok(tag::encode(&data, &self.key))
+    }
+
     /// Creates a session.
     pub fn create_session(
         &self,

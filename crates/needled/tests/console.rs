@@ -644,6 +644,20 @@ async fn console_runs_a_whole_session_on_the_sim_and_clears_an_estop_fault() {
         let csv = std::fs::read_to_string(&csv_file).unwrap();
         assert!(csv.starts_with("at_ms,kind") && csv.contains("session_created") && csv.lines().count() > 5, "{csv}");
 
+        // The spent cartridge out, a new one in with one click: the service signs its tag.
+        click(&c, "#sim-pull").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while n.tech("GET", "/v1/sim/truth", None)["cartridge_seated"] != false {
+            assert!(Instant::now() < deadline, "the pull did not reach the rig");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        click(&c, "#sim-seat-new").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while n.tech("GET", "/v1/sim/truth", None)["cartridge_seated"] != true {
+            assert!(Instant::now() < deadline, "the new cartridge did not reach the rig");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
         // Log out: the token is gone and the console with it.
         click(&c, "#logout").await;
         wait_js(&c, "the login form after logging out", "return !document.getElementById('login-view').hidden;").await;

@@ -748,3 +748,38 @@ fn hung_service_stops_needles_but_a_short_stall_does_not() {
         "stopped before the stall limit"
     );
 }
+
+#[test]
+fn sim_seats_a_new_cartridge_signed_by_the_service_for_technicians_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let (status, _) = call(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(&n.operator),
+        Some(json!({ "action": "seat_new_cartridge" })),
+    );
+    assert_eq!(status, 403);
+    let reply = tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "seat_new_cartridge", "lot": "LOT-NEW" })),
+    );
+    assert!(reply["applied_at_us"].as_u64().is_some(), "{reply}");
+    let id = create(&n, "subject-014", "face");
+    let c = op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    assert_eq!(
+        (c["lot"].as_str(), c["state"].as_str()),
+        (Some("LOT-NEW"), Some("in_use")),
+        "{c}"
+    );
+    assert!(c["id"].as_str().unwrap().starts_with("SIM-"));
+    let bad = json!({ "action": "seat_new_cartridge", "expiry": "2001-02-30" });
+    assert_eq!(
+        call(&n, "POST", "/v1/sim/inject", Some(&n.technician), Some(bad)).0,
+        400
+    );
+}
