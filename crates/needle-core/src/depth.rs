@@ -14,7 +14,7 @@
 //! the controller drives the pins.
 
 use crate::config::DepthConfig;
-use crate::units::{Micrometers, Micros};
+use crate::units::{Micrometers, Micros, Steps};
 
 /// Integration steps longer than this are shortened, so a late tick never jumps the axis.
 const MAX_DT: Micros = Micros(10_000);
@@ -143,7 +143,7 @@ impl DepthAxis {
     }
 
     /// Micrometres to steps, rounded to the nearest step.
-    pub fn to_steps(&self, um: Micrometers) -> i32 {
+    fn to_steps(&self, um: Micrometers) -> i32 {
         let scaled = i64::from(um.0) * self.steps_per_mm;
         let rounded = (scaled + scaled.signum() * 500) / 1000;
         i32::try_from(rounded).unwrap_or(if rounded < 0 { i32::MIN } else { i32::MAX })
@@ -180,9 +180,14 @@ impl DepthAxis {
         self.to_um(self.load)
     }
 
-    /// The position of the motor side of the lead screw, in steps.
-    pub fn motor_steps(&self) -> i32 {
-        self.motor
+    /// The position of the motor side of the lead screw.
+    pub fn motor_steps(&self) -> Steps {
+        Steps(self.motor)
+    }
+
+    /// Micrometres as steps of this axis, rounded to the nearest step.
+    pub fn steps_of(&self, um: Micrometers) -> Steps {
+        Steps(self.to_steps(um))
     }
 
     /// The depth the axis was last told to go to.

@@ -363,7 +363,13 @@ async fn report(
 ) -> Result<Response, ApiError> {
     let report = s.service.store().session_report(id)?;
     match q.format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(json!(report)).into_response()),
+        "json" => {
+            let mut body = json!(report);
+            if let Value::Object(map) = &mut body {
+                map.insert("post_care".into(), json!(s.service.policy().post_care));
+            }
+            Ok(Json(body).into_response())
+        }
         "csv" => Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),

@@ -692,7 +692,14 @@ pub struct SessionConfig {
     /// `[[session.checklist]]`: what the operator confirms before a session may arm. If
     /// present in the file it replaces the whole default list.
     pub checklist: Vec<ChecklistItem>,
+    /// `post_care`: after-care advice printed in every session report.
+    pub post_care: String,
 }
+
+/// The default after-care advice (DOMAIN.md: redness for 24 to 48 hours).
+pub const DEFAULT_POST_CARE: &str = "Expect redness and sensitivity for 24 to 48 hours. Keep the \
+    area clean; no makeup for 24 hours; no retinoids, exfoliants or peels and no sun exposure for \
+    48 hours; use sunscreen. Contact the clinic about swelling, pus, fever or pain that grows.";
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -701,6 +708,7 @@ impl Default for SessionConfig {
             warning_before_min: 5,
             min_interval_days: 28,
             checklist: default_checklist(),
+            post_care: DEFAULT_POST_CARE.to_string(),
         }
     }
 }
@@ -1435,6 +1443,15 @@ impl Config {
             0..=s.time_limit_min.saturating_sub(1),
         )?;
         in_range("session.min_interval_days", s.min_interval_days, 0..=365)?;
+        if s.post_care.chars().count() > 2_000 {
+            return Err(Invalid {
+                key: "session.post_care".into(),
+                message: format!(
+                    "expected at most 2000 characters, got {}",
+                    s.post_care.chars().count()
+                ),
+            });
+        }
         let mut seen = BTreeSet::new();
         for (i, item) in s.checklist.iter().enumerate() {
             let key = format!("session.checklist[{i}]");

@@ -172,6 +172,7 @@ fn policy(config: &Config) -> Policy {
             max_run_ms: u64::from(config.cartridge.max_run_min) * 60_000,
             max_strokes: config.cartridge.max_strokes,
         },
+        post_care: config.session.post_care.clone(),
     }
 }
 

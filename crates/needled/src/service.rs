@@ -72,6 +72,8 @@ pub struct Policy {
     pub min_interval: Duration,
     /// Run-time and stroke budget of a cartridge.
     pub limits: CartridgeLimits,
+    /// After-care advice printed in every session report.
+    pub post_care: String,
 }
 
 /// The session that holds the pen (bound cartridge), with its running totals.

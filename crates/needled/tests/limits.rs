@@ -50,6 +50,7 @@ fn service(
         warning_before: Duration::from_millis(500),
         min_interval: Duration::from_secs(0),
         limits,
+        post_care: "keep it clean".into(),
     };
     let store = Store::open(&dir.join("ledger.db")).unwrap();
     let tags = Box::new(sim.tag.clone());

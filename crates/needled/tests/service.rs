@@ -255,6 +255,13 @@ fn full_session_on_the_sim_runs_at_setpoint_and_spends_the_cartridge() {
         None,
     );
     assert_eq!(report["cartridge"]["id"], "C-0001", "{report}");
+    assert!(
+        report["post_care"]
+            .as_str()
+            .unwrap()
+            .contains("24 to 48 hours"),
+        "{report}"
+    );
     let (status, csv) = call(
         &n,
         "GET",
