@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
@@ -123,6 +123,34 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// A path parameter whose rejection is an API error (`invalid_path`), not axum's plain text.
+pub struct Param<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Param<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Param(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
+    }
+}
+
+/// A query string whose rejection is an API error (`invalid_query`), not axum's plain text.
+pub struct QueryOf<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryOf(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+        }
+    }
+}
+
 /// The API's routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -148,6 +176,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sim/inject", post(sim_inject))
         .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                405,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
@@ -282,7 +317,7 @@ async fn create_session(
 async fn get_session(
     State(s): State<AppState>,
     Authed(_): Authed,
-    Path(id): Path<SessionId>,
+    Param(id): Param<SessionId>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.session(id)?)))
 }
@@ -290,7 +325,7 @@ async fn get_session(
 async fn bind_cartridge(
     State(s): State<AppState>,
     Authed(a): Authed,
-    Path(id): Path<SessionId>,
+    Param(id): Param<SessionId>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.bind_cartridge(&a, id)?)))
 }
@@ -298,7 +333,7 @@ async fn bind_cartridge(
 async fn arm(
     State(s): State<AppState>,
     Authed(a): Authed,
-    Path(id): Path<SessionId>,
+    Param(id): Param<SessionId>,
     Body(set): Body<Setpoints>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.arm(&a, id, set).await?)))
@@ -307,7 +342,7 @@ async fn arm(
 async fn start(
     State(s): State<AppState>,
     Authed(a): Authed,
-    Path(id): Path<SessionId>,
+    Param(id): Param<SessionId>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.start(&a, id).await?)))
 }
@@ -315,7 +350,7 @@ async fn start(
 async fn pause(
     State(s): State<AppState>,
     Authed(a): Authed,
-    Path(id): Path<SessionId>,
+    Param(id): Param<SessionId>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.pause(&a, id).await?)))
 }
@@ -323,15 +358,25 @@ async fn pause(
 async fn end(
     State(s): State<AppState>,
     Authed(a): Authed,
-    Path(id): Path<SessionId>,
-    body: axum::body::Bytes,
+    Param(id): Param<SessionId>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| match e.status().as_u16() {
+        413 => ApiError::new(413, "body_too_large", e.body_text()),
+        _ => ApiError::bad_request("invalid_request", e.body_text()),
+    })?;
     // The body is optional: none, or {"reason": "..."}.
     let given: OptionalReason = if body.iter().all(u8::is_ascii_whitespace) {
         OptionalReason::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?
+        serde_json::from_slice(&body).map_err(|e| match e.classify() {
+            // As on every other endpoint: broken JSON is invalid_json, a wrong field
+            // invalid_request.
+            serde_json::error::Category::Data => {
+                ApiError::bad_request("invalid_request", e.to_string())
+            }
+            _ => ApiError::bad_request("invalid_json", e.to_string()),
+        })?
     };
     let reason = given
         .reason
@@ -342,7 +387,7 @@ async fn end(
 async fn setpoints(
     State(s): State<AppState>,
     Authed(a): Authed,
-    Path(id): Path<SessionId>,
+    Param(id): Param<SessionId>,
     Body(set): Body<Setpoints>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.set_setpoints(&a, id, set).await?)))
@@ -358,8 +403,8 @@ struct ReportQuery {
 async fn report(
     State(s): State<AppState>,
     Authed(_): Authed,
-    Path(id): Path<SessionId>,
-    Query(q): Query<ReportQuery>,
+    Param(id): Param<SessionId>,
+    QueryOf(q): QueryOf<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let report = s.service.store().session_report(id)?;
     match q.format.as_deref().unwrap_or("json") {
@@ -391,7 +436,7 @@ async fn report(
 async fn cartridge(
     State(s): State<AppState>,
     Authed(_): Authed,
-    Path(id): Path<String>,
+    Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = s
         .service
@@ -405,7 +450,7 @@ async fn cartridge(
 async fn recall(
     State(s): State<AppState>,
     Technician(a): Technician,
-    Path(lot): Path<String>,
+    Param(lot): Param<String>,
     Body(r): Body<Reason>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
@@ -425,7 +470,7 @@ struct EventsQuery {
 async fn events(
     State(s): State<AppState>,
     Authed(_): Authed,
-    Query(q): Query<EventsQuery>,
+    QueryOf(q): QueryOf<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_EVENTS_PAGE);
     let events = s.service.store().events_after(q.after, limit)?;

@@ -67,15 +67,15 @@ impl Tokens {
     /// The generated tokens in `data_dir`, created (mode 0600) on first start.
     pub fn load_or_generate(data_dir: &Path) -> std::io::Result<(Self, PathBuf)> {
         let path = data_dir.join(TOKEN_FILE);
-        if path.exists() {
-            let text = fs::read_to_string(&path)?;
-            let tokens: Vec<StoredToken> = serde_json::from_str(&text).map_err(|e| {
-                std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("{}: {e}", path.display()),
-                )
-            })?;
-            return Ok((Tokens(tokens), path));
+        match fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok((Self::parse_file(&path, &text)?, path))
+            }
+            // Empty: what a crash between creating and writing the file left behind before it
+            // was written atomically. No token was ever handed out from it: make new ones.
+            Ok(_) => fs::remove_file(&path)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         let tokens = vec![
             StoredToken {
@@ -90,15 +90,47 @@ impl Tokens {
             },
         ];
         let text = serde_json::to_string_pretty(&tokens).map_err(std::io::Error::other)?;
-        let mut file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600))?;
-        Ok((Tokens(tokens), path))
+        // Atomically, as the device key: a complete temporary file, fsynced, then hard-linked
+        // into place (never over a file another process created meanwhile), so a crash leaves
+        // no file or a complete one.
+        let tmp = data_dir.join(format!(".{TOKEN_FILE}.{}.tmp", &random_token()[..16]));
+        let written = (|| {
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let linked = fs::hard_link(&tmp, &path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                fs::File::open(data_dir)?.sync_all()?;
+                Ok((Tokens(tokens), path))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = fs::read_to_string(&path)?;
+                Ok((Self::parse_file(&path, &text)?, path))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn parse_file(path: &Path, text: &str) -> std::io::Result<Self> {
+        let tokens: Vec<StoredToken> = serde_json::from_str(text).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        })?;
+        Ok(Tokens(tokens))
     }
 
     /// The actor a token belongs to.

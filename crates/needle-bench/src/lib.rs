@@ -1,0 +1,91 @@
+//! Service-level benchmarks of needled (BENCHMARKS.md sections 2 to 4).
+//!
+//! Binaries (each prints what it measured and how, then one `RESULT {json}` line):
+//! - `estop-reaction`: wall time from an E-stop press on the simulated rig to the motor being
+//!   off, on needled's own control stack built in-process (section 2).
+//! - `floor`: a bare `clock_nanosleep(TIMER_ABSTIME)` loop at 1 kHz, the OS floor (section 3).
+//! - `loadgen`: a bounded HTTP/1.1 keep-alive load generator for loopback only (section 4).
+//! - `sse-fanout`: N clients on the telemetry stream (section 4).
+//! - `service-bench`: starts the real needled per phase (idle, GET /v1/status load from a
+//!   second process, SSE fan-out) with a floor loop beside it, several runs, medians
+//!   (sections 3 and 4).
+//!
+//! Every figure here is measured by the bench itself on CLOCK_MONOTONIC, or read from
+//! needled's own loop statistics where that is the figure asked for (tick lateness); nothing
+//! is assumed or copied.
+
+pub mod clock;
+pub mod floor;
+pub mod http;
+pub mod proc;
+pub mod stats;
+
+/// Parses `--key value` pairs (and bare `--flag`s, as "true") from the command line.
+pub fn args() -> std::collections::BTreeMap<String, String> {
+    parse_args(std::env::args().skip(1))
+}
+
+/// [`args`] on any iterator, for tests.
+pub fn parse_args(it: impl Iterator<Item = String>) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut pending: Option<String> = None;
+    for a in it {
+        if let Some(key) = a.strip_prefix("--") {
+            if let Some(k) = pending.take() {
+                out.insert(k, "true".to_string());
+            }
+            if let Some((k, v)) = key.split_once('=') {
+                out.insert(k.to_string(), v.to_string());
+            } else {
+                pending = Some(key.to_string());
+            }
+        } else if let Some(k) = pending.take() {
+            out.insert(k, a);
+        } else {
+            eprintln!("ignoring stray argument {a:?}");
+        }
+    }
+    if let Some(k) = pending {
+        out.insert(k, "true".to_string());
+    }
+    out
+}
+
+/// A typed argument with a default; exits with a message if it does not parse.
+pub fn arg<T: std::str::FromStr>(
+    args: &std::collections::BTreeMap<String, String>,
+    key: &str,
+    default: T,
+) -> T {
+    match args.get(key) {
+        None => default,
+        Some(v) => v.parse().unwrap_or_else(|_| {
+            eprintln!("--{key} {v}: cannot parse");
+            std::process::exit(2)
+        }),
+    }
+}
+
+/// One line a script can pick out of the output: `RESULT {json}`.
+pub fn print_result(value: &serde_json::Value) {
+    println!("RESULT {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn args_parse_pairs_flags_and_equals() {
+        let a = parse_args(
+            ["--runs", "3", "--json", "--seconds=5"]
+                .iter()
+                .map(|s| s.to_string()),
+        );
+        assert_eq!(a.get("runs").map(String::as_str), Some("3"));
+        assert_eq!(a.get("json").map(String::as_str), Some("true"));
+        assert_eq!(a.get("seconds").map(String::as_str), Some("5"));
+        assert_eq!(arg(&a, "runs", 1u32), 3);
+        assert_eq!(arg(&a, "missing", 7u32), 7);
+    }
+}

@@ -1,0 +1,263 @@
+//! The real needled as a child process on 127.0.0.1:0 with a temporary data directory (as
+//! `crates/needled/tests/service.rs` starts it), and the API calls the benches need.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use needled::tag::{self, DeviceKey, Needles, TagData};
+use serde_json::{json, Value};
+
+/// A running needled.
+pub struct Needled {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The generated operator token.
+    pub operator: String,
+    /// The generated technician token.
+    pub technician: String,
+    /// The data directory.
+    pub data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Needled {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The needled binary next to this one (`target/<profile>/needled`), or `NEEDLED_BIN`.
+pub fn sibling_binary(name: &str) -> PathBuf {
+    if name == "needled" {
+        if let Ok(p) = std::env::var("NEEDLED_BIN") {
+            return PathBuf::from(p);
+        }
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .map(|d| d.join(name))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+impl Needled {
+    /// Starts `bin` with a configuration of `config` (TOML; empty for the defaults) on a free
+    /// loopback port and waits until it listens.
+    pub fn start(bin: &Path, config: &str) -> Result<Needled, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let data = dir.path().to_path_buf();
+        let config_path = data.join("bench.toml");
+        std::fs::write(
+            &config_path,
+            format!("# needle-bench configuration\n{config}\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        let mut child = Command::new(bin)
+            .args([
+                "--config",
+                &config_path.to_string_lossy(),
+                "--bind",
+                "127.0.0.1:0",
+                "--data-dir",
+                &data.to_string_lossy(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !line.contains("listening on") {
+            line.clear();
+            if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+                let _ = child.kill();
+                return Err("needled exited before listening".into());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("needled did not start in 30 s".into());
+            }
+        }
+        // Keep draining stdout so needled never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        let base = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let tokens: Vec<Value> = serde_json::from_str(
+            &std::fs::read_to_string(data.join("tokens.json"))
+                .map_err(|e| format!("tokens.json: {e}"))?,
+        )
+        .map_err(|e| format!("tokens.json: {e}"))?;
+        let token = |role: &str| {
+            tokens
+                .iter()
+                .find(|t| t["role"] == role)
+                .and_then(|t| t["token"].as_str())
+                .map(str::to_string)
+                .ok_or_else(|| format!("no {role} token"))
+        };
+        Ok(Needled {
+            operator: token("operator")?,
+            technician: token("technician")?,
+            child,
+            base,
+            data,
+            _dir: dir,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// One call; returns (status, JSON body).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let req = ureq::request(method, &format!("{}{}", self.base, path))
+            .timeout(Duration::from_secs(10))
+            .set("Authorization", &format!("Bearer {token}"));
+        let result = match body {
+            Some(b) => req.send_json(b),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(format!("{method} {path}: {e}")),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// A call that must succeed (2xx).
+    pub fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        technician: bool,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let token = if technician {
+            &self.technician
+        } else {
+            &self.operator
+        };
+        let (status, v) = self.call(method, path, token, body)?;
+        if status >= 300 {
+            return Err(format!("{method} {path}: {status} {v}"));
+        }
+        Ok(v)
+    }
+
+    /// GET /v1/status.
+    pub fn status(&self) -> Result<Value, String> {
+        self.ok("GET", "/v1/status", false, None)
+    }
+
+    /// Polls the status until `f` holds, for at most `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        f: impl Fn(&Value) -> bool,
+    ) -> Result<Value, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status()?;
+            if f(&s) {
+                return Ok(s);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("timed out waiting for {what}: {s}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A signed tag for a new cartridge, with this needled's device key.
+    pub fn tag_hex(&self, id: &str) -> Result<String, String> {
+        let key =
+            DeviceKey::load_or_create(&self.data.join("device.key")).map_err(|e| e.to_string())?;
+        let data = TagData::new(
+            id,
+            "LOT-BENCH",
+            Needles::Pins12,
+            "2099-12-31".parse().map_err(|_| "date")?,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(tag::to_hex(&tag::encode(&data, &key)))
+    }
+
+    /// Homes, creates a session, seats and binds a fresh cartridge, arms at `depth_um` and
+    /// `rate_hz` and starts the motor; returns the session id once the motor runs.
+    pub fn start_running_session(&self, depth_um: i32, rate_hz: u32) -> Result<i64, String> {
+        self.ok("POST", "/v1/home", false, None)?;
+        self.wait_for("homing", Duration::from_secs(20), |s| {
+            s["state"] == "Idle" && s["homed"] == true
+        })?;
+        let defaults = needled::config::parse("", "defaults").map_err(|e| e.to_string())?;
+        let checklist: serde_json::Map<String, Value> = defaults
+            .session
+            .checklist
+            .iter()
+            .map(|c| (c.id.clone(), Value::Bool(true)))
+            .collect();
+        let s = self.ok(
+            "POST",
+            "/v1/sessions",
+            false,
+            Some(json!({ "operator": "bench", "subject_ref": "bench-subject", "area": "body", "checklist": checklist })),
+        )?;
+        let id = s["id"].as_i64().ok_or("no session id")?;
+        let tag = self.tag_hex("C-BENCH-1")?;
+        self.ok(
+            "POST",
+            "/v1/sim/inject",
+            true,
+            Some(json!({ "action": "seat_cartridge", "tag_hex": tag })),
+        )?;
+        self.ok("POST", &format!("/v1/sessions/{id}/cartridge"), false, None)?;
+        self.ok(
+            "POST",
+            &format!("/v1/sessions/{id}/arm"),
+            false,
+            Some(json!({ "depth_um": depth_um, "rate_mhz": rate_hz * 1000 })),
+        )?;
+        self.wait_for("armed and settled", Duration::from_secs(20), |s| {
+            s["state"] == "Armed" && s["depth"]["moving"] == false
+        })?;
+        self.ok("POST", &format!("/v1/sessions/{id}/start"), false, None)?;
+        self.wait_for("running", Duration::from_secs(5), |s| {
+            s["state"] == "Running"
+        })?;
+        Ok(id)
+    }
+
+    /// The rig's truth (technician).
+    pub fn truth(&self) -> Result<Value, String> {
+        self.ok("GET", "/v1/sim/truth", true, None)
+    }
+}
