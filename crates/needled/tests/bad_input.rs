@@ -14,79 +14,22 @@
 //! JSON error too (`invalid_path`, `invalid_query`, `method_not_allowed`, `body_too_large`),
 //! not axum's plain-text rejection: this campaign found that and is its regression test.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use needled::tag::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
-struct Needled {
-    child: Child,
-    base: String,
-    operator: String,
-    technician: String,
-    data: PathBuf,
-}
-
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Needled;
 
 fn start(data: &Path) -> Needled {
-    let config = data.join("test.toml");
-    // A generous tick gap and dead-man, so a loaded CI machine cannot fault the armed
-    // controller between two cases (that would be a state change this test did not cause).
-    std::fs::write(
-        &config,
+    common::start(
+        data, // A generous tick gap and dead-man, so a loaded CI machine cannot fault the armed
+        // controller between two cases (that would be a state change this test did not cause).
         "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 5000\n",
     )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start needled");
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "needled exited before listening"
-        );
-        assert!(Instant::now() < deadline, "needled did not start");
-    }
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    let tokens: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
-    let token = |role: &str| {
-        tokens.iter().find(|t| t["role"] == role).unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    Needled {
-        child,
-        base,
-        operator: token("operator"),
-        technician: token("technician"),
-        data: data.to_path_buf(),
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -2,63 +2,19 @@
 //! process on the sim backend (free port, temporary data directory), and the real `needlectl`
 //! binary run against it. Judged by exit codes, stdout/stderr, and the rig's own truth.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use needled::tag::{self, DeviceKey};
 use serde_json::Value;
 
-struct Needled {
-    child: Child,
-    base: String,
-    data: PathBuf,
-}
-
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Needled;
 
 fn start(data: &Path) -> Needled {
-    let config = data.join("test.toml");
-    if !config.exists() {
-        std::fs::write(&config, "# test configuration: margins for a loaded CI machine, defaults for the rest\n[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 500\n").unwrap();
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start needled");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    let mut reader = BufReader::new(stdout);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "needled exited before listening"
-        );
-        assert!(Instant::now() < deadline, "needled did not start");
-    }
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    Needled {
-        child,
-        base,
-        data: data.to_path_buf(),
-    }
+    common::start(data, common::CI_CONFIG)
 }
 
 /// What one needlectl run did.

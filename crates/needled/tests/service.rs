@@ -1,75 +1,18 @@
 //! The real service on the sim backend: started as a child process on a free port with a
 //! temporary data directory, driven over HTTP as a jig or the console would.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use needled::tag::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
-struct Needled {
-    child: Child,
-    base: String,
-    operator: String,
-    technician: String,
-    data: PathBuf,
-}
-
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Needled;
 
 fn start(data: &Path) -> Needled {
-    let config = data.join("test.toml");
-    if !config.exists() {
-        std::fs::write(&config, "# test configuration: margins for a loaded CI machine, defaults for the rest\n[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 500\n").unwrap();
-    }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start needled");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    let mut reader = BufReader::new(stdout);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "needled exited before listening"
-        );
-        assert!(Instant::now() < deadline, "needled did not start");
-    }
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    let tokens: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
-    let token = |role: &str| {
-        tokens.iter().find(|t| t["role"] == role).unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    Needled {
-        child,
-        base,
-        operator: token("operator"),
-        technician: token("technician"),
-        data: data.to_path_buf(),
-    }
+    common::start(data, common::CI_CONFIG)
 }
 
 /// (status, body)
