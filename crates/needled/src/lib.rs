@@ -4,6 +4,7 @@
 //! - [`control`]: the real-time control thread running the core at a fixed rate.
 //! - [`service`]: sessions, the ledger and the controller kept in step.
 //! - [`api`], [`auth`], [`error`]: the HTTP API, its tokens and its error codes.
+//! - [`console`]: the operator web console served at `/` from embedded assets.
 //! - [`config`]: the TOML configuration, validated with file, line and key in every error.
 //! - [`hal`]: hardware backends that build the core's `Hardware`: sim, rppal, linux.
 //! - [`tag`]: cartridge tag format and HMAC-SHA256 authentication.
