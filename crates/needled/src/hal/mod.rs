@@ -2,8 +2,8 @@
 //! the [`Config`](crate::config::Config).
 //!
 //! - `sim`: the simulated rig (default).
-//! - [`rppal`] (cargo feature `rppal`): a Raspberry Pi through rppal: GPIO, hardware PWM, I2C.
-//! - [`linux`] (cargo feature `linux`): any Linux board through gpio-cdev, sysfs PWM, i2c-dev;
+//! - `rppal` (cargo feature `rppal`): a Raspberry Pi through rppal: GPIO, hardware PWM, I2C.
+//! - `linux` (cargo feature `linux`): any Linux board through gpio-cdev, sysfs PWM, i2c-dev;
 //!   the replacement for rppal on a Pi 5 now that rppal is retired.
 //! - [`adapters`]: the pieces both real backends share, tested here without hardware: pin
 //!   inversion, STEP/DIR timing, sysfs PWM, the ADS1115 ADC, stroke edge timestamps, the
