@@ -105,6 +105,9 @@ pub enum ControlError {
     Stopped,
 }
 
+/// A command's reply channel and the controller's verdict, held until the snapshot is out.
+type Answer = (oneshot::Sender<Result<(), Rejected>>, Result<(), Rejected>);
+
 struct Request {
     command: Command,
     reply: oneshot::Sender<Result<(), Rejected>>,
@@ -322,11 +325,25 @@ fn run<H: Hardware, C: TickClock>(
         let late = wake.since(deadline);
         histogram.record(late.0);
         let now = clock.controller_time(wake);
-        for _ in 0..COMMANDS_PER_TICK {
+        let mut replies: [Option<Answer>; COMMANDS_PER_TICK] = Default::default();
+        let mut handled = 0;
+        for slot in replies.iter_mut() {
             let Ok(request) = requests.try_recv() else {
                 break;
             };
-            let _ = request.reply.send(ctrl.handle(request.command));
+            *slot = Some((request.reply, ctrl.handle(request.command)));
+            handled += 1;
+        }
+        if handled > 0 {
+            // Publish what the commands changed before answering, so whoever gets a verdict
+            // never reads an older snapshot afterwards.
+            publish.send_replace(Snapshot {
+                telemetry: ctrl.telemetry(),
+                stats,
+            });
+            for (reply, verdict) in replies.iter_mut().filter_map(Option::take) {
+                let _ = reply.send(verdict);
+            }
         }
         ctrl.tick(now);
         stats.ticks += 1;

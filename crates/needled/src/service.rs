@@ -149,6 +149,10 @@ pub struct Service {
     sim: Option<SimBackend>,
     active: Mutex<Option<Active>>,
     seen: Mutex<Seen>,
+    /// Held by every operation that commands the controller and records the result, and by
+    /// each monitor pass: the monitor never sees the controller changed but the ledger not yet
+    /// (it would take a freshly armed session for a disarmed one).
+    ops: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -183,6 +187,7 @@ impl Service {
             sim,
             active: Mutex::new(None),
             seen: Mutex::new(Seen::default()),
+            ops: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -469,6 +474,7 @@ impl Service {
         id: SessionId,
         set: Setpoints,
     ) -> Result<SessionRecord, ApiError> {
+        let _ops = self.ops.lock().await;
         let session = self.session(id)?;
         self.require_active(id)?;
         if session.state != SessionState::Bound {
@@ -529,6 +535,7 @@ impl Service {
     /// Starts (or resumes) the motor.
     #[tracing::instrument(skip_all, fields(session = id, actor = %actor.name))]
     pub async fn start(&self, actor: &Actor, id: SessionId) -> Result<SessionRecord, ApiError> {
+        let _ops = self.ops.lock().await;
         let session = self.session(id)?;
         self.require_active(id)?;
         if !matches!(session.state, SessionState::Armed | SessionState::Paused) {
@@ -544,6 +551,7 @@ impl Service {
     /// Pauses the motor.
     #[tracing::instrument(skip_all, fields(session = id, actor = %actor.name))]
     pub async fn pause(&self, actor: &Actor, id: SessionId) -> Result<SessionRecord, ApiError> {
+        let _ops = self.ops.lock().await;
         let session = self.session(id)?;
         self.require_active(id)?;
         if session.state != SessionState::Running {
@@ -564,6 +572,7 @@ impl Service {
         id: SessionId,
         set: Setpoints,
     ) -> Result<SessionRecord, ApiError> {
+        let _ops = self.ops.lock().await;
         let session = self.session(id)?;
         self.require_active(id)?;
         if !matches!(
@@ -609,6 +618,7 @@ impl Service {
         id: SessionId,
         reason: &str,
     ) -> Result<SessionRecord, ApiError> {
+        let _ops = self.ops.lock().await;
         let session = self.session(id)?;
         if session.state.is_terminal() {
             return Err(ApiError::conflict(
@@ -658,13 +668,17 @@ impl Service {
         actor: &str,
         reason: Option<&str>,
     ) -> Result<SessionRecord, ApiError> {
-        let current = self.session(id)?;
-        if current.state == to {
-            return Ok(current);
-        }
-        let record = self
-            .store()
-            .set_session_state(id, to, actor, reason, unix_ms())?;
+        // Check and write under one store lock: the monitor and a handler may sync together.
+        let record = {
+            let mut store = self.store();
+            let current = store
+                .session(id)?
+                .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
+            if current.state == to {
+                return Ok(current);
+            }
+            store.set_session_state(id, to, actor, reason, unix_ms())?
+        };
         if to == SessionState::Running {
             if let Some(a) = lock(&self.active).as_mut() {
                 a.started_at_ms.get_or_insert(unix_ms());
@@ -676,6 +690,7 @@ impl Service {
     /// One look at the controller: record faults and state changes, follow the pedal, count
     /// usage, enforce budgets and the time limit. Called every few milliseconds.
     pub async fn monitor(&self) {
+        let _ops = self.ops.lock().await;
         let snap: Snapshot = self.control.snapshot();
         let t = snap.telemetry;
         let now_ms = unix_ms();
@@ -850,6 +865,7 @@ impl Service {
         lot: &str,
         reason: &str,
     ) -> Result<Vec<String>, ApiError> {
+        let _ops = self.ops.lock().await;
         if reason.trim().is_empty() {
             return Err(ApiError::bad_request(
                 "reason_required",
