@@ -15,6 +15,12 @@ fn start(data: &Path) -> Needled {
     common::start(data, common::CI_CONFIG)
 }
 
+/// The status and stable error code of an answer (an empty code when there is none).
+fn refusal(answer: (u16, Value)) -> (u16, String) {
+    let code = answer.1["error"]["code"].as_str().unwrap_or("").to_string();
+    (answer.0, code)
+}
+
 /// (status, body)
 fn call(
     n: &Needled,
@@ -216,17 +222,15 @@ fn full_session_on_the_sim_runs_at_setpoint_and_spends_the_cartridge() {
     assert!(csv.as_str().unwrap().lines().count() > 2, "{csv}");
     // Reuse is refused: a new session cannot bind the spent cartridge.
     let id2 = create(&n, "subject-002", "face");
-    let (status, err) = call(
-        &n,
-        "POST",
-        &format!("/v1/sessions/{id2}/cartridge"),
-        Some(&n.operator),
-        None,
-    );
     assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (409, Some("cartridge_spent")),
-        "{err}"
+        refusal(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id2}/cartridge"),
+            Some(&n.operator),
+            None
+        )),
+        (409, "cartridge_spent".into())
     );
 }
 
@@ -234,19 +238,18 @@ fn full_session_on_the_sim_runs_at_setpoint_and_spends_the_cartridge() {
 fn refusals_have_stable_codes_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
-    let code = |r: (u16, Value)| (r.0, r.1["error"]["code"].as_str().unwrap_or("").to_string());
     assert_eq!(
-        code(call(&n, "GET", "/v1/status", None, None)),
+        refusal(call(&n, "GET", "/v1/status", None, None)),
         (401, "unauthorized".into())
     );
     assert_eq!(
-        code(call(&n, "GET", "/v1/status", Some("nope"), None)),
+        refusal(call(&n, "GET", "/v1/status", Some("nope"), None)),
         (401, "unauthorized".into())
     );
     assert_eq!(call(&n, "GET", "/v1/health", None, None).0, 200);
     let sim = json!({ "action": "estop", "pressed": true });
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             "/v1/sim/inject",
@@ -257,7 +260,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
     );
     let bad = json!({ "operator": "x", "subject_ref": "s", "area": "face", "colour": "red" });
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             "/v1/sessions",
@@ -269,7 +272,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
     );
     let area = json!({ "operator": "x", "subject_ref": "s", "area": "elbow" });
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             "/v1/sessions",
@@ -281,7 +284,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
     // Arming before homing, with no cartridge: refused, nothing changes.
     let id = create(&n, "subject-003", "forehead");
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             &format!("/v1/sessions/{id}/cartridge"),
@@ -297,7 +300,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
     // Forehead's ceiling is below 2 mm.
     let deep = json!({ "depth_um": 2000, "rate_mhz": 120000 });
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             &format!("/v1/sessions/{id}/arm"),
@@ -311,7 +314,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
     assert_eq!(op(&n, "GET", "/v1/status", None)["state"], "Idle");
     let rate = json!({ "depth_um": 500, "rate_mhz": 900000 });
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             &format!("/v1/sessions/{id}/arm"),
@@ -341,7 +344,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
     op(&n, "POST", &format!("/v1/sessions/{id}/end"), None);
     seat(&n, &forged);
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             &format!("/v1/sessions/{id2}/cartridge"),
@@ -353,7 +356,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
     );
     seat(&n, &make_tag(&n, "C-0003", "LOT-C", "2001-01-01"));
     assert_eq!(
-        code(call(
+        refusal(call(
             &n,
             "POST",
             &format!("/v1/sessions/{id2}/cartridge"),
@@ -524,17 +527,15 @@ fn cartridge_pulled_mid_session_is_spent_and_refused_when_reseated() {
     // Re-seating the same cartridge for a new session is refused (electronic lockout).
     seat(&n, &tag);
     let id2 = create(&n, "subject-009", "face");
-    let (status, err) = call(
-        &n,
-        "POST",
-        &format!("/v1/sessions/{id2}/cartridge"),
-        Some(&n.operator),
-        None,
-    );
     assert_eq!(
-        (status, err["error"]["code"].as_str()),
-        (409, Some("cartridge_spent")),
-        "{err}"
+        refusal(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id2}/cartridge"),
+            Some(&n.operator),
+            None
+        )),
+        (409, "cartridge_spent".into())
     );
 }
 
