@@ -248,6 +248,14 @@ function showConsole() {
 }
 
 function buildForms(c) {
+  if (c.stroke) {
+    // The rig's configured stroke-rate range: the form offers it, the API enforces it.
+    const lo = c.stroke.rate_min_mhz / 1000;
+    const hi = c.stroke.rate_max_mhz / 1000;
+    $("rate").min = String(lo);
+    $("rate").max = String(hi);
+    setText("rate-hint", `${lo} to ${hi} Hz`);
+  }
   const area = $("area");
   area.replaceChildren(new Option("Choose an area…", ""));
   for (const a of c.areas) area.add(new Option(`${a.name} (depth up to ${a.max_depth_um} µm)`, a.name));

@@ -143,6 +143,7 @@ async fn config(State(s): State<AppState>, Authed(actor): Authed) -> Json<Value>
             "min_interval_ms": millis(policy.min_interval),
         },
         "cartridge": { "max_run_ms": policy.limits.max_run_ms, "max_strokes": policy.limits.max_strokes },
+        "stroke": { "rate_min_mhz": policy.rate_range.0 .0, "rate_max_mhz": policy.rate_range.1 .0 },
         "interlocks": interlocks,
         "faults": faults,
     }))

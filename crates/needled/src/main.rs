@@ -173,6 +173,10 @@ fn policy(config: &Config) -> Policy {
             max_strokes: config.cartridge.max_strokes,
         },
         post_care: config.session.post_care.clone(),
+        rate_range: {
+            let core = config.controller_config();
+            (core.stroke.rate_min, core.stroke.rate_max)
+        },
     }
 }
 

@@ -74,6 +74,8 @@ pub struct Policy {
     pub limits: CartridgeLimits,
     /// After-care advice printed in every session report.
     pub post_care: String,
+    /// Stroke rates an operator may set (the core refuses others), lowest and highest.
+    pub rate_range: (MilliHertz, MilliHertz),
 }
 
 /// The session that holds the pen (bound cartridge), with its running totals.

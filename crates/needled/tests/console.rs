@@ -499,6 +499,8 @@ async fn console_runs_a_whole_session_on_the_sim_and_clears_an_estop_fault() {
         c.goto(&n.base).await.unwrap();
         wait_visible(&c, "#login-form").await;
         sign_in(&c, &n.technician).await;
+        // The form offers the rig's configured stroke-rate range.
+        assert_eq!(text(&c, "#rate-hint").await, "80 to 160 Hz");
         assert!(visible(&c, "#sim-panel").await, "the sim panel shows on the sim backend");
 
         // Home the depth axis.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use needle_core::units::Micrometers;
+use needle_core::units::{Micrometers, MilliHertz};
 use needle_core::{Command, Controller, ControllerConfig};
 use needle_sim::SimParams;
 use needled::control::{self, LoopConfig};
@@ -51,6 +51,7 @@ fn service(
         min_interval: Duration::from_secs(0),
         limits,
         post_care: "keep it clean".into(),
+        rate_range: (MilliHertz::from_hz(80), MilliHertz::from_hz(160)),
     };
     let store = Store::open(&dir.join("ledger.db")).unwrap();
     let tags = Box::new(sim.tag.clone());
