@@ -1,8 +1,8 @@
-//! CLOCK_MONOTONIC, absolute sleeps and real-time priority, as needled's control thread uses
-//! them (so the floor loop is the same code path minus the controller).
+//! CLOCK_MONOTONIC for the benchmarks: nanoseconds for fine timing, and needled's own
+//! microsecond clock. The floor loop sleeps and takes real-time priority through needled's
+//! control-thread functions, so it is the same code path minus the controller.
 
-use nix::sys::time::TimeSpec;
-use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+use nix::time::{clock_gettime, ClockId};
 
 /// CLOCK_MONOTONIC in nanoseconds.
 pub fn mono_ns() -> u64 {
@@ -15,41 +15,9 @@ pub fn mono_ns() -> u64 {
     }
 }
 
-/// CLOCK_MONOTONIC in microseconds (truncated, like `needled::control::monotonic_now`).
+/// CLOCK_MONOTONIC in microseconds: needled's own clock, the one its control thread ticks on.
 pub fn mono_us() -> u64 {
-    mono_ns() / 1_000
-}
-
-/// Sleeps until the absolute CLOCK_MONOTONIC time `deadline_us`.
-pub fn sleep_until_us(deadline_us: u64) {
-    let ts = TimeSpec::new(
-        i64::try_from(deadline_us / 1_000_000).unwrap_or(i64::MAX),
-        i64::try_from((deadline_us % 1_000_000) * 1_000).unwrap_or(0),
-    );
-    let _ = clock_nanosleep(
-        ClockId::CLOCK_MONOTONIC,
-        ClockNanosleepFlags::TIMER_ABSTIME,
-        &ts,
-    );
-}
-
-/// Puts the calling thread under SCHED_FIFO at `priority` (needled's control thread uses 50).
-/// Returns whether it worked.
-pub fn try_realtime(priority: u8) -> bool {
-    use thread_priority::{
-        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
-        ThreadPriority, ThreadSchedulePolicy,
-    };
-    let Ok(priority) = priority.try_into() else {
-        return false;
-    };
-    let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
-    set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Crossplatform(priority),
-        policy,
-    )
-    .is_ok()
+    needled::control::monotonic_now().0
 }
 
 /// What this machine is, for the record: CPU model, core count, kernel, load average.
@@ -73,17 +41,4 @@ pub fn machine() -> serde_json::Value {
         .trim()
         .to_string();
     serde_json::json!({ "cpu": model, "cores": cores, "kernel": kernel, "loadavg": load })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn absolute_sleep_is_never_early() {
-        let start = mono_us();
-        let deadline = start + 2_000;
-        sleep_until_us(deadline);
-        assert!(mono_us() >= deadline);
-    }
 }

@@ -10,7 +10,10 @@ use std::thread::JoinHandle;
 
 use serde_json::{json, Value};
 
-use crate::clock::{mono_us, sleep_until_us, try_realtime};
+use needle_core::units::Micros;
+use needled::control::{sleep_until, try_realtime};
+
+use crate::clock::mono_us;
 use crate::stats::Summary;
 
 /// What a floor loop measured.
@@ -59,7 +62,7 @@ pub fn run(period_us: u64, realtime: bool, stop: &AtomicBool) -> FloorResult {
     };
     let mut deadline = mono_us() + period;
     while !stop.load(Ordering::Acquire) {
-        sleep_until_us(deadline);
+        sleep_until(Micros(deadline));
         let wake = mono_us();
         let late = wake.saturating_sub(deadline);
         out.lateness_us.push(late);

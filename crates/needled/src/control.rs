@@ -244,7 +244,8 @@ pub fn try_realtime(priority: u8) -> bool {
     }
 }
 
-fn sleep_until(deadline: Micros) {
+/// Sleeps until `deadline` on CLOCK_MONOTONIC (absolute, so lateness does not accumulate).
+pub fn sleep_until(deadline: Micros) {
     let ts = TimeSpec::new(
         i64::try_from(deadline.0 / 1_000_000).unwrap_or(i64::MAX),
         i64::try_from((deadline.0 % 1_000_000) * 1_000).unwrap_or(0),
@@ -389,6 +390,13 @@ mod tests {
         h.record(1_000_000);
         assert_eq!(h.max, 1_000_000);
         assert_eq!(h.percentile(1000), HISTOGRAM_US as u64);
+    }
+
+    #[test]
+    fn absolute_sleep_is_never_early() {
+        let deadline = monotonic_now().saturating_add(Micros(2_000));
+        sleep_until(deadline);
+        assert!(monotonic_now() >= deadline);
     }
 
     #[test]

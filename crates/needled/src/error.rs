@@ -1,6 +1,6 @@
 //! The API's error: a stable machine code, an HTTP status and a message for people.
 
-use needle_core::protocol::{Interlock, Rejected};
+use needle_core::protocol::Rejected;
 use serde::Serialize;
 
 use crate::control::ControlError;
@@ -60,7 +60,7 @@ impl From<Rejected> for ApiError {
             Rejected::CauseStillPresent(f) => {
                 format!("the cause of fault {} is still present", f.code())
             }
-            Rejected::Interlocked(i) => format!("interlock {}: {}", i.code(), interlock_reason(i)),
+            Rejected::Interlocked(i) => format!("interlock {}: {}", i.code(), i.reason()),
             Rejected::DepthOutOfRange => "depth outside 0..ceiling".to_string(),
             Rejected::CeilingOutOfRange => "depth ceiling above the configured maximum".to_string(),
             Rejected::RateOutOfRange => "stroke rate outside the configured range".to_string(),
@@ -74,10 +74,6 @@ impl From<Rejected> for ApiError {
         };
         ApiError::new(status, r.code(), message)
     }
-}
-
-fn interlock_reason(i: Interlock) -> &'static str {
-    i.reason()
 }
 
 impl From<ControlError> for ApiError {
