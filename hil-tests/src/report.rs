@@ -131,6 +131,19 @@ impl Recorder {
         passed
     }
 
+    /// An empty recorder, for unit tests of judging code.
+    #[cfg(test)]
+    pub(crate) fn for_test() -> Self {
+        Self {
+            report: ScenarioReport::default(),
+        }
+    }
+
+    /// The checks recorded so far.
+    pub fn checks(&self) -> &[Check] {
+        &self.report.checks
+    }
+
     /// Records a check that an operation was refused with `code`.
     pub fn check_refused(&mut self, name: &str, got: Result<(u16, String)>, code: &str) {
         let (passed, measured) = match got {

@@ -106,6 +106,11 @@ pub struct Interval {
     pub lo_ms: f64,
     /// Upper bound, ms.
     pub hi_ms: f64,
+    /// The rig's own times of the actuation and of the motor-off, µs on the control clock,
+    /// where the rig reports both exactly (the sim does). With them a reaction is judged in
+    /// control ticks ([`Jig::control_ticks`]) instead of wall time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub span_us: Option<(u64, u64)>,
 }
 
 impl Interval {
@@ -114,6 +119,16 @@ impl Interval {
         Self {
             lo_ms: ms,
             hi_ms: ms,
+            span_us: None,
+        }
+    }
+
+    /// A duration known to lie in `[lo_ms, hi_ms]`.
+    pub fn bracket(lo_ms: f64, hi_ms: f64) -> Self {
+        Self {
+            lo_ms,
+            hi_ms,
+            span_us: None,
         }
     }
 
@@ -169,4 +184,11 @@ pub trait Jig {
     /// Works an actuator while the motor runs and times how long until the motor loses
     /// power. Errors if the motor was not powered first, or stays powered past `timeout`.
     fn time_motor_off(&mut self, action: Actuation<'_>, timeout: Duration) -> Result<Interval>;
+    /// How many control ticks the rig saw in `(after_us, until_us]` of its control clock,
+    /// where the rig itself can count them (the sim counts every advance of its clock by the
+    /// control thread). `None` where it cannot: a reaction is then judged in wall time.
+    fn control_ticks(&mut self, after_us: u64, until_us: u64) -> Result<Option<u64>> {
+        let _ = (after_us, until_us);
+        Ok(None)
+    }
 }

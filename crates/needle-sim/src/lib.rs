@@ -25,7 +25,9 @@
 mod hardware;
 mod physics;
 mod rig;
+mod ticks;
 
 pub use hardware::{SimError, SimHardware, SimPart};
 pub use physics::{Injection, Part, SimParams, Truth, World, PHYSICS_STEP};
 pub use rig::SimRig;
+pub use ticks::{TickLog, TICKS_KEPT};

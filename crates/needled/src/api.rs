@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures::Stream;
+use needle_core::units::Micros;
 use needle_core::Telemetry;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -173,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/lots/{lot}/recall", post(recall))
         .route("/v1/events", get(events))
         .route("/v1/sim/truth", get(sim_truth))
+        .route("/v1/sim/ticks", get(sim_ticks))
         .route("/v1/sim/inject", post(sim_inject))
         .merge(crate::console::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
@@ -500,7 +502,44 @@ async fn sim_truth(
         "supply_v": t.supply_v,
         "motor_off_at_us": t.motor_off_at.map(|m| m.0),
         "cartridge_seated": sim(&s)?.rig.cartridge_seated(),
+        "ticks": sim(&s)?.rig.ticks(),
     })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TicksQuery {
+    after_us: u64,
+    until_us: u64,
+}
+
+/// The control ticks the rig saw in `(after_us, until_us]` of sim time: jigs judge a reaction
+/// against the control thread's own schedule with it ("off in the first tick after the
+/// press"), which holds on a busy machine where wall-clock limits do not.
+async fn sim_ticks(
+    State(s): State<AppState>,
+    Technician(_): Technician,
+    QueryOf(q): QueryOf<TicksQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.until_us < q.after_us {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "until_us must not be before after_us",
+        ));
+    }
+    let rig = &sim(&s)?.rig;
+    match rig.ticks_between(Micros(q.after_us), Micros(q.until_us)) {
+        Some(n) => Ok(Json(json!({ "ticks": n }))),
+        None => Err(ApiError::new(
+            409,
+            "ticks_forgotten",
+            format!(
+                "the rig keeps the last {} ticks; {} us is older",
+                needle_sim::TICKS_KEPT,
+                q.after_us
+            ),
+        )),
+    }
 }
 
 /// A sim control, as a technician or jig sends it.

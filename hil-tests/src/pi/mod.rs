@@ -429,10 +429,7 @@ impl Jig for PiJig {
             // Both edges timestamped by the kernel: exact.
             Some(start) => Interval::exact(ms(off.saturating_sub(start))),
             // Only the command time: the relay's operate time is inside the figure.
-            None => Interval {
-                lo_ms: 0.0,
-                hi_ms: ms(off.saturating_sub(commanded)),
-            },
+            None => Interval::bracket(0.0, ms(off.saturating_sub(commanded))),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{deepest_area, mid_rate, motor_off_limit_ms, Timings};
+use super::{deepest_area, mid_rate, motor_off_limit_ms, Deadline, Timings};
 use crate::api::Role;
 use crate::bench::Bench;
 use crate::error::{HilError, Result};
@@ -86,7 +86,16 @@ pub fn estop_to_motor_off(b: &mut Bench, r: &mut Recorder) -> Result<()> {
         })?;
     }
     b.end(s.id)?;
-    timings.judge(r, "E-stop", limit, "one control period + HAL write latency");
+    timings.judge(
+        r,
+        b.jig.as_mut(),
+        "E-stop",
+        Deadline {
+            label: "one control period + HAL write latency",
+            limit_ms: limit,
+            base_ms: 0.0,
+        },
+    );
     r.check(
         "motor stays off while the E-stop is held",
         stayed_off,
@@ -129,9 +138,14 @@ pub fn stall_to_fault(b: &mut Bench, r: &mut Recorder) -> Result<()> {
         + 2.0 * stroke_ms
         + settings.control_period_us as f64 / 1_000.0;
     let label = "stall window + 2 strokes + 1 control period";
+    let deadline = Deadline {
+        label,
+        limit_ms: limit,
+        base_ms: settings.stall_window_ms as f64 + 2.0 * stroke_ms,
+    };
     let (timings, reported) = jam(b, rate)?;
     r.figure("jam_faults_reported", &reported);
-    timings.judge(r, "jam (rig config)", limit, label);
+    timings.judge(r, b.jig.as_mut(), "jam (rig config)", deadline);
 
     // The stall detector alone, on a rig whose driver limits current itself.
     let options = RigOptions {
@@ -148,7 +162,12 @@ pub fn stall_to_fault(b: &mut Bench, r: &mut Recorder) -> Result<()> {
         Ok(mut alone) => {
             let (timings, reported) = jam(&mut alone, rate)?;
             r.figure("stall_faults_reported", &reported);
-            timings.judge(r, "jam (stall detector alone)", limit, label);
+            timings.judge(
+                r,
+                alone.jig.as_mut(),
+                "jam (stall detector alone)",
+                deadline,
+            );
             let window = settings.stall_window_ms as f64;
             let earliest = timings
                 .all
@@ -242,9 +261,13 @@ pub fn cartridge_pulled_while_running(b: &mut Bench, r: &mut Recorder) -> Result
     }
     timings.judge(
         r,
+        b.jig.as_mut(),
         "cartridge pulled",
-        limit,
-        "one control period + HAL write latency",
+        Deadline {
+            label: "one control period + HAL write latency",
+            limit_ms: limit,
+            base_ms: 0.0,
+        },
     );
     resolution_note(r, b);
     Ok(())
@@ -308,7 +331,16 @@ pub fn host_link_cut(b: &mut Bench, r: &mut Recorder) -> Result<()> {
     b.end(s.id)?;
     r.figure("faults_reported", &reported);
     r.figure("dead_man_tripped_before_the_cut", early.len());
-    timings.judge(r, "host link cut", limit, "host timeout + 1 control period");
+    timings.judge(
+        r,
+        b.jig.as_mut(),
+        "host link cut",
+        Deadline {
+            label: "host timeout + 1 control period",
+            limit_ms: limit,
+            base_ms: settings.host_timeout_ms as f64,
+        },
+    );
     r.check(
         "the controller reports a host timeout",
         reported.iter().any(|f| f == "host_timeout"),

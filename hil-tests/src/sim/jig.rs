@@ -305,7 +305,24 @@ impl Jig for SimJig {
         Ok(Interval {
             lo_ms: ms(o_lo.saturating_sub(a_hi)),
             hi_ms: ms(o_hi.saturating_sub(a_lo)),
+            span_us: (a_lo == a_hi && o_lo == o_hi).then_some((a_lo, o_lo)),
         })
+    }
+
+    fn control_ticks(&mut self, after_us: u64, until_us: u64) -> Result<Option<u64>> {
+        if until_us <= after_us {
+            return Ok(Some(0));
+        }
+        let v = self.api().ok(
+            Role::Technician,
+            "GET",
+            &format!("/v1/sim/ticks?after_us={after_us}&until_us={until_us}"),
+            None,
+        )?;
+        v["ticks"]
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| HilError::Jig(format!("/v1/sim/ticks has no numeric 'ticks': {v}")))
     }
 }
 

@@ -71,7 +71,7 @@ impl SimBackend {
     }
 }
 
-/// Advances the physics to the wall clock each tick.
+/// Advances the physics to the wall clock each tick, noting each tick in the rig's tick log.
 pub struct SimClock {
     rig: SimRig,
     start: Micros,
@@ -80,7 +80,7 @@ pub struct SimClock {
 impl TickClock for SimClock {
     fn controller_time(&mut self, monotonic: Micros) -> Micros {
         let t = monotonic.since(self.start);
-        self.rig.advance_to(t);
+        self.rig.tick_to(t);
         t
     }
 }
@@ -106,5 +106,6 @@ mod tests {
         let mut clock = sim.clock(Micros(5_000_000));
         assert_eq!(clock.controller_time(Micros(5_010_000)), Micros(10_000));
         assert_eq!(sim.rig.now(), Micros(10_000));
+        assert_eq!(sim.rig.ticks(), 1);
     }
 }
