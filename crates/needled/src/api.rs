@@ -553,6 +553,37 @@ enum SimAction {
     StallService {
         ms: u64,
     },
+    /// Make every cartridge tag read take `ms` (a slow I2C bus; 0 restores it).
+    SlowTag {
+        ms: u64,
+    },
+    /// Make every ledger write wait `ms` before it starts (a slow fsync; 0 restores it).
+    SlowLedger {
+        ms: u64,
+    },
+    /// Make ledger writes fail: `write` as on a full disk, `fsync` as when the WAL's fsync
+    /// fails at commit; `off` lets them succeed again.
+    StorageFail {
+        mode: StorageFailMode,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StorageFailMode {
+    Off,
+    Write,
+    Fsync,
+}
+
+fn at_most_10s(ms: u64) -> Result<Duration, ApiError> {
+    if ms > 10_000 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "ms must be at most 10000",
+        ));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 async fn sim_inject(
@@ -600,14 +631,30 @@ async fn sim_inject(
             backend.rig.inject(Injection::StuckHomeSwitch(*closed))
         }
         SimAction::HostSilence { on } => backend.rig.inject(Injection::HostSilence(*on)),
-        SimAction::StallService { ms } => {
-            if *ms > 10_000 {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "ms must be at most 10000",
-                ));
+        SimAction::SlowTag { ms } => {
+            at_most_10s(*ms)?;
+            backend.tag.set_read_delay_ms(*ms);
+            backend.rig.now()
+        }
+        SimAction::SlowLedger { ms } => {
+            at_most_10s(*ms)?;
+            if let Some(f) = s.service.write_faults() {
+                f.set_delay_ms(*ms);
             }
-            let stall = Duration::from_millis(*ms);
+            backend.rig.now()
+        }
+        SimAction::StorageFail { mode } => {
+            if let Some(f) = s.service.write_faults() {
+                f.set_mode(match mode {
+                    StorageFailMode::Off => crate::store::FailMode::Off,
+                    StorageFailMode::Write => crate::store::FailMode::Write,
+                    StorageFailMode::Fsync => crate::store::FailMode::Fsync,
+                });
+            }
+            backend.rig.now()
+        }
+        SimAction::StallService { ms } => {
+            let stall = at_most_10s(*ms)?;
             // One blocking task per worker: none can run the progress stamp until they end.
             for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
                 tokio::spawn(async move { std::thread::sleep(stall) });

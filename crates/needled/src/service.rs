@@ -21,7 +21,7 @@ use crate::hal::sim::SimBackend;
 use crate::hal::TagReader;
 use crate::store::{
     kinds, CartridgeLimits, CartridgeRecord, ChecklistItem, Event, NewSession, Now, Override,
-    SessionId, SessionRecord, SessionState, Store,
+    SessionId, SessionRecord, SessionState, Store, WriteFaults,
 };
 use crate::tag::{self, DeviceKey, Tag};
 
@@ -145,6 +145,7 @@ pub struct Setpoints {
 pub struct Service {
     control: ControlHandle,
     store: Mutex<Store>,
+    write_faults: Option<std::sync::Arc<WriteFaults>>,
     key: DeviceKey,
     tags: Mutex<Box<dyn TagReader>>,
     policy: Policy,
@@ -180,9 +181,16 @@ impl Service {
                 "sessions open at the last stop were aborted and their cartridges spent"
             );
         }
+        let write_faults = sim
+            .as_ref()
+            .map(|_| std::sync::Arc::new(WriteFaults::default()));
+        if let Some(f) = &write_faults {
+            store.inject_write_faults(std::sync::Arc::clone(f));
+        }
         Ok(Self {
             control,
             store: Mutex::new(store),
+            write_faults,
             key,
             tags: Mutex::new(tags),
             policy,
@@ -206,6 +214,11 @@ impl Service {
     /// The sim backend, when running on the sim.
     pub fn sim(&self) -> Option<&SimBackend> {
         self.sim.as_ref()
+    }
+
+    /// The injectable write faults of the ledger (sim backend only).
+    pub fn write_faults(&self) -> Option<&WriteFaults> {
+        self.write_faults.as_deref()
     }
 
     /// The ledger.
