@@ -191,9 +191,15 @@ pub fn router(state: AppState) -> Router {
 
 async fn health(State(s): State<AppState>) -> Json<Value> {
     let alive = s.service.control().is_alive(Duration::from_millis(500));
-    Json(
-        json!({ "status": if alive { "ok" } else { "control_loop_stalled" }, "control_alive": alive }),
-    )
+    let storage = s.service.storage_health();
+    let status = if !alive {
+        "control_loop_stalled"
+    } else if !storage.ok {
+        "storage_unavailable"
+    } else {
+        "ok"
+    };
+    Json(json!({ "status": status, "control_alive": alive, "storage": storage }))
 }
 
 fn telemetry_json(t: &Telemetry) -> Value {
@@ -229,19 +235,20 @@ async fn status(State(s): State<AppState>, Authed(_): Authed) -> Result<Json<Val
     let snap = s.service.control().snapshot();
     let mut body = telemetry_json(&snap.telemetry);
     let session = match s.service.active_session() {
-        Some(id) => Some(s.service.session(id)?),
+        Some(id) => Some(s.service.session(id).await?),
         None => None,
     };
     let cartridge = match session.as_ref().and_then(|x| x.cartridge_id.clone()) {
-        Some(id) => s
-            .service
-            .store()
-            .cartridge(&id, &s.service.policy().limits)?,
+        Some(id) => {
+            let limits = s.service.policy().limits;
+            s.service.read(move |st| st.cartridge(&id, &limits)).await?
+        }
         None => None,
     };
     if let Value::Object(map) = &mut body {
         map.insert("session".into(), json!(session));
         map.insert("cartridge".into(), json!(cartridge));
+        map.insert("storage".into(), json!(s.service.storage_health()));
         map.insert("control".into(), json!(snap.stats));
         map.insert(
             "backend".into(),
@@ -312,7 +319,7 @@ async fn create_session(
     Authed(a): Authed,
     Body(req): Body<CreateSession>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let record = s.service.create_session(&a, req)?;
+    let record = s.service.create_session(&a, req).await?;
     Ok((StatusCode::CREATED, Json(json!(record))))
 }
 
@@ -321,7 +328,7 @@ async fn get_session(
     Authed(_): Authed,
     Param(id): Param<SessionId>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(s.service.session(id)?)))
+    Ok(Json(json!(s.service.session(id).await?)))
 }
 
 async fn bind_cartridge(
@@ -329,7 +336,7 @@ async fn bind_cartridge(
     Authed(a): Authed,
     Param(id): Param<SessionId>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(s.service.bind_cartridge(&a, id)?)))
+    Ok(Json(json!(s.service.bind_cartridge(&a, id).await?)))
 }
 
 async fn arm(
@@ -408,7 +415,7 @@ async fn report(
     Param(id): Param<SessionId>,
     QueryOf(q): QueryOf<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let report = s.service.store().session_report(id)?;
+    let report = s.service.read(move |st| st.session_report(id)).await?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => {
             let mut body = json!(report);
@@ -440,10 +447,12 @@ async fn cartridge(
     Authed(_): Authed,
     Param(id): Param<String>,
 ) -> Result<Json<Value>, ApiError> {
+    let limits = s.service.policy().limits;
+    let key = id.clone();
     let record = s
         .service
-        .store()
-        .cartridge(&id, &s.service.policy().limits)?;
+        .read(move |st| st.cartridge(&key, &limits))
+        .await?;
     record
         .map(|r| Json(json!(r)))
         .ok_or_else(|| ApiError::not_found(format!("no cartridge {id}")))
@@ -475,7 +484,11 @@ async fn events(
     QueryOf(q): QueryOf<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_EVENTS_PAGE);
-    let events = s.service.store().events_after(q.after, limit)?;
+    let after = q.after;
+    let events = s
+        .service
+        .read(move |st| st.events_after(after, limit))
+        .await?;
     Ok(Json(json!({ "events": events })))
 }
 
@@ -592,6 +605,37 @@ enum SimAction {
     StallService {
         ms: u64,
     },
+    /// Make every cartridge tag read take `ms` (a slow I2C bus; 0 restores it).
+    SlowTag {
+        ms: u64,
+    },
+    /// Make every ledger write wait `ms` before it starts (a slow fsync; 0 restores it).
+    SlowLedger {
+        ms: u64,
+    },
+    /// Make ledger writes fail: `write` as on a full disk, `fsync` as when the WAL's fsync
+    /// fails at commit; `off` lets them succeed again.
+    StorageFail {
+        mode: StorageFailMode,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StorageFailMode {
+    Off,
+    Write,
+    Fsync,
+}
+
+fn at_most_10s(ms: u64) -> Result<Duration, ApiError> {
+    if ms > 10_000 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "ms must be at most 10000",
+        ));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 async fn sim_inject(
@@ -639,14 +683,30 @@ async fn sim_inject(
             backend.rig.inject(Injection::StuckHomeSwitch(*closed))
         }
         SimAction::HostSilence { on } => backend.rig.inject(Injection::HostSilence(*on)),
-        SimAction::StallService { ms } => {
-            if *ms > 10_000 {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "ms must be at most 10000",
-                ));
+        SimAction::SlowTag { ms } => {
+            at_most_10s(*ms)?;
+            backend.tag.set_read_delay_ms(*ms);
+            backend.rig.now()
+        }
+        SimAction::SlowLedger { ms } => {
+            at_most_10s(*ms)?;
+            if let Some(f) = s.service.write_faults() {
+                f.set_delay_ms(*ms);
             }
-            let stall = Duration::from_millis(*ms);
+            backend.rig.now()
+        }
+        SimAction::StorageFail { mode } => {
+            if let Some(f) = s.service.write_faults() {
+                f.set_mode(match mode {
+                    StorageFailMode::Off => crate::store::FailMode::Off,
+                    StorageFailMode::Write => crate::store::FailMode::Write,
+                    StorageFailMode::Fsync => crate::store::FailMode::Fsync,
+                });
+            }
+            backend.rig.now()
+        }
+        SimAction::StallService { ms } => {
+            let stall = at_most_10s(*ms)?;
             // One blocking task per worker: none can run the progress stamp until they end.
             for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
                 tokio::spawn(async move { std::thread::sleep(stall) });

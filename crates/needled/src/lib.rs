@@ -9,6 +9,7 @@
 //! - [`hal`]: hardware backends that build the core's `Hardware`: sim, rppal, linux.
 //! - [`tag`]: cartridge tag format and HMAC-SHA256 authentication.
 //! - [`store`]: the SQLite ledger of cartridges, sessions and the append-only event log.
+//! - [`ledger`]: the threads the ledger runs on, off the async runtime.
 
 pub mod api;
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod console;
 pub mod control;
 pub mod error;
 pub mod hal;
+pub mod ledger;
 pub mod service;
 pub mod store;
 pub mod tag;

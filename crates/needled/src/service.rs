@@ -5,10 +5,19 @@
 //! records the change with its event in the ledger. A monitor task keeps the ledger in step
 //! with the controller: faults, pedal starts and pauses, cartridge removal, usage budgets and
 //! the session time limit.
+//!
+//! No treatment without a record: every call that changes the rig writes its intent to the
+//! ledger first and acts only once that write succeeded; what the rig then did is written
+//! next. When the ledger cannot write, the service is degraded: the needles are stopped
+//! (Disarm), every further change is refused with `storage_unavailable`, health says so, and
+//! every record of what already happened (the outcome of an accepted command, faults, state
+//! changes, usage) is kept in memory, in order, and retried until it is written. Once all of
+//! it is written the service recovers on its own; the rig stays disarmed until an operator
+//! arms again. SQLite and tag reads never run on a tokio worker (see [`crate::ledger`]).
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use needle_core::units::{Micrometers, MilliHertz};
 use needle_core::{Command, Fault, Faults, State};
@@ -19,9 +28,10 @@ use crate::control::{ControlHandle, Snapshot};
 use crate::error::ApiError;
 use crate::hal::sim::SimBackend;
 use crate::hal::TagReader;
+use crate::ledger::Ledger;
 use crate::store::{
-    kinds, CartridgeLimits, CartridgeRecord, ChecklistItem, Event, NewSession, Now, Override,
-    SessionId, SessionRecord, SessionState, Store,
+    kinds, CartridgeLimits, CartridgeRecord, ChecklistItem, Event, LedgerError, NewSession, Now,
+    Override, SessionId, SessionRecord, SessionState, Store, WriteFaults,
 };
 use crate::tag::{self, DeviceKey, Tag};
 
@@ -101,6 +111,51 @@ struct Seen {
     last_ms: Option<i64>,
 }
 
+/// A record of something that already happened, kept until the ledger takes it.
+type Pending = Arc<dyn Fn(&mut Store) -> Result<(), LedgerError> + Send + Sync>;
+
+/// How often the records kept while degraded are retried.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// The ledger's health, as `/v1/health` and `/v1/status` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageHealth {
+    /// Whether the ledger writes.
+    pub ok: bool,
+    /// When the ledger first failed to write (unix ms), while degraded.
+    pub failed_at_ms: Option<i64>,
+    /// The first write error, while degraded.
+    pub error: Option<String>,
+    /// Records kept in memory, waiting for the ledger.
+    pub pending: usize,
+}
+
+/// The ledger's health and the records it could not take yet.
+#[derive(Default)]
+struct Storage {
+    failed: Option<(i64, String)>,
+    /// In order; the key lets the monitor queue "the same" record once.
+    pending: Vec<(Option<String>, Pending)>,
+    last_retry: Option<Instant>,
+}
+
+/// 503 `storage_unavailable`: the ledger cannot write, so nothing is done.
+fn storage_unavailable(detail: &str) -> ApiError {
+    ApiError::new(
+        503,
+        "storage_unavailable",
+        format!("the ledger cannot write ({detail}): the needles are stopped and changes are refused until it can"),
+    )
+}
+
+fn ledger_error(e: LedgerError) -> ApiError {
+    if e.is_unavailable() {
+        storage_unavailable(&e.to_string())
+    } else {
+        e.into()
+    }
+}
+
 /// Current wall-clock time, unix ms.
 pub fn unix_ms() -> i64 {
     SystemTime::now()
@@ -144,13 +199,15 @@ pub struct Setpoints {
 /// The service.
 pub struct Service {
     control: ControlHandle,
-    store: Mutex<Store>,
+    ledger: Ledger,
+    write_faults: Option<Arc<WriteFaults>>,
     key: DeviceKey,
-    tags: Mutex<Box<dyn TagReader>>,
+    tags: Arc<Mutex<Box<dyn TagReader>>>,
     policy: Policy,
     sim: Option<SimBackend>,
     active: Mutex<Option<Active>>,
     seen: Mutex<Seen>,
+    storage: Mutex<Storage>,
     /// Held by every operation that commands the controller and records the result, and by
     /// each monitor pass: the monitor never sees the controller changed but the ledger not yet
     /// (it would take a freshly armed session for a disarmed one).
@@ -163,7 +220,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Service {
     /// Builds the service; sessions left open by a crash are aborted and their cartridges
-    /// spent before anything else happens.
+    /// spent before anything else happens. The store moves to the ledger's own threads; on
+    /// the sim backend it gets injectable write faults.
     pub fn new(
         control: ControlHandle,
         mut store: Store,
@@ -180,15 +238,22 @@ impl Service {
                 "sessions open at the last stop were aborted and their cartridges spent"
             );
         }
+        let write_faults = sim.as_ref().map(|_| Arc::new(WriteFaults::default()));
+        if let Some(f) = &write_faults {
+            store.inject_write_faults(Arc::clone(f));
+        }
+        let ledger = Ledger::spawn(store).map_err(|e| ApiError::new(500, "storage_error", e))?;
         Ok(Self {
             control,
-            store: Mutex::new(store),
+            ledger,
+            write_faults,
             key,
-            tags: Mutex::new(tags),
+            tags: Arc::new(Mutex::new(tags)),
             policy,
             sim,
             active: Mutex::new(None),
             seen: Mutex::new(Seen::default()),
+            storage: Mutex::new(Storage::default()),
             ops: tokio::sync::Mutex::new(()),
         })
     }
@@ -208,9 +273,204 @@ impl Service {
         self.sim.as_ref()
     }
 
-    /// The ledger.
-    pub fn store(&self) -> MutexGuard<'_, Store> {
-        lock(&self.store)
+    /// The injectable write faults of the ledger (sim backend only).
+    pub fn write_faults(&self) -> Option<&WriteFaults> {
+        self.write_faults.as_deref()
+    }
+
+    /// Reads the ledger (on its read thread, never on a tokio worker).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.ledger.read(f).await.map_err(ledger_error)
+    }
+
+    /// The ledger's health.
+    pub fn storage_health(&self) -> StorageHealth {
+        let st = lock(&self.storage);
+        StorageHealth {
+            ok: st.failed.is_none(),
+            failed_at_ms: st.failed.as_ref().map(|f| f.0),
+            error: st.failed.as_ref().map(|f| f.1.clone()),
+            pending: st.pending.len(),
+        }
+    }
+
+    fn check_writable(&self) -> Result<(), ApiError> {
+        match &lock(&self.storage).failed {
+            Some((_, error)) => Err(storage_unavailable(error)),
+            None => Ok(()),
+        }
+    }
+
+    /// The ledger failed to write: stop the needles, refuse changes, keep records for later.
+    fn degrade(&self, error: &LedgerError) {
+        let first = {
+            let mut st = lock(&self.storage);
+            if st.failed.is_some() {
+                false
+            } else {
+                let at = unix_ms();
+                st.failed = Some((at, error.to_string()));
+                let event = Event::new(at, crate::store::SYSTEM_ACTOR, "storage_failed")
+                    .detail(json!({ "error": error.to_string(), "action": "needles stopped" }));
+                st.pending.push((
+                    None,
+                    Arc::new(move |s: &mut Store| s.append_event(&event).map(|_| ())),
+                ));
+                true
+            }
+        };
+        // Stopping is always allowed; the heartbeat thread and the monitor repeat it.
+        let _ = self.control.send(Command::Disarm);
+        if first {
+            tracing::error!(error = %error, "the ledger cannot write: needles stopped, changes refused until it can");
+        }
+    }
+
+    /// A write the service has not acted on yet (an intent, a new session, a binding): on
+    /// failure nothing is done and nothing is kept; if the ledger cannot write, the service
+    /// degrades and the caller gets `storage_unavailable`.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.check_writable()?;
+        match self.ledger.write(f).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_unavailable() {
+                    self.degrade(&e);
+                }
+                Err(ledger_error(e))
+            }
+        }
+    }
+
+    /// The record of something that already happened (to the rig, or seen from it): written
+    /// now, or, when the ledger cannot write, kept in order and retried until it is. Returns
+    /// whether it was written now; a refusal by the ledger (not a storage failure) is an
+    /// error. A `key` queues a record once while degraded (the monitor sees the same change
+    /// every pass until it is written).
+    async fn persist(
+        &self,
+        key: Option<String>,
+        f: impl Fn(&mut Store) -> Result<(), LedgerError> + Send + Sync + 'static,
+    ) -> Result<bool, LedgerError> {
+        let f: Pending = Arc::new(f);
+        {
+            let mut st = lock(&self.storage);
+            if st.failed.is_some() {
+                if key.is_none() || !st.pending.iter().any(|(k, _)| *k == key) {
+                    st.pending.push((key, f));
+                }
+                return Ok(false);
+            }
+        }
+        let g = Arc::clone(&f);
+        match self.ledger.write(move |s| g(s)).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_unavailable() => {
+                self.degrade(&e);
+                lock(&self.storage).pending.push((key, f));
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// [`persist`](Self::persist) for a handler: `storage_unavailable` unless written now.
+    async fn persist_or_refuse(
+        &self,
+        f: impl Fn(&mut Store) -> Result<(), LedgerError> + Send + Sync + 'static,
+    ) -> Result<(), ApiError> {
+        match self.persist(None, f).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(self
+                .check_writable()
+                .err()
+                .unwrap_or_else(|| storage_unavailable("a record is waiting to be written"))),
+            Err(e) => Err(ledger_error(e)),
+        }
+    }
+
+    /// While degraded: keep the needles stopped and retry the kept records in order; once all
+    /// are written, record the recovery and accept changes again.
+    async fn retry_storage(&self, t: &needle_core::Telemetry) {
+        let batch = {
+            let mut st = lock(&self.storage);
+            if st.failed.is_none() {
+                return;
+            }
+            if st.last_retry.is_some_and(|l| l.elapsed() < RETRY_EVERY) {
+                None
+            } else {
+                st.last_retry = Some(Instant::now());
+                Some(std::mem::take(&mut st.pending))
+            }
+        };
+        if matches!(t.state, State::Armed | State::Running | State::Paused) {
+            let _ = self.control.send(Command::Disarm);
+        }
+        let Some(batch) = batch else { return };
+        let written = batch.len();
+        let result = self
+            .ledger
+            .write(move |s| {
+                let mut items = batch.into_iter();
+                while let Some((key, job)) = items.next() {
+                    match job(s) {
+                        Ok(()) => {}
+                        Err(e) if e.is_unavailable() => {
+                            let mut rest = vec![(key, job)];
+                            rest.extend(items);
+                            return Ok(rest);
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "the ledger refused a kept record; dropped");
+                        }
+                    }
+                }
+                Ok(Vec::new())
+            })
+            .await;
+        let rest = match result {
+            Ok(rest) => rest,
+            Err(e) => {
+                tracing::error!(error = %e, "the ledger thread is gone: kept records lost");
+                Vec::new()
+            }
+        };
+        let (empty, failed_at) = {
+            let mut st = lock(&self.storage);
+            let newer = std::mem::take(&mut st.pending);
+            let written = written - rest.len();
+            if written > 0 {
+                tracing::info!(
+                    written,
+                    "records kept while the ledger was failing are written"
+                );
+            }
+            st.pending = rest;
+            st.pending.extend(newer);
+            (st.pending.is_empty(), st.failed.as_ref().map_or(0, |f| f.0))
+        };
+        if !empty {
+            return;
+        }
+        let event = Event::new(unix_ms(), crate::store::SYSTEM_ACTOR, "storage_recovered")
+            .detail(json!({ "failed_at_ms": failed_at }));
+        if let Err(e) = self.ledger.write(move |s| s.append_event(&event)).await {
+            tracing::error!(error = %e, "the ledger failed again while recovering");
+            return;
+        }
+        let mut st = lock(&self.storage);
+        if st.pending.is_empty() {
+            st.failed = None;
+            st.last_retry = None;
+            tracing::warn!("the ledger writes again: changes accepted; the rig stays disarmed until armed again");
+        }
     }
 
     /// The session that holds the pen, if any.
@@ -218,9 +478,14 @@ impl Service {
         lock(&self.active).as_ref().map(|a| a.session)
     }
 
-    fn record(&self, event: Event) {
-        if let Err(e) = self.store().append_event(&event) {
-            tracing::error!(error = %e, kind = %event.kind, "could not append an event");
+    /// Appends an event that records something that already happened (see `persist`).
+    async fn record(&self, key: Option<String>, event: Event) {
+        let kind = event.kind.clone();
+        if let Err(e) = self
+            .persist(key, move |s| s.append_event(&event).map(|_| ()))
+            .await
+        {
+            tracing::error!(error = %e, %kind, "could not append an event");
         }
     }
 
@@ -232,6 +497,30 @@ impl Service {
         command: Command,
         session: Option<SessionId>,
     ) -> Result<(), ApiError> {
+        self.command_with_reason(actor, command, session, None)
+            .await
+    }
+
+    /// Record, then act: the request (with its reason) is written first and the controller
+    /// gets the command only if that write succeeded; the verdict is written next, kept for
+    /// later if the ledger fails in between (then the needles are stopped and the caller gets
+    /// `storage_unavailable`).
+    async fn command_with_reason(
+        &self,
+        actor: &Actor,
+        command: Command,
+        session: Option<SessionId>,
+        reason: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let mut intent = Event::new(unix_ms(), &actor.name, kinds::COMMAND)
+            .detail(json!({ "command": format!("{command:?}"), "phase": "requested" }));
+        if let Some(id) = session {
+            intent = intent.session(id);
+        }
+        if let Some(r) = reason {
+            intent = intent.reason(r);
+        }
+        self.write(move |s| s.append_event(&intent)).await?;
         let verdict = self.control.command(command).await?;
         let mut event = Event::new(unix_ms(), &actor.name, kinds::COMMAND)
             .detail(json!({ "command": format!("{command:?}"), "accepted": verdict.is_ok() }));
@@ -241,7 +530,8 @@ impl Service {
         if let Err(r) = verdict {
             event = event.reason(r.code());
         }
-        self.record(event);
+        self.persist_or_refuse(move |s| s.append_event(&event).map(|_| ()))
+            .await?;
         verdict.map_err(ApiError::from)
     }
 
@@ -266,16 +556,17 @@ impl Service {
             .iter()
             .map(Fault::code)
             .collect();
-        self.command(actor, Command::ClearFaults, self.active_session())
+        let session = self.active_session();
+        self.command_with_reason(actor, Command::ClearFaults, session, Some(reason))
             .await?;
         let mut event = Event::new(unix_ms(), &actor.name, kinds::OVERRIDE)
             .reason(reason)
             .detail(json!({ "action": "clear_faults", "faults": faults }));
-        if let Some(id) = self.active_session() {
+        if let Some(id) = session {
             event = event.session(id);
         }
-        self.record(event);
-        Ok(())
+        self.persist_or_refuse(move |s| s.append_event(&event).map(|_| ()))
+            .await
     }
 
     /// A tag image for a fresh sim cartridge, signed with this device's key. Refused unless
@@ -309,7 +600,7 @@ impl Service {
     }
 
     /// Creates a session.
-    pub fn create_session(
+    pub async fn create_session(
         &self,
         actor: &Actor,
         req: CreateSession,
@@ -359,21 +650,24 @@ impl Service {
             checklist,
         };
         let interval = i64::try_from(self.policy.min_interval.as_millis()).unwrap_or(i64::MAX);
-        Ok(self
-            .store()
-            .create_session(&new, unix_ms(), interval, override_.as_ref())?)
+        self.write(move |s| s.create_session(&new, unix_ms(), interval, override_.as_ref()))
+            .await
     }
 
     /// A session by id.
-    pub fn session(&self, id: SessionId) -> Result<SessionRecord, ApiError> {
-        self.store()
-            .session(id)?
+    pub async fn session(&self, id: SessionId) -> Result<SessionRecord, ApiError> {
+        self.read(move |s| s.session(id))
+            .await?
             .ok_or_else(|| ApiError::not_found(format!("no session {id}")))
     }
 
-    fn read_tag(&self) -> Result<Tag, ApiError> {
-        let image = lock(&self.tags)
-            .read_tag()
+    /// Reads the seated cartridge's tag on a blocking thread (an I2C transfer), never on a
+    /// tokio worker and never under a lock the rest of the service needs.
+    async fn read_tag(&self) -> Result<Tag, ApiError> {
+        let tags = Arc::clone(&self.tags);
+        let image = tokio::task::spawn_blocking(move || lock(&tags).read_tag())
+            .await
+            .map_err(|e| ApiError::new(500, "tag_read_failed", format!("tag reader: {e}")))?
             .map_err(|e| {
                 ApiError::new(
                     503,
@@ -390,27 +684,35 @@ impl Service {
         Ok(tag::parse(&image, &self.key)?)
     }
 
+    fn check_pen_free(&self, id: SessionId) -> Result<(), ApiError> {
+        match lock(&self.active).as_ref() {
+            Some(a) if a.session != id => Err(ApiError::conflict(
+                "pen_in_use",
+                format!("session {} holds the pen", a.session),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Binds the seated cartridge to a session.
     #[tracing::instrument(skip_all, fields(session = id, actor = %actor.name))]
-    pub fn bind_cartridge(
+    pub async fn bind_cartridge(
         &self,
         actor: &Actor,
         id: SessionId,
     ) -> Result<CartridgeRecord, ApiError> {
-        let mut active = lock(&self.active);
-        if let Some(a) = active.as_ref() {
-            if a.session != id {
-                return Err(ApiError::conflict(
-                    "pen_in_use",
-                    format!("session {} holds the pen", a.session),
-                ));
-            }
-        }
-        let tag = self.read_tag()?;
-        let area = self.session(id)?.area;
+        self.check_pen_free(id)?;
+        self.check_writable()?;
+        let tag = self.read_tag().await?;
+        let area = self.session(id).await?.area;
+        // The ledger binds a cartridge once and a session once, so a racing bind is refused
+        // there; the pen is checked again before it is taken.
+        self.check_pen_free(id)?;
+        let (now, limits, name) = (now()?, self.policy.limits, actor.name.clone());
         let record = self
-            .store()
-            .bind(id, &tag, now()?, &self.policy.limits, &actor.name)?;
+            .write(move |s| s.bind(id, &tag, now, &limits, &name))
+            .await?;
+        let mut active = lock(&self.active);
         *active = Some(Active {
             session: id,
             cartridge: record.id.clone(),
@@ -476,8 +778,14 @@ impl Service {
         id: SessionId,
         set: Setpoints,
     ) -> Result<SessionRecord, ApiError> {
+        self.session(id).await?;
+        self.require_active(id)?;
+        self.check_writable()?;
+        // The tag is read before the session lock is taken: a slow I2C read must not hold up
+        // the monitor. The cartridge is checked against the ledger under the lock.
+        let tag = self.read_tag().await?;
         let _ops = self.ops.lock().await;
-        let session = self.session(id)?;
+        let session = self.session(id).await?;
         self.require_active(id)?;
         if session.state != SessionState::Bound {
             return Err(ApiError::conflict(
@@ -513,9 +821,9 @@ impl Service {
         let depth = self.check_depth(&session, depth)?;
         let ceiling = self.area_ceiling(&session)?;
         // The cartridge in the pen must still be the bound one, and still valid.
-        let tag = self.read_tag()?;
-        self.store()
-            .verify_bound(id, &tag, now()?, &self.policy.limits)?;
+        let (now, limits) = (now()?, self.policy.limits);
+        self.read(move |s| s.verify_bound(id, &tag, now, &limits))
+            .await?;
         self.command(
             actor,
             Command::Arm {
@@ -526,19 +834,28 @@ impl Service {
             Some(id),
         )
         .await?;
-        let mut store = self.store();
-        store.set_session_state(id, SessionState::Armed, &actor.name, None, unix_ms())?;
-        store.record_setpoints(id, depth.0.unsigned_abs(), rate, unix_ms(), &actor.name)?;
-        store
-            .session(id)?
-            .ok_or_else(|| ApiError::not_found("session vanished"))
+        let (name, at) = (actor.name.clone(), unix_ms());
+        self.persist_or_refuse(move |s| {
+            s.set_session_state(id, SessionState::Armed, &name, None, at)
+                .map(|_| ())
+        })
+        .await?;
+        let (name, depth_um) = (actor.name.clone(), depth.0.unsigned_abs());
+        self.persist_or_refuse(move |s| {
+            s.record_setpoints(id, depth_um, rate, at, &name)
+                .map(|_| ())
+        })
+        .await?;
+        self.session(id).await
     }
 
     /// Starts (or resumes) the motor.
     #[tracing::instrument(skip_all, fields(session = id, actor = %actor.name))]
     pub async fn start(&self, actor: &Actor, id: SessionId) -> Result<SessionRecord, ApiError> {
         let _ops = self.ops.lock().await;
-        let session = self.session(id)?;
+        // While the ledger cannot write, nothing changes, whatever the state.
+        self.check_writable()?;
+        let session = self.session(id).await?;
         self.require_active(id)?;
         if !matches!(session.state, SessionState::Armed | SessionState::Paused) {
             return Err(ApiError::conflict(
@@ -547,14 +864,17 @@ impl Service {
             ));
         }
         self.command(actor, Command::Start, Some(id)).await?;
-        self.sync_state(id, SessionState::Running, &actor.name, None)
+        self.sync_state_or_refuse(id, SessionState::Running, &actor.name)
+            .await
     }
 
     /// Pauses the motor.
     #[tracing::instrument(skip_all, fields(session = id, actor = %actor.name))]
     pub async fn pause(&self, actor: &Actor, id: SessionId) -> Result<SessionRecord, ApiError> {
         let _ops = self.ops.lock().await;
-        let session = self.session(id)?;
+        // While the ledger cannot write, nothing changes, whatever the state.
+        self.check_writable()?;
+        let session = self.session(id).await?;
         self.require_active(id)?;
         if session.state != SessionState::Running {
             return Err(ApiError::conflict(
@@ -563,7 +883,8 @@ impl Service {
             ));
         }
         self.command(actor, Command::Pause, Some(id)).await?;
-        self.sync_state(id, SessionState::Paused, &actor.name, None)
+        self.sync_state_or_refuse(id, SessionState::Paused, &actor.name)
+            .await
     }
 
     /// Changes setpoints while armed, running or paused.
@@ -575,7 +896,9 @@ impl Service {
         set: Setpoints,
     ) -> Result<SessionRecord, ApiError> {
         let _ops = self.ops.lock().await;
-        let session = self.session(id)?;
+        // While the ledger cannot write, nothing changes, whatever the state.
+        self.check_writable()?;
+        let session = self.session(id).await?;
         self.require_active(id)?;
         if !matches!(
             session.state,
@@ -607,9 +930,13 @@ impl Service {
         let t = self.control.snapshot().telemetry;
         let depth = depth.map_or(t.depth_setpoint.0, |d| d.0);
         let rate = set.rate_mhz.unwrap_or(t.rate_setpoint.0);
-        self.store()
-            .record_setpoints(id, depth.unsigned_abs(), rate, unix_ms(), &actor.name)?;
-        self.session(id)
+        let (name, at) = (actor.name.clone(), unix_ms());
+        self.persist_or_refuse(move |s| {
+            s.record_setpoints(id, depth.unsigned_abs(), rate, at, &name)
+                .map(|_| ())
+        })
+        .await?;
+        self.session(id).await
     }
 
     /// Ends a session: motor off, cartridge spent.
@@ -621,7 +948,7 @@ impl Service {
         reason: &str,
     ) -> Result<SessionRecord, ApiError> {
         let _ops = self.ops.lock().await;
-        let session = self.session(id)?;
+        let session = self.session(id).await?;
         if session.state.is_terminal() {
             return Err(ApiError::conflict(
                 "session_wrong_state",
@@ -632,61 +959,114 @@ impl Service {
             session.state,
             SessionState::Armed | SessionState::Running | SessionState::Paused
         ) {
-            // Disarm; refused only when the controller is already out of the armed states.
+            // Disarm first, whatever the ledger's health: stopping is always allowed, and is
+            // recorded (as the controller leaving the armed states) even while degraded.
+            // Refused only when the controller is already out of the armed states.
             let _ = self.control.command(Command::Disarm).await?;
         }
-        self.finish(id, &actor.name, reason)
+        // An end is acknowledged only once it is written; while the ledger cannot write,
+        // the session stays open on disk, the needles stay stopped, and the operator ends it
+        // again once the ledger recovers.
+        self.write(self.finish_job(id, actor.name.clone(), reason.to_string()))
+            .await?;
+        self.release(id);
+        self.session(id).await
     }
 
-    fn finish(&self, id: SessionId, actor: &str, reason: &str) -> Result<SessionRecord, ApiError> {
-        let mut active = lock(&self.active);
-        let (run_ms, strokes) = match active.as_ref() {
+    /// The ledger write that ends (or, never bound, aborts) a session with its totals.
+    fn finish_job(
+        &self,
+        id: SessionId,
+        actor: String,
+        reason: String,
+    ) -> impl Fn(&mut Store) -> Result<(), LedgerError> + Send + Sync + 'static {
+        let (run_ms, strokes) = match lock(&self.active).as_ref() {
             Some(a) if a.session == id => (a.run_ms, a.strokes),
             _ => (0, 0),
         };
-        let session = self.session(id)?;
-        let record = if session.state == SessionState::Created {
-            self.store().set_session_state(
-                id,
-                SessionState::Aborted,
-                actor,
-                Some(reason),
-                unix_ms(),
-            )?
-        } else {
-            self.store()
-                .end_session(id, unix_ms(), run_ms, strokes, reason, actor)?
-        };
+        let at = unix_ms();
+        move |s: &mut Store| {
+            let session = s.session(id)?.ok_or_else(|| LedgerError::NotFound {
+                what: "session",
+                id: id.to_string(),
+            })?;
+            if session.state.is_terminal() {
+                return Ok(());
+            }
+            if session.state == SessionState::Created {
+                s.set_session_state(id, SessionState::Aborted, &actor, Some(&reason), at)?;
+            } else {
+                s.end_session(id, at, run_ms, strokes, &reason, &actor)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// The session no longer holds the pen.
+    fn release(&self, id: SessionId) {
+        let mut active = lock(&self.active);
         if active.as_ref().is_some_and(|a| a.session == id) {
             *active = None;
         }
-        Ok(record)
     }
 
-    fn sync_state(
+    /// Ends a session on the service's own account (cartridge pulled, a limit, a recall):
+    /// the pen is released at once, the record follows, kept for later while degraded.
+    async fn finish_now(&self, id: SessionId, actor: &str, reason: &str) -> Result<(), ApiError> {
+        let job = self.finish_job(id, actor.to_string(), reason.to_string());
+        self.release(id);
+        self.persist(Some(format!("finish:{id}")), job)
+            .await
+            .map(|_| ())
+            .map_err(ledger_error)
+    }
+
+    /// Records a session state the controller reached; returns whether it is written now.
+    async fn sync_state(
         &self,
         id: SessionId,
         to: SessionState,
         actor: &str,
         reason: Option<&str>,
-    ) -> Result<SessionRecord, ApiError> {
-        // Check and write under one store lock: the monitor and a handler may sync together.
-        let record = {
-            let mut store = self.store();
-            let current = store
-                .session(id)?
-                .ok_or_else(|| ApiError::not_found(format!("no session {id}")))?;
-            if current.state == to {
-                return Ok(current);
-            }
-            store.set_session_state(id, to, actor, reason, unix_ms())?
-        };
+    ) -> Result<bool, LedgerError> {
+        let (actor, reason, at) = (actor.to_string(), reason.map(str::to_string), unix_ms());
+        // Check and write in one job on the ledger thread: the monitor and a handler may
+        // sync together.
+        let written = self
+            .persist(Some(format!("state:{id}:{}", to.as_str())), move |s| {
+                let current = s.session(id)?.ok_or_else(|| LedgerError::NotFound {
+                    what: "session",
+                    id: id.to_string(),
+                })?;
+                if current.state == to {
+                    return Ok(());
+                }
+                s.set_session_state(id, to, &actor, reason.as_deref(), at)
+                    .map(|_| ())
+            })
+            .await?;
         if to == SessionState::Running {
             if let Some(a) = lock(&self.active).as_mut() {
                 a.started_at_ms.get_or_insert(unix_ms());
             }
         }
-        Ok(record)
+        Ok(written)
+    }
+
+    async fn sync_state_or_refuse(
+        &self,
+        id: SessionId,
+        to: SessionState,
+        actor: &str,
+    ) -> Result<SessionRecord, ApiError> {
+        if !self
+            .sync_state(id, to, actor, None)
+            .await
+            .map_err(ledger_error)?
+        {
+            self.check_writable()?;
+        }
+        self.session(id).await
     }
 
     /// One look at the controller: record faults and state changes, follow the pedal, count
@@ -708,6 +1088,7 @@ impl Service {
             seen.last_ms = Some(now_ms);
             (new, changed, elapsed)
         };
+        self.retry_storage(&t).await;
         let active = lock(&self.active).clone();
         if !new_faults.is_empty() {
             let codes: Vec<&str> = new_faults.iter().map(Fault::code).collect();
@@ -722,22 +1103,24 @@ impl Service {
             if let Some(a) = &active {
                 event = event.session(a.session).cartridge(a.cartridge.clone());
             }
-            self.record(event);
+            self.record(None, event).await;
         }
         if state_changed {
             self.record(
+                None,
                 Event::new(now_ms, crate::store::SYSTEM_ACTOR, "controller_state")
                     .detail(json!({ "state": format!("{:?}", t.state) })),
-            );
+            )
+            .await;
         }
         let Some(a) = active else { return };
-        let Ok(session) = self.session(a.session) else {
+        let Ok(session) = self.session(a.session).await else {
             return;
         };
         if session.state.is_terminal() {
             return;
         }
-        self.account(&t, elapsed_ms);
+        self.account(&t, elapsed_ms).await;
         if new_faults.contains(Fault::CartridgeRemoved)
             || t.interlocks
                 .contains(needle_core::Interlock::CartridgeMissing)
@@ -745,11 +1128,14 @@ impl Service {
             // A cartridge pulled mid-session (armed or merely bound) is spent: it left its
             // seat after leaving its sterile package. The session is over.
             tracing::warn!(session = a.session, cartridge = %a.cartridge, "cartridge removed mid-session: spent");
-            if let Err(e) = self.finish(
-                a.session,
-                crate::store::SYSTEM_ACTOR,
-                "cartridge removed during the session",
-            ) {
+            if let Err(e) = self
+                .finish_now(
+                    a.session,
+                    crate::store::SYSTEM_ACTOR,
+                    "cartridge removed during the session",
+                )
+                .await
+            {
                 tracing::error!(error = %e, "could not end the session after cartridge removal");
             }
             return;
@@ -763,10 +1149,12 @@ impl Service {
                 if matches!(session.state, SessionState::Armed | SessionState::Paused) =>
             {
                 self.sync_state(a.session, SessionState::Running, "pedal", None)
+                    .await
                     .map(|_| ())
             }
             State::Paused if session.state == SessionState::Running => self
                 .sync_state(a.session, SessionState::Paused, "pedal", None)
+                .await
                 .map(|_| ()),
             State::Fault | State::EStop | State::Idle | State::Boot if open => {
                 // The controller left the armed states (a fault): the session must be re-armed.
@@ -776,6 +1164,7 @@ impl Service {
                     crate::store::SYSTEM_ACTOR,
                     Some("controller disarmed"),
                 )
+                .await
                 .map(|_| ())
             }
             _ => Ok(()),
@@ -786,7 +1175,7 @@ impl Service {
         self.enforce_limits(now_ms).await;
     }
 
-    fn account(&self, t: &needle_core::Telemetry, elapsed_ms: u64) {
+    async fn account(&self, t: &needle_core::Telemetry, elapsed_ms: u64) {
         let flush = {
             let mut guard = lock(&self.active);
             let Some(a) = guard.as_mut() else { return };
@@ -810,9 +1199,13 @@ impl Service {
             }
         };
         if let Some((cartridge, run_ms, strokes)) = flush {
+            let limits = self.policy.limits;
             if let Err(e) = self
-                .store()
-                .add_usage(&cartridge, run_ms, strokes, &self.policy.limits)
+                .persist(None, move |s| {
+                    s.add_usage(&cartridge, run_ms, strokes, &limits)
+                        .map(|_| ())
+                })
+                .await
             {
                 tracing::error!(error = %e, "could not record cartridge usage");
             }
@@ -823,9 +1216,10 @@ impl Service {
         let Some(a) = lock(&self.active).clone() else {
             return;
         };
+        let (cartridge, limits) = (a.cartridge.clone(), self.policy.limits);
         let budget_gone = self
-            .store()
-            .cartridge(&a.cartridge, &self.policy.limits)
+            .read(move |s| s.cartridge(&cartridge, &limits))
+            .await
             .ok()
             .flatten()
             .is_some_and(|c| c.budget_exhausted() || c.remaining_run_ms <= a.unflushed_run_ms);
@@ -838,10 +1232,12 @@ impl Service {
             }
             tracing::warn!(session = a.session, "session time limit approaching");
             self.record(
+                None,
                 Event::new(now_ms, crate::store::SYSTEM_ACTOR, "time_limit_warning")
                     .session(a.session)
                     .detail(json!({ "limit_ms": limit_ms, "used_ms": used })),
-            );
+            )
+            .await;
         }
         let reason = if a.started_at_ms.is_some() && used >= limit_ms {
             Some("session time limit reached")
@@ -852,7 +1248,10 @@ impl Service {
         };
         if let Some(reason) = reason {
             let _ = self.control.command(Command::Disarm).await;
-            if let Err(e) = self.finish(a.session, crate::store::SYSTEM_ACTOR, reason) {
+            if let Err(e) = self
+                .finish_now(a.session, crate::store::SYSTEM_ACTOR, reason)
+                .await
+            {
                 tracing::error!(error = %e, "could not end the session at its limit");
             }
         }
@@ -874,14 +1273,19 @@ impl Service {
                 "a recall needs a reason",
             ));
         }
+        let (lot_, reason_, name) = (lot.to_string(), reason.to_string(), actor.name.clone());
+        // Recorded first; the stop follows.
         let in_use = self
-            .store()
-            .recall_lot(lot, reason, &actor.name, unix_ms())?;
+            .write(move |s| s.recall_lot(&lot_, &reason_, &name, unix_ms()))
+            .await?;
         let active = lock(&self.active).clone();
         if let Some(a) = active {
             if in_use.iter().any(|c| c.cartridge_id == a.cartridge) {
                 let _ = self.control.command(Command::Disarm).await;
-                self.finish(a.session, &actor.name, "cartridge lot recalled")?;
+                // The recall is written; the end of the session is kept for later if the
+                // ledger fails now.
+                self.finish_now(a.session, &actor.name, "cartridge lot recalled")
+                    .await?;
             }
         }
         Ok(in_use.into_iter().map(|c| c.cartridge_id).collect())

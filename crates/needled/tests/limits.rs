@@ -84,6 +84,7 @@ async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
                 override_reason: None,
             },
         )
+        .await
         .unwrap()
         .id;
     let data = TagData::new("C-1", "L-1", Needles::Pins12, "2099-01-01".parse().unwrap()).unwrap();
@@ -96,7 +97,7 @@ async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
             .contains(needle_core::Interlock::CartridgeMissing)
     })
     .await;
-    svc.bind_cartridge(&a, id).unwrap();
+    svc.bind_cartridge(&a, id).await.unwrap();
     svc.arm(
         &a,
         id,
@@ -145,20 +146,20 @@ async fn session_time_limit_warns_then_ends_the_session_and_stops_the_motor() {
     );
     let id = running_session(&svc, &key).await;
     monitor_for(&svc, Duration::from_millis(1_000)).await;
-    assert_eq!(svc.session(id).unwrap().state, SessionState::Running);
+    assert_eq!(svc.session(id).await.unwrap().state, SessionState::Running);
     monitor_for(&svc, Duration::from_millis(700)).await;
-    let events = svc.store().events_after(0, 1000).unwrap();
+    let events = svc.read(|s| s.events_after(0, 1000)).await.unwrap();
     assert!(
         events.iter().any(|e| e.event.kind == "time_limit_warning"),
         "no warning before the limit"
     );
     assert_eq!(
-        svc.session(id).unwrap().state,
+        svc.session(id).await.unwrap().state,
         SessionState::Running,
         "ended before the limit"
     );
     monitor_for(&svc, Duration::from_millis(800)).await;
-    let s = svc.session(id).unwrap();
+    let s = svc.session(id).await.unwrap();
     assert_eq!(s.state, SessionState::Ended);
     assert_eq!(s.end_reason.as_deref(), Some("session time limit reached"));
     let t = svc.control().snapshot().telemetry;
@@ -176,7 +177,7 @@ async fn cartridge_run_time_budget_ends_the_session() {
     let (svc, key) = service(dir.path(), Duration::from_secs(600), limits);
     let id = running_session(&svc, &key).await;
     monitor_for(&svc, Duration::from_millis(3_500)).await;
-    let s = svc.session(id).unwrap();
+    let s = svc.session(id).await.unwrap();
     assert_eq!(s.state, SessionState::Ended, "{s:?}");
     assert_eq!(
         s.end_reason.as_deref(),
@@ -188,6 +189,10 @@ async fn cartridge_run_time_budget_ends_the_session() {
         s.run_ms
     );
     assert!(!svc.sim().unwrap().rig.truth().motor_powered);
-    let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
+    let cart = svc
+        .read(move |s| s.cartridge("C-1", &limits))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cart.state, needled::store::CartridgeState::Spent);
 }

@@ -181,10 +181,17 @@ fn health(ctx: &Ctx) -> Result<(), Failure> {
     let mut failure = Failure::new(
         Exit::Server,
         &render::text(&v["status"]),
-        format!(
-            "needled at {} answers, but its control loop is not ticking",
-            api.base()
-        ),
+        if v["status"] == "storage_unavailable" {
+            format!(
+                "needled at {} answers, but its ledger cannot write: the needles are stopped",
+                api.base()
+            )
+        } else {
+            format!(
+                "needled at {} answers, but its control loop is not ticking",
+                api.base()
+            )
+        },
     );
     // With --json, scripts get the health answer itself.
     failure.body = Some(reply.text);

@@ -2,18 +2,26 @@
 //! physics to the wall clock each tick; technicians reach the rig's switches and faults
 //! through the sim endpoints of the API.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use needle_core::units::Micros;
 use needle_sim::{Injection, SimParams, SimRig};
 
 use crate::control::TickClock;
 
-/// The sim's cartridge tag slot: the EEPROM image of the seated cartridge, if any.
+/// The sim's cartridge tag slot: the EEPROM image of the seated cartridge, if any, and how
+/// long a read takes (a slow I2C bus, injectable).
 #[derive(Debug, Clone, Default)]
-pub struct SimTagSlot(Arc<Mutex<Option<Vec<u8>>>>);
+pub struct SimTagSlot(Arc<Mutex<Option<Vec<u8>>>>, Arc<AtomicU64>);
 
 impl SimTagSlot {
+    /// Makes every tag read take `ms` (0: instant).
+    pub fn set_read_delay_ms(&self, ms: u64) {
+        self.1.store(ms, Ordering::Release);
+    }
+
     /// The image of the seated cartridge's tag.
     pub fn read(&self) -> Option<Vec<u8>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -26,6 +34,10 @@ impl SimTagSlot {
 
 impl crate::hal::TagReader for SimTagSlot {
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, crate::hal::HalError> {
+        let delay = self.1.load(Ordering::Acquire);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_millis(delay));
+        }
         Ok(self.read())
     }
 }

@@ -133,6 +133,32 @@ pub enum LedgerError {
 }
 
 impl LedgerError {
+    /// Whether the ledger could not write (or read) at all: a full disk, an I/O or fsync
+    /// error, a read-only or corrupt file, a lock held past the busy timeout. Unlike a
+    /// refusal, retrying later may succeed, and the service must not act meanwhile.
+    pub fn is_unavailable(&self) -> bool {
+        use rusqlite::ErrorCode as C;
+        match self {
+            LedgerError::Db(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                C::DiskFull
+                    | C::SystemIoFailure
+                    | C::CannotOpen
+                    | C::ReadOnly
+                    | C::DatabaseBusy
+                    | C::DatabaseLocked
+                    | C::DatabaseCorrupt
+                    | C::NotADatabase
+                    | C::OutOfMemory
+                    | C::NoLargeFileSupport
+                    | C::FileLockingProtocolFailed
+                    | C::PermissionDenied
+            ),
+            LedgerError::Corrupt(_) => true,
+            _ => false,
+        }
+    }
+
     /// The stable machine code of this error, for APIs and logs.
     pub fn code(&self) -> &'static str {
         match self {

@@ -28,6 +28,8 @@ mod validate;
 use std::fmt::Display;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -69,11 +71,59 @@ impl Now {
     }
 }
 
+/// How an injected storage failure shows itself (sim only: see [`WriteFaults`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Writes succeed.
+    Off = 0,
+    /// Every write transaction fails to start, as on a full disk (`SQLITE_FULL`).
+    Write = 1,
+    /// Every write runs, then its commit fails as when the fsync of the WAL fails
+    /// (`SQLITE_IOERR_FSYNC`); the transaction is rolled back.
+    Fsync = 2,
+}
+
+/// Injected faults of the write path, shared between the sim's controls and the store: a
+/// full disk, failing fsyncs, slow writes. Only the sim backend installs one.
+#[derive(Debug, Default)]
+pub struct WriteFaults {
+    mode: AtomicU8,
+    delay_ms: AtomicU64,
+}
+
+impl WriteFaults {
+    /// Makes writes fail (or succeed again, with [`FailMode::Off`]).
+    pub fn set_mode(&self, mode: FailMode) {
+        self.mode.store(mode as u8, Ordering::Release);
+    }
+
+    /// Makes every write transaction wait `ms` before it starts (0: no delay).
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::Release);
+    }
+
+    fn mode(&self) -> FailMode {
+        match self.mode.load(Ordering::Acquire) {
+            1 => FailMode::Write,
+            2 => FailMode::Fsync,
+            _ => FailMode::Off,
+        }
+    }
+}
+
+fn injected(code: std::os::raw::c_int, what: &str) -> LedgerError {
+    LedgerError::Db(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(code),
+        Some(format!("injected: {what}")),
+    ))
+}
+
 /// The ledger: one SQLite connection. Use it from one thread at a time (e.g. behind a
 /// mutex); open more `Store`s on the same file for concurrent users.
 #[derive(Debug)]
 pub struct Store {
     conn: Connection,
+    faults: Option<Arc<WriteFaults>>,
 }
 
 impl Store {
@@ -92,7 +142,18 @@ impl Store {
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         schema::migrate(&mut conn)?;
-        Ok(Store { conn })
+        Ok(Store { conn, faults: None })
+    }
+
+    /// Opens another connection on this store's file (for a reader beside the writer).
+    pub fn reopen(&self) -> Result<Store, StoreError> {
+        let path = self.conn.path().unwrap_or_default().to_string();
+        Store::open(Path::new(&path))
+    }
+
+    /// Installs injected write faults (the sim's full disk, failing fsync, slow writes).
+    pub fn inject_write_faults(&mut self, faults: Arc<WriteFaults>) {
+        self.faults = Some(faults);
     }
 
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction and commits only if it succeeds; any
@@ -101,10 +162,28 @@ impl Store {
         &mut self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, LedgerError>,
     ) -> Result<T, LedgerError> {
+        let mode = match &self.faults {
+            Some(faults) => {
+                let delay = faults.delay_ms.load(Ordering::Acquire);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
+                faults.mode()
+            }
+            None => FailMode::Off,
+        };
+        if mode == FailMode::Write {
+            return Err(injected(rusqlite::ffi::SQLITE_FULL, "disk full"));
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
+        if mode == FailMode::Fsync {
+            // Dropping the transaction rolls it back.
+            drop(tx);
+            return Err(injected(rusqlite::ffi::SQLITE_IOERR_FSYNC, "fsync failed"));
+        }
         tx.commit()?;
         Ok(out)
     }
@@ -160,6 +239,25 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |row| row.get(0))
             .expect("pragma");
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn injected_write_faults_fail_writes_and_leave_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("ledger.db")).expect("open");
+        let faults = Arc::new(WriteFaults::default());
+        store.inject_write_faults(Arc::clone(&faults));
+        let event = Event::new(1, SYSTEM_ACTOR, "probe");
+        for mode in [FailMode::Write, FailMode::Fsync] {
+            faults.set_mode(mode);
+            let err = store.append_event(&event).expect_err("injected failure");
+            assert_eq!(err.code(), "storage_error");
+            assert!(err.is_unavailable(), "{err}");
+        }
+        assert!(store.events_after(0, 10).expect("read").is_empty());
+        faults.set_mode(FailMode::Off);
+        store.append_event(&event).expect("writes again");
+        assert_eq!(store.events_after(0, 10).expect("read").len(), 1);
     }
 
     #[test]
