@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Tokens;
 use crate::error::ApiError;
-use crate::service::{Actor, CreateSession, Role, Service, Setpoints};
+use crate::service::{Actor, CreateSession, MonitorFault, MonitorHealth, Role, Service, Setpoints};
 use crate::store::{report_csv, SessionId, MAX_EVENTS_PAGE};
 
 /// Largest request body accepted.
@@ -189,9 +189,14 @@ pub fn router(state: AppState) -> Router {
 
 async fn health(State(s): State<AppState>) -> Json<Value> {
     let alive = s.service.control().is_alive(Duration::from_millis(500));
-    Json(
-        json!({ "status": if alive { "ok" } else { "control_loop_stalled" }, "control_alive": alive }),
-    )
+    let monitor = s.service.monitor_health();
+    let status = match monitor {
+        _ if !alive => "control_loop_stalled",
+        MonitorHealth::Ok => "ok",
+        MonitorHealth::Stalled(_) => "monitor_stalled",
+        MonitorHealth::Failed => "monitor_failed",
+    };
+    Json(json!({ "status": status, "control_alive": alive, "monitor": monitor.code() }))
 }
 
 fn telemetry_json(t: &Telemetry) -> Value {
@@ -553,6 +558,13 @@ enum SimAction {
     StallService {
         ms: u64,
     },
+    /// Make the service's next monitor pass panic (the dead-man must stop the needles).
+    PanicMonitor,
+    /// Make the service's next monitor pass hang for `ms` while the rest of the runtime
+    /// carries on (a deadlock in the monitor alone).
+    StallMonitor {
+        ms: u64,
+    },
 }
 
 async fn sim_inject(
@@ -612,6 +624,21 @@ async fn sim_inject(
             for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
                 tokio::spawn(async move { std::thread::sleep(stall) });
             }
+            backend.rig.now()
+        }
+        SimAction::PanicMonitor => {
+            s.service.sim_break_monitor(MonitorFault::Panic)?;
+            backend.rig.now()
+        }
+        SimAction::StallMonitor { ms } => {
+            if *ms > 10_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "ms must be at most 10000",
+                ));
+            }
+            s.service
+                .sim_break_monitor(MonitorFault::Stall(Duration::from_millis(*ms)))?;
             backend.rig.now()
         }
     };

@@ -7,15 +7,16 @@
 //! the session time limit.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use needle_core::units::{Micrometers, MilliHertz};
+use needle_core::units::{Micrometers, Micros, MilliHertz};
 use needle_core::{Command, Fault, Faults, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::control::{ControlHandle, Snapshot};
+use crate::control::{monotonic_now, ControlHandle, Snapshot};
 use crate::error::ApiError;
 use crate::hal::sim::SimBackend;
 use crate::hal::TagReader;
@@ -141,6 +142,43 @@ pub struct Setpoints {
     pub rate_mhz: Option<u32>,
 }
 
+/// How the monitor task is doing, as the dead-man heartbeat and `/v1/health` judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorHealth {
+    /// A monitor pass completed within the service stall limit.
+    Ok,
+    /// No monitor pass completed for this long (more than the stall limit): the monitor is
+    /// stuck, or the runtime that runs it is.
+    Stalled(Duration),
+    /// The monitor task ended (it panicked); the service must be restarted.
+    Failed,
+}
+
+impl MonitorHealth {
+    /// Stable code: `ok`, `stalled` or `failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MonitorHealth::Ok => "ok",
+            MonitorHealth::Stalled(_) => "stalled",
+            MonitorHealth::Failed => "failed",
+        }
+    }
+}
+
+/// A failure of the monitor task the sim can inject, to prove the dead-man follows the
+/// monitor and not merely the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorFault {
+    /// The next monitor pass panics.
+    Panic,
+    /// The next monitor pass hangs this long, holding the operations lock, while the rest of
+    /// the runtime carries on.
+    Stall(Duration),
+}
+
+/// Default `control.service_stall_ms`.
+const DEFAULT_SERVICE_STALL: Duration = Duration::from_secs(1);
+
 /// The service.
 pub struct Service {
     control: ControlHandle,
@@ -155,6 +193,14 @@ pub struct Service {
     /// each monitor pass: the monitor never sees the controller changed but the ledger not yet
     /// (it would take a freshly armed session for a disarmed one).
     ops: tokio::sync::Mutex<()>,
+    /// Monotonic time (µs) at which the last monitor pass completed.
+    monitor_pass: AtomicU64,
+    /// Set when the monitor task has ended: the needles stay stopped until a restart.
+    monitor_failed: AtomicBool,
+    /// Longest gap between completed monitor passes before the service counts as hung.
+    service_stall: Duration,
+    /// A monitor failure injected by the sim, taken by the next pass.
+    sim_monitor_fault: Mutex<Option<MonitorFault>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -190,7 +236,93 @@ impl Service {
             active: Mutex::new(None),
             seen: Mutex::new(Seen::default()),
             ops: tokio::sync::Mutex::new(()),
+            monitor_pass: AtomicU64::new(monotonic_now().0),
+            monitor_failed: AtomicBool::new(false),
+            service_stall: DEFAULT_SERVICE_STALL,
+            sim_monitor_fault: Mutex::new(None),
         })
+    }
+
+    /// This service with `stall` as the longest gap between completed monitor passes
+    /// (`control.service_stall_ms`) before it counts as hung; 1 s unless set.
+    pub fn with_service_stall(mut self, stall: Duration) -> Self {
+        self.service_stall = stall;
+        self
+    }
+
+    /// Whether the monitor completes its passes. The dead-man heartbeat refreshes the core
+    /// only while this is [`MonitorHealth::Ok`], so a hung or dead monitor (time limit,
+    /// budgets, cartridge removal, the ledger's view of the controller) stops the needles.
+    pub fn monitor_health(&self) -> MonitorHealth {
+        if self.monitor_failed.load(Ordering::Acquire) {
+            return MonitorHealth::Failed;
+        }
+        let last = Micros(self.monitor_pass.load(Ordering::Acquire));
+        let age = Duration::from_micros(monotonic_now().since(last).0);
+        if age > self.service_stall {
+            MonitorHealth::Stalled(age)
+        } else {
+            MonitorHealth::Ok
+        }
+    }
+
+    /// The monitor task has ended (`why`: it panicked): logged loudly, the heartbeat stops for
+    /// good, and the controller is told to disarm at once rather than waiting for the
+    /// dead-man. Only a restart brings the service back (the systemd watchdog is no longer
+    /// fed), and a restart aborts the open session.
+    pub async fn monitor_died(&self, why: &str) {
+        self.monitor_failed.store(true, Ordering::Release);
+        tracing::error!(
+            why,
+            "the monitor task has died: the needles are stopped and the service must be restarted"
+        );
+        match self.control.command(Command::Disarm).await {
+            Ok(_) if !self.core_armed() => {}
+            other => tracing::error!(
+                result = ?other,
+                "could not disarm after the monitor died: the dead-man stops the needles"
+            ),
+        }
+        self.record(
+            Event::new(unix_ms(), crate::store::SYSTEM_ACTOR, "monitor_failed")
+                .detail(json!({ "why": why })),
+        );
+    }
+
+    /// Refuses with 503 `monitor_unavailable` unless the monitor is healthy: nothing may be
+    /// armed or started that the monitor would not watch.
+    fn require_monitor(&self) -> Result<(), ApiError> {
+        match self.monitor_health() {
+            MonitorHealth::Ok => Ok(()),
+            h => Err(ApiError::new(
+                503,
+                "monitor_unavailable",
+                format!(
+                    "the service's monitor is {}: the needles stay stopped",
+                    h.code()
+                ),
+            )),
+        }
+    }
+
+    /// Whether the controller is in a state with the needles armed.
+    fn core_armed(&self) -> bool {
+        matches!(
+            self.control.snapshot().telemetry.state,
+            State::Armed | State::Running | State::Paused
+        )
+    }
+
+    /// Makes the next monitor pass fail as `fault` (sim only; the sim endpoints need a
+    /// technician).
+    pub fn sim_break_monitor(&self, fault: MonitorFault) -> Result<(), ApiError> {
+        if self.sim.is_none() {
+            return Err(ApiError::not_found(
+                "monitor faults exist only on the sim backend",
+            ));
+        }
+        *lock(&self.sim_monitor_fault) = Some(fault);
+        Ok(())
     }
 
     /// The control thread.
@@ -479,6 +611,7 @@ impl Service {
         let _ops = self.ops.lock().await;
         let session = self.session(id)?;
         self.require_active(id)?;
+        self.require_monitor()?;
         if session.state != SessionState::Bound {
             return Err(ApiError::conflict(
                 "session_wrong_state",
@@ -540,6 +673,7 @@ impl Service {
         let _ops = self.ops.lock().await;
         let session = self.session(id)?;
         self.require_active(id)?;
+        self.require_monitor()?;
         if !matches!(session.state, SessionState::Armed | SessionState::Paused) {
             return Err(ApiError::conflict(
                 "session_wrong_state",
@@ -690,9 +824,24 @@ impl Service {
     }
 
     /// One look at the controller: record faults and state changes, follow the pedal, count
-    /// usage, enforce budgets and the time limit. Called every few milliseconds.
+    /// usage, enforce budgets and the time limit. Called every few milliseconds; a completed
+    /// pass is what the dead-man heartbeat counts as the service's progress.
     pub async fn monitor(&self) {
-        let _ops = self.ops.lock().await;
+        {
+            let _ops = self.ops.lock().await;
+            let fault = lock(&self.sim_monitor_fault).take();
+            match fault {
+                Some(MonitorFault::Panic) => panic!("sim injection: the monitor pass panics"),
+                Some(MonitorFault::Stall(d)) => tokio::time::sleep(d).await,
+                None => {}
+            }
+            self.monitor_pass_locked().await;
+        }
+        self.monitor_pass
+            .store(monotonic_now().0, Ordering::Release);
+    }
+
+    async fn monitor_pass_locked(&self) {
         let snap: Snapshot = self.control.snapshot();
         let t = snap.telemetry;
         let now_ms = unix_ms();

@@ -68,7 +68,8 @@ fn actor() -> Actor {
     }
 }
 
-/// Drives the service to a running session; keeps the dead-man fed while waiting.
+/// Drives the service to a running session; keeps the dead-man fed and the monitor running
+/// while waiting.
 async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
     let a = actor();
     svc.home(&a).await.unwrap();
@@ -121,6 +122,8 @@ async fn wait(svc: &Service, f: impl Fn(&needled::control::Snapshot) -> bool) {
             svc.control().snapshot().telemetry
         );
         let _ = svc.control().command(Command::Heartbeat).await;
+        // As main's monitor task does: arming and starting need a monitor that runs.
+        svc.monitor().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

@@ -734,3 +734,155 @@ fn sim_seats_a_new_cartridge_signed_by_the_service_for_technicians_only() {
         400
     );
 }
+
+/// The service's stall limit in the monitor tests, ms.
+const MONITOR_STALL_MS: u64 = 300;
+/// The product's dead-man, ms (the default `control.host_timeout_ms`).
+const HOST_TIMEOUT_MS: u64 = 100;
+/// Slack for the control thread's late ticks on a loaded machine, ms of sim time.
+const STOP_MARGIN_MS: u64 = 250;
+
+fn start_with_monitor_stall(data: &Path) -> Needled {
+    common::start(
+        data,
+        &format!("[control]\nmax_tick_gap_ms = 500\nservice_stall_ms = {MONITOR_STALL_MS}\n"),
+    )
+}
+
+/// Waits for the rig's truth to show the motor unpowered; returns the sim time it went off.
+fn motor_off_at_us(n: &Needled, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let truth = tech(n, "GET", "/v1/sim/truth", None);
+        if truth["motor_powered"] == false {
+            return truth["motor_off_at_us"]
+                .as_u64()
+                .expect("the motor went off");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "motor still powered after {what}: {truth}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The dead-man follows the monitor, not merely the runtime: a monitor pass that hangs while
+/// the rest of the runtime answers stops the needles within `service_stall_ms + host_timeout`
+/// of sim time (plus a margin for late ticks), by the rig's truth; `/v1/health` says the
+/// monitor is stalled meanwhile, and ok again once it resumes.
+#[test]
+fn stuck_monitor_stops_the_needles_within_the_stall_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start_with_monitor_stall(dir.path());
+    let _ = running_session(&n, "subject-015", "face", "C-0015", "LOT-M", 600, 120000);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    let applied = tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "stall_monitor", "ms": 4000 })),
+    )["applied_at_us"]
+        .as_u64()
+        .unwrap();
+    let off = motor_off_at_us(&n, "the monitor hung");
+    let bound_us = (MONITOR_STALL_MS + HOST_TIMEOUT_MS + STOP_MARGIN_MS) * 1_000;
+    assert!(
+        off.saturating_sub(applied) <= bound_us,
+        "motor off {} ms of sim time after the monitor hung (bound {} ms)",
+        off.saturating_sub(applied) / 1_000,
+        bound_us / 1_000
+    );
+    // The runtime still answers: it is the monitor alone that hangs.
+    let (status, health) = call(&n, "GET", "/v1/health", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (health["status"].as_str(), health["monitor"].as_str()),
+        (Some("monitor_stalled"), Some("stalled")),
+        "{health}"
+    );
+    let s = op(&n, "GET", "/v1/status", None);
+    assert!(
+        s["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "host_timeout"),
+        "{s}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while call(&n, "GET", "/v1/health", None, None).1["status"] != "ok" {
+        assert!(Instant::now() < deadline, "the monitor did not resume");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A monitor that panics is not silent: the needles stop at once (within the stall limit and
+/// the dead-man at worst, by the rig's truth), `/v1/health` reports `monitor_failed`, and
+/// nothing can be started until the service is restarted.
+#[test]
+fn panicked_monitor_stops_the_needles_and_health_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start_with_monitor_stall(dir.path());
+    let (id, _) = running_session(&n, "subject-016", "face", "C-0016", "LOT-P", 600, 120000);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    let applied = tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "panic_monitor" })),
+    )["applied_at_us"]
+        .as_u64()
+        .unwrap();
+    let off = motor_off_at_us(&n, "the monitor panicked");
+    let bound_us = (MONITOR_STALL_MS + HOST_TIMEOUT_MS + STOP_MARGIN_MS) * 1_000;
+    assert!(
+        off.saturating_sub(applied) <= bound_us,
+        "motor off {} ms of sim time after the monitor panicked (bound {} ms)",
+        off.saturating_sub(applied) / 1_000,
+        bound_us / 1_000
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let health = call(&n, "GET", "/v1/health", None, None).1;
+        if health["status"] == "monitor_failed" {
+            assert_eq!(health["monitor"], "failed", "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health does not report it: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        refusal(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/start"),
+            Some(&n.operator),
+            None
+        )),
+        (503, "monitor_unavailable".into())
+    );
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "pedal", "pressed": true })),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false,
+        "the needles ran again without a monitor"
+    );
+}
