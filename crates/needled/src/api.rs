@@ -565,6 +565,11 @@ enum SimAction {
     StallMonitor {
         ms: u64,
     },
+    /// Step the wall clock the service records with by `ms` (an NTP step), at most 30 days
+    /// either way.
+    StepWallClock {
+        ms: i64,
+    },
 }
 
 async fn sim_inject(
@@ -639,6 +644,16 @@ async fn sim_inject(
             }
             s.service
                 .sim_break_monitor(MonitorFault::Stall(Duration::from_millis(*ms)))?;
+            backend.rig.now()
+        }
+        SimAction::StepWallClock { ms } => {
+            if ms.unsigned_abs() > 30 * 86_400_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "ms must be within 30 days either way",
+                ));
+            }
+            s.service.sim_step_wall_clock(*ms)?;
             backend.rig.now()
         }
     };

@@ -7,7 +7,7 @@
 //! the session time limit.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -90,7 +90,8 @@ struct Active {
     unflushed_run_ms: u64,
     unflushed_strokes: u64,
     last_stroke_count: Option<u32>,
-    started_at_ms: Option<i64>,
+    /// The first start, on the monotonic clock: the time limit counts from here.
+    started_at: Option<Micros>,
     warned: bool,
 }
 
@@ -99,14 +100,27 @@ struct Active {
 struct Seen {
     state: Option<State>,
     faults: Faults,
-    last_ms: Option<i64>,
+    /// The last look, on the monotonic clock: run time is counted from these gaps.
+    last_at: Option<Micros>,
 }
 
-/// Current wall-clock time, unix ms.
+/// What the sim has stepped the wall clock by, ms (only the sim backend sets it).
+static SIM_WALL_STEP_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Current wall-clock time, unix ms: for records only. Durations (session time, the time
+/// limit, cartridge run time) are measured on the monotonic clock, which an NTP step on a Pi
+/// without an RTC does not move.
 pub fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .saturating_add(SIM_WALL_STEP_MS.load(Ordering::Relaxed))
+        .max(0)
+}
+
+/// Milliseconds on the monotonic clock from `since` to `now`.
+fn ms_between(since: Micros, now: Micros) -> u64 {
+    now.since(since).0 / 1_000
 }
 
 fn now() -> Result<Now, ApiError> {
@@ -311,6 +325,19 @@ impl Service {
             self.control.snapshot().telemetry.state,
             State::Armed | State::Running | State::Paused
         )
+    }
+
+    /// Steps the wall clock the service records with by `ms` (as an NTP step would; sim
+    /// only). Durations are on the monotonic clock and do not move.
+    pub fn sim_step_wall_clock(&self, ms: i64) -> Result<(), ApiError> {
+        if self.sim.is_none() {
+            return Err(ApiError::not_found(
+                "wall-clock steps exist only on the sim backend",
+            ));
+        }
+        SIM_WALL_STEP_MS.fetch_add(ms, Ordering::Relaxed);
+        tracing::warn!(step_ms = ms, "sim: wall clock stepped");
+        Ok(())
     }
 
     /// Makes the next monitor pass fail as `fault` (sim only; the sim endpoints need a
@@ -557,7 +584,7 @@ impl Service {
             unflushed_run_ms: 0,
             unflushed_strokes: 0,
             last_stroke_count: None,
-            started_at_ms: None,
+            started_at: None,
             warned: false,
         });
         Ok(record)
@@ -817,7 +844,7 @@ impl Service {
         };
         if to == SessionState::Running {
             if let Some(a) = lock(&self.active).as_mut() {
-                a.started_at_ms.get_or_insert(unix_ms());
+                a.started_at.get_or_insert(monotonic_now());
             }
         }
         Ok(record)
@@ -845,16 +872,15 @@ impl Service {
         let snap: Snapshot = self.control.snapshot();
         let t = snap.telemetry;
         let now_ms = unix_ms();
+        let now = monotonic_now();
         let (new_faults, state_changed, elapsed_ms) = {
             let mut seen = lock(&self.seen);
             let new = t.faults.without(seen.faults);
             let changed = seen.state != Some(t.state);
-            let elapsed = seen
-                .last_ms
-                .map_or(0, |l| u64::try_from(now_ms - l).unwrap_or(0));
+            let elapsed = seen.last_at.map_or(0, |l| ms_between(l, now));
             seen.faults = t.faults;
             seen.state = Some(t.state);
-            seen.last_ms = Some(now_ms);
+            seen.last_at = Some(now);
             (new, changed, elapsed)
         };
         let active = lock(&self.active).clone();
@@ -932,7 +958,7 @@ impl Service {
         if let Err(e) = result {
             tracing::error!(error = %e, "could not follow the controller's state");
         }
-        self.enforce_limits(now_ms).await;
+        self.enforce_limits(now_ms, now).await;
     }
 
     fn account(&self, t: &needle_core::Telemetry, elapsed_ms: u64) {
@@ -968,7 +994,8 @@ impl Service {
         }
     }
 
-    async fn enforce_limits(&self, now_ms: i64) {
+    /// `now_ms` (wall clock) is for the records only; `now` (monotonic) measures the time.
+    async fn enforce_limits(&self, now_ms: i64, now: Micros) {
         let Some(a) = lock(&self.active).clone() else {
             return;
         };
@@ -980,8 +1007,10 @@ impl Service {
             .is_some_and(|c| c.budget_exhausted() || c.remaining_run_ms <= a.unflushed_run_ms);
         let limit_ms = i64::try_from(a.time_limit.as_millis()).unwrap_or(i64::MAX);
         let warn_ms = limit_ms - i64::try_from(self.policy.warning_before.as_millis()).unwrap_or(0);
-        let used = a.started_at_ms.map_or(0, |s| now_ms - s);
-        if a.started_at_ms.is_some() && used >= warn_ms && !a.warned {
+        let used = a
+            .started_at
+            .map_or(0, |s| i64::try_from(ms_between(s, now)).unwrap_or(i64::MAX));
+        if a.started_at.is_some() && used >= warn_ms && !a.warned {
             if let Some(x) = lock(&self.active).as_mut() {
                 x.warned = true;
             }
@@ -992,7 +1021,7 @@ impl Service {
                     .detail(json!({ "limit_ms": limit_ms, "used_ms": used })),
             );
         }
-        let reason = if a.started_at_ms.is_some() && used >= limit_ms {
+        let reason = if a.started_at.is_some() && used >= limit_ms {
             Some("session time limit reached")
         } else if budget_gone {
             Some("cartridge run-time or stroke budget exhausted")

@@ -194,3 +194,59 @@ async fn cartridge_run_time_budget_ends_the_session() {
     let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
     assert_eq!(cart.state, needled::store::CartridgeState::Spent);
 }
+
+/// Durations are on the monotonic clock: an NTP step of the wall clock by hours mid-session
+/// (a Pi without an RTC) neither ends the session at once nor burns the cartridge's budget,
+/// and a step back does not extend the time limit. Wall time only stamps the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_steps_neither_end_nor_extend_a_session_nor_burn_the_budget() {
+    const HOUR_MS: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = CartridgeLimits {
+        max_run_ms: 60_000,
+        max_strokes: 1_000_000,
+    };
+    let (svc, key) = service(dir.path(), Duration::from_secs(2), limits);
+    let id = running_session(&svc, &key).await;
+    monitor_for(&svc, Duration::from_millis(300)).await;
+    svc.sim_step_wall_clock(3 * HOUR_MS).unwrap();
+    monitor_for(&svc, Duration::from_millis(700)).await;
+    let s = svc.session(id).unwrap();
+    assert_eq!(
+        (s.state, s.end_reason.as_deref()),
+        (SessionState::Running, None),
+        "a wall-clock step forward ended the session"
+    );
+    let events = svc.store().events_after(0, 1000).unwrap();
+    assert!(
+        !events.iter().any(|e| e.event.kind == "time_limit_warning"),
+        "a wall-clock step forward brought the time-limit warning"
+    );
+    let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
+    assert!(
+        cart.run_ms <= 2_000,
+        "a wall-clock step forward burned {} ms of the cartridge's run time",
+        cart.run_ms
+    );
+    svc.sim_step_wall_clock(-6 * HOUR_MS).unwrap();
+    // The limit is 2 s of running from the first start; give it half a second more.
+    monitor_for(&svc, Duration::from_millis(1_500)).await;
+    let s = svc.session(id).unwrap();
+    assert_eq!(
+        (s.state, s.end_reason.as_deref()),
+        (SessionState::Ended, Some("session time limit reached")),
+        "a wall-clock step back extended the time limit"
+    );
+    assert!(
+        (1_500..=2_600).contains(&s.run_ms),
+        "run time {} ms for a 2 s limit",
+        s.run_ms
+    );
+    let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
+    assert!(
+        cart.run_ms <= 2_600,
+        "cartridge run time {} ms",
+        cart.run_ms
+    );
+    assert!(!svc.sim().unwrap().rig.truth().motor_powered);
+}
