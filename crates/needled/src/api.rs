@@ -570,6 +570,10 @@ enum SimAction {
     StepWallClock {
         ms: i64,
     },
+    /// Make the service's next `times` disarms fail, as a full command queue would.
+    FailDisarm {
+        times: u32,
+    },
 }
 
 async fn sim_inject(
@@ -654,6 +658,16 @@ async fn sim_inject(
                 ));
             }
             s.service.sim_step_wall_clock(*ms)?;
+            backend.rig.now()
+        }
+        SimAction::FailDisarm { times } => {
+            if *times > 1_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "times must be at most 1000",
+                ));
+            }
+            s.service.sim_fail_disarms(*times)?;
             backend.rig.now()
         }
     };

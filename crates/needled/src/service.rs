@@ -7,7 +7,7 @@
 //! the session time limit.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +16,7 @@ use needle_core::{Command, Fault, Faults, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::control::{monotonic_now, ControlHandle, Snapshot};
+use crate::control::{monotonic_now, ControlError, ControlHandle, Snapshot};
 use crate::error::ApiError;
 use crate::hal::sim::SimBackend;
 use crate::hal::TagReader;
@@ -93,6 +93,8 @@ struct Active {
     /// The first start, on the monotonic clock: the time limit counts from here.
     started_at: Option<Micros>,
     warned: bool,
+    /// A stop at a limit failed and is being retried (recorded once).
+    stop_failed: bool,
 }
 
 /// What the monitor remembers between looks at the controller.
@@ -215,6 +217,8 @@ pub struct Service {
     service_stall: Duration,
     /// A monitor failure injected by the sim, taken by the next pass.
     sim_monitor_fault: Mutex<Option<MonitorFault>>,
+    /// How many of the next disarms the sim makes fail (as a full command queue would).
+    sim_failing_disarms: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -254,6 +258,7 @@ impl Service {
             monitor_failed: AtomicBool::new(false),
             service_stall: DEFAULT_SERVICE_STALL,
             sim_monitor_fault: Mutex::new(None),
+            sim_failing_disarms: AtomicU32::new(0),
         })
     }
 
@@ -290,12 +295,11 @@ impl Service {
             why,
             "the monitor task has died: the needles are stopped and the service must be restarted"
         );
-        match self.control.command(Command::Disarm).await {
-            Ok(_) if !self.core_armed() => {}
-            other => tracing::error!(
-                result = ?other,
+        if let Err(e) = self.disarm().await {
+            tracing::error!(
+                error = %e,
                 "could not disarm after the monitor died: the dead-man stops the needles"
-            ),
+            );
         }
         self.record(
             Event::new(unix_ms(), crate::store::SYSTEM_ACTOR, "monitor_failed")
@@ -337,6 +341,42 @@ impl Service {
         }
         SIM_WALL_STEP_MS.fetch_add(ms, Ordering::Relaxed);
         tracing::warn!(step_ms = ms, "sim: wall clock stepped");
+        Ok(())
+    }
+
+    /// Disarms the controller and checks that it took: `Ok` once the core is out of the armed
+    /// states (also when it already was); otherwise the error (a full command queue, a stopped
+    /// control thread, a refusal), and the caller must not act as if the needles stopped.
+    async fn disarm(&self) -> Result<(), ApiError> {
+        let failing = self
+            .sim_failing_disarms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        let result = if failing {
+            Err(ControlError::Busy)
+        } else {
+            self.control.command(Command::Disarm).await
+        };
+        match result {
+            Ok(_) if !self.core_armed() => Ok(()),
+            Ok(Ok(())) => Err(ApiError::new(
+                503,
+                "disarm_failed",
+                "the controller accepted Disarm but is still armed",
+            )),
+            Ok(Err(r)) => Err(r.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes the next `times` disarms fail as a full command queue would (sim only).
+    pub fn sim_fail_disarms(&self, times: u32) -> Result<(), ApiError> {
+        if self.sim.is_none() {
+            return Err(ApiError::not_found(
+                "control failures exist only on the sim backend",
+            ));
+        }
+        self.sim_failing_disarms.store(times, Ordering::Release);
         Ok(())
     }
 
@@ -586,6 +626,7 @@ impl Service {
             last_stroke_count: None,
             started_at: None,
             warned: false,
+            stop_failed: false,
         });
         Ok(record)
     }
@@ -789,12 +830,14 @@ impl Service {
                 format!("session is {}", session.state.as_str()),
             ));
         }
+        let holds_pen = self.active_session() == Some(id);
         if matches!(
             session.state,
             SessionState::Armed | SessionState::Running | SessionState::Paused
-        ) {
-            // Disarm; refused only when the controller is already out of the armed states.
-            let _ = self.control.command(Command::Disarm).await?;
+        ) || (holds_pen && self.core_armed())
+        {
+            // A failed disarm keeps the session: the needles may still be armed.
+            self.disarm().await?;
         }
         self.finish(id, &actor.name, reason)
     }
@@ -905,6 +948,7 @@ impl Service {
                     .detail(json!({ "state": format!("{:?}", t.state) })),
             );
         }
+        self.reconcile(&t, active.as_ref(), now_ms).await;
         let Some(a) = active else { return };
         let Ok(session) = self.session(a.session) else {
             return;
@@ -959,6 +1003,48 @@ impl Service {
             tracing::error!(error = %e, "could not follow the controller's state");
         }
         self.enforce_limits(now_ms, now).await;
+    }
+
+    /// The core armed, running or paused with no session that the ledger shows armed: nothing
+    /// would watch it (time limit, budgets) while the pedal could start it. Disarm, and record
+    /// it; a failed disarm is retried on the next pass.
+    async fn reconcile(&self, t: &needle_core::Telemetry, active: Option<&Active>, now_ms: i64) {
+        if !matches!(t.state, State::Armed | State::Running | State::Paused) {
+            return;
+        }
+        let session = match active {
+            None => None,
+            Some(a) => match self.session(a.session) {
+                Ok(s) => Some(s),
+                // The ledger cannot say; that is the storage path's to handle.
+                Err(_) => return,
+            },
+        };
+        if session.as_ref().is_some_and(|s| {
+            matches!(
+                s.state,
+                SessionState::Armed | SessionState::Running | SessionState::Paused
+            )
+        }) {
+            return;
+        }
+        tracing::error!(
+            state = ?t.state,
+            session = ?session.as_ref().map(|s| (s.id, s.state.as_str())),
+            "the controller is armed without an armed session: disarming"
+        );
+        let result = self.disarm().await;
+        let mut event =
+            Event::new(now_ms, crate::store::SYSTEM_ACTOR, "reconcile_disarm").detail(json!({
+                "state": format!("{:?}", t.state),
+                "session_state": session.as_ref().map(|s| s.state.as_str()),
+                "disarmed": result.is_ok(),
+                "error": result.as_ref().err().map(|e| e.code.clone()),
+            }));
+        if let Some(s) = &session {
+            event = event.session(s.id);
+        }
+        self.record(event);
     }
 
     fn account(&self, t: &needle_core::Telemetry, elapsed_ms: u64) {
@@ -1029,7 +1115,23 @@ impl Service {
             None
         };
         if let Some(reason) = reason {
-            let _ = self.control.command(Command::Disarm).await;
+            // The session ends only once the needles are known to be disarmed; until then
+            // every pass tries again.
+            if let Err(e) = self.disarm().await {
+                if !a.stop_failed {
+                    if let Some(x) = lock(&self.active).as_mut() {
+                        x.stop_failed = true;
+                    }
+                    tracing::error!(session = a.session, error = %e, reason, "could not disarm at a limit: retrying");
+                    self.record(
+                        Event::new(now_ms, crate::store::SYSTEM_ACTOR, "disarm_failed")
+                            .session(a.session)
+                            .reason(reason)
+                            .detail(json!({ "error": e.code })),
+                    );
+                }
+                return;
+            }
             if let Err(e) = self.finish(a.session, crate::store::SYSTEM_ACTOR, reason) {
                 tracing::error!(error = %e, "could not end the session at its limit");
             }
@@ -1052,13 +1154,25 @@ impl Service {
                 "a recall needs a reason",
             ));
         }
+        crate::store::check_reason(reason)?;
+        // Stop the pen first if it runs on the recalled lot: a recall that cannot stop the
+        // needles is refused and records nothing, and the technician tries again.
+        let active = lock(&self.active).clone();
+        let on_lot = match &active {
+            Some(a) => self
+                .store()
+                .cartridge(&a.cartridge, &self.policy.limits)?
+                .is_some_and(|c| c.lot == lot),
+            None => false,
+        };
+        if on_lot {
+            self.disarm().await?;
+        }
         let in_use = self
             .store()
             .recall_lot(lot, reason, &actor.name, unix_ms())?;
-        let active = lock(&self.active).clone();
         if let Some(a) = active {
             if in_use.iter().any(|c| c.cartridge_id == a.cartridge) {
-                let _ = self.control.command(Command::Disarm).await;
                 self.finish(a.session, &actor.name, "cartridge lot recalled")?;
             }
         }

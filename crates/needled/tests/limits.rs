@@ -250,3 +250,83 @@ async fn wall_clock_steps_neither_end_nor_extend_a_session_nor_burn_the_budget()
     );
     assert!(!svc.sim().unwrap().rig.truth().motor_powered);
 }
+
+/// A disarm at a limit that fails (a full command queue) is not ignored: the session stays
+/// open and watched, every monitor pass tries again, and the session ends only once the rig's
+/// truth shows the motor stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_disarm_at_a_limit_is_retried_until_the_motor_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, key) = service(
+        dir.path(),
+        Duration::from_secs(1),
+        CartridgeLimits::default(),
+    );
+    let id = running_session(&svc, &key).await;
+    svc.sim_fail_disarms(20).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while svc.session(id).unwrap().state != SessionState::Ended {
+        assert!(Instant::now() < deadline, "the session never ended");
+        monitor_for(&svc, Duration::from_millis(10)).await;
+        if svc.sim().unwrap().rig.truth().motor_powered {
+            assert_ne!(
+                svc.session(id).unwrap().state,
+                SessionState::Ended,
+                "the session was ended while the needles still ran"
+            );
+        }
+    }
+    let s = svc.session(id).unwrap();
+    assert_eq!(s.end_reason.as_deref(), Some("session time limit reached"));
+    assert!(!svc.sim().unwrap().rig.truth().motor_powered);
+    let events = svc.store().events_after(0, 1000).unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event.kind == "disarm_failed")
+            .count(),
+        1,
+        "the failed disarm is recorded once"
+    );
+}
+
+/// The monitor reconciles a controller that is armed or running with no session the ledger
+/// shows armed (here: the session was ended in the ledger behind the service's back): it
+/// disarms, and records that it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_disarms_a_core_running_without_an_armed_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, key) = service(
+        dir.path(),
+        Duration::from_secs(600),
+        CartridgeLimits::default(),
+    );
+    let id = running_session(&svc, &key).await;
+    wait(&svc, |_| svc.sim().unwrap().rig.truth().motor_powered).await;
+    svc.store()
+        .end_session(
+            id,
+            needled::service::unix_ms(),
+            0,
+            0,
+            "ended by another ledger user",
+            "tester",
+        )
+        .unwrap();
+    monitor_for(&svc, Duration::from_millis(300)).await;
+    assert!(
+        !svc.sim().unwrap().rig.truth().motor_powered,
+        "the needles run with no session watching them"
+    );
+    assert_eq!(
+        svc.control().snapshot().telemetry.state,
+        needle_core::State::Idle
+    );
+    let events = svc.store().events_after(0, 1000).unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.kind == "reconcile_disarm" && e.event.detail["disarmed"] == true),
+        "no reconcile_disarm event"
+    );
+}

@@ -886,3 +886,74 @@ fn panicked_monitor_stops_the_needles_and_health_reports_it() {
         "the needles ran again without a monitor"
     );
 }
+
+/// A disarm that fails (a full command queue) is never ignored: a recall or an end that
+/// cannot stop the needles is refused and changes nothing (the session stays open and
+/// watched, the lot is not recalled, the rig's truth shows the motor still powered), and
+/// succeeds when tried again.
+#[test]
+fn failed_disarm_refuses_recall_and_end_and_forgets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    let (id, _) = running_session(&n, "subject-017", "face", "C-0017", "LOT-Q", 600, 120000);
+    std::thread::sleep(Duration::from_millis(200));
+    let fail_once = json!({ "action": "fail_disarm", "times": 1 });
+    tech(&n, "POST", "/v1/sim/inject", Some(fail_once.clone()));
+    assert_eq!(
+        refusal(call(
+            &n,
+            "POST",
+            "/v1/lots/LOT-Q/recall",
+            Some(&n.technician),
+            Some(json!({ "reason": "supplier notice 43" })),
+        )),
+        (503, "control_busy".into())
+    );
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "running"
+    );
+    assert_eq!(op(&n, "GET", "/v1/status", None)["session"]["id"], id);
+    assert_eq!(
+        op(&n, "GET", "/v1/cartridges/C-0017", None)["lot_recalled"],
+        false
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    tech(&n, "POST", "/v1/sim/inject", Some(fail_once));
+    assert_eq!(
+        refusal(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/end"),
+            Some(&n.operator),
+            Some(json!({ "reason": "treatment complete" })),
+        )),
+        (503, "control_busy".into())
+    );
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "running"
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    let r = tech(
+        &n,
+        "POST",
+        "/v1/lots/LOT-Q/recall",
+        Some(json!({ "reason": "supplier notice 43" })),
+    );
+    assert_eq!(r["in_use"], json!(["C-0017"]));
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "ended"
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false
+    );
+}
