@@ -123,6 +123,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// The body of an endpoint that takes none: any body at all is refused (400
+/// `unexpected_body`) before the handler acts, so a request meant for another endpoint, or a
+/// `{"dry_run": true}` the API does not know, never moves the needles.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(
+            |e: BytesRejection| match e.status().as_u16() {
+                413 => ApiError::new(413, "body_too_large", e.body_text()),
+                _ => ApiError::bad_request("invalid_request", e.body_text()),
+            },
+        )?;
+        if body.is_empty() {
+            Ok(NoBody)
+        } else {
+            Err(ApiError::bad_request(
+                "unexpected_body",
+                "this endpoint takes no request body",
+            ))
+        }
+    }
+}
+
 /// A path parameter whose rejection is an API error (`invalid_path`), not axum's plain text.
 pub struct Param<T>(pub T);
 
@@ -296,7 +322,11 @@ struct OptionalReason {
     reason: Option<String>,
 }
 
-async fn home(State(s): State<AppState>, Authed(a): Authed) -> Result<Json<Value>, ApiError> {
+async fn home(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    _: NoBody,
+) -> Result<Json<Value>, ApiError> {
     s.service.home(&a).await?;
     Ok(Json(json!({ "ok": true })))
 }
@@ -331,6 +361,7 @@ async fn bind_cartridge(
     State(s): State<AppState>,
     Authed(a): Authed,
     Param(id): Param<SessionId>,
+    _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.bind_cartridge(&a, id)?)))
 }
@@ -348,6 +379,7 @@ async fn start(
     State(s): State<AppState>,
     Authed(a): Authed,
     Param(id): Param<SessionId>,
+    _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.start(&a, id).await?)))
 }
@@ -356,6 +388,7 @@ async fn pause(
     State(s): State<AppState>,
     Authed(a): Authed,
     Param(id): Param<SessionId>,
+    _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.pause(&a, id).await?)))
 }

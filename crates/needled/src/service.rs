@@ -449,7 +449,9 @@ impl Service {
         self.command(actor, Command::Home, None).await
     }
 
-    /// Clears latched faults, with a reason.
+    /// Clears latched faults, with a reason. The reason is checked as the ledger will check
+    /// the override event before anything is cleared: a reason the ledger would refuse clears
+    /// nothing.
     pub async fn clear_faults(&self, actor: &Actor, reason: &str) -> Result<(), ApiError> {
         if reason.trim().is_empty() {
             return Err(ApiError::bad_request(
@@ -457,6 +459,7 @@ impl Service {
                 "clearing faults needs a reason",
             ));
         }
+        crate::store::check_reason(reason)?;
         let faults: Vec<&str> = self
             .control
             .snapshot()
@@ -830,6 +833,9 @@ impl Service {
                 format!("session is {}", session.state.as_str()),
             ));
         }
+        // Checked before the disarm: a reason the ledger refuses must leave the needles armed
+        // and the session as it was.
+        crate::store::check_reason(reason)?;
         let holds_pen = self.active_session() == Some(id);
         if matches!(
             session.state,

@@ -957,3 +957,58 @@ fn failed_disarm_refuses_recall_and_end_and_forgets_nothing() {
         false
     );
 }
+
+/// Clearing faults with a reason the ledger refuses for the override event clears nothing:
+/// the fault stays latched and no event claims an override; a good reason then clears it and
+/// the override is on record.
+#[test]
+fn clear_faults_with_a_reason_the_ledger_refuses_clears_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    for pressed in [true, false] {
+        tech(
+            &n,
+            "POST",
+            "/v1/sim/inject",
+            Some(json!({ "action": "estop", "pressed": pressed })),
+        );
+    }
+    wait_for(&n, "the latched E-stop fault", |s| s["state"] == "Fault");
+    let overrides = |n: &Needled| {
+        op(n, "GET", "/v1/events?after=0&limit=1000", None)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "override")
+            .count()
+    };
+    let long = "r".repeat(needled::store::MAX_REASON_CHARS + 1);
+    for reason in [long.as_str(), "bell\u{7}"] {
+        assert_eq!(
+            refusal(call(
+                &n,
+                "POST",
+                "/v1/faults/clear",
+                Some(&n.operator),
+                Some(json!({ "reason": reason })),
+            )),
+            (400, "invalid_input".into())
+        );
+        let s = op(&n, "GET", "/v1/status", None);
+        assert_eq!(s["state"], "Fault", "cleared by a refused request: {s}");
+        assert!(
+            s["faults"].as_array().unwrap().iter().any(|f| f == "estop"),
+            "{s}"
+        );
+        assert_eq!(overrides(&n), 0);
+    }
+    op(
+        &n,
+        "POST",
+        "/v1/faults/clear",
+        Some(json!({ "reason": "E-stop test finished" })),
+    );
+    assert_ne!(op(&n, "GET", "/v1/status", None)["state"], "Fault");
+    assert_eq!(overrides(&n), 1);
+}
