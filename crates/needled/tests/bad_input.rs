@@ -26,11 +26,9 @@ use serde_json::{json, Value};
 use common::Needled;
 
 fn start(data: &Path) -> Needled {
-    common::start(
-        data, // A generous tick gap and dead-man, so a loaded CI machine cannot fault the armed
-        // controller between two cases (that would be a state change this test did not cause).
-        "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 5000\n",
-    )
+    // The product's 100 ms dead-man; a generous tick gap, so a loaded CI machine's late tick
+    // cannot fault the armed controller between two cases.
+    common::start(data, common::CI_CONFIG)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -462,17 +462,30 @@ fn killed_mid_session_restarts_with_session_aborted_and_cartridge_spent() {
     );
 }
 
+/// Cutting the host link stops the needles within the product's 100 ms dead-man (the
+/// service tests run with it), by the rig's truth in sim time.
 #[test]
 fn cut_host_link_faults_host_timeout_and_stops_motor() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
     let _ = running_session(&n, "subject-007", "face", "C-0007", "LOT-F", 600, 120000);
     std::thread::sleep(Duration::from_millis(300));
-    tech(
+    let cut = tech(
         &n,
         "POST",
         "/v1/sim/inject",
         Some(json!({ "action": "host_silence", "on": true })),
+    )["applied_at_us"]
+        .as_u64()
+        .unwrap();
+    // The product's dead-man, in sim time: the last heartbeat came before the cut.
+    let off = motor_off_at_us(&n, "the host link was cut");
+    let bound_us = (HOST_TIMEOUT_MS + STOP_MARGIN_MS) * 1_000;
+    assert!(
+        off.saturating_sub(cut) <= bound_us,
+        "motor off {} ms of sim time after the cut (bound {} ms)",
+        off.saturating_sub(cut) / 1_000,
+        bound_us / 1_000
     );
     let s = wait_for(&n, "host timeout", |s| s["state"] == "Fault");
     assert!(
@@ -657,7 +670,7 @@ fn hung_service_stops_needles_but_a_short_stall_does_not() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("test.toml"),
-        "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 200\nservice_stall_ms = 1000\n",
+        "[control]\nmax_tick_gap_ms = 500\nservice_stall_ms = 1000\n",
     )
     .unwrap();
     let n = start(dir.path());
