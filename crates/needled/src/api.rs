@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Tokens;
 use crate::error::ApiError;
-use crate::service::{Actor, CreateSession, Role, Service, Setpoints};
+use crate::service::{Actor, CreateSession, MonitorFault, MonitorHealth, Role, Service, Setpoints};
 use crate::store::{report_csv, SessionId, MAX_EVENTS_PAGE};
 
 /// Largest request body accepted.
@@ -124,6 +124,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     }
 }
 
+/// The body of an endpoint that takes none: any body at all is refused (400
+/// `unexpected_body`) before the handler acts, so a request meant for another endpoint, or a
+/// `{"dry_run": true}` the API does not know, never moves the needles.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(
+            |e: BytesRejection| match e.status().as_u16() {
+                413 => ApiError::new(413, "body_too_large", e.body_text()),
+                _ => ApiError::bad_request("invalid_request", e.body_text()),
+            },
+        )?;
+        if body.is_empty() {
+            Ok(NoBody)
+        } else {
+            Err(ApiError::bad_request(
+                "unexpected_body",
+                "this endpoint takes no request body",
+            ))
+        }
+    }
+}
+
 /// A path parameter whose rejection is an API error (`invalid_path`), not axum's plain text.
 pub struct Param<T>(pub T);
 
@@ -192,14 +218,20 @@ pub fn router(state: AppState) -> Router {
 async fn health(State(s): State<AppState>) -> Json<Value> {
     let alive = s.service.control().is_alive(Duration::from_millis(500));
     let storage = s.service.storage_health();
-    let status = if !alive {
-        "control_loop_stalled"
-    } else if !storage.ok {
-        "storage_unavailable"
-    } else {
-        "ok"
+    let monitor = s.service.monitor_health();
+    let status = match monitor {
+        _ if !alive => "control_loop_stalled",
+        MonitorHealth::Failed => "monitor_failed",
+        MonitorHealth::Stalled(_) => "monitor_stalled",
+        MonitorHealth::Ok if !storage.ok => "storage_unavailable",
+        MonitorHealth::Ok => "ok",
     };
-    Json(json!({ "status": status, "control_alive": alive, "storage": storage }))
+    Json(json!({
+        "status": status,
+        "control_alive": alive,
+        "monitor": monitor.code(),
+        "storage": storage,
+    }))
 }
 
 fn telemetry_json(t: &Telemetry) -> Value {
@@ -300,7 +332,11 @@ struct OptionalReason {
     reason: Option<String>,
 }
 
-async fn home(State(s): State<AppState>, Authed(a): Authed) -> Result<Json<Value>, ApiError> {
+async fn home(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    _: NoBody,
+) -> Result<Json<Value>, ApiError> {
     s.service.home(&a).await?;
     Ok(Json(json!({ "ok": true })))
 }
@@ -335,6 +371,7 @@ async fn bind_cartridge(
     State(s): State<AppState>,
     Authed(a): Authed,
     Param(id): Param<SessionId>,
+    _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.bind_cartridge(&a, id).await?)))
 }
@@ -352,6 +389,7 @@ async fn start(
     State(s): State<AppState>,
     Authed(a): Authed,
     Param(id): Param<SessionId>,
+    _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.start(&a, id).await?)))
 }
@@ -360,6 +398,7 @@ async fn pause(
     State(s): State<AppState>,
     Authed(a): Authed,
     Param(id): Param<SessionId>,
+    _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.pause(&a, id).await?)))
 }
@@ -618,6 +657,22 @@ enum SimAction {
     StorageFail {
         mode: StorageFailMode,
     },
+    /// Make the service's next monitor pass panic (the dead-man must stop the needles).
+    PanicMonitor,
+    /// Make the service's next monitor pass hang for `ms` while the rest of the runtime
+    /// carries on (a deadlock in the monitor alone).
+    StallMonitor {
+        ms: u64,
+    },
+    /// Step the wall clock the service records with by `ms` (an NTP step), at most 30 days
+    /// either way.
+    StepWallClock {
+        ms: i64,
+    },
+    /// Make the service's next `times` disarms fail, as a full command queue would.
+    FailDisarm {
+        times: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -711,6 +766,41 @@ async fn sim_inject(
             for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
                 tokio::spawn(async move { std::thread::sleep(stall) });
             }
+            backend.rig.now()
+        }
+        SimAction::PanicMonitor => {
+            s.service.sim_break_monitor(MonitorFault::Panic)?;
+            backend.rig.now()
+        }
+        SimAction::StallMonitor { ms } => {
+            if *ms > 10_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "ms must be at most 10000",
+                ));
+            }
+            s.service
+                .sim_break_monitor(MonitorFault::Stall(Duration::from_millis(*ms)))?;
+            backend.rig.now()
+        }
+        SimAction::StepWallClock { ms } => {
+            if ms.unsigned_abs() > 30 * 86_400_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "ms must be within 30 days either way",
+                ));
+            }
+            s.service.sim_step_wall_clock(*ms)?;
+            backend.rig.now()
+        }
+        SimAction::FailDisarm { times } => {
+            if *times > 1_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "times must be at most 1000",
+                ));
+            }
+            s.service.sim_fail_disarms(*times)?;
             backend.rig.now()
         }
     };

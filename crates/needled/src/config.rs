@@ -493,8 +493,8 @@ pub struct ControlConfig {
     /// `max_tick_gap_ms`: a longer gap between ticks latches `ControlOverrun`. Default 50.
     pub max_tick_gap_ms: u32,
     /// `service_stall_ms`: the heartbeat thread refreshes the core's dead-man only while the
-    /// async service has shown progress within this time; a hung service stops the needles
-    /// within `service_stall_ms + host_timeout_ms`. Default 1000.
+    /// service's monitor completed a pass within this time; a hung service or monitor stops
+    /// the needles within `service_stall_ms + host_timeout_ms`. Default 1000.
     pub service_stall_ms: u32,
     /// `realtime_priority`: run the control and heartbeat threads with SCHED_FIFO. Default
     /// true.

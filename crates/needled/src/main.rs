@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use needle_core::units::{Micros, MilliHertz};
+use needle_core::units::MilliHertz;
 use needle_core::Controller;
 use needle_sim::SimParams;
 use needled::api::{self, AppState};
@@ -19,7 +18,7 @@ use needled::auth::Tokens;
 use needled::config::{self, Backend, Config, LogFormat};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
-use needled::service::{ChecklistSpec, Policy, Service};
+use needled::service::{ChecklistSpec, MonitorHealth, Policy, Service};
 use needled::store::{CartridgeLimits, Store};
 use needled::tag::DeviceKey;
 
@@ -252,12 +251,15 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     );
 
     let service = Arc::new(
-        Service::new(control, store, key, tags, policy(&config), sim).map_err(|e| e.to_string())?,
+        Service::new(control, store, key, tags, policy(&config), sim)
+            .map_err(|e| e.to_string())?
+            .with_service_stall(Duration::from_millis(u64::from(
+                config.control.service_stall_ms,
+            ))),
     );
     spawn_heartbeat(
         &service,
         Duration::from_micros(core.safety.host_timeout.0 / 5),
-        Duration::from_millis(u64::from(config.control.service_stall_ms)),
         config.control.realtime_priority,
     )?;
     spawn_monitor(&service);
@@ -292,32 +294,18 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
 }
 
 /// The dead-man heartbeat. A dedicated thread (SCHED_FIFO below the control thread when
-/// allowed) sends the core a heartbeat every `every`, but only while the async service shows
-/// progress: a tiny task on the runtime, which touches nothing but the clock, stamps
-/// `progress` every 10 ms. A hung runtime (deadlock, a task that never yields) stops the
-/// heartbeats after `stall`, and the core faults `HostTimeout` within `host_timeout` after
-/// that; a dead process or heartbeat thread stops them at once. A slow fsync on a worker does
-/// not trip the dead-man, which a heartbeat sent from the runtime itself did (hil-tests saw
-/// HostTimeout 9 to 37 s into runs on this machine).
-fn spawn_heartbeat(
-    service: &Arc<Service>,
-    every: Duration,
-    stall: Duration,
-    realtime: bool,
-) -> Result<(), String> {
-    let progress = Arc::new(AtomicU64::new(control::monotonic_now().0));
-    {
-        let progress = Arc::clone(&progress);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            loop {
-                tick.tick().await;
-                progress.store(control::monotonic_now().0, Ordering::Release);
-            }
-        });
-    }
+/// allowed) sends the core a heartbeat every `every`, but only while the service's monitor
+/// completes its passes ([`Service::monitor_health`]): the monitor is what enforces the time
+/// limit, the budgets and the ledger's view of the controller, so progress means a finished
+/// monitor pass, not merely a runtime that still runs timers. A monitor that hangs (a
+/// deadlock, a task that never yields, a hung runtime) stops the heartbeats after
+/// `control.service_stall_ms`, and the core faults `HostTimeout` within `host_timeout` after
+/// that; a monitor that died stops them for good; a dead process or heartbeat thread stops
+/// them at once. A slow fsync on a worker shorter than the stall limit does not trip the
+/// dead-man, which a heartbeat sent from the runtime itself did (hil-tests saw HostTimeout 9
+/// to 37 s into runs on this machine).
+fn spawn_heartbeat(service: &Arc<Service>, every: Duration, realtime: bool) -> Result<(), String> {
     let service = Arc::clone(service);
-    let stall = Micros(u64::try_from(stall.as_micros()).unwrap_or(u64::MAX));
     std::thread::Builder::new()
         .name("needle-heartbeat".into())
         .spawn(move || {
@@ -331,12 +319,13 @@ fn spawn_heartbeat(
                 if service.sim().is_some_and(|s| s.rig.host_silent()) {
                     continue;
                 }
-                let age = control::monotonic_now().since(Micros(progress.load(Ordering::Acquire)));
-                if age > stall {
+                let health = service.monitor_health();
+                if health != MonitorHealth::Ok {
                     if !stalled {
                         tracing::error!(
-                            age_ms = age.as_millis(),
-                            "the service is not making progress: dead-man no longer refreshed"
+                            monitor = health.code(),
+                            ?health,
+                            "the service's monitor is not completing its passes: dead-man no longer refreshed"
                         );
                     }
                     stalled = true;
@@ -354,19 +343,40 @@ fn spawn_heartbeat(
         .map_err(|e| format!("heartbeat thread: {e}"))
 }
 
+/// Runs the monitor every 10 ms and supervises it: if the monitor task ends (a panic), that
+/// is logged loudly, the heartbeat stops for good and the controller is disarmed.
 fn spawn_monitor(service: &Arc<Service>) {
+    let task = {
+        let service = Arc::clone(service);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                service.monitor().await;
+            }
+        })
+    };
     let service = Arc::clone(service);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(10));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            service.monitor().await;
-        }
+        let why = match task.await {
+            Err(e) if e.is_panic() => {
+                let panic = e.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| (*m).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                format!("the monitor task panicked: {message}")
+            }
+            Err(e) => format!("the monitor task was cancelled: {e}"),
+            Ok(()) => "the monitor task returned".to_string(),
+        };
+        service.monitor_died(&why).await;
     });
 }
 
-/// Feeds systemd's watchdog only while the control thread is alive.
+/// Feeds systemd's watchdog only while the control thread is alive and the monitor healthy.
 fn spawn_watchdog(service: &Arc<Service>) {
     let mut usec = 0u64;
     if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
@@ -377,10 +387,16 @@ fn spawn_watchdog(service: &Arc<Service>) {
         let mut tick = tokio::time::interval(Duration::from_micros(usec / 3));
         loop {
             tick.tick().await;
-            if service.control().is_alive(Duration::from_millis(200)) {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            } else {
+            let monitor = service.monitor_health();
+            if !service.control().is_alive(Duration::from_millis(200)) {
                 tracing::error!("control thread stalled: not feeding the watchdog");
+            } else if monitor != MonitorHealth::Ok {
+                tracing::error!(
+                    monitor = monitor.code(),
+                    "monitor not healthy: not feeding the watchdog"
+                );
+            } else {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
             }
         }
     });

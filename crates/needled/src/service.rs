@@ -16,15 +16,16 @@
 //! arms again. SQLite and tag reads never run on a tokio worker (see [`crate::ledger`]).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use needle_core::units::{Micrometers, MilliHertz};
+use needle_core::units::{Micrometers, Micros, MilliHertz};
 use needle_core::{Command, Fault, Faults, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::control::{ControlHandle, Snapshot};
+use crate::control::{monotonic_now, ControlError, ControlHandle, Snapshot};
 use crate::error::ApiError;
 use crate::hal::sim::SimBackend;
 use crate::hal::TagReader;
@@ -99,8 +100,11 @@ struct Active {
     unflushed_run_ms: u64,
     unflushed_strokes: u64,
     last_stroke_count: Option<u32>,
-    started_at_ms: Option<i64>,
+    /// The first start, on the monotonic clock: the time limit counts from here.
+    started_at: Option<Micros>,
     warned: bool,
+    /// A stop at a limit failed and is being retried (recorded once).
+    stop_failed: bool,
 }
 
 /// What the monitor remembers between looks at the controller.
@@ -108,7 +112,8 @@ struct Active {
 struct Seen {
     state: Option<State>,
     faults: Faults,
-    last_ms: Option<i64>,
+    /// The last look, on the monotonic clock: run time is counted from these gaps.
+    last_at: Option<Micros>,
 }
 
 /// A record of something that already happened, kept until the ledger takes it.
@@ -156,11 +161,23 @@ fn ledger_error(e: LedgerError) -> ApiError {
     }
 }
 
-/// Current wall-clock time, unix ms.
+/// What the sim has stepped the wall clock by, ms (only the sim backend sets it).
+static SIM_WALL_STEP_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Current wall-clock time, unix ms: for records only. Durations (session time, the time
+/// limit, cartridge run time) are measured on the monotonic clock, which an NTP step on a Pi
+/// without an RTC does not move.
 pub fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .saturating_add(SIM_WALL_STEP_MS.load(Ordering::Relaxed))
+        .max(0)
+}
+
+/// Milliseconds on the monotonic clock from `since` to `now`.
+fn ms_between(since: Micros, now: Micros) -> u64 {
+    now.since(since).0 / 1_000
 }
 
 fn now() -> Result<Now, ApiError> {
@@ -196,6 +213,43 @@ pub struct Setpoints {
     pub rate_mhz: Option<u32>,
 }
 
+/// How the monitor task is doing, as the dead-man heartbeat and `/v1/health` judge it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorHealth {
+    /// A monitor pass completed within the service stall limit.
+    Ok,
+    /// No monitor pass completed for this long (more than the stall limit): the monitor is
+    /// stuck, or the runtime that runs it is.
+    Stalled(Duration),
+    /// The monitor task ended (it panicked); the service must be restarted.
+    Failed,
+}
+
+impl MonitorHealth {
+    /// Stable code: `ok`, `stalled` or `failed`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MonitorHealth::Ok => "ok",
+            MonitorHealth::Stalled(_) => "stalled",
+            MonitorHealth::Failed => "failed",
+        }
+    }
+}
+
+/// A failure of the monitor task the sim can inject, to prove the dead-man follows the
+/// monitor and not merely the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitorFault {
+    /// The next monitor pass panics.
+    Panic,
+    /// The next monitor pass hangs this long, holding the operations lock, while the rest of
+    /// the runtime carries on.
+    Stall(Duration),
+}
+
+/// Default `control.service_stall_ms`.
+const DEFAULT_SERVICE_STALL: Duration = Duration::from_secs(1);
+
 /// The service.
 pub struct Service {
     control: ControlHandle,
@@ -212,6 +266,16 @@ pub struct Service {
     /// each monitor pass: the monitor never sees the controller changed but the ledger not yet
     /// (it would take a freshly armed session for a disarmed one).
     ops: tokio::sync::Mutex<()>,
+    /// Monotonic time (µs) at which the last monitor pass completed.
+    monitor_pass: AtomicU64,
+    /// Set when the monitor task has ended: the needles stay stopped until a restart.
+    monitor_failed: AtomicBool,
+    /// Longest gap between completed monitor passes before the service counts as hung.
+    service_stall: Duration,
+    /// A monitor failure injected by the sim, taken by the next pass.
+    sim_monitor_fault: Mutex<Option<MonitorFault>>,
+    /// How many of the next disarms the sim makes fail (as a full command queue would).
+    sim_failing_disarms: AtomicU32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -255,7 +319,144 @@ impl Service {
             seen: Mutex::new(Seen::default()),
             storage: Mutex::new(Storage::default()),
             ops: tokio::sync::Mutex::new(()),
+            monitor_pass: AtomicU64::new(monotonic_now().0),
+            monitor_failed: AtomicBool::new(false),
+            service_stall: DEFAULT_SERVICE_STALL,
+            sim_monitor_fault: Mutex::new(None),
+            sim_failing_disarms: AtomicU32::new(0),
         })
+    }
+
+    /// This service with `stall` as the longest gap between completed monitor passes
+    /// (`control.service_stall_ms`) before it counts as hung; 1 s unless set.
+    pub fn with_service_stall(mut self, stall: Duration) -> Self {
+        self.service_stall = stall;
+        self
+    }
+
+    /// Whether the monitor completes its passes. The dead-man heartbeat refreshes the core
+    /// only while this is [`MonitorHealth::Ok`], so a hung or dead monitor (time limit,
+    /// budgets, cartridge removal, the ledger's view of the controller) stops the needles.
+    pub fn monitor_health(&self) -> MonitorHealth {
+        if self.monitor_failed.load(Ordering::Acquire) {
+            return MonitorHealth::Failed;
+        }
+        let last = Micros(self.monitor_pass.load(Ordering::Acquire));
+        let age = Duration::from_micros(monotonic_now().since(last).0);
+        if age > self.service_stall {
+            MonitorHealth::Stalled(age)
+        } else {
+            MonitorHealth::Ok
+        }
+    }
+
+    /// The monitor task has ended (`why`: it panicked): logged loudly, the heartbeat stops for
+    /// good, and the controller is told to disarm at once rather than waiting for the
+    /// dead-man. Only a restart brings the service back (the systemd watchdog is no longer
+    /// fed), and a restart aborts the open session.
+    pub async fn monitor_died(&self, why: &str) {
+        self.monitor_failed.store(true, Ordering::Release);
+        tracing::error!(
+            why,
+            "the monitor task has died: the needles are stopped and the service must be restarted"
+        );
+        if let Err(e) = self.disarm().await {
+            tracing::error!(
+                error = %e,
+                "could not disarm after the monitor died: the dead-man stops the needles"
+            );
+        }
+        self.record(
+            None,
+            Event::new(unix_ms(), crate::store::SYSTEM_ACTOR, "monitor_failed")
+                .detail(json!({ "why": why })),
+        )
+        .await;
+    }
+
+    /// Refuses with 503 `monitor_unavailable` unless the monitor is healthy: nothing may be
+    /// armed or started that the monitor would not watch.
+    fn require_monitor(&self) -> Result<(), ApiError> {
+        match self.monitor_health() {
+            MonitorHealth::Ok => Ok(()),
+            h => Err(ApiError::new(
+                503,
+                "monitor_unavailable",
+                format!(
+                    "the service's monitor is {}: the needles stay stopped",
+                    h.code()
+                ),
+            )),
+        }
+    }
+
+    /// Whether the controller is in a state with the needles armed.
+    fn core_armed(&self) -> bool {
+        matches!(
+            self.control.snapshot().telemetry.state,
+            State::Armed | State::Running | State::Paused
+        )
+    }
+
+    /// Steps the wall clock the service records with by `ms` (as an NTP step would; sim
+    /// only). Durations are on the monotonic clock and do not move.
+    pub fn sim_step_wall_clock(&self, ms: i64) -> Result<(), ApiError> {
+        if self.sim.is_none() {
+            return Err(ApiError::not_found(
+                "wall-clock steps exist only on the sim backend",
+            ));
+        }
+        SIM_WALL_STEP_MS.fetch_add(ms, Ordering::Relaxed);
+        tracing::warn!(step_ms = ms, "sim: wall clock stepped");
+        Ok(())
+    }
+
+    /// Disarms the controller and checks that it took: `Ok` once the core is out of the armed
+    /// states (also when it already was); otherwise the error (a full command queue, a stopped
+    /// control thread, a refusal), and the caller must not act as if the needles stopped.
+    async fn disarm(&self) -> Result<(), ApiError> {
+        let failing = self
+            .sim_failing_disarms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        let result = if failing {
+            Err(ControlError::Busy)
+        } else {
+            self.control.command(Command::Disarm).await
+        };
+        match result {
+            Ok(_) if !self.core_armed() => Ok(()),
+            Ok(Ok(())) => Err(ApiError::new(
+                503,
+                "disarm_failed",
+                "the controller accepted Disarm but is still armed",
+            )),
+            Ok(Err(r)) => Err(r.into()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes the next `times` disarms fail as a full command queue would (sim only).
+    pub fn sim_fail_disarms(&self, times: u32) -> Result<(), ApiError> {
+        if self.sim.is_none() {
+            return Err(ApiError::not_found(
+                "control failures exist only on the sim backend",
+            ));
+        }
+        self.sim_failing_disarms.store(times, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes the next monitor pass fail as `fault` (sim only; the sim endpoints need a
+    /// technician).
+    pub fn sim_break_monitor(&self, fault: MonitorFault) -> Result<(), ApiError> {
+        if self.sim.is_none() {
+            return Err(ApiError::not_found(
+                "monitor faults exist only on the sim backend",
+            ));
+        }
+        *lock(&self.sim_monitor_fault) = Some(fault);
+        Ok(())
     }
 
     /// The control thread.
@@ -540,7 +741,9 @@ impl Service {
         self.command(actor, Command::Home, None).await
     }
 
-    /// Clears latched faults, with a reason.
+    /// Clears latched faults, with a reason. The reason is checked as the ledger will check
+    /// the override event before anything is cleared: a reason the ledger would refuse clears
+    /// nothing.
     pub async fn clear_faults(&self, actor: &Actor, reason: &str) -> Result<(), ApiError> {
         if reason.trim().is_empty() {
             return Err(ApiError::bad_request(
@@ -548,6 +751,7 @@ impl Service {
                 "clearing faults needs a reason",
             ));
         }
+        crate::store::check_reason(reason)?;
         let faults: Vec<&str> = self
             .control
             .snapshot()
@@ -727,8 +931,9 @@ impl Service {
             unflushed_run_ms: 0,
             unflushed_strokes: 0,
             last_stroke_count: None,
-            started_at_ms: None,
+            started_at: None,
             warned: false,
+            stop_failed: false,
         });
         Ok(record)
     }
@@ -787,6 +992,7 @@ impl Service {
         let _ops = self.ops.lock().await;
         let session = self.session(id).await?;
         self.require_active(id)?;
+        self.require_monitor()?;
         if session.state != SessionState::Bound {
             return Err(ApiError::conflict(
                 "session_wrong_state",
@@ -857,6 +1063,7 @@ impl Service {
         self.check_writable()?;
         let session = self.session(id).await?;
         self.require_active(id)?;
+        self.require_monitor()?;
         if !matches!(session.state, SessionState::Armed | SessionState::Paused) {
             return Err(ApiError::conflict(
                 "session_wrong_state",
@@ -955,14 +1162,19 @@ impl Service {
                 format!("session is {}", session.state.as_str()),
             ));
         }
+        // Checked before the disarm: a reason the ledger refuses must leave the needles armed
+        // and the session as it was.
+        crate::store::check_reason(reason)?;
+        let holds_pen = self.active_session() == Some(id);
         if matches!(
             session.state,
             SessionState::Armed | SessionState::Running | SessionState::Paused
-        ) {
+        ) || (holds_pen && self.core_armed())
+        {
             // Disarm first, whatever the ledger's health: stopping is always allowed, and is
-            // recorded (as the controller leaving the armed states) even while degraded.
-            // Refused only when the controller is already out of the armed states.
-            let _ = self.control.command(Command::Disarm).await?;
+            // recorded (as the controller leaving the armed states) even while degraded. A
+            // failed disarm keeps the session: the needles may still be armed.
+            self.disarm().await?;
         }
         // An end is acknowledged only once it is written; while the ledger cannot write,
         // the session stays open on disk, the needles stay stopped, and the operator ends it
@@ -1047,7 +1259,7 @@ impl Service {
             .await?;
         if to == SessionState::Running {
             if let Some(a) = lock(&self.active).as_mut() {
-                a.started_at_ms.get_or_insert(unix_ms());
+                a.started_at.get_or_insert(monotonic_now());
             }
         }
         Ok(written)
@@ -1070,22 +1282,36 @@ impl Service {
     }
 
     /// One look at the controller: record faults and state changes, follow the pedal, count
-    /// usage, enforce budgets and the time limit. Called every few milliseconds.
+    /// usage, enforce budgets and the time limit. Called every few milliseconds; a completed
+    /// pass is what the dead-man heartbeat counts as the service's progress.
     pub async fn monitor(&self) {
-        let _ops = self.ops.lock().await;
+        {
+            let _ops = self.ops.lock().await;
+            let fault = lock(&self.sim_monitor_fault).take();
+            match fault {
+                Some(MonitorFault::Panic) => panic!("sim injection: the monitor pass panics"),
+                Some(MonitorFault::Stall(d)) => tokio::time::sleep(d).await,
+                None => {}
+            }
+            self.monitor_pass_locked().await;
+        }
+        self.monitor_pass
+            .store(monotonic_now().0, Ordering::Release);
+    }
+
+    async fn monitor_pass_locked(&self) {
         let snap: Snapshot = self.control.snapshot();
         let t = snap.telemetry;
         let now_ms = unix_ms();
+        let now = monotonic_now();
         let (new_faults, state_changed, elapsed_ms) = {
             let mut seen = lock(&self.seen);
             let new = t.faults.without(seen.faults);
             let changed = seen.state != Some(t.state);
-            let elapsed = seen
-                .last_ms
-                .map_or(0, |l| u64::try_from(now_ms - l).unwrap_or(0));
+            let elapsed = seen.last_at.map_or(0, |l| ms_between(l, now));
             seen.faults = t.faults;
             seen.state = Some(t.state);
-            seen.last_ms = Some(now_ms);
+            seen.last_at = Some(now);
             (new, changed, elapsed)
         };
         self.retry_storage(&t).await;
@@ -1113,6 +1339,7 @@ impl Service {
             )
             .await;
         }
+        self.reconcile(&t, active.as_ref(), now_ms).await;
         let Some(a) = active else { return };
         let Ok(session) = self.session(a.session).await else {
             return;
@@ -1172,7 +1399,49 @@ impl Service {
         if let Err(e) = result {
             tracing::error!(error = %e, "could not follow the controller's state");
         }
-        self.enforce_limits(now_ms).await;
+        self.enforce_limits(now_ms, now).await;
+    }
+
+    /// The core armed, running or paused with no session that the ledger shows armed: nothing
+    /// would watch it (time limit, budgets) while the pedal could start it. Disarm, and record
+    /// it; a failed disarm is retried on the next pass.
+    async fn reconcile(&self, t: &needle_core::Telemetry, active: Option<&Active>, now_ms: i64) {
+        if !matches!(t.state, State::Armed | State::Running | State::Paused) {
+            return;
+        }
+        let session = match active {
+            None => None,
+            Some(a) => match self.session(a.session).await {
+                Ok(s) => Some(s),
+                // The ledger cannot say; that is the storage path's to handle.
+                Err(_) => return,
+            },
+        };
+        if session.as_ref().is_some_and(|s| {
+            matches!(
+                s.state,
+                SessionState::Armed | SessionState::Running | SessionState::Paused
+            )
+        }) {
+            return;
+        }
+        tracing::error!(
+            state = ?t.state,
+            session = ?session.as_ref().map(|s| (s.id, s.state.as_str())),
+            "the controller is armed without an armed session: disarming"
+        );
+        let result = self.disarm().await;
+        let mut event =
+            Event::new(now_ms, crate::store::SYSTEM_ACTOR, "reconcile_disarm").detail(json!({
+                "state": format!("{:?}", t.state),
+                "session_state": session.as_ref().map(|s| s.state.as_str()),
+                "disarmed": result.is_ok(),
+                "error": result.as_ref().err().map(|e| e.code.clone()),
+            }));
+        if let Some(s) = &session {
+            event = event.session(s.id);
+        }
+        self.record(None, event).await;
     }
 
     async fn account(&self, t: &needle_core::Telemetry, elapsed_ms: u64) {
@@ -1212,7 +1481,8 @@ impl Service {
         }
     }
 
-    async fn enforce_limits(&self, now_ms: i64) {
+    /// `now_ms` (wall clock) is for the records only; `now` (monotonic) measures the time.
+    async fn enforce_limits(&self, now_ms: i64, now: Micros) {
         let Some(a) = lock(&self.active).clone() else {
             return;
         };
@@ -1225,8 +1495,10 @@ impl Service {
             .is_some_and(|c| c.budget_exhausted() || c.remaining_run_ms <= a.unflushed_run_ms);
         let limit_ms = i64::try_from(a.time_limit.as_millis()).unwrap_or(i64::MAX);
         let warn_ms = limit_ms - i64::try_from(self.policy.warning_before.as_millis()).unwrap_or(0);
-        let used = a.started_at_ms.map_or(0, |s| now_ms - s);
-        if a.started_at_ms.is_some() && used >= warn_ms && !a.warned {
+        let used = a
+            .started_at
+            .map_or(0, |s| i64::try_from(ms_between(s, now)).unwrap_or(i64::MAX));
+        if a.started_at.is_some() && used >= warn_ms && !a.warned {
             if let Some(x) = lock(&self.active).as_mut() {
                 x.warned = true;
             }
@@ -1239,7 +1511,7 @@ impl Service {
             )
             .await;
         }
-        let reason = if a.started_at_ms.is_some() && used >= limit_ms {
+        let reason = if a.started_at.is_some() && used >= limit_ms {
             Some("session time limit reached")
         } else if budget_gone {
             Some("cartridge run-time or stroke budget exhausted")
@@ -1247,7 +1519,25 @@ impl Service {
             None
         };
         if let Some(reason) = reason {
-            let _ = self.control.command(Command::Disarm).await;
+            // The session ends only once the needles are known to be disarmed; until then
+            // every pass tries again.
+            if let Err(e) = self.disarm().await {
+                if !a.stop_failed {
+                    if let Some(x) = lock(&self.active).as_mut() {
+                        x.stop_failed = true;
+                    }
+                    tracing::error!(session = a.session, error = %e, reason, "could not disarm at a limit: retrying");
+                    self.record(
+                        None,
+                        Event::new(now_ms, crate::store::SYSTEM_ACTOR, "disarm_failed")
+                            .session(a.session)
+                            .reason(reason)
+                            .detail(json!({ "error": e.code })),
+                    )
+                    .await;
+                }
+                return;
+            }
             if let Err(e) = self
                 .finish_now(a.session, crate::store::SYSTEM_ACTOR, reason)
                 .await
@@ -1273,15 +1563,28 @@ impl Service {
                 "a recall needs a reason",
             ));
         }
+        crate::store::check_reason(reason)?;
+        // Stop the pen first if it runs on the recalled lot: a recall that cannot stop the
+        // needles is refused and records nothing, and the technician tries again.
+        let active = lock(&self.active).clone();
+        let on_lot = match &active {
+            Some(a) => {
+                let (id, limits) = (a.cartridge.clone(), self.policy.limits);
+                self.read(move |s| s.cartridge(&id, &limits))
+                    .await?
+                    .is_some_and(|c| c.lot == lot)
+            }
+            None => false,
+        };
+        if on_lot {
+            self.disarm().await?;
+        }
         let (lot_, reason_, name) = (lot.to_string(), reason.to_string(), actor.name.clone());
-        // Recorded first; the stop follows.
         let in_use = self
             .write(move |s| s.recall_lot(&lot_, &reason_, &name, unix_ms()))
             .await?;
-        let active = lock(&self.active).clone();
         if let Some(a) = active {
             if in_use.iter().any(|c| c.cartridge_id == a.cartridge) {
-                let _ = self.control.command(Command::Disarm).await;
                 // The recall is written; the end of the session is kept for later if the
                 // ledger fails now.
                 self.finish_now(a.session, &actor.name, "cartridge lot recalled")

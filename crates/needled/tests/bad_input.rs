@@ -19,17 +19,16 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use needled::store::MAX_REASON_CHARS;
 use needled::tag::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
 use common::Needled;
 
 fn start(data: &Path) -> Needled {
-    common::start(
-        data, // A generous tick gap and dead-man, so a loaded CI machine cannot fault the armed
-        // controller between two cases (that would be a state change this test did not cause).
-        "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 5000\n",
-    )
+    // The product's 100 ms dead-man; a generous tick gap, so a loaded CI machine's late tick
+    // cannot fault the armed controller between two cases.
+    common::start(data, common::CI_CONFIG)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -253,6 +252,9 @@ fn snapshot(n: &Needled, f: &Fixture) -> Value {
         "pen": s["session"]["id"],
         "truth_motor_powered": truth["motor_powered"],
         "truth_cartridge_seated": truth["cartridge_seated"],
+        // Nothing moved: the rig's own depth and stroke count.
+        "truth_depth_um": truth["depth_um"].as_f64().map(f64::round),
+        "truth_strokes": truth["strokes"],
         "sessions": [session(f.ended), session(f.active), session(f.created)],
         "cartridges": [cartridge("C-END"), cartridge("C-ACTIVE")],
     })
@@ -424,6 +426,35 @@ fn body_cases(
         415,
         Code::Json(&["unsupported_media_type"]),
     ));
+}
+
+/// Bodies on the endpoints that take none: refused (`unexpected_body`) before they act, even
+/// a body that would do something elsewhere or a flag the API does not know.
+fn no_body_cases(out: &mut Vec<Case>, f: &Fixture) {
+    let (a, b) = (f.active, f.created);
+    let paths = [
+        "/v1/home".to_string(),
+        format!("/v1/sessions/{a}/start"),
+        format!("/v1/sessions/{a}/pause"),
+        format!("/v1/sessions/{b}/cartridge"),
+    ];
+    for path in &paths {
+        for (what, body) in [
+            ("a dry-run flag", Body::Json(json!({ "dry_run": true }))),
+            ("an empty object", Body::Json(json!({}))),
+            ("not JSON", Body::Typed("text/plain", b"go".to_vec())),
+        ] {
+            out.push(case(
+                &format!("POST {path} with {what}"),
+                "POST",
+                path,
+                Auth::Operator,
+                body,
+                400,
+                Code::Json(&["unexpected_body"]),
+            ));
+        }
+    }
 }
 
 /// Missing, wrong and malformed tokens on a protected endpoint with an otherwise valid call.
@@ -843,6 +874,24 @@ fn phase1_cases(f: &Fixture) -> Vec<Case> {
         400,
         Code::Json(&["reason_required"]),
     ));
+    // Reasons the ledger refuses for the override event: nothing may be cleared either.
+    for (what, reason) in [
+        ("over-long reason", "r".repeat(MAX_REASON_CHARS + 1)),
+        (
+            "reason with a control character",
+            "cleared\u{7}".to_string(),
+        ),
+    ] {
+        c.push(case(
+            &format!("clear faults: {what}"),
+            "POST",
+            "/v1/faults/clear",
+            op,
+            j(json!({ "reason": reason })),
+            400,
+            Code::Json(&["invalid_input"]),
+        ));
+    }
 
     c.push(case(
         "recall: empty reason",
@@ -1013,6 +1062,16 @@ fn phase1_cases(f: &Fixture) -> Vec<Case> {
         413,
         Code::Json(&["body_too_large"]),
     ));
+    c.push(case(
+        "end: over-long reason",
+        "POST",
+        &end,
+        op,
+        j(json!({ "reason": "r".repeat(MAX_REASON_CHARS + 1) })),
+        400,
+        Code::Json(&["invalid_input"]),
+    ));
+    no_body_cases(&mut c, f);
 
     // Wrong states. `a` is bound (not armed), `b` created while `a` holds the pen, `e` ended.
     c.push(case(
@@ -1526,6 +1585,33 @@ fn phase2_cases(f: &Fixture) -> Vec<Case> {
         409,
         NOT_ACTIVE,
     ));
+    // Refusals that must not disarm: a reason the ledger refuses is checked before anything.
+    let end = format!("/v1/sessions/{a}/end");
+    for (what, reason) in [
+        ("empty reason", String::new()),
+        ("blank reason", " \n ".to_string()),
+        ("over-long reason", "r".repeat(MAX_REASON_CHARS + 1)),
+    ] {
+        c.push(case(
+            &format!("end an armed session: {what}"),
+            "POST",
+            &end,
+            op,
+            j(json!({ "reason": reason })),
+            400,
+            Code::Json(&["invalid_input", "reason_required"]),
+        ));
+    }
+    c.push(case(
+        "clear faults while armed: over-long reason",
+        "POST",
+        "/v1/faults/clear",
+        op,
+        j(json!({ "reason": "r".repeat(MAX_REASON_CHARS + 1) })),
+        400,
+        Code::Json(&["invalid_input"]),
+    ));
+    no_body_cases(&mut c, f);
     auth_cases(&mut c, "PUT", &sp, j(json!({ "depth_um": 700 })));
     auth_cases(
         &mut c,
@@ -1627,6 +1713,10 @@ fn campaign() -> (usize, Vec<String>) {
     });
     let two = phase2_cases(&f);
     failures.extend(run(&n, &f, &two));
+    if !failures.is_empty() {
+        // A case changed the fixture: report the cases, not the epilogue's first surprise.
+        return (one.len() + two.len(), failures);
+    }
     // The service is still healthy and the fixture still usable after all of it.
     ok(
         &n,

@@ -68,7 +68,8 @@ fn actor() -> Actor {
     }
 }
 
-/// Drives the service to a running session; keeps the dead-man fed while waiting.
+/// Drives the service to a running session; keeps the dead-man fed and the monitor running
+/// while waiting.
 async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
     let a = actor();
     svc.home(&a).await.unwrap();
@@ -122,6 +123,8 @@ async fn wait(svc: &Service, f: impl Fn(&needled::control::Snapshot) -> bool) {
             svc.control().snapshot().telemetry
         );
         let _ = svc.control().command(Command::Heartbeat).await;
+        // As main's monitor task does: arming and starting need a monitor that runs.
+        svc.monitor().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -195,4 +198,150 @@ async fn cartridge_run_time_budget_ends_the_session() {
         .unwrap()
         .unwrap();
     assert_eq!(cart.state, needled::store::CartridgeState::Spent);
+}
+
+/// Durations are on the monotonic clock: an NTP step of the wall clock by hours mid-session
+/// (a Pi without an RTC) neither ends the session at once nor burns the cartridge's budget,
+/// and a step back does not extend the time limit. Wall time only stamps the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wall_clock_steps_neither_end_nor_extend_a_session_nor_burn_the_budget() {
+    const HOUR_MS: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = CartridgeLimits {
+        max_run_ms: 60_000,
+        max_strokes: 1_000_000,
+    };
+    let (svc, key) = service(dir.path(), Duration::from_secs(2), limits);
+    let id = running_session(&svc, &key).await;
+    monitor_for(&svc, Duration::from_millis(300)).await;
+    svc.sim_step_wall_clock(3 * HOUR_MS).unwrap();
+    monitor_for(&svc, Duration::from_millis(700)).await;
+    let s = svc.session(id).await.unwrap();
+    assert_eq!(
+        (s.state, s.end_reason.as_deref()),
+        (SessionState::Running, None),
+        "a wall-clock step forward ended the session"
+    );
+    let events = svc.read(|s| s.events_after(0, 1000)).await.unwrap();
+    assert!(
+        !events.iter().any(|e| e.event.kind == "time_limit_warning"),
+        "a wall-clock step forward brought the time-limit warning"
+    );
+    let cart = svc
+        .read(move |s| s.cartridge("C-1", &limits))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        cart.run_ms <= 2_000,
+        "a wall-clock step forward burned {} ms of the cartridge's run time",
+        cart.run_ms
+    );
+    svc.sim_step_wall_clock(-6 * HOUR_MS).unwrap();
+    // The limit is 2 s of running from the first start; give it half a second more.
+    monitor_for(&svc, Duration::from_millis(1_500)).await;
+    let s = svc.session(id).await.unwrap();
+    assert_eq!(
+        (s.state, s.end_reason.as_deref()),
+        (SessionState::Ended, Some("session time limit reached")),
+        "a wall-clock step back extended the time limit"
+    );
+    assert!(
+        (1_500..=2_600).contains(&s.run_ms),
+        "run time {} ms for a 2 s limit",
+        s.run_ms
+    );
+    let cart = svc
+        .read(move |s| s.cartridge("C-1", &limits))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        cart.run_ms <= 2_600,
+        "cartridge run time {} ms",
+        cart.run_ms
+    );
+    assert!(!svc.sim().unwrap().rig.truth().motor_powered);
+}
+
+/// A disarm at a limit that fails (a full command queue) is not ignored: the session stays
+/// open and watched, every monitor pass tries again, and the session ends only once the rig's
+/// truth shows the motor stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_disarm_at_a_limit_is_retried_until_the_motor_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, key) = service(
+        dir.path(),
+        Duration::from_secs(1),
+        CartridgeLimits::default(),
+    );
+    let id = running_session(&svc, &key).await;
+    svc.sim_fail_disarms(20).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while svc.session(id).await.unwrap().state != SessionState::Ended {
+        assert!(Instant::now() < deadline, "the session never ended");
+        monitor_for(&svc, Duration::from_millis(10)).await;
+        if svc.sim().unwrap().rig.truth().motor_powered {
+            assert_ne!(
+                svc.session(id).await.unwrap().state,
+                SessionState::Ended,
+                "the session was ended while the needles still ran"
+            );
+        }
+    }
+    let s = svc.session(id).await.unwrap();
+    assert_eq!(s.end_reason.as_deref(), Some("session time limit reached"));
+    assert!(!svc.sim().unwrap().rig.truth().motor_powered);
+    let events = svc.read(|s| s.events_after(0, 1000)).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.event.kind == "disarm_failed")
+            .count(),
+        1,
+        "the failed disarm is recorded once"
+    );
+}
+
+/// The monitor reconciles a controller that is armed or running with no session the ledger
+/// shows armed (here: the session was ended in the ledger behind the service's back): it
+/// disarms, and records that it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_disarms_a_core_running_without_an_armed_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (svc, key) = service(
+        dir.path(),
+        Duration::from_secs(600),
+        CartridgeLimits::default(),
+    );
+    let id = running_session(&svc, &key).await;
+    wait(&svc, |_| svc.sim().unwrap().rig.truth().motor_powered).await;
+    // Another writer on the same ledger file (a second handle), behind the service's back.
+    Store::open(&dir.path().join("ledger.db"))
+        .unwrap()
+        .end_session(
+            id,
+            needled::service::unix_ms(),
+            0,
+            0,
+            "ended by another ledger user",
+            "tester",
+        )
+        .unwrap();
+    monitor_for(&svc, Duration::from_millis(300)).await;
+    assert!(
+        !svc.sim().unwrap().rig.truth().motor_powered,
+        "the needles run with no session watching them"
+    );
+    assert_eq!(
+        svc.control().snapshot().telemetry.state,
+        needle_core::State::Idle
+    );
+    let events = svc.read(|s| s.events_after(0, 1000)).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.event.kind == "reconcile_disarm" && e.event.detail["disarmed"] == true),
+        "no reconcile_disarm event"
+    );
 }

@@ -462,17 +462,30 @@ fn killed_mid_session_restarts_with_session_aborted_and_cartridge_spent() {
     );
 }
 
+/// Cutting the host link stops the needles within the product's 100 ms dead-man (the
+/// service tests run with it), by the rig's truth in sim time.
 #[test]
 fn cut_host_link_faults_host_timeout_and_stops_motor() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
     let _ = running_session(&n, "subject-007", "face", "C-0007", "LOT-F", 600, 120000);
     std::thread::sleep(Duration::from_millis(300));
-    tech(
+    let cut = tech(
         &n,
         "POST",
         "/v1/sim/inject",
         Some(json!({ "action": "host_silence", "on": true })),
+    )["applied_at_us"]
+        .as_u64()
+        .unwrap();
+    // The product's dead-man, in sim time: the last heartbeat came before the cut.
+    let off = motor_off_at_us(&n, "the host link was cut");
+    let bound_us = (HOST_TIMEOUT_MS + STOP_MARGIN_MS) * 1_000;
+    assert!(
+        off.saturating_sub(cut) <= bound_us,
+        "motor off {} ms of sim time after the cut (bound {} ms)",
+        off.saturating_sub(cut) / 1_000,
+        bound_us / 1_000
     );
     let s = wait_for(&n, "host timeout", |s| s["state"] == "Fault");
     assert!(
@@ -657,7 +670,7 @@ fn hung_service_stops_needles_but_a_short_stall_does_not() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("test.toml"),
-        "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 200\nservice_stall_ms = 1000\n",
+        "[control]\nmax_tick_gap_ms = 500\nservice_stall_ms = 1000\n",
     )
     .unwrap();
     let n = start(dir.path());
@@ -733,4 +746,282 @@ fn sim_seats_a_new_cartridge_signed_by_the_service_for_technicians_only() {
         call(&n, "POST", "/v1/sim/inject", Some(&n.technician), Some(bad)).0,
         400
     );
+}
+
+/// The service's stall limit in the monitor tests, ms.
+const MONITOR_STALL_MS: u64 = 300;
+/// The product's dead-man, ms (the default `control.host_timeout_ms`).
+const HOST_TIMEOUT_MS: u64 = 100;
+/// Slack for the control thread's late ticks on a loaded machine, ms of sim time.
+const STOP_MARGIN_MS: u64 = 250;
+
+fn start_with_monitor_stall(data: &Path) -> Needled {
+    common::start(
+        data,
+        &format!("[control]\nmax_tick_gap_ms = 500\nservice_stall_ms = {MONITOR_STALL_MS}\n"),
+    )
+}
+
+/// Waits for the rig's truth to show the motor unpowered; returns the sim time it went off.
+fn motor_off_at_us(n: &Needled, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let truth = tech(n, "GET", "/v1/sim/truth", None);
+        if truth["motor_powered"] == false {
+            return truth["motor_off_at_us"]
+                .as_u64()
+                .expect("the motor went off");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "motor still powered after {what}: {truth}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The dead-man follows the monitor, not merely the runtime: a monitor pass that hangs while
+/// the rest of the runtime answers stops the needles within `service_stall_ms + host_timeout`
+/// of sim time (plus a margin for late ticks), by the rig's truth; `/v1/health` says the
+/// monitor is stalled meanwhile, and ok again once it resumes.
+#[test]
+fn stuck_monitor_stops_the_needles_within_the_stall_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start_with_monitor_stall(dir.path());
+    let _ = running_session(&n, "subject-015", "face", "C-0015", "LOT-M", 600, 120000);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    let applied = tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "stall_monitor", "ms": 4000 })),
+    )["applied_at_us"]
+        .as_u64()
+        .unwrap();
+    let off = motor_off_at_us(&n, "the monitor hung");
+    let bound_us = (MONITOR_STALL_MS + HOST_TIMEOUT_MS + STOP_MARGIN_MS) * 1_000;
+    assert!(
+        off.saturating_sub(applied) <= bound_us,
+        "motor off {} ms of sim time after the monitor hung (bound {} ms)",
+        off.saturating_sub(applied) / 1_000,
+        bound_us / 1_000
+    );
+    // The runtime still answers: it is the monitor alone that hangs.
+    let (status, health) = call(&n, "GET", "/v1/health", None, None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        (health["status"].as_str(), health["monitor"].as_str()),
+        (Some("monitor_stalled"), Some("stalled")),
+        "{health}"
+    );
+    let s = op(&n, "GET", "/v1/status", None);
+    assert!(
+        s["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "host_timeout"),
+        "{s}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while call(&n, "GET", "/v1/health", None, None).1["status"] != "ok" {
+        assert!(Instant::now() < deadline, "the monitor did not resume");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A monitor that panics is not silent: the needles stop at once (within the stall limit and
+/// the dead-man at worst, by the rig's truth), `/v1/health` reports `monitor_failed`, and
+/// nothing can be started until the service is restarted.
+#[test]
+fn panicked_monitor_stops_the_needles_and_health_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start_with_monitor_stall(dir.path());
+    let (id, _) = running_session(&n, "subject-016", "face", "C-0016", "LOT-P", 600, 120000);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    let applied = tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "panic_monitor" })),
+    )["applied_at_us"]
+        .as_u64()
+        .unwrap();
+    let off = motor_off_at_us(&n, "the monitor panicked");
+    let bound_us = (MONITOR_STALL_MS + HOST_TIMEOUT_MS + STOP_MARGIN_MS) * 1_000;
+    assert!(
+        off.saturating_sub(applied) <= bound_us,
+        "motor off {} ms of sim time after the monitor panicked (bound {} ms)",
+        off.saturating_sub(applied) / 1_000,
+        bound_us / 1_000
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let health = call(&n, "GET", "/v1/health", None, None).1;
+        if health["status"] == "monitor_failed" {
+            assert_eq!(health["monitor"], "failed", "{health}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "health does not report it: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        refusal(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/start"),
+            Some(&n.operator),
+            None
+        )),
+        (503, "monitor_unavailable".into())
+    );
+    tech(
+        &n,
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "pedal", "pressed": true })),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false,
+        "the needles ran again without a monitor"
+    );
+}
+
+/// A disarm that fails (a full command queue) is never ignored: a recall or an end that
+/// cannot stop the needles is refused and changes nothing (the session stays open and
+/// watched, the lot is not recalled, the rig's truth shows the motor still powered), and
+/// succeeds when tried again.
+#[test]
+fn failed_disarm_refuses_recall_and_end_and_forgets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    let (id, _) = running_session(&n, "subject-017", "face", "C-0017", "LOT-Q", 600, 120000);
+    std::thread::sleep(Duration::from_millis(200));
+    let fail_once = json!({ "action": "fail_disarm", "times": 1 });
+    tech(&n, "POST", "/v1/sim/inject", Some(fail_once.clone()));
+    assert_eq!(
+        refusal(call(
+            &n,
+            "POST",
+            "/v1/lots/LOT-Q/recall",
+            Some(&n.technician),
+            Some(json!({ "reason": "supplier notice 43" })),
+        )),
+        (503, "control_busy".into())
+    );
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "running"
+    );
+    assert_eq!(op(&n, "GET", "/v1/status", None)["session"]["id"], id);
+    assert_eq!(
+        op(&n, "GET", "/v1/cartridges/C-0017", None)["lot_recalled"],
+        false
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    tech(&n, "POST", "/v1/sim/inject", Some(fail_once));
+    assert_eq!(
+        refusal(call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/end"),
+            Some(&n.operator),
+            Some(json!({ "reason": "treatment complete" })),
+        )),
+        (503, "control_busy".into())
+    );
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "running"
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        true
+    );
+    let r = tech(
+        &n,
+        "POST",
+        "/v1/lots/LOT-Q/recall",
+        Some(json!({ "reason": "supplier notice 43" })),
+    );
+    assert_eq!(r["in_use"], json!(["C-0017"]));
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{id}"), None)["state"],
+        "ended"
+    );
+    assert_eq!(
+        tech(&n, "GET", "/v1/sim/truth", None)["motor_powered"],
+        false
+    );
+}
+
+/// Clearing faults with a reason the ledger refuses for the override event clears nothing:
+/// the fault stays latched and no event claims an override; a good reason then clears it and
+/// the override is on record.
+#[test]
+fn clear_faults_with_a_reason_the_ledger_refuses_clears_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    for pressed in [true, false] {
+        tech(
+            &n,
+            "POST",
+            "/v1/sim/inject",
+            Some(json!({ "action": "estop", "pressed": pressed })),
+        );
+    }
+    wait_for(&n, "the latched E-stop fault", |s| s["state"] == "Fault");
+    let overrides = |n: &Needled| {
+        op(n, "GET", "/v1/events?after=0&limit=1000", None)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "override")
+            .count()
+    };
+    let long = "r".repeat(needled::store::MAX_REASON_CHARS + 1);
+    for reason in [long.as_str(), "bell\u{7}"] {
+        assert_eq!(
+            refusal(call(
+                &n,
+                "POST",
+                "/v1/faults/clear",
+                Some(&n.operator),
+                Some(json!({ "reason": reason })),
+            )),
+            (400, "invalid_input".into())
+        );
+        let s = op(&n, "GET", "/v1/status", None);
+        assert_eq!(s["state"], "Fault", "cleared by a refused request: {s}");
+        assert!(
+            s["faults"].as_array().unwrap().iter().any(|f| f == "estop"),
+            "{s}"
+        );
+        assert_eq!(overrides(&n), 0);
+    }
+    op(
+        &n,
+        "POST",
+        "/v1/faults/clear",
+        Some(json!({ "reason": "E-stop test finished" })),
+    );
+    assert_ne!(op(&n, "GET", "/v1/status", None)["state"], "Fault");
+    assert_eq!(overrides(&n), 1);
 }

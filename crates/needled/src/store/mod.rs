@@ -46,6 +46,12 @@ pub use schema::SCHEMA_VERSION;
 pub use sessions::{ChecklistItem, NewSession, Override, SessionId, SessionRecord, SessionState};
 pub use validate::{MAX_CHECKLIST_ITEMS, MAX_DETAIL_BYTES, MAX_REASON_CHARS, MAX_TEXT_CHARS};
 
+/// Checks `reason` as the ledger checks a reason (not blank, at most [`MAX_REASON_CHARS`], no
+/// control characters but newline and tab), so the service can refuse before it acts.
+pub fn check_reason(reason: &str) -> Result<(), LedgerError> {
+    validate::reason("reason", reason)
+}
+
 /// The actor recorded for changes the store or the service makes on its own (registration
 /// of a cartridge on first sight, crash recovery).
 pub const SYSTEM_ACTOR: &str = "system";

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Margins for a loaded CI machine (a late tick, a starved runtime), defaults for the rest.
+/// A margin for a loaded CI machine's late ticks; the product's defaults for the rest,
+/// including its 100 ms dead-man (`host_timeout_ms`), which the tests must live with.
 pub const CI_CONFIG: &str =
-    "# test configuration: margins for a loaded CI machine, defaults for the rest\n\
-                             [control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 500\n";
+    "# test configuration: a tick-gap margin for a loaded CI machine, defaults for the rest\n\
+                             [control]\nmax_tick_gap_ms = 500\n";
 
 /// A running needled; killed when dropped.
 pub struct Needled {

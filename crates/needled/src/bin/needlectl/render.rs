@@ -189,9 +189,10 @@ fn list(v: &Value) -> String {
 pub fn health(base: &str, v: &Value) -> String {
     let alive = v["control_alive"].as_bool() == Some(true);
     format!(
-        "needled at {base}: {} (control loop {})",
+        "needled at {base}: {} (control loop {}, monitor {})",
         text(&v["status"]),
-        if alive { "alive" } else { "NOT ticking" }
+        if alive { "alive" } else { "NOT ticking" },
+        text(&v["monitor"])
     )
 }
 
