@@ -230,11 +230,17 @@ fn slow_tag_read_leaves_status_and_the_dead_man_answering() {
 
 /// Item 10: SQLite writes (each waiting for its fsync) run on the ledger's own thread: status
 /// keeps answering from the read connection while a setpoint change waits for slow writes, the
-/// dead-man is kept fed, and the change takes effect on the rig.
+/// dead-man is kept fed, and the change takes effect on the rig. The setpoint change holds the
+/// session operations for its three writes (4.5 s here), and the monitor waits for them: so
+/// this rig's `service_stall_ms` is set above that; with the product's 1 s, such a stall stops
+/// the needles instead (`ledger_stalled_past_the_stall_limit_stops_the_needles`).
 #[test]
 fn slow_ledger_writes_leave_status_and_the_dead_man_answering() {
     let dir = tempfile::tempdir().unwrap();
-    let n = common::start(dir.path(), common::CI_CONFIG);
+    let n = common::start(
+        dir.path(),
+        "[control]\nmax_tick_gap_ms = 500\nservice_stall_ms = 10000\n",
+    );
     let id = running_session(&n, "subject-io-2", "C-IO-02", 500);
     inject(&n, json!({ "action": "slow_ledger", "ms": 1500 }));
     let (base, token) = (n.base.clone(), n.operator.clone());
@@ -266,6 +272,35 @@ fn slow_ledger_writes_leave_status_and_the_dead_man_answering() {
         |t| (t["depth_um"].as_f64().unwrap() - 700.0).abs() <= 2.5,
     );
     assert_eq!(health(&n)["status"], "ok");
+}
+
+/// A ledger whose writes stall longer than `control.service_stall_ms` (1 s) holds up the
+/// monitor (it waits for the session operation that waits for the ledger): nothing watches the
+/// time limit or the budgets, so the dead-man stops the needles, by the rig's truth. Safe side
+/// of H19: a stuck disk is a hung service.
+#[test]
+fn ledger_stalled_past_the_stall_limit_stops_the_needles() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = common::start(dir.path(), common::CI_CONFIG);
+    let id = running_session(&n, "subject-io-6", "C-IO-06", 500);
+    inject(&n, json!({ "action": "slow_ledger", "ms": 1500 }));
+    let (base, token) = (n.base.clone(), n.operator.clone());
+    let change = std::thread::spawn(move || {
+        let _ = ureq::put(&format!("{base}/v1/sessions/{id}/setpoints"))
+            .set("Authorization", &format!("Bearer {token}"))
+            .timeout(Duration::from_secs(60))
+            .send_json(json!({ "depth_um": 700 }));
+    });
+    let t = wait_until(
+        "the needles stopped by the dead-man",
+        || truth(&n),
+        |t| t["motor_powered"] == false,
+    );
+    change.join().unwrap();
+    inject(&n, json!({ "action": "slow_ledger", "ms": 0 }));
+    assert!(t["motor_off_at_us"].as_u64().is_some(), "{t}");
+    let s = op(&n, "GET", "/v1/status", None);
+    assert!(has_fault(&s, "host_timeout"), "{s}");
 }
 
 fn index_of(events: &[Value], what: &str, f: impl Fn(&Value) -> bool) -> usize {
