@@ -1,4 +1,4 @@
-//! Proves that needle-core and needle-link build without std: this staticlib brings its own panic handler,
+//! Proves that needle-core, needle-link and needle-pen's logic build without std: this staticlib brings its own panic handler,
 //! which collides with std's if std is linked anywhere in the graph.
 #![no_std]
 #![deny(unsafe_code)]
@@ -12,6 +12,7 @@ use needle_core::hal::{Analog, ErrorType, Hardware, Parts, StrokeSample, StrokeS
 use needle_core::units::Micros;
 use needle_core::{Command, Controller, ControllerConfig};
 use needle_link::{config_hash, HostLink, PenId, PenLink, Received, Reliable};
+use needle_pen::Pen;
 
 /// A part that reads low and zero and accepts every write: enough to exercise the code paths.
 pub struct Null;
@@ -135,6 +136,28 @@ pub extern "C" fn needle_check_link(seed: u32, len: u32) -> u32 {
         pen.telemetry(&ctrl.telemetry());
     }
     pen.counters().frames.wrapping_add(host.counters().frames)
+}
+
+/// Runs the pen firmware's logic for `ticks` ticks over `len` noise bytes a tick; returns the
+/// frames it queued, so the dispatcher between link and core is compiled in.
+pub extern "C" fn needle_check_pen(ticks: u32, seed: u32) -> u32 {
+    let mut pen = Pen::new(board(), PenId(*b"NOSTDPEN"));
+    let mut x = seed;
+    let mut queued = 0u32;
+    for t in 0..ticks {
+        let mut noise = [0u8; 16];
+        for b in noise.iter_mut() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = (x >> 16) as u8;
+        }
+        let now = Micros(u64::from(t) * 1000);
+        pen.receive(&noise, now);
+        pen.tick(now);
+        let n = pen.pending().len();
+        queued = queued.wrapping_add(n as u32);
+        pen.consume(n);
+    }
+    queued
 }
 
 #[panic_handler]
