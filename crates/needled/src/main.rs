@@ -220,6 +220,12 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
                 let tags = Box::new(sim.tag.clone());
                 (handle, Some(sim), tags)
             }
+            Backend::Link => {
+                let handle = needled::hal::link::spawn(config.link.clone(), core)?;
+                // Cartridge tags are not carried over the link yet: no tag reads.
+                let tags = Box::new(needled::hal::sim::SimTagSlot::default());
+                (handle, None, tags)
+            }
             #[cfg(feature = "rppal")]
             Backend::Rppal => {
                 let rig = needled::hal::rppal::open(&config).map_err(|e| e.to_string())?;

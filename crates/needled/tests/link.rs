@@ -1,0 +1,242 @@
+//! needled with `hardware.backend = "link"` driving the pen firmware (needle-pen, host build)
+//! over a real pseudo-terminal: real processes, judged by the pen's truth socket.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Wall-clock patience for what takes a few ticks: a busy machine makes the tests slower,
+/// never wrong.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The pen binary, built once (it is another crate's binary).
+fn pen_binary() -> &'static PathBuf {
+    static PEN: OnceLock<PathBuf> = OnceLock::new();
+    PEN.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "needle-pen",
+                "--bin",
+                "needle-pen",
+            ])
+            .status()
+            .expect("cargo build needle-pen");
+        assert!(status.success(), "building needle-pen failed");
+        // target/<profile>/deps/link-HASH -> target/<profile>/needle-pen
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().unwrap().parent().unwrap().join("needle-pen")
+    })
+}
+
+struct Pen {
+    child: Child,
+    tty: PathBuf,
+    truth: PathBuf,
+}
+
+impl Pen {
+    fn spawn(dir: &Path) -> Self {
+        let tty = dir.join("pen.tty");
+        let truth = dir.join("pen.truth");
+        let _ = std::fs::remove_file(&tty);
+        let _ = std::fs::remove_file(&truth);
+        let child = Command::new(pen_binary())
+            .arg("--pty")
+            .arg(&tty)
+            .arg("--truth")
+            .arg(&truth)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !(tty.exists() && truth.exists()) {
+            assert!(start.elapsed() < PATIENCE, "needle-pen did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self { child, tty, truth }
+    }
+
+    fn truth(&self) -> Value {
+        let mut s = UnixStream::connect(&self.truth).unwrap();
+        writeln!(s, "{}", json!({"op": "truth"})).unwrap();
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Pen {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Needled {
+    child: Child,
+    base: String,
+    technician: String,
+    log: PathBuf,
+}
+
+impl Drop for Needled {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(tty: &Path, host_timeout_ms: u32) -> String {
+    format!(
+        "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = {host_timeout_ms}\n\
+         [hardware]\nbackend = \"link\"\n\
+         [link]\ndevice = \"{}\"\nlost_after_ms = 200\n",
+        tty.display()
+    )
+}
+
+fn start_needled(data: &Path, config: &str) -> Needled {
+    std::fs::create_dir_all(data).unwrap();
+    let file = data.join("test.toml");
+    std::fs::write(&file, config).unwrap();
+    let log = data.join("needled.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("listening on") {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "needled exited");
+    }
+    let base = line.trim().rsplit(' ').next().unwrap().to_string();
+    let tokens: Vec<Value> =
+        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
+    let technician = tokens
+        .iter()
+        .find(|t| t["role"] == "technician")
+        .and_then(|t| t["token"].as_str())
+        .unwrap()
+        .to_string();
+    Needled {
+        child,
+        base,
+        technician,
+        log,
+    }
+}
+
+fn call(n: &Needled, method: &str, path: &str) -> (u16, Value) {
+    let req = ureq::request(method, &format!("{}{}", n.base, path))
+        .timeout(Duration::from_secs(10))
+        .set("Authorization", &format!("Bearer {}", n.technician));
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    (status, resp.into_json().unwrap_or(Value::Null))
+}
+
+fn wait_status(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, s) = call(n, "GET", "/v1/status");
+        if until(&s) {
+            return s;
+        }
+        assert!(start.elapsed() < PATIENCE, "waited in vain for {what}: {s}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn driving(s: &Value) -> bool {
+    s["controller_time_us"].as_u64().is_some_and(|t| t > 0)
+}
+
+#[test]
+fn needled_drives_the_pen_over_a_pty_and_its_status_is_the_pens() {
+    let dir = tempfile::tempdir().unwrap();
+    let pen = Pen::spawn(dir.path());
+    let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
+    let s = wait_status(&n, "the pen's telemetry", driving);
+    assert_eq!(s["state"], "Boot", "{s}");
+    let (code, body) = call(&n, "POST", "/v1/home");
+    assert_eq!(code, 200, "{body}");
+    let s = wait_status(&n, "homed", |s| s["state"] == "Idle");
+    assert_eq!(s["homed"], true);
+    // The pen's own view agrees, and the rig's truth says the depth stop is at home.
+    let t = pen.truth();
+    assert_eq!(t["pen"]["telemetry"]["state"], "Idle", "{t}");
+    assert!(t["depth_um"].as_f64().unwrap().abs() < 5.0, "{t}");
+    assert!(t["pen"]["link"]["frames"].as_u64().unwrap() > 10, "{t}");
+    assert_eq!(t["pen"]["link"]["crc"], 0, "{t}");
+}
+
+#[test]
+fn a_lost_pen_is_a_fault_in_the_api_and_a_new_pen_is_driven_from_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pen = Pen::spawn(dir.path());
+    let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
+    wait_status(&n, "the pen's telemetry", driving);
+    assert_eq!(call(&n, "POST", "/v1/home").0, 200);
+    wait_status(&n, "homed", |s| s["state"] == "Idle");
+    pen.child.kill().unwrap();
+    pen.child.wait().unwrap();
+    let s = wait_status(&n, "a fault", |s| s["state"] == "Fault");
+    assert!(
+        s["faults"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("host_timeout")),
+        "{s}"
+    );
+    assert_eq!(s["motor_enabled"], false);
+    // Commands are refused while the pen is out of reach.
+    assert_ne!(call(&n, "POST", "/v1/home").0, 200);
+    // A pen comes back on the same path: driven again, from its own power-up state.
+    let _pen = Pen::spawn(dir.path());
+    let s = wait_status(&n, "the new pen", |s| s["state"] == "Boot" && driving(s));
+    assert_eq!(s["homed"], false, "{s}");
+}
+
+#[test]
+fn a_pen_configured_differently_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let pen = Pen::spawn(dir.path());
+    let first = start_needled(&dir.path().join("a"), &config(&pen.tty, 500));
+    wait_status(&first, "the pen's telemetry", driving);
+    drop(first); // SIGKILL: the pen keeps the configuration it was given
+    let second = start_needled(&dir.path().join("b"), &config(&pen.tty, 400));
+    let start = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&second.log).unwrap();
+        if log.contains("restart the pen") {
+            break log;
+        }
+        assert!(start.elapsed() < PATIENCE, "no refusal in the log: {log}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(log.contains("configuration with hash"), "{log}");
+    let (_, s) = call(&second, "GET", "/v1/status");
+    assert!(
+        !driving(&s),
+        "the refused pen's telemetry is not shown as ours: {s}"
+    );
+    assert_ne!(call(&second, "POST", "/v1/home").0, 200);
+}
