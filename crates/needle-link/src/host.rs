@@ -13,7 +13,9 @@ use needle_core::Telemetry;
 use crate::clock::ClockSync;
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
-use crate::message::{HostMessage, Outcome, PenId, PenMessage, Reliable, PROTOCOL_VERSION};
+use crate::message::{
+    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+};
 pub use crate::pen::WINDOW;
 
 /// Bytes the transmit queue holds.
@@ -55,6 +57,13 @@ pub enum FromPen {
     },
     /// The pen's link counters.
     Counters(Counters),
+    /// The answer to [`HostLink::read_tag`].
+    Tag {
+        /// The request's number.
+        request: u8,
+        /// The tag's image, or `None` when no tag answers.
+        image: Option<TagImage>,
+    },
 }
 
 /// Why a numbered message was not sent.
@@ -128,6 +137,12 @@ impl HostLink {
     /// Queues a clock probe, which is also the host's keep-alive.
     pub fn sync(&mut self, now: Micros) {
         let _ = self.send(self.next_seq, &HostMessage::Sync { host_time: now });
+    }
+
+    /// Asks for the cartridge's tag image; the answer is a [`FromPen::Tag`] with `request`.
+    /// Not numbered: ask again when no answer comes.
+    pub fn read_tag(&mut self, request: u8) {
+        let _ = self.send(self.next_seq, &HostMessage::ReadTag { request });
     }
 
     /// Sends a numbered message; returns its number.
@@ -281,6 +296,7 @@ impl HostLink {
                 Some(FromPen::Clock { pen_time })
             }
             PenMessage::Counters(c) => Some(FromPen::Counters(c)),
+            PenMessage::Tag { request, image } => Some(FromPen::Tag { request, image }),
         }
     }
 

@@ -50,6 +50,7 @@ pub use counters::Counters;
 pub use hash::config_hash;
 pub use host::{FromPen, HostLink, SendError};
 pub use message::{
-    ConfigRefusal, HostMessage, Outcome, PenId, PenMessage, Reliable, PROTOCOL_VERSION,
+    ConfigRefusal, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+    TAG_BYTES,
 };
 pub use pen::{PenLink, Received};

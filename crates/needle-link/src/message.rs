@@ -15,6 +15,56 @@ pub const PROTOCOL_VERSION: u16 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PenId(pub [u8; 8]);
 
+/// Bytes a cartridge tag image holds at most (the rig's 128-byte EEPROM).
+pub const TAG_BYTES: usize = 128;
+
+/// The image of the seated cartridge's tag, as the pen read it. The host authenticates it;
+/// the pen only carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagImage {
+    len: u8,
+    bytes: [u8; TAG_BYTES],
+}
+
+impl TagImage {
+    /// An image of `bytes`, or `None` when longer than [`TAG_BYTES`].
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        let mut image = Self {
+            len: u8::try_from(bytes.len()).ok()?,
+            bytes: [0; TAG_BYTES],
+        };
+        image.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(image)
+    }
+
+    /// The image's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+impl Serialize for TagImage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for TagImage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = TagImage;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, "at most {TAG_BYTES} bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<TagImage, E> {
+                TagImage::new(v).ok_or_else(|| E::invalid_length(v.len(), &self))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
+    }
+}
+
 /// A message from the host that must arrive exactly once, in order: it is numbered,
 /// retransmitted until acknowledged, and its duplicates are dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -47,6 +97,12 @@ pub enum HostMessage {
     Sync {
         /// The host's clock when it sent this.
         host_time: Micros,
+    },
+    /// Asks for the seated cartridge's tag image. Reading is idempotent, so this is not
+    /// numbered: the host asks again if no answer comes.
+    ReadTag {
+        /// The host's number for this request, echoed.
+        request: u8,
     },
 }
 
@@ -109,4 +165,11 @@ pub enum PenMessage {
     },
     /// The pen's link counters, sent now and then.
     Counters(crate::counters::Counters),
+    /// The answer to [`HostMessage::ReadTag`].
+    Tag {
+        /// The request's number.
+        request: u8,
+        /// The tag's image, or `None` when no tag answers (no cartridge).
+        image: Option<TagImage>,
+    },
 }

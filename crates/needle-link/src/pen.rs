@@ -15,7 +15,9 @@ use needle_core::Telemetry;
 
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
-use crate::message::{HostMessage, Outcome, PenId, PenMessage, Reliable, PROTOCOL_VERSION};
+use crate::message::{
+    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+};
 
 /// Most numbered messages in flight (the host's window); verdicts of this many are kept.
 pub const WINDOW: u8 = 8;
@@ -38,6 +40,11 @@ pub enum Received {
     Sync {
         /// The host's time in the probe.
         host_time: Micros,
+    },
+    /// The host asks for the cartridge's tag: answer with [`PenLink::tag`].
+    ReadTag {
+        /// The request's number.
+        request: u8,
     },
     /// A numbered message seen before: dropped, its verdict already resent.
     Duplicate,
@@ -133,6 +140,7 @@ impl PenLink {
                 None
             }
             HostMessage::Sync { host_time } => Some(Received::Sync { host_time }),
+            HostMessage::ReadTag { request } => Some(Received::ReadTag { request }),
             HostMessage::Reliable(message) => Some(self.sequence(header.seq, message)),
         }
     }
@@ -201,6 +209,11 @@ impl PenLink {
             host_time,
             pen_time,
         });
+    }
+
+    /// Answers [`Received::ReadTag`] with the seated cartridge's tag image, if any.
+    pub fn tag(&mut self, request: u8, image: Option<TagImage>) {
+        self.send(&PenMessage::Tag { request, image });
     }
 
     /// Queues a telemetry frame.

@@ -51,6 +51,7 @@ impl Pen {
                         .verdict(seq, outcome, self.tick, Micros(self.tick * 1000));
                 }
                 Received::Sync { host_time } => self.link.clock(host_time, Micros(self.tick)),
+                Received::ReadTag { request } => self.link.tag(request, None),
                 Received::Duplicate | Received::Ahead => {}
             }
         }
@@ -310,5 +311,44 @@ proptest! {
                 prop_assert_eq!(f.payload, payloads[i].as_slice());
             }
         }
+    }
+}
+
+#[test]
+fn a_tag_image_travels_whole_and_an_absent_tag_as_none() {
+    let mut pen = PenLink::new(PEN);
+    let mut host = HostLink::new(Micros(5_000));
+    let image: Vec<u8> = (0..128u8).collect();
+    // Identify so the pen listens to this host.
+    host.identify();
+    let wire = host.pending().to_vec();
+    host.consume(wire.len());
+    for b in wire {
+        if let Some(Received::Identify) = pen.receive(b) {
+            pen.identity(None);
+        }
+    }
+    for (request, seated) in [(1u8, Some(image.as_slice())), (2, None)] {
+        host.read_tag(request);
+        let wire = host.pending().to_vec();
+        host.consume(wire.len());
+        for b in wire {
+            if let Some(Received::ReadTag { request }) = pen.receive(b) {
+                pen.tag(request, seated.and_then(needle_link::TagImage::new));
+            }
+        }
+        let wire = pen.pending().to_vec();
+        pen.consume(wire.len());
+        let got: Vec<_> = wire
+            .into_iter()
+            .filter_map(|b| host.receive(b, Micros(0)))
+            .filter_map(|m| match m {
+                FromPen::Tag { request, image } => Some((request, image)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, request);
+        assert_eq!(got[0].1.as_ref().map(|i| i.as_bytes()), seated);
     }
 }

@@ -3,7 +3,9 @@
 use needle_core::hal::Hardware;
 use needle_core::units::Micros;
 use needle_core::{Command, Controller, ControllerConfig};
-use needle_link::{config_hash, ConfigRefusal, Outcome, PenId, PenLink, Received, Reliable};
+use needle_link::{
+    config_hash, ConfigRefusal, Outcome, PenId, PenLink, Received, Reliable, TagImage,
+};
 
 /// The pen sends its link counters every this many ticks.
 pub const COUNTERS_EVERY: u64 = 250;
@@ -32,6 +34,7 @@ pub struct Pen<H: Hardware> {
     now: Micros,
     ticks: u64,
     last_host_frame: Option<Micros>,
+    tag: Option<TagImage>,
 }
 
 impl<H: Hardware> Pen<H> {
@@ -43,6 +46,7 @@ impl<H: Hardware> Pen<H> {
             now: Micros::ZERO,
             ticks: 0,
             last_host_frame: None,
+            tag: None,
         }
     }
 
@@ -83,6 +87,12 @@ impl<H: Hardware> Pen<H> {
         self.ticks
     }
 
+    /// Sets the seated cartridge's tag image (`main` reads the tag's EEPROM when a cartridge
+    /// is seated), or `None` when no tag answers. Longer than a tag can be: `None`.
+    pub fn seat_tag(&mut self, image: Option<&[u8]>) {
+        self.tag = image.and_then(TagImage::new);
+    }
+
     /// Takes bytes from the serial port, received by pen time `now`.
     pub fn receive(&mut self, bytes: &[u8], now: Micros) {
         for byte in bytes {
@@ -105,6 +115,7 @@ impl<H: Hardware> Pen<H> {
                 let outcome = self.apply(message);
                 self.link.verdict(seq, outcome, self.ticks, now);
             }
+            Received::ReadTag { request } => self.link.tag(request, self.tag),
             Received::Duplicate | Received::Ahead => {}
         }
     }

@@ -221,10 +221,8 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
                 (handle, Some(sim), tags)
             }
             Backend::Link => {
-                let handle = needled::hal::link::spawn(config.link.clone(), core)?;
-                // Cartridge tags are not carried over the link yet: no tag reads.
-                let tags = Box::new(needled::hal::sim::SimTagSlot::default());
-                (handle, None, tags)
+                let (handle, tags) = needled::hal::link::spawn(config.link.clone(), core)?;
+                (handle, None, Box::new(tags))
             }
             #[cfg(feature = "rppal")]
             Backend::Rppal => {

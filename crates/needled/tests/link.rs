@@ -65,8 +65,12 @@ impl Pen {
     }
 
     fn truth(&self) -> Value {
+        self.ask(json!({"op": "truth"}))
+    }
+
+    fn ask(&self, request: Value) -> Value {
         let mut s = UnixStream::connect(&self.truth).unwrap();
-        writeln!(s, "{}", json!({"op": "truth"})).unwrap();
+        writeln!(s, "{request}").unwrap();
         let mut line = String::new();
         BufReader::new(s).read_line(&mut line).unwrap();
         serde_json::from_str(&line).unwrap()
@@ -84,6 +88,8 @@ struct Needled {
     child: Child,
     base: String,
     technician: String,
+    operator: String,
+    data: PathBuf,
     log: PathBuf,
 }
 
@@ -126,25 +132,42 @@ fn start_needled(data: &Path, config: &str) -> Needled {
     let base = line.trim().rsplit(' ').next().unwrap().to_string();
     let tokens: Vec<Value> =
         serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
-    let technician = tokens
-        .iter()
-        .find(|t| t["role"] == "technician")
-        .and_then(|t| t["token"].as_str())
-        .unwrap()
-        .to_string();
+    let token = |role: &str| {
+        tokens
+            .iter()
+            .find(|t| t["role"] == role)
+            .and_then(|t| t["token"].as_str())
+            .unwrap()
+            .to_string()
+    };
     Needled {
         child,
         base,
-        technician,
+        technician: token("technician"),
+        operator: token("operator"),
+        data: data.to_path_buf(),
         log,
     }
 }
 
 fn call(n: &Needled, method: &str, path: &str) -> (u16, Value) {
+    send(n, method, path, None)
+}
+
+fn send(n: &Needled, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let token = if path.starts_with("/v1/sessions") {
+        &n.operator
+    } else {
+        &n.technician
+    };
     let req = ureq::request(method, &format!("{}{}", n.base, path))
         .timeout(Duration::from_secs(10))
-        .set("Authorization", &format!("Bearer {}", n.technician));
-    let resp = match req.call() {
+        .set("Authorization", &format!("Bearer {token}"));
+    let result = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match result {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => panic!("{method} {path}: {e}"),
@@ -163,6 +186,67 @@ fn wait_status(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value
         assert!(start.elapsed() < PATIENCE, "waited in vain for {what}: {s}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A cartridge tag signed with this needled's device key, as hex.
+fn tag_hex(n: &Needled, id: &str) -> String {
+    use needled::tag::{self, DeviceKey, Needles, TagData};
+    let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
+    let data = TagData::new(
+        id,
+        "LOT-LINK",
+        Needles::Pins12,
+        "2099-12-31".parse().unwrap(),
+    )
+    .unwrap();
+    tag::to_hex(&tag::encode(&data, &key))
+}
+
+fn checklist() -> Value {
+    let config = needled::config::parse("", "defaults").unwrap();
+    Value::Object(
+        config
+            .session
+            .checklist
+            .iter()
+            .map(|c| (c.id.clone(), Value::Bool(true)))
+            .collect(),
+    )
+}
+
+fn ok(n: &Needled, method: &str, path: &str, body: Option<Value>) -> Value {
+    let (code, v) = send(n, method, path, body);
+    assert!(code < 300, "{method} {path}: {code} {v}");
+    v
+}
+
+/// Creates a session, seats and binds a cartridge (its tag read through the pen), homes,
+/// arms and starts the needles; returns the session id once the rig's truth shows the motor
+/// powered.
+fn run_session(n: &Needled, pen: &Pen) -> i64 {
+    wait_status(n, "the pen's telemetry", driving);
+    let body = json!({ "operator": "dr-link", "subject_ref": "subject-link", "area": "face", "checklist": checklist() });
+    let id = ok(n, "POST", "/v1/sessions", Some(body))["id"]
+        .as_i64()
+        .unwrap();
+    pen.ask(json!({"op": "inject", "what": "cartridge", "on": true, "tag_hex": tag_hex(n, "CART-LINK-1")}));
+    let bound = ok(n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    assert_eq!(bound["id"], "CART-LINK-1", "{bound}");
+    ok(n, "POST", "/v1/home", None);
+    wait_status(n, "homed", |s| s["state"] == "Idle" && s["homed"] == true);
+    let arm = json!({ "depth_um": 300, "rate_mhz": 120_000 });
+    ok(n, "POST", &format!("/v1/sessions/{id}/arm"), Some(arm));
+    wait_status(n, "armed and in position", |s| {
+        s["state"] == "Armed" && s["depth"]["moving"] == false
+    });
+    ok(n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    wait_status(n, "running", |s| s["state"] == "Running");
+    let start = Instant::now();
+    while pen.truth()["motor_powered"] != true {
+        assert!(start.elapsed() < PATIENCE, "the motor never ran");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    id
 }
 
 fn driving(s: &Value) -> bool {
@@ -239,4 +323,72 @@ fn a_pen_configured_differently_is_refused_with_a_clear_error() {
         "the refused pen's telemetry is not shown as ours: {s}"
     );
     assert_ne!(call(&second, "POST", "/v1/home").0, 200);
+}
+
+#[test]
+fn a_whole_session_runs_through_needled_over_the_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let pen = Pen::spawn(dir.path());
+    let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
+    let id = run_session(&n, &pen);
+    let strokes = pen.truth()["strokes"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pen.truth()["strokes"].as_u64().unwrap() > strokes,
+        "the needles stroke"
+    );
+    ok(
+        &n,
+        "PUT",
+        &format!("/v1/sessions/{id}/setpoints"),
+        Some(json!({ "depth_um": 400, "rate_mhz": 110_000 })),
+    );
+    wait_status(&n, "the new depth", |s| s["depth"]["setpoint_um"] == 400);
+    ok(&n, "POST", &format!("/v1/sessions/{id}/pause"), None);
+    wait_status(&n, "paused", |s| s["state"] == "Paused");
+    let ended = ok(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/end"),
+        Some(json!({ "reason": "done" })),
+    );
+    assert_eq!(ended["state"], "ended", "{ended}");
+    let t = pen.truth();
+    assert_eq!(t["motor_powered"], false, "{t}");
+    assert_eq!(t["pen"]["link"]["crc"], 0, "{t}");
+    let (code, report) = call(&n, "GET", &format!("/v1/sessions/{id}/report"));
+    assert_eq!(code, 200, "{report}");
+}
+
+#[test]
+fn sigkill_of_needled_while_running_leaves_the_pen_to_stop_within_host_timeout_and_a_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let pen = Pen::spawn(dir.path());
+    let mut n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
+    run_session(&n, &pen);
+    n.child.kill().unwrap(); // SIGKILL
+    n.child.wait().unwrap();
+    let start = Instant::now();
+    let t = loop {
+        let t = pen.truth();
+        if t["motor_powered"] == false {
+            break t;
+        }
+        assert!(start.elapsed() < PATIENCE, "motor still powered: {t}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let last = t["pen"]["last_host_frame_us"].as_u64().unwrap();
+    let off = t["motor_off_at_us"].as_u64().unwrap();
+    assert_eq!(t["pen"]["telemetry"]["last_fault"], "HostTimeout", "{t}");
+    // On the pen's clock, counted in the rig's own tick log: off at the first tick after
+    // the last valid host frame plus host_timeout (500 ms here), or before.
+    let late = pen.ask(json!({"op": "ticks_between", "after": last + 500_000, "until": off}))
+        ["ticks"]
+        .as_u64()
+        .unwrap();
+    assert!(late <= 1, "{late} ticks late: {t}");
+    eprintln!(
+        "motor off {} µs after the last frame from needled",
+        off - last
+    );
 }

@@ -12,7 +12,8 @@
 //!
 //! The truth socket answers one JSON request a line, with one JSON line:
 //! `{"op":"truth"}`, `{"op":"inject","what":"cartridge","on":true}` (`estop`, `pedal`,
-//! `jam`, `cartridge`), `{"op":"ticks_between","after":µs,"until":µs}`.
+//! `jam`, `cartridge`; a seated cartridge may carry `"tag_hex"`, its tag's EEPROM image),
+//! `{"op":"ticks_between","after":µs,"until":µs}`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
@@ -160,7 +161,20 @@ struct PenView {
     config_hash: Option<u32>,
 }
 
-fn answer(rig: &SimRig, view: &Mutex<PenView>, request: &str) -> Value {
+/// The seated cartridge's tag image, as the jig seated it.
+type TagSlot = Mutex<Option<Vec<u8>>>;
+
+fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    let hex = hex.as_bytes();
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    hex.chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
+fn answer(rig: &SimRig, view: &Mutex<PenView>, tag: &TagSlot, request: &str) -> Value {
     let request: Value = match serde_json::from_str(request) {
         Ok(v) => v,
         Err(e) => return json!({ "error": format!("bad request: {e}") }),
@@ -192,7 +206,11 @@ fn answer(rig: &SimRig, view: &Mutex<PenView>, request: &str) -> Value {
         Some("inject") => {
             let on = request["on"].as_bool().unwrap_or(true);
             let injection = match request["what"].as_str() {
-                Some("cartridge") => Injection::Cartridge(on),
+                Some("cartridge") => {
+                    let image = request["tag_hex"].as_str().and_then(from_hex);
+                    *tag.lock().unwrap_or_else(|p| p.into_inner()) = image.filter(|_| on);
+                    Injection::Cartridge(on)
+                }
                 Some("estop") => Injection::EStop(on),
                 Some("pedal") => Injection::Pedal(on),
                 Some("jam") => Injection::Jam(on),
@@ -209,21 +227,22 @@ fn answer(rig: &SimRig, view: &Mutex<PenView>, request: &str) -> Value {
     }
 }
 
-fn serve_truth(listener: UnixListener, rig: SimRig, view: Arc<Mutex<PenView>>) {
+fn serve_truth(listener: UnixListener, rig: SimRig, view: Arc<Mutex<PenView>>, tag: Arc<TagSlot>) {
     for stream in listener.incoming().flatten() {
         let rig = rig.clone();
         let view = Arc::clone(&view);
-        std::thread::spawn(move || serve_client(stream, &rig, &view));
+        let tag = Arc::clone(&tag);
+        std::thread::spawn(move || serve_client(stream, &rig, &view, &tag));
     }
 }
 
-fn serve_client(stream: UnixStream, rig: &SimRig, view: &Mutex<PenView>) {
+fn serve_client(stream: UnixStream, rig: &SimRig, view: &Mutex<PenView>, tag: &TagSlot) {
     let Ok(mut out) = stream.try_clone() else {
         return;
     };
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
-        let reply = answer(rig, view, &line);
+        let reply = answer(rig, view, tag, &line);
         if writeln!(out, "{reply}").is_err() {
             return;
         }
@@ -255,12 +274,19 @@ fn main() {
             std::process::exit(1);
         }
     };
+    let tag = Arc::new(TagSlot::default());
     {
-        let (rig, view) = (rig.clone(), Arc::clone(&view));
-        std::thread::spawn(move || serve_truth(listener, rig, view));
+        let (rig, view, tag) = (rig.clone(), Arc::clone(&view), Arc::clone(&tag));
+        std::thread::spawn(move || serve_truth(listener, rig, view, tag));
     }
     eprintln!("needle-pen: ready");
-    run(&port.io, &rig, &view, Pen::new(rig.hardware(), args.pen));
+    run(
+        &port.io,
+        &rig,
+        &view,
+        &tag,
+        Pen::new(rig.hardware(), args.pen),
+    );
 }
 
 /// The firmware's main loop: the pen's clock is the rig's (time since power-up).
@@ -268,6 +294,7 @@ fn run(
     io: &OwnedFd,
     rig: &SimRig,
     view: &Mutex<PenView>,
+    tag: &TagSlot,
     mut pen: Pen<needle_sim::SimHardware>,
 ) -> ! {
     let start = monotonic();
@@ -285,6 +312,8 @@ fn run(
         }
         let now = wake.since(start);
         rig.tick_to(now);
+        // As an MCU's main reads the EEPROM when the cartridge switch closes.
+        pen.seat_tag(tag.lock().unwrap_or_else(|p| p.into_inner()).as_deref());
         loop {
             match nix::unistd::read(io, &mut buf) {
                 Ok(0) | Err(_) => break,

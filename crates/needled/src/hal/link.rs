@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::TryRecvError;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::time::Duration;
 
 use needle_core::units::Micros;
 use needle_core::{Controller, ControllerConfig, Fault, Rejected, State, Telemetry};
@@ -148,8 +149,46 @@ fn link_lost(last: &Telemetry) -> Telemetry {
     t
 }
 
-/// Starts the link thread; the handle works as with any backend.
-pub fn spawn(link: LinkConfig, core: ControllerConfig) -> Result<control::ControlHandle, String> {
+/// How long a tag read waits for the pen.
+const TAG_PATIENCE: Duration = Duration::from_millis(1_000);
+/// A tag read is asked again this often until answered.
+const TAG_RETRY: Micros = Micros(50_000);
+
+type TagAnswer = Option<Vec<u8>>;
+
+/// Reads the seated cartridge's tag through the pen (its EEPROM is on the pen's I2C bus).
+pub struct LinkTags {
+    requests: SyncSender<Sender<TagAnswer>>,
+    device: PathBuf,
+}
+
+impl crate::hal::TagReader for LinkTags {
+    fn read_tag(&mut self) -> Result<Option<Vec<u8>>, crate::hal::HalError> {
+        let unanswered = || {
+            crate::hal::HalError::device(
+                self.device.display().to_string(),
+                "link.device",
+                "the pen did not answer a tag read (link down?)",
+            )
+        };
+        let (reply, answer) = mpsc::channel();
+        self.requests.try_send(reply).map_err(|_| unanswered())?;
+        answer.recv_timeout(TAG_PATIENCE).map_err(|_| unanswered())
+    }
+}
+
+struct TagWait {
+    request: u8,
+    reply: Sender<TagAnswer>,
+    asked_at: Micros,
+}
+
+/// Starts the link thread; the handle works as with any backend, and the tag reader reads
+/// through the pen.
+pub fn spawn(
+    link: LinkConfig,
+    core: ControllerConfig,
+) -> Result<(control::ControlHandle, LinkTags), String> {
     let baud = baud_rate(link.baud).ok_or(format!("link.baud: unsupported rate {}", link.baud))?;
     // The telemetry before any pen spoke: a controller at power-up (Boot, motor off).
     let boot = Controller::new(needle_sim::SimRig::new(Default::default()).hardware(), core)
@@ -159,10 +198,16 @@ pub fn spawn(link: LinkConfig, core: ControllerConfig) -> Result<control::Contro
         telemetry: boot,
         stats: LoopStats::default(),
     };
-    control::spawn_remote("needle-link", initial, move |end| {
-        Driver::new(link, baud, core, boot).serve(end)
+    let (tag_requests, tag_queue) = mpsc::sync_channel(4);
+    let tags = LinkTags {
+        requests: tag_requests,
+        device: link.device.clone(),
+    };
+    let handle = control::spawn_remote("needle-link", initial, move |end| {
+        Driver::new(link, baud, core, boot, tag_queue).serve(end)
     })
-    .map_err(|e| format!("link thread: {e}"))
+    .map_err(|e| format!("link thread: {e}"))?;
+    Ok((handle, tags))
 }
 
 struct Driver {
@@ -178,10 +223,19 @@ struct Driver {
     telemetry: Telemetry,
     replies: HashMap<u8, oneshot::Sender<Result<(), Rejected>>>,
     stats: LoopStats,
+    tag_queue: Receiver<Sender<TagAnswer>>,
+    tags_waiting: Vec<TagWait>,
+    next_tag_request: u8,
 }
 
 impl Driver {
-    fn new(config: LinkConfig, baud: BaudRate, core: ControllerConfig, boot: Telemetry) -> Self {
+    fn new(
+        config: LinkConfig,
+        baud: BaudRate,
+        core: ControllerConfig,
+        boot: Telemetry,
+        tag_queue: Receiver<Sender<TagAnswer>>,
+    ) -> Self {
         let rto = Micros(u64::from(config.retransmit_ms) * 1_000);
         Self {
             config,
@@ -201,6 +255,9 @@ impl Driver {
                 rate_hz: 1_000,
                 ..LoopStats::default()
             },
+            tag_queue,
+            tags_waiting: Vec::new(),
+            next_tag_request: 0,
         }
     }
 
@@ -236,6 +293,7 @@ impl Driver {
         }
         self.read(now, end);
         self.take_requests(end);
+        self.ask_tags(now);
         match self.phase {
             Phase::Identifying { asked_at } if now.since(asked_at) >= Micros(100_000) => {
                 self.link.identify();
@@ -407,7 +465,42 @@ impl Driver {
                     self.publish(end);
                 }
             }
+            FromPen::Tag { request, image } => {
+                if let Some(i) = self.tags_waiting.iter().position(|w| w.request == request) {
+                    let wait = self.tags_waiting.swap_remove(i);
+                    let _ = wait.reply.send(image.map(|t| t.as_bytes().to_vec()));
+                }
+            }
             FromPen::Clock { .. } | FromPen::Counters(_) => {}
+        }
+    }
+
+    /// Tag reads: new ones asked now, unanswered ones asked again; given up on by the
+    /// reader's own timeout (its reply channel closes).
+    fn ask_tags(&mut self, now: Micros) {
+        if self.phase != Phase::Up {
+            // Dropping the replies tells the readers the pen is out of reach.
+            self.tags_waiting.clear();
+            while self.tag_queue.try_recv().is_ok() {}
+            return;
+        }
+        while let Ok(reply) = self.tag_queue.try_recv() {
+            let request = self.next_tag_request;
+            self.next_tag_request = request.wrapping_add(1);
+            self.link.read_tag(request);
+            self.tags_waiting.push(TagWait {
+                request,
+                reply,
+                asked_at: now,
+            });
+        }
+        self.tags_waiting
+            .retain(|w| now.since(w.asked_at) < Micros(TAG_PATIENCE.as_micros() as u64));
+        for w in &mut self.tags_waiting {
+            if now.since(w.asked_at) >= TAG_RETRY {
+                self.link.read_tag(w.request);
+                w.asked_at = now;
+            }
         }
     }
 
