@@ -15,9 +15,10 @@
 //! - [`clock`]: [`ClockSync`], the pen's clock on the host's, fitted from sync probes.
 //! - [`counters`]: [`Counters`], every frame received and every rejection by reason.
 //!
-//! The pen's dead-man is the core's own: the pen's dispatcher refreshes it on every valid
-//! host frame (a [`pen::Received`]), so when the host dies or the line is cut, the core
-//! faults `HostTimeout` within `host_timeout` and stops the needles.
+//! The pen's dead-man is the core's own, refreshed by each command the controller accepts
+//! (needle-pen), so when the host dies, hangs or the line is cut, the core faults
+//! `HostTimeout` within `host_timeout` and stops the needles. A [`pen::Received`] is only
+//! ever a valid frame from an identified host of our version.
 
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]

@@ -2,7 +2,7 @@
 
 use needle_core::hal::Hardware;
 use needle_core::units::Micros;
-use needle_core::{Command, Controller, ControllerConfig};
+use needle_core::{Controller, ControllerConfig};
 use needle_link::{
     config_hash, ConfigRefusal, Outcome, PenId, PenLink, Received, Reliable, TagImage,
 };
@@ -34,6 +34,7 @@ pub struct Pen<H: Hardware> {
     now: Micros,
     ticks: u64,
     last_host_frame: Option<Micros>,
+    last_refresh: Option<Micros>,
     tag: Option<TagImage>,
 }
 
@@ -46,6 +47,7 @@ impl<H: Hardware> Pen<H> {
             now: Micros::ZERO,
             ticks: 0,
             last_host_frame: None,
+            last_refresh: None,
             tag: None,
         }
     }
@@ -82,6 +84,11 @@ impl<H: Hardware> Pen<H> {
         self.last_host_frame
     }
 
+    /// When (pen clock) the controller last accepted a command, which refreshed its dead-man.
+    pub fn last_refresh(&self) -> Option<Micros> {
+        self.last_refresh
+    }
+
     /// Ticks run.
     pub fn ticks(&self) -> u64 {
         self.ticks
@@ -104,10 +111,6 @@ impl<H: Hardware> Pen<H> {
 
     fn dispatch(&mut self, event: Received, now: Micros) {
         self.last_host_frame = Some(now);
-        if let Slot::Configured { ctrl, .. } = &mut self.slot {
-            // Any valid host frame shows the host alive: the core's dead-man is the link's.
-            let _ = ctrl.handle(Command::Heartbeat);
-        }
         match event {
             Received::Identify => self.link.identity(self.config_hash()),
             Received::Sync { host_time } => self.link.clock(host_time, now),
@@ -123,7 +126,13 @@ impl<H: Hardware> Pen<H> {
     fn apply(&mut self, message: Reliable) -> Outcome {
         match message {
             Reliable::Command(command) => match &mut self.slot {
-                Slot::Configured { ctrl, .. } => Outcome::Command(ctrl.handle(command)),
+                Slot::Configured { ctrl, .. } => {
+                    let verdict = ctrl.handle(command);
+                    if verdict.is_ok() {
+                        self.last_refresh = Some(self.now);
+                    }
+                    Outcome::Command(verdict)
+                }
                 _ => Outcome::NotConfigured,
             },
             Reliable::Configure {

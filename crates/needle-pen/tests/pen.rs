@@ -24,12 +24,12 @@ fn wait_motor_off(truth: &mut common::Truth) -> serde_json::Value {
     }
 }
 
-/// The pen's dead-man: the motor off at the first pen tick after the last valid host frame
-/// plus `host_timeout`, counted in the rig's own tick log on the pen's clock.
+/// The pen's dead-man: the motor off at the first pen tick after the last command that
+/// refreshed it plus `host_timeout`, counted in the rig's own tick log on the pen's clock.
 fn assert_stopped_within_host_timeout(pen: &PenProcess, config: &ControllerConfig) {
     let mut truth = pen.truth();
     let t = wait_motor_off(&mut truth);
-    let last = t["pen"]["last_host_frame_us"].as_u64().unwrap();
+    let last = t["pen"]["last_refresh_us"].as_u64().unwrap();
     let off = t["motor_off_at_us"].as_u64().unwrap();
     let timeout = config.safety.host_timeout.0;
     let state = &t["pen"]["telemetry"]["state"];
@@ -42,7 +42,7 @@ fn assert_stopped_within_host_timeout(pen: &PenProcess, config: &ControllerConfi
         "{late_ticks} ticks after the deadline: {t}"
     );
     eprintln!(
-        "motor off {} µs after the last host frame (host_timeout {} µs), {} tick(s) after the deadline",
+        "motor off {} µs after the last refresh (host_timeout {} µs), {} tick(s) after the deadline",
         off - last,
         timeout,
         late_ticks

@@ -377,7 +377,7 @@ fn sigkill_of_needled_while_running_leaves_the_pen_to_stop_within_host_timeout_a
         assert!(start.elapsed() < PATIENCE, "motor still powered: {t}");
         std::thread::sleep(Duration::from_millis(5));
     };
-    let last = t["pen"]["last_host_frame_us"].as_u64().unwrap();
+    let last = t["pen"]["last_refresh_us"].as_u64().unwrap();
     let off = t["motor_off_at_us"].as_u64().unwrap();
     assert_eq!(t["pen"]["telemetry"]["last_fault"], "HostTimeout", "{t}");
     // On the pen's clock, counted in the rig's own tick log: off at the first tick after
@@ -388,7 +388,7 @@ fn sigkill_of_needled_while_running_leaves_the_pen_to_stop_within_host_timeout_a
         .unwrap();
     assert!(late <= 1, "{late} ticks late: {t}");
     eprintln!(
-        "motor off {} µs after the last frame from needled",
+        "motor off {} µs after needled's last accepted command",
         off - last
     );
 }

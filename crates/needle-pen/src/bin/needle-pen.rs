@@ -155,6 +155,7 @@ fn sleep_until(deadline: Micros) {
 struct PenView {
     ticks: u64,
     last_host_frame: Option<Micros>,
+    last_refresh: Option<Micros>,
     telemetry: Option<Telemetry>,
     counters: Counters,
     tx_dropped: u32,
@@ -196,6 +197,7 @@ fn answer(rig: &SimRig, view: &Mutex<PenView>, tag: &TagSlot, request: &str) -> 
                 "pen": {
                     "ticks": v.ticks,
                     "last_host_frame_us": v.last_host_frame.map(|m| m.0),
+                    "last_refresh_us": v.last_refresh.map(|m| m.0),
                     "config_hash": v.config_hash,
                     "telemetry": v.telemetry,
                     "link": v.counters,
@@ -332,6 +334,7 @@ fn run(
         let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
         v.ticks = pen.ticks();
         v.last_host_frame = pen.last_host_frame();
+        v.last_refresh = pen.last_refresh();
         v.telemetry = pen.controller().map(|c| c.telemetry());
         v.counters = pen.link().counters();
         v.tx_dropped = pen.link().tx_dropped();

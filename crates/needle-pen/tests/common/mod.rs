@@ -170,6 +170,10 @@ impl Host {
         let now = self.now();
         if self.identity.is_some() && now.since(self.last_sync) >= Micros(10_000) {
             self.link.sync(now);
+            // As needled's service does: a heartbeat command, which refreshes the dead-man.
+            let _ = self
+                .link
+                .send_reliable(Reliable::Command(Command::Heartbeat), now);
             self.last_sync = now;
         }
         self.link.poll(now);
