@@ -392,3 +392,183 @@ fn sigkill_of_needled_while_running_leaves_the_pen_to_stop_within_host_timeout_a
         off - last
     );
 }
+
+/// A noisy line between the pen's pty and a new pty for needled: per byte, with a chance of
+/// `per_mille`, a bit flipped, the byte dropped, doubled, or swapped with the next. Seeded,
+/// so a failure replays.
+struct Relay {
+    tty: PathBuf,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    injected: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+struct Noise(u64, u64);
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Passes `bytes` through the noise; returns them and the number of events injected.
+    fn apply(&mut self, bytes: &[u8]) -> (Vec<u8>, u64) {
+        let (mut out, mut events) = (Vec::with_capacity(bytes.len() + 8), 0);
+        let mut i = 0;
+        while i < bytes.len() {
+            let (b, r) = (bytes[i], self.next());
+            if r % 1000 >= self.1 {
+                out.push(b);
+            } else {
+                events += 1;
+                match (r >> 20) % 4 {
+                    0 => out.push(b ^ (1 << ((r >> 30) % 8))),
+                    1 => {}
+                    2 => out.extend([b, b]),
+                    _ if i + 1 < bytes.len() => {
+                        out.extend([bytes[i + 1], b]);
+                        i += 1;
+                    }
+                    _ => out.push(b),
+                }
+            }
+            i += 1;
+        }
+        (out, events)
+    }
+}
+
+fn raw_nonblocking(fd: impl std::os::fd::AsFd + Copy) {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::termios::{self, SetArg};
+    let mut t = termios::tcgetattr(fd).unwrap();
+    termios::cfmakeraw(&mut t);
+    termios::tcsetattr(fd, SetArg::TCSANOW, &t).unwrap();
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK)).unwrap();
+}
+
+impl Relay {
+    fn start(pen_tty: &Path, dir: &Path, seed: u64, per_mille: u64) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let pen = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(pen_tty)
+            .unwrap();
+        raw_nonblocking(&pen);
+        let pty = nix::pty::openpty(None, None).unwrap();
+        raw_nonblocking(&pty.slave);
+        raw_nonblocking(&pty.master);
+        let tty = dir.join("host.tty");
+        let _ = std::fs::remove_file(&tty);
+        std::os::unix::fs::symlink(nix::unistd::ttyname(&pty.slave).unwrap(), &tty).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let injected = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, injected) = (Arc::clone(&stop), Arc::clone(&injected));
+            std::thread::spawn(move || {
+                let _keep = pty.slave;
+                let mut up = Noise(seed, per_mille);
+                let mut down = Noise(seed.wrapping_mul(7919) | 1, per_mille);
+                let mut buf = [0u8; 4096];
+                while !stop.load(Ordering::Acquire) {
+                    let mut pass = |from: std::os::fd::BorrowedFd<'_>,
+                                    to: std::os::fd::BorrowedFd<'_>,
+                                    noise: &mut Noise| {
+                        while let Ok(n @ 1..) = nix::unistd::read(from, &mut buf) {
+                            let (bytes, events) = noise.apply(&buf[..n]);
+                            injected.fetch_add(events, Ordering::Relaxed);
+                            let mut rest = bytes.as_slice();
+                            while !rest.is_empty() {
+                                match nix::unistd::write(to, rest) {
+                                    Ok(k) => rest = &rest[k..],
+                                    Err(_) => std::thread::sleep(Duration::from_micros(100)),
+                                }
+                            }
+                        }
+                    };
+                    use std::os::fd::AsFd;
+                    pass(pen.as_fd(), pty.master.as_fd(), &mut down);
+                    pass(pty.master.as_fd(), pen.as_fd(), &mut up);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        };
+        Self {
+            tty,
+            stop,
+            injected,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn on_a_noisy_line_the_session_runs_or_goes_safe_and_every_rejection_is_counted() {
+    for seed in [1u64, 2, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let pen = Pen::spawn(dir.path());
+        let relay = Relay::start(&pen.tty, dir.path(), seed, 3);
+        let n = start_needled(&dir.path().join("data"), &config(&relay.tty, 500));
+        let id = run_session(&n, &pen);
+        for (depth, rate) in [(350, 115_000), (450, 125_000), (400, 120_000)] {
+            let body = json!({ "depth_um": depth, "rate_mhz": rate });
+            wait_status(&n, "the depth axis still", |s| {
+                s["depth"]["moving"] == false
+            });
+            ok(
+                &n,
+                "PUT",
+                &format!("/v1/sessions/{id}/setpoints"),
+                Some(body),
+            );
+            wait_status(&n, "the depth reached", |s| {
+                s["depth"]["setpoint_um"] == depth && s["depth"]["moving"] == false
+                    || s["state"] == "Fault"
+            });
+        }
+        let t = pen.truth();
+        let pen_view = &t["pen"]["telemetry"];
+        let state = pen_view["state"].as_str().unwrap().to_string();
+        assert!(
+            state == "Running" || (state == "Fault" && t["motor_powered"] == false),
+            "seed {seed}: {t}"
+        );
+        // What the pen applied is what was sent, once: the last setpoints, uncorrupted.
+        assert_eq!(pen_view["depth_setpoint"], 400, "seed {seed}: {t}");
+        assert_eq!(pen_view["rate_setpoint"], 120_000, "seed {seed}: {t}");
+        let ended = ok(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/end"),
+            Some(json!({ "reason": "done" })),
+        );
+        assert_eq!(ended["state"], "ended");
+        let t = pen.truth();
+        assert_eq!(t["motor_powered"], false, "{t}");
+        let link = &t["pen"]["link"];
+        let damaged: u64 = ["overlong", "framing", "length", "crc", "decode"]
+            .iter()
+            .map(|k| link[k].as_u64().unwrap())
+            .sum();
+        let injected = relay.injected.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("seed {seed}: {injected} noise events both ways; the pen rejected {damaged} frames, dropped {} duplicates: {link}", link["duplicates"]);
+        assert!(
+            injected > 0 && damaged > 0,
+            "seed {seed}: the noise reached the pen: {link}"
+        );
+    }
+}
