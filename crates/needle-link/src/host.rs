@@ -96,7 +96,7 @@ pub struct HostLink {
     last_pen_seq: Option<u8>,
     counters: Counters,
     clock: ClockSync,
-    tx: heapless::Deque<u8, TX_QUEUE>,
+    tx: crate::queue::TxQueue<TX_QUEUE>,
 }
 
 impl HostLink {
@@ -112,7 +112,7 @@ impl HostLink {
             last_pen_seq: None,
             counters: Counters::default(),
             clock: ClockSync::new(),
-            tx: heapless::Deque::new(),
+            tx: crate::queue::TxQueue::new(),
         }
     }
 
@@ -315,26 +315,16 @@ impl HostLink {
         let Some(bytes) = bytes else {
             return false;
         };
-        if self.tx.capacity() - self.tx.len() < bytes.len() {
-            return false;
-        }
-        for b in bytes {
-            let _ = self.tx.push_back(*b);
-        }
-        true
+        self.tx.push(bytes)
     }
 
-    /// The queued bytes, oldest first (the first contiguous run of them).
+    /// The queued bytes, oldest first.
     pub fn pending(&self) -> &[u8] {
-        self.tx.as_slices().0
+        self.tx.pending()
     }
 
     /// Drops the first `n` queued bytes, once the serial port took them.
     pub fn consume(&mut self, n: usize) {
-        for _ in 0..n {
-            if self.tx.pop_front().is_none() {
-                break;
-            }
-        }
+        self.tx.consume(n);
     }
 }

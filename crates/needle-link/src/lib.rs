@@ -14,6 +14,7 @@
 //!   newest-wins telemetry.
 //! - [`clock`]: [`ClockSync`], the pen's clock on the host's, fitted from sync probes.
 //! - [`counters`]: [`Counters`], every frame received and every rejection by reason.
+//! - [`queue`]: [`queue::TxQueue`], the bytes waiting for the serial port.
 //!
 //! The pen's dead-man is the core's own, refreshed by each command the controller accepts
 //! (needle-pen), so when the host dies, hangs or the line is cut, the core faults
@@ -45,6 +46,7 @@ mod hash;
 pub mod host;
 pub mod message;
 pub mod pen;
+pub mod queue;
 
 pub use clock::ClockSync;
 pub use counters::Counters;

@@ -9,7 +9,6 @@
 //! Every [`Received`] is a valid frame from an identified host of our protocol version: the
 //! dispatcher refreshes the controller's dead-man timer on each one, and on nothing else.
 
-use heapless::Deque;
 use needle_core::units::Micros;
 use needle_core::Telemetry;
 
@@ -70,7 +69,7 @@ pub struct PenLink {
     host_identified: bool,
     kept: [Option<Kept>; WINDOW as usize],
     tx_seq: u8,
-    tx: Deque<u8, TX_QUEUE>,
+    tx: crate::queue::TxQueue<TX_QUEUE>,
     tx_dropped: u32,
     counters: Counters,
 }
@@ -85,7 +84,7 @@ impl PenLink {
             host_identified: false,
             kept: [None; WINDOW as usize],
             tx_seq: 0,
-            tx: Deque::new(),
+            tx: crate::queue::TxQueue::new(),
             tx_dropped: 0,
             counters: Counters::default(),
         }
@@ -243,28 +242,20 @@ impl PenLink {
             self.tx_dropped = self.tx_dropped.saturating_add(1);
             return;
         };
-        if self.tx.capacity() - self.tx.len() < bytes.len() {
+        if !self.tx.push(bytes) {
             self.tx_dropped = self.tx_dropped.saturating_add(1);
             return;
-        }
-        for b in bytes {
-            // Room was checked above.
-            let _ = self.tx.push_back(*b);
         }
         self.tx_seq = self.tx_seq.wrapping_add(1);
     }
 
-    /// The queued bytes, oldest first (the first contiguous run of them).
+    /// The queued bytes, oldest first.
     pub fn pending(&self) -> &[u8] {
-        self.tx.as_slices().0
+        self.tx.pending()
     }
 
     /// Drops the first `n` queued bytes, once the serial port took them.
     pub fn consume(&mut self, n: usize) {
-        for _ in 0..n {
-            if self.tx.pop_front().is_none() {
-                break;
-            }
-        }
+        self.tx.consume(n);
     }
 }
