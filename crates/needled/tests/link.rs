@@ -483,9 +483,20 @@ impl Relay {
                             let (bytes, events) = noise.apply(&buf[..n]);
                             injected.fetch_add(events, Ordering::Relaxed);
                             let mut rest = bytes.as_slice();
+                            let since = Instant::now();
                             while !rest.is_empty() {
                                 match nix::unistd::write(to, rest) {
                                     Ok(k) => rest = &rest[k..],
+                                    // Nobody reads the other end (it died or is busy):
+                                    // after a while the line drops the bytes, as a real
+                                    // one would; that is noise too, and counted.
+                                    Err(_)
+                                        if since.elapsed() > Duration::from_millis(50)
+                                            || stop.load(Ordering::Acquire) =>
+                                    {
+                                        injected.fetch_add(1, Ordering::Relaxed);
+                                        break;
+                                    }
                                     Err(_) => std::thread::sleep(Duration::from_micros(100)),
                                 }
                             }
@@ -523,23 +534,36 @@ fn on_a_noisy_line_the_session_runs_or_goes_safe_and_every_rejection_is_counted(
         let pen = Pen::spawn(dir.path());
         let relay = Relay::start(&pen.tty, dir.path(), seed, 3);
         let n = start_needled(&dir.path().join("data"), &config(&relay.tty, 500));
-        let id = run_session(&n, &pen);
-        for (depth, rate) in [(350, 115_000), (450, 125_000), (400, 120_000)] {
-            let body = json!({ "depth_um": depth, "rate_mhz": rate });
-            wait_status(&n, "the depth axis still", |s| {
-                s["depth"]["moving"] == false
-            });
-            ok(
-                &n,
-                "PUT",
-                &format!("/v1/sessions/{id}/setpoints"),
-                Some(body),
-            );
-            wait_status(&n, "the depth reached", |s| {
-                s["depth"]["setpoint_um"] == depth && s["depth"]["moving"] == false
-                    || s["state"] == "Fault"
-            });
-        }
+        // Driving the session may fail when the noisy line (or this busy machine) costs
+        // the link and the session goes safe; that is allowed, and checked below.
+        let drive = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let id = run_session(&n, &pen);
+            for (depth, rate) in [(350, 115_000), (450, 125_000), (400, 120_000)] {
+                let body = json!({ "depth_um": depth, "rate_mhz": rate });
+                wait_status(&n, "the depth axis still", |s| {
+                    s["depth"]["moving"] == false
+                });
+                ok(
+                    &n,
+                    "PUT",
+                    &format!("/v1/sessions/{id}/setpoints"),
+                    Some(body),
+                );
+                wait_status(&n, "the depth reached", |s| {
+                    s["depth"]["setpoint_um"] == depth && s["depth"]["moving"] == false
+                        || s["state"] == "Fault"
+                });
+            }
+            id
+        }));
+        let Ok(id) = drive else {
+            let t = pen.truth();
+            assert_eq!(t["motor_powered"], false, "seed {seed}: went safe? {t}");
+            let (_, s) = call(&n, "GET", "/v1/status");
+            assert_eq!(s["motor_enabled"], false, "seed {seed}: {s}");
+            eprintln!("seed {seed}: the session went safe: {}", t["pen"]["link"]);
+            continue;
+        };
         let t = pen.truth();
         let pen_view = &t["pen"]["telemetry"];
         let state = pen_view["state"].as_str().unwrap().to_string();
