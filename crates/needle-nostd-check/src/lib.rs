@@ -1,4 +1,4 @@
-//! Proves that needle-core builds without std: this staticlib brings its own panic handler,
+//! Proves that needle-core, needle-link and needle-pen's logic build without std: this staticlib brings its own panic handler,
 //! which collides with std's if std is linked anywhere in the graph.
 #![no_std]
 #![deny(unsafe_code)]
@@ -11,6 +11,8 @@ use embedded_hal::pwm::{ErrorType as PwmErrorType, SetDutyCycle};
 use needle_core::hal::{Analog, ErrorType, Hardware, Parts, StrokeSample, StrokeSensor};
 use needle_core::units::Micros;
 use needle_core::{Command, Controller, ControllerConfig};
+use needle_link::{config_hash, HostLink, PenId, PenLink, Received, Reliable};
+use needle_pen::Pen;
 
 /// A part that reads low and zero and accepts every write: enough to exercise the code paths.
 pub struct Null;
@@ -95,13 +97,16 @@ impl Hardware for Board {
     }
 }
 
+fn board() -> Board {
+    Board([
+        Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null,
+    ])
+}
+
 /// Runs `ticks` ticks of the controller and returns its state's discriminant, so the whole
 /// controller is compiled into this library.
 pub extern "C" fn needle_check_run(ticks: u32) -> u32 {
-    let board = Board([
-        Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null,
-    ]);
-    let Ok(mut ctrl) = Controller::new(board, ControllerConfig::default()) else {
+    let Ok(mut ctrl) = Controller::new(board(), ControllerConfig::default()) else {
         return u32::MAX;
     };
     let _ = ctrl.handle(Command::Home);
@@ -109,6 +114,50 @@ pub extern "C" fn needle_check_run(ticks: u32) -> u32 {
         ctrl.tick(Micros(u64::from(t) * 1000));
     }
     ctrl.state() as u32
+}
+
+/// Feeds `len` bytes at `bytes` to both ends of the link and returns the frames accepted, so
+/// the link's decoders, sequencing and encoders are compiled into this library.
+pub extern "C" fn needle_check_link(seed: u32, len: u32) -> u32 {
+    let mut pen = PenLink::new(PenId(*b"NOSTDPEN"));
+    let mut host = HostLink::new(Micros(5_000));
+    host.identify();
+    let _ = host.send_reliable(Reliable::Command(Command::Heartbeat), Micros(0));
+    let mut x = seed;
+    for _ in 0..len {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let byte = (x >> 16) as u8;
+        if let Some(Received::Identify) = pen.receive(byte) {
+            pen.identity(Some(config_hash(&ControllerConfig::default())));
+        }
+        let _ = host.receive(byte, Micros(u64::from(x)));
+    }
+    if let Ok(ctrl) = Controller::new(board(), ControllerConfig::default()) {
+        pen.telemetry(&ctrl.telemetry());
+    }
+    pen.counters().frames.wrapping_add(host.counters().frames)
+}
+
+/// Runs the pen firmware's logic for `ticks` ticks over `len` noise bytes a tick; returns the
+/// frames it queued, so the dispatcher between link and core is compiled in.
+pub extern "C" fn needle_check_pen(ticks: u32, seed: u32) -> u32 {
+    let mut pen = Pen::new(board(), PenId(*b"NOSTDPEN"));
+    let mut x = seed;
+    let mut queued = 0u32;
+    for t in 0..ticks {
+        let mut noise = [0u8; 16];
+        for b in noise.iter_mut() {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            *b = (x >> 16) as u8;
+        }
+        let now = Micros(u64::from(t) * 1000);
+        pen.receive(&noise, now);
+        pen.tick(now);
+        let n = pen.pending().len();
+        queued = queued.wrapping_add(n as u32);
+        pen.consume(n);
+    }
+    queued
 }
 
 #[panic_handler]

@@ -381,6 +381,8 @@ pub struct Config {
     pub hardware: HardwareConfig,
     /// `[sim]`: the simulated rig.
     pub sim: SimConfig,
+    /// `[link]`: the serial link to a pen MCU (with `hardware.backend = "link"`).
+    pub link: crate::hal::link::LinkConfig,
 }
 
 impl Default for Config {
@@ -396,6 +398,7 @@ impl Default for Config {
             cartridge: CartridgeConfig::default(),
             hardware: HardwareConfig::default(),
             sim: SimConfig::default(),
+            link: crate::hal::link::LinkConfig::default(),
         }
     }
 }
@@ -799,7 +802,7 @@ impl Default for CartridgeConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HardwareConfig {
-    /// `backend`: `"sim"` (default), `"rppal"` or `"linux"`.
+    /// `backend`: `"sim"` (default), `"rppal"`, `"linux"` or `"link"`.
     pub backend: Backend,
     /// `[hardware.rppal]`: required when `backend = "rppal"`.
     pub rppal: Option<RppalConfig>,
@@ -818,6 +821,8 @@ pub enum Backend {
     Rppal,
     /// Any Linux board through gpio-cdev, sysfs PWM and i2c-dev (cargo feature `linux`).
     Linux,
+    /// A pen MCU running needle-core, over the serial link in `[link]`.
+    Link,
 }
 
 impl Backend {
@@ -827,6 +832,7 @@ impl Backend {
             Backend::Sim => "sim",
             Backend::Rppal => "rppal",
             Backend::Linux => "linux",
+            Backend::Link => "link",
         }
     }
 }
@@ -1530,6 +1536,25 @@ impl Config {
         let h = &self.hardware;
         match h.backend {
             Backend::Sim => Ok(()),
+            Backend::Link => {
+                let l = &self.link;
+                if l.device.as_os_str().is_empty() {
+                    return Err(invalid(
+                        "link.device",
+                        "expected the pen's serial device path",
+                    ));
+                }
+                if crate::hal::link::baud_rate(l.baud).is_none() {
+                    return Err(invalid("link.baud", format!("unsupported rate {}", l.baud)));
+                }
+                if u64::from(l.sync_ms) * 2_000 > self.controller_config().safety.host_timeout.0 {
+                    return Err(invalid(
+                        "link.sync_ms",
+                        "must be at most half of safety.host_timeout, or the pen's dead-man trips",
+                    ));
+                }
+                Ok(())
+            }
             Backend::Rppal => {
                 let Some(r) = &h.rppal else {
                     return Err(missing_backend_section(h.backend));

@@ -108,9 +108,54 @@ pub enum ControlError {
 /// A command's reply channel and the controller's verdict, held until the snapshot is out.
 type Answer = (oneshot::Sender<Result<(), Rejected>>, Result<(), Rejected>);
 
-struct Request {
-    command: Command,
-    reply: oneshot::Sender<Result<(), Rejected>>,
+/// A command for the controller and where its verdict goes.
+pub struct Request {
+    /// The command.
+    pub command: Command,
+    /// Where the controller's verdict goes.
+    pub reply: oneshot::Sender<Result<(), Rejected>>,
+}
+
+/// The far end of a [`ControlHandle`] whose controller is not on this machine (the link
+/// backend: it runs in the pen). [`spawn_remote`] gives it to the thread that serves it.
+pub struct RemoteEnd {
+    /// Commands from the async side.
+    pub requests: Receiver<Request>,
+    /// Where the thread publishes what it knows of the controller.
+    pub publish: watch::Sender<Snapshot>,
+    /// Stamp with [`monotonic_now`] each loop, for the watchdog.
+    pub alive: Arc<AtomicU64>,
+    /// Set when the handle shuts down: leave the rig safe and return.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts a thread named `name` that serves a [`ControlHandle`] through a [`RemoteEnd`],
+/// publishing `initial` first.
+pub fn spawn_remote(
+    name: &str,
+    initial: Snapshot,
+    serve: impl FnOnce(RemoteEnd) + Send + 'static,
+) -> std::io::Result<ControlHandle> {
+    let (commands, requests) = mpsc::sync_channel(QUEUE);
+    let (publish, snapshots) = watch::channel(initial);
+    let alive = Arc::new(AtomicU64::new(monotonic_now().0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let end = RemoteEnd {
+        requests,
+        publish,
+        alive: Arc::clone(&alive),
+        stop: Arc::clone(&stop),
+    };
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || serve(end))?;
+    Ok(ControlHandle {
+        commands,
+        snapshots,
+        alive,
+        stop,
+        thread: Some(thread),
+    })
 }
 
 /// The async side's handle on the control thread.

@@ -219,6 +219,10 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
                 let tags = Box::new(sim.tag.clone());
                 (handle, Some(sim), tags)
             }
+            Backend::Link => {
+                let (handle, tags) = needled::hal::link::spawn(config.link.clone(), core)?;
+                (handle, None, Box::new(tags))
+            }
             #[cfg(feature = "rppal")]
             Backend::Rppal => {
                 let rig = needled::hal::rppal::open(&config).map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! the [`Config`](crate::config::Config).
 //!
 //! - `sim`: the simulated rig (default).
+//! - `link`: a pen MCU running needle-core, over a serial line with needle-link ([`link`]).
 //! - `rppal` (cargo feature `rppal`): a Raspberry Pi through rppal: GPIO, hardware PWM, I2C.
 //! - `linux` (cargo feature `linux`): any Linux board through gpio-cdev, sysfs PWM, i2c-dev;
 //!   the replacement for rppal on a Pi 5 now that rppal is retired.
@@ -17,6 +18,7 @@
 //! that names it ([`HalError::Open`]).
 
 pub mod adapters;
+pub mod link;
 #[cfg(feature = "linux")]
 pub mod linux;
 #[cfg(feature = "rppal")]

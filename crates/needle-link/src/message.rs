@@ -1,0 +1,175 @@
+//! The messages inside frames: what the host says to the pen and what the pen says back.
+//!
+//! The core's own `protocol` types travel inside them, encoded by serde, so a field the core
+//! gains changes the encoding on both ends at once; [`PROTOCOL_VERSION`] and the
+//! configuration hash ([`crate::config_hash`]) catch ends built from different sources.
+
+use needle_core::units::Micros;
+use needle_core::{Command, ControllerConfig, Rejected, Telemetry};
+use serde::{Deserialize, Serialize};
+
+/// The link protocol's version. Raise it with any change to a message's encoding.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// A pen's identity: a serial number burned in at manufacture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PenId(pub [u8; 8]);
+
+/// Bytes a cartridge tag image holds at most (the rig's 128-byte EEPROM).
+pub const TAG_BYTES: usize = 128;
+
+/// The image of the seated cartridge's tag, as the pen read it. The host authenticates it;
+/// the pen only carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagImage {
+    len: u8,
+    bytes: [u8; TAG_BYTES],
+}
+
+impl TagImage {
+    /// An image of `bytes`, or `None` when longer than [`TAG_BYTES`].
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        let mut image = Self {
+            len: u8::try_from(bytes.len()).ok()?,
+            bytes: [0; TAG_BYTES],
+        };
+        image.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(image)
+    }
+
+    /// The image's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or(&[])
+    }
+}
+
+impl Serialize for TagImage {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.as_bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for TagImage {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Bytes;
+        impl serde::de::Visitor<'_> for Bytes {
+            type Value = TagImage;
+            fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, "at most {TAG_BYTES} bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<TagImage, E> {
+                TagImage::new(v).ok_or_else(|| E::invalid_length(v.len(), &self))
+            }
+        }
+        deserializer.deserialize_bytes(Bytes)
+    }
+}
+
+/// A message from the host that must arrive exactly once, in order: it is numbered,
+/// retransmitted until acknowledged, and its duplicates are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Reliable {
+    /// Configures the pen's controller (once per pen power-up, as Klipper's
+    /// `finalize_config`): the pen refuses a different configuration later.
+    Configure {
+        /// The controller's configuration.
+        config: ControllerConfig,
+        /// The pen sends telemetry every this many ticks (at least 1).
+        telemetry_every: u16,
+    },
+    /// A command for the controller.
+    Command(Command),
+}
+
+/// What the host sends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum HostMessage {
+    /// Asks the pen who it is. First of the handshake; keep it variant 0 so every version
+    /// can read it.
+    Identify {
+        /// The host's [`PROTOCOL_VERSION`].
+        version: u16,
+    },
+    /// A numbered message (the frame's `seq` is its number).
+    Reliable(Reliable),
+    /// A clock sync probe; also the host's keep-alive, so the pen's dead-man sees a quiet but
+    /// healthy host.
+    Sync {
+        /// The host's clock when it sent this.
+        host_time: Micros,
+    },
+    /// Asks for the seated cartridge's tag image. Reading is idempotent, so this is not
+    /// numbered: the host asks again if no answer comes.
+    ReadTag {
+        /// The host's number for this request, echoed.
+        request: u8,
+    },
+}
+
+/// Why the pen refused a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigRefusal {
+    /// The pen already runs another configuration, with this hash: restart the pen to
+    /// change it.
+    AlreadyConfigured(u32),
+    /// The controller refused it as unsafe to run with (`ControllerConfig::validate`).
+    Invalid,
+}
+
+/// What became of a numbered message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The controller's verdict on a command.
+    Command(Result<(), Rejected>),
+    /// The configuration is in force; its hash.
+    Configured(u32),
+    /// The configuration was refused.
+    ConfigRefused(ConfigRefusal),
+    /// A command came before any configuration.
+    NotConfigured,
+}
+
+/// What the pen sends.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum PenMessage {
+    /// The answer to [`HostMessage::Identify`]. Keep it variant 0.
+    Identity {
+        /// The pen's [`PROTOCOL_VERSION`].
+        version: u16,
+        /// Its serial number.
+        pen: PenId,
+        /// The hash of the configuration it runs, if configured.
+        config_hash: Option<u32>,
+        /// The next sequence number it expects.
+        next_seq: u8,
+    },
+    /// What became of the numbered message `seq`; resent for a duplicate.
+    Verdict {
+        /// The message's number.
+        seq: u8,
+        /// What became of it.
+        outcome: Outcome,
+        /// The pen tick count when it was applied; the tick after it is the first to act on it.
+        tick: u64,
+        /// The pen's clock when it was applied.
+        at: Micros,
+    },
+    /// The controller after a tick. Not acknowledged: the host keeps the newest.
+    Telemetry(Telemetry),
+    /// The answer to a [`HostMessage::Sync`].
+    Clock {
+        /// The probe's host time, echoed.
+        host_time: Micros,
+        /// The pen's clock when it answered.
+        pen_time: Micros,
+    },
+    /// The pen's link counters, sent now and then.
+    Counters(crate::counters::Counters),
+    /// The answer to [`HostMessage::ReadTag`].
+    Tag {
+        /// The request's number.
+        request: u8,
+        /// The tag's image, or `None` when no tag answers (no cartridge).
+        image: Option<TagImage>,
+    },
+}

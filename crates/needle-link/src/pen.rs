@@ -1,0 +1,261 @@
+//! [`PenLink`]: the pen's end of the link.
+//!
+//! It checks frames, keeps numbered messages in order and exactly once, remembers the verdicts
+//! of the last [`WINDOW`] messages so a retransmitted one gets its verdict again without being
+//! applied twice, and queues the pen's frames for the serial port. What a message *does* is
+//! the dispatcher's business (needle-pen): the link hands it [`Received`] events and the
+//! dispatcher answers through [`PenLink::verdict`], [`PenLink::identity`] and the rest.
+//!
+//! Every [`Received`] is a valid frame from an identified host of our protocol version: the
+//! dispatcher refreshes the controller's dead-man timer on each one, and on nothing else.
+
+use needle_core::units::Micros;
+use needle_core::Telemetry;
+
+use crate::counters::Counters;
+use crate::frame::{self, Decoder, Header, Rejection};
+use crate::message::{
+    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+};
+
+/// Most numbered messages in flight (the host's window); verdicts of this many are kept.
+pub const WINDOW: u8 = 8;
+/// Bytes the transmit queue holds.
+pub const TX_QUEUE: usize = 4096;
+
+/// A valid frame from the host, for the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Received {
+    /// The host asks who the pen is: answer with [`PenLink::identity`].
+    Identify,
+    /// The next numbered message, to apply now and answer with [`PenLink::verdict`].
+    Apply {
+        /// Its number.
+        seq: u8,
+        /// The message.
+        message: Reliable,
+    },
+    /// A clock probe: answer with [`PenLink::clock`].
+    Sync {
+        /// The host's time in the probe.
+        host_time: Micros,
+    },
+    /// The host asks for the cartridge's tag: answer with [`PenLink::tag`].
+    ReadTag {
+        /// The request's number.
+        request: u8,
+    },
+    /// A numbered message seen before: dropped, its verdict already resent.
+    Duplicate,
+    /// A numbered message ahead of the next expected: dropped; the host will resend.
+    Ahead,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    seq: u8,
+    outcome: Outcome,
+    tick: u64,
+    at: Micros,
+}
+
+/// The pen's end of the link.
+pub struct PenLink {
+    pen: PenId,
+    decoder: Decoder,
+    /// The next sequence number expected from the host.
+    expected: u8,
+    /// Whether the host identified itself with our protocol version.
+    host_identified: bool,
+    kept: [Option<Kept>; WINDOW as usize],
+    tx_seq: u8,
+    tx: crate::queue::TxQueue<TX_QUEUE>,
+    tx_dropped: u32,
+    counters: Counters,
+}
+
+impl PenLink {
+    /// The link of the pen with serial number `pen`, waiting for a host.
+    pub fn new(pen: PenId) -> Self {
+        Self {
+            pen,
+            decoder: Decoder::new(),
+            expected: 0,
+            host_identified: false,
+            kept: [None; WINDOW as usize],
+            tx_seq: 0,
+            tx: crate::queue::TxQueue::new(),
+            tx_dropped: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// What was received and rejected so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Frames dropped because the transmit queue was full.
+    pub fn tx_dropped(&self) -> u32 {
+        self.tx_dropped
+    }
+
+    /// Whether a host of our version has identified itself since power-up.
+    pub fn host_identified(&self) -> bool {
+        self.host_identified
+    }
+
+    /// Takes one received byte; returns an event when it completes a valid host frame.
+    pub fn receive(&mut self, byte: u8) -> Option<Received> {
+        let header;
+        let message = match self.decoder.push(byte)? {
+            Err(why) => {
+                self.counters.reject(why);
+                return None;
+            }
+            Ok(frame) => {
+                header = frame.header;
+                match postcard::take_from_bytes::<HostMessage>(frame.payload) {
+                    Ok((message, [])) => message,
+                    _ => {
+                        self.counters.reject(Rejection::Decode);
+                        return None;
+                    }
+                }
+            }
+        };
+        self.counters.frames = self.counters.frames.saturating_add(1);
+        match message {
+            HostMessage::Identify { version } => {
+                self.host_identified = version == PROTOCOL_VERSION;
+                if !self.host_identified {
+                    self.counters.version = self.counters.version.saturating_add(1);
+                }
+                // Answered either way, so the host learns the pen's version.
+                Some(Received::Identify)
+            }
+            _ if !self.host_identified => {
+                self.counters.version = self.counters.version.saturating_add(1);
+                None
+            }
+            HostMessage::Sync { host_time } => Some(Received::Sync { host_time }),
+            HostMessage::ReadTag { request } => Some(Received::ReadTag { request }),
+            HostMessage::Reliable(message) => Some(self.sequence(header.seq, message)),
+        }
+    }
+
+    fn sequence(&mut self, seq: u8, message: Reliable) -> Received {
+        if seq == self.expected {
+            self.expected = self.expected.wrapping_add(1);
+            return Received::Apply { seq, message };
+        }
+        let behind = self.expected.wrapping_sub(seq);
+        if (1..=WINDOW).contains(&behind) {
+            self.counters.duplicates = self.counters.duplicates.saturating_add(1);
+            let kept = self
+                .kept
+                .get(usize::from(seq % WINDOW))
+                .copied()
+                .flatten()
+                .filter(|k| k.seq == seq);
+            if let Some(k) = kept {
+                self.send_verdict(k);
+            }
+            Received::Duplicate
+        } else {
+            self.counters.out_of_order = self.counters.out_of_order.saturating_add(1);
+            Received::Ahead
+        }
+    }
+
+    /// Answers the numbered message `seq` (from [`Received::Apply`]) and keeps the answer
+    /// for its retransmissions. `tick` and `at` are the pen's tick count and clock.
+    pub fn verdict(&mut self, seq: u8, outcome: Outcome, tick: u64, at: Micros) {
+        let kept = Kept {
+            seq,
+            outcome,
+            tick,
+            at,
+        };
+        if let Some(slot) = self.kept.get_mut(usize::from(seq % WINDOW)) {
+            *slot = Some(kept);
+        }
+        self.send_verdict(kept);
+    }
+
+    fn send_verdict(&mut self, k: Kept) {
+        self.send(&PenMessage::Verdict {
+            seq: k.seq,
+            outcome: k.outcome,
+            tick: k.tick,
+            at: k.at,
+        });
+    }
+
+    /// Answers [`Received::Identify`]; `config_hash` is the hash of the configuration in force.
+    pub fn identity(&mut self, config_hash: Option<u32>) {
+        self.send(&PenMessage::Identity {
+            version: PROTOCOL_VERSION,
+            pen: self.pen,
+            config_hash,
+            next_seq: self.expected,
+        });
+    }
+
+    /// Answers [`Received::Sync`] with the pen's clock now.
+    pub fn clock(&mut self, host_time: Micros, pen_time: Micros) {
+        self.send(&PenMessage::Clock {
+            host_time,
+            pen_time,
+        });
+    }
+
+    /// Answers [`Received::ReadTag`] with the seated cartridge's tag image, if any.
+    pub fn tag(&mut self, request: u8, image: Option<TagImage>) {
+        self.send(&PenMessage::Tag { request, image });
+    }
+
+    /// Queues a telemetry frame.
+    pub fn telemetry(&mut self, telemetry: &Telemetry) {
+        self.send(&PenMessage::Telemetry(*telemetry));
+    }
+
+    /// Queues a frame with the link's counters.
+    pub fn send_counters(&mut self) {
+        self.send(&PenMessage::Counters(self.counters));
+    }
+
+    /// Queues `message` as one frame; a frame that does not fit the queue is dropped whole
+    /// and counted ([`PenLink::tx_dropped`]), never sent in part.
+    pub fn send(&mut self, message: &PenMessage) {
+        let mut payload = [0u8; frame::MAX_PAYLOAD];
+        let mut wire = [0u8; frame::MAX_ENCODED];
+        let header = Header {
+            seq: self.tx_seq,
+            ack: self.expected,
+        };
+        let encoded = postcard::to_slice(message, &mut payload)
+            .ok()
+            .and_then(|p| frame::encode(header, p, &mut wire).ok())
+            .and_then(|n| wire.get(..n));
+        let Some(bytes) = encoded else {
+            self.tx_dropped = self.tx_dropped.saturating_add(1);
+            return;
+        };
+        if !self.tx.push(bytes) {
+            self.tx_dropped = self.tx_dropped.saturating_add(1);
+            return;
+        }
+        self.tx_seq = self.tx_seq.wrapping_add(1);
+    }
+
+    /// The queued bytes, oldest first.
+    pub fn pending(&self) -> &[u8] {
+        self.tx.pending()
+    }
+
+    /// Drops the first `n` queued bytes, once the serial port took them.
+    pub fn consume(&mut self, n: usize) {
+        self.tx.consume(n);
+    }
+}

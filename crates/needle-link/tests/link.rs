@@ -1,0 +1,354 @@
+//! Both ends of the link in one process, over lossy, noisy in-memory lines.
+
+use needle_core::units::{Micros, MilliHertz};
+use needle_core::{Command, ControllerConfig};
+use needle_link::frame::{self, Decoder, Header};
+use needle_link::{
+    config_hash, FromPen, HostLink, Outcome, PenId, PenLink, Received, Reliable, PROTOCOL_VERSION,
+};
+use proptest::prelude::*;
+
+const PEN: PenId = PenId(*b"PEN00042");
+
+/// A pen dispatcher reduced to what the link owes it: the messages it applied, in order.
+struct Pen {
+    link: PenLink,
+    applied: Vec<Reliable>,
+    valid_frames: u32,
+    config: Option<u32>,
+    tick: u64,
+}
+
+impl Pen {
+    fn new() -> Self {
+        Self {
+            link: PenLink::new(PEN),
+            applied: Vec::new(),
+            valid_frames: 0,
+            config: None,
+            tick: 0,
+        }
+    }
+
+    fn receive(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            let Some(event) = self.link.receive(*b) else {
+                continue;
+            };
+            self.valid_frames += 1;
+            match event {
+                Received::Identify => self.link.identity(self.config),
+                Received::Apply { seq, message } => {
+                    self.applied.push(message);
+                    let outcome = match message {
+                        Reliable::Configure { config, .. } => {
+                            self.config = Some(config_hash(&config));
+                            Outcome::Configured(config_hash(&config))
+                        }
+                        Reliable::Command(_) => Outcome::Command(Ok(())),
+                    };
+                    self.link
+                        .verdict(seq, outcome, self.tick, Micros(self.tick * 1000));
+                }
+                Received::Sync { host_time } => self.link.clock(host_time, Micros(self.tick)),
+                Received::ReadTag { request } => self.link.tag(request, None),
+                Received::Duplicate | Received::Ahead => {}
+            }
+        }
+    }
+
+    fn take_tx(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.link.pending().to_vec();
+            if chunk.is_empty() {
+                return out;
+            }
+            self.link.consume(chunk.len());
+            out.extend(chunk);
+        }
+    }
+}
+
+fn take_host_tx(host: &mut HostLink) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let chunk = host.pending().to_vec();
+        if chunk.is_empty() {
+            return out;
+        }
+        host.consume(chunk.len());
+        out.extend(chunk);
+    }
+}
+
+/// A deterministic noisy line: per byte, a chance to flip a bit, drop, duplicate, or swap
+/// with the next.
+struct Noise {
+    state: u64,
+    per_mille: u64,
+}
+
+impl Noise {
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn apply(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            let r = self.next();
+            if r % 1000 >= self.per_mille {
+                out.push(b);
+            } else {
+                match (r >> 20) % 4 {
+                    0 => out.push(b ^ (1 << ((r >> 30) % 8))),
+                    1 => {}
+                    2 => out.extend([b, b]),
+                    _ if i + 1 < bytes.len() => {
+                        out.extend([bytes[i + 1], b]);
+                        i += 1;
+                    }
+                    _ => out.push(b),
+                }
+            }
+            i += 1;
+        }
+        out
+    }
+}
+
+fn commands(n: u32) -> Vec<Reliable> {
+    (0..n)
+        .map(|i| Reliable::Command(Command::SetRate(MilliHertz(80_000 + i))))
+        .collect()
+}
+
+/// Runs host and pen for `steps` of 1 ms over the two lines until every message has its
+/// verdict. Returns the verdicts' outcomes in the order the host got them.
+fn session(
+    to_pen: &mut Noise,
+    to_host: &mut Noise,
+    messages: &[Reliable],
+) -> (Pen, HostLink, Vec<u8>) {
+    let mut pen = Pen::new();
+    let mut host = HostLink::new(Micros(5_000));
+    let mut answered = Vec::new();
+    let mut next = 0;
+    let mut started = false;
+    for step in 0..20_000u64 {
+        let now = Micros(step * 1000);
+        pen.tick = step;
+        if !started && step % 10 == 0 {
+            host.identify();
+        }
+        if started {
+            while next < messages.len() && host.send_reliable(messages[next], now).is_ok() {
+                next += 1;
+            }
+            if step % 20 == 1 {
+                host.sync(now);
+            }
+            host.poll(now);
+        }
+        let wire = to_pen.apply(&take_host_tx(&mut host));
+        pen.receive(&wire);
+        let wire = to_host.apply(&pen.take_tx());
+        for b in wire {
+            match host.receive(b, now) {
+                Some(FromPen::Identity { next_seq, .. }) if !started => {
+                    host.start(next_seq);
+                    started = true;
+                }
+                Some(FromPen::Verdict { seq, .. }) => answered.push(seq),
+                _ => {}
+            }
+        }
+        if answered.len() == messages.len() && started {
+            break;
+        }
+    }
+    (pen, host, answered)
+}
+
+#[test]
+fn on_a_clean_line_every_command_is_applied_once_in_order() {
+    let messages = commands(100);
+    let clean = || Noise {
+        state: 1,
+        per_mille: 0,
+    };
+    let (pen, host, answered) = session(&mut clean(), &mut clean(), &messages);
+    assert_eq!(pen.applied, messages);
+    assert_eq!(answered.len(), messages.len());
+    assert_eq!(host.retransmissions(), 0);
+    assert_eq!(pen.link.counters().damaged(), 0);
+    assert!(host.clock().fit().is_some());
+}
+
+#[test]
+fn on_a_noisy_line_no_command_is_lost_doubled_or_corrupted_and_every_rejection_is_counted() {
+    let messages = commands(300);
+    for seed in 1..=8u64 {
+        let mut up = Noise {
+            state: seed,
+            per_mille: 5,
+        };
+        let mut down = Noise {
+            state: seed * 7919,
+            per_mille: 5,
+        };
+        let (pen, host, answered) = session(&mut up, &mut down, &messages);
+        assert_eq!(pen.applied, messages, "seed {seed}");
+        // Sequence numbers wrap at 256: each in-flight message yields one verdict, so the
+        // count proves each came once.
+        assert_eq!(
+            answered.len(),
+            messages.len(),
+            "each verdict once, seed {seed}"
+        );
+        let c = pen.link.counters();
+        assert!(c.damaged() > 0, "the noise reached the pen, seed {seed}");
+        assert!(host.retransmissions() > 0, "seed {seed}");
+        assert!(host.counters().damaged() > 0, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_host_of_another_version_is_answered_but_not_obeyed() {
+    let mut pen = Pen::new();
+    let mut wire = [0u8; frame::MAX_ENCODED];
+    let mut send = |pen: &mut Pen, seq: u8, msg: &needle_link::HostMessage| {
+        let mut payload = [0u8; frame::MAX_PAYLOAD];
+        let p = postcard::to_slice(msg, &mut payload).unwrap();
+        let n = frame::encode(Header { seq, ack: 0 }, p, &mut wire).unwrap();
+        pen.receive(&wire[..n]);
+    };
+    send(
+        &mut pen,
+        0,
+        &needle_link::HostMessage::Identify {
+            version: PROTOCOL_VERSION + 1,
+        },
+    );
+    send(
+        &mut pen,
+        0,
+        &needle_link::HostMessage::Reliable(Reliable::Command(Command::Home)),
+    );
+    assert!(pen.applied.is_empty());
+    assert_eq!(pen.link.counters().version, 2);
+    // It still told the host its own version.
+    let mut host = HostLink::new(Micros(5_000));
+    let said: Vec<_> = pen
+        .take_tx()
+        .into_iter()
+        .filter_map(|b| host.receive(b, Micros(0)))
+        .collect();
+    assert!(matches!(
+        said.as_slice(),
+        [FromPen::Identity {
+            version: PROTOCOL_VERSION,
+            pen: PEN,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn configurations_that_differ_anywhere_hash_differently() {
+    let a = ControllerConfig::default();
+    let mut b = a;
+    b.stroke.rate_max = MilliHertz(a.stroke.rate_max.0 - 1);
+    assert_ne!(config_hash(&a), config_hash(&b));
+    assert_eq!(config_hash(&a), config_hash(&ControllerConfig::default()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Arbitrary bytes: the decoders never panic, and what they accept is a sound frame.
+    #[test]
+    fn arbitrary_bytes_never_panic_either_end(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        let mut pen = PenLink::new(PEN);
+        let mut host = HostLink::new(Micros(1));
+        let mut decoder = Decoder::new();
+        for b in &bytes {
+            let _ = pen.receive(*b);
+            let _ = host.receive(*b, Micros(0));
+            if let Some(Ok(f)) = decoder.push(*b) {
+                prop_assert!(f.payload.len() <= frame::MAX_PAYLOAD);
+            }
+        }
+    }
+
+    /// A stream of frames with bits flipped, bytes dropped, doubled and swapped: every frame
+    /// the decoder accepts is one that was sent, byte for byte.
+    #[test]
+    fn a_noisy_stream_never_yields_a_corrupted_frame(
+        payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..40),
+        seed in 1u64..u64::MAX,
+        per_mille in 1u64..200,
+    ) {
+        let mut sent = Vec::new();
+        let mut wire = [0u8; frame::MAX_ENCODED];
+        for (i, p) in payloads.iter().enumerate() {
+            let n = frame::encode(Header { seq: i as u8, ack: 0 }, p, &mut wire).unwrap();
+            sent.extend_from_slice(&wire[..n]);
+        }
+        let noisy = Noise { state: seed, per_mille }.apply(&sent);
+        let mut decoder = Decoder::new();
+        for b in noisy {
+            if let Some(Ok(f)) = decoder.push(b) {
+                let i = usize::from(f.header.seq);
+                prop_assert!(i < payloads.len());
+                prop_assert_eq!(f.payload, payloads[i].as_slice());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_tag_image_travels_whole_and_an_absent_tag_as_none() {
+    let mut pen = PenLink::new(PEN);
+    let mut host = HostLink::new(Micros(5_000));
+    let image: Vec<u8> = (0..128u8).collect();
+    // Identify so the pen listens to this host.
+    host.identify();
+    let wire = host.pending().to_vec();
+    host.consume(wire.len());
+    for b in wire {
+        if let Some(Received::Identify) = pen.receive(b) {
+            pen.identity(None);
+        }
+    }
+    for (request, seated) in [(1u8, Some(image.as_slice())), (2, None)] {
+        host.read_tag(request);
+        let wire = host.pending().to_vec();
+        host.consume(wire.len());
+        for b in wire {
+            if let Some(Received::ReadTag { request }) = pen.receive(b) {
+                pen.tag(request, seated.and_then(needle_link::TagImage::new));
+            }
+        }
+        let wire = pen.pending().to_vec();
+        pen.consume(wire.len());
+        let got: Vec<_> = wire
+            .into_iter()
+            .filter_map(|b| host.receive(b, Micros(0)))
+            .filter_map(|m| match m {
+                FromPen::Tag { request, image } => Some((request, image)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, request);
+        assert_eq!(got[0].1.as_ref().map(|i| i.as_bytes()), seated);
+    }
+}

@@ -1,0 +1,204 @@
+//! [`Pen`]: the dispatcher between the link and the controller.
+
+use needle_core::hal::Hardware;
+use needle_core::units::Micros;
+use needle_core::{Controller, ControllerConfig};
+use needle_link::{
+    config_hash, ConfigRefusal, Outcome, PenId, PenLink, Received, Reliable, TagImage,
+};
+
+/// The pen sends its link counters every this many ticks.
+pub const COUNTERS_EVERY: u64 = 250;
+
+/// Tick period before a host configured one: the controller's default.
+const UNCONFIGURED_PERIOD: Micros = Micros(1_000);
+
+// One `Slot` lives for the pen's life and there is no heap to box the controller into.
+#[allow(clippy::large_enum_variant)]
+enum Slot<H: Hardware> {
+    /// Power-up: outputs at their reset (safe) levels until a host configures the controller.
+    Waiting(H),
+    Configured {
+        ctrl: Controller<H>,
+        hash: u32,
+        telemetry_every: u16,
+    },
+    /// Never seen: only while moving the hardware from `Waiting` into a controller.
+    Moving,
+}
+
+/// The pen's firmware logic over the hardware `H`.
+pub struct Pen<H: Hardware> {
+    link: PenLink,
+    slot: Slot<H>,
+    now: Micros,
+    ticks: u64,
+    last_host_frame: Option<Micros>,
+    last_refresh: Option<Micros>,
+    tag: Option<TagImage>,
+}
+
+impl<H: Hardware> Pen<H> {
+    /// The pen at power-up, waiting for a host.
+    pub fn new(hardware: H, pen: PenId) -> Self {
+        Self {
+            link: PenLink::new(pen),
+            slot: Slot::Waiting(hardware),
+            now: Micros::ZERO,
+            ticks: 0,
+            last_host_frame: None,
+            last_refresh: None,
+            tag: None,
+        }
+    }
+
+    /// The controller, once a host configured it.
+    pub fn controller(&self) -> Option<&Controller<H>> {
+        match &self.slot {
+            Slot::Configured { ctrl, .. } => Some(ctrl),
+            _ => None,
+        }
+    }
+
+    /// The link, for its counters.
+    pub fn link(&self) -> &PenLink {
+        &self.link
+    }
+
+    /// The hash of the configuration in force.
+    pub fn config_hash(&self) -> Option<u32> {
+        match &self.slot {
+            Slot::Configured { hash, .. } => Some(*hash),
+            _ => None,
+        }
+    }
+
+    /// The period `main` must tick at: the configured controller's, or 1 ms before that.
+    pub fn tick_period(&self) -> Micros {
+        self.controller()
+            .map_or(UNCONFIGURED_PERIOD, |c| c.config().safety.tick_period)
+    }
+
+    /// When (pen clock) the last valid host frame came, if any.
+    pub fn last_host_frame(&self) -> Option<Micros> {
+        self.last_host_frame
+    }
+
+    /// When (pen clock) the controller last accepted a command, which refreshed its dead-man.
+    pub fn last_refresh(&self) -> Option<Micros> {
+        self.last_refresh
+    }
+
+    /// Ticks run.
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// Sets the seated cartridge's tag image (`main` reads the tag's EEPROM when a cartridge
+    /// is seated), or `None` when no tag answers. Longer than a tag can be: `None`.
+    pub fn seat_tag(&mut self, image: Option<&[u8]>) {
+        self.tag = image.and_then(TagImage::new);
+    }
+
+    /// Takes bytes from the serial port, received by pen time `now`.
+    pub fn receive(&mut self, bytes: &[u8], now: Micros) {
+        for byte in bytes {
+            if let Some(event) = self.link.receive(*byte) {
+                self.dispatch(event, now);
+            }
+        }
+    }
+
+    fn dispatch(&mut self, event: Received, now: Micros) {
+        self.last_host_frame = Some(now);
+        match event {
+            Received::Identify => self.link.identity(self.config_hash()),
+            Received::Sync { host_time } => self.link.clock(host_time, now),
+            Received::Apply { seq, message } => {
+                let outcome = self.apply(message);
+                self.link.verdict(seq, outcome, self.ticks, now);
+            }
+            Received::ReadTag { request } => self.link.tag(request, self.tag),
+            Received::Duplicate | Received::Ahead => {}
+        }
+    }
+
+    fn apply(&mut self, message: Reliable) -> Outcome {
+        match message {
+            Reliable::Command(command) => match &mut self.slot {
+                Slot::Configured { ctrl, .. } => {
+                    let verdict = ctrl.handle(command);
+                    if verdict.is_ok() {
+                        self.last_refresh = Some(self.now);
+                    }
+                    Outcome::Command(verdict)
+                }
+                _ => Outcome::NotConfigured,
+            },
+            Reliable::Configure {
+                config,
+                telemetry_every,
+            } => self.configure(config, telemetry_every.max(1)),
+        }
+    }
+
+    fn configure(&mut self, config: ControllerConfig, telemetry_every: u16) -> Outcome {
+        let hash = config_hash(&config);
+        if let Slot::Configured { hash: ours, .. } = self.slot {
+            // Like Klipper's MCU: a configuration holds until the pen restarts.
+            return if ours == hash {
+                Outcome::Configured(hash)
+            } else {
+                Outcome::ConfigRefused(ConfigRefusal::AlreadyConfigured(ours))
+            };
+        }
+        if config.validate().is_err() {
+            return Outcome::ConfigRefused(ConfigRefusal::Invalid);
+        }
+        let Slot::Waiting(hardware) = core::mem::replace(&mut self.slot, Slot::Moving) else {
+            return Outcome::ConfigRefused(ConfigRefusal::Invalid);
+        };
+        match Controller::new(hardware, config) {
+            Ok(ctrl) => {
+                self.slot = Slot::Configured {
+                    ctrl,
+                    hash,
+                    telemetry_every,
+                };
+                Outcome::Configured(hash)
+            }
+            // Validated above, so not reached; the hardware is gone with the error.
+            Err(_) => Outcome::ConfigRefused(ConfigRefusal::Invalid),
+        }
+    }
+
+    /// One tick at pen time `now`: the controller's, then telemetry when due.
+    pub fn tick(&mut self, now: Micros) {
+        self.now = now;
+        self.ticks = self.ticks.saturating_add(1);
+        if let Slot::Configured {
+            ctrl,
+            telemetry_every,
+            ..
+        } = &mut self.slot
+        {
+            ctrl.tick(now);
+            if self.ticks.is_multiple_of(u64::from(*telemetry_every)) {
+                self.link.telemetry(&ctrl.telemetry());
+            }
+        }
+        if self.ticks.is_multiple_of(COUNTERS_EVERY) {
+            self.link.send_counters();
+        }
+    }
+
+    /// Bytes waiting for the serial port.
+    pub fn pending(&self) -> &[u8] {
+        self.link.pending()
+    }
+
+    /// Drops the first `n` pending bytes, which the serial port took.
+    pub fn consume(&mut self, n: usize) {
+        self.link.consume(n);
+    }
+}

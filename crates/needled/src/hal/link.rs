@@ -1,0 +1,573 @@
+//! The link backend: the controller runs in the pen (needle-pen), reached over a serial device
+//! with needle-link; needled keeps the same [`ControlHandle`] so the service, API, SSE and
+//! events are the same as with the in-process backends.
+//!
+//! One thread owns the port. It opens the device, asks the pen who it is, refuses a pen of
+//! another protocol version or one already configured differently (by the configuration
+//! hash), configures it, then streams commands (each verdict answers its API call) and clock
+//! probes (also the keep-alive the pen's dead-man needs), and publishes the pen's telemetry as
+//! the control snapshot. When the pen falls silent for `lost_after_ms` the link is lost: the
+//! snapshot shows a latched `HostTimeout` fault with the motor off (what the pen's own
+//! dead-man does by then) until the pen speaks again. A reconnect never resumes a treatment:
+//! the pen stays faulted until the operator clears it.
+
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
+use std::time::Duration;
+
+use needle_core::units::Micros;
+use needle_core::{Controller, ControllerConfig, Fault, Rejected, State, Telemetry};
+use needle_link::{
+    config_hash, ConfigRefusal, FromPen, HostLink, Outcome, Reliable, PROTOCOL_VERSION,
+};
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+use nix::sys::stat::Mode;
+use nix::sys::termios::{self, BaudRate, SetArg};
+use serde::Deserialize;
+use tokio::sync::oneshot;
+
+use crate::control::{self, LoopStats, RemoteEnd, Snapshot};
+
+/// `[link]`: the serial link to a pen MCU (with `hardware.backend = "link"`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// `device`: the pen's serial device, e.g. `/dev/ttyACM0` (USB-CDC) or a pty's path.
+    pub device: PathBuf,
+    /// `baud`: line rate (ignored by USB-CDC and ptys). Default 1,000,000.
+    pub baud: u32,
+    /// `retransmit_ms`: resend unanswered commands after this long. Default 20.
+    pub retransmit_ms: u32,
+    /// `sync_ms`: clock probe and keep-alive period. Default 10 (well inside the pen's
+    /// `host_timeout`).
+    pub sync_ms: u32,
+    /// `lost_after_ms`: no frame from the pen for this long is a lost link. Default 100.
+    pub lost_after_ms: u32,
+    /// `telemetry_every`: the pen sends telemetry every this many ticks. Default 1 (1 kHz,
+    /// for 1,000,000 baud); use 10 at 115,200 baud.
+    pub telemetry_every: u16,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            device: PathBuf::new(),
+            baud: 1_000_000,
+            retransmit_ms: 20,
+            sync_ms: 10,
+            lost_after_ms: 100,
+            telemetry_every: 1,
+        }
+    }
+}
+
+/// The baud rates the link accepts.
+pub fn baud_rate(baud: u32) -> Option<BaudRate> {
+    Some(match baud {
+        115_200 => BaudRate::B115200,
+        230_400 => BaudRate::B230400,
+        460_800 => BaudRate::B460800,
+        921_600 => BaudRate::B921600,
+        1_000_000 => BaudRate::B1000000,
+        2_000_000 => BaudRate::B2000000,
+        _ => return None,
+    })
+}
+
+/// Why the host will not drive the pen on the other end.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkRefusal {
+    /// The pen speaks another protocol version.
+    #[error("the pen speaks link protocol version {pen}, this needled version {host}: update one of them")]
+    Version {
+        /// The pen's.
+        pen: u16,
+        /// Ours.
+        host: u16,
+    },
+    /// The pen runs another controller configuration.
+    #[error(
+        "the pen runs a controller configuration with hash {pen:08x}, not this needled's \
+         {host:08x}: restart the pen, or fix the configuration"
+    )]
+    Config {
+        /// The pen's.
+        pen: u32,
+        /// Ours.
+        host: u32,
+    },
+    /// The pen found the configuration invalid.
+    #[error("the pen refused the controller configuration as invalid")]
+    Invalid,
+}
+
+fn open_port(device: &Path, baud: BaudRate) -> nix::Result<OwnedFd> {
+    let fd = open(
+        device,
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+        Mode::empty(),
+    )?;
+    let mut t = termios::tcgetattr(&fd)?;
+    termios::cfmakeraw(&mut t);
+    termios::cfsetspeed(&mut t, baud)?;
+    termios::tcsetattr(&fd, SetArg::TCSANOW, &t)?;
+    // Whatever the pen sent while no host listened is stale.
+    termios::tcflush(&fd, termios::FlushArg::TCIOFLUSH)?;
+    let _ = fcntl(&fd, FcntlArg::F_GETFL)?;
+    Ok(fd)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    /// No port open; try again at the time given.
+    Closed { retry_at: Micros },
+    /// Asking the pen who it is.
+    Identifying { asked_at: Micros },
+    /// Configure sent with this number.
+    Configuring { seq: u8 },
+    /// Driving the pen.
+    Up,
+    /// Will not drive this pen.
+    Refused(LinkRefusal),
+}
+
+/// What the control snapshot shows while the pen is not heard: a latched `HostTimeout` (the
+/// fault the pen's own dead-man latches when armed or running and cut off from its host) with
+/// the motor off, so the API and console show the lost link as a fault.
+fn link_lost(last: &Telemetry) -> Telemetry {
+    let mut t = *last;
+    t.faults.insert(Fault::HostTimeout);
+    t.last_fault = Some(Fault::HostTimeout);
+    t.state = State::Fault;
+    t.motor_enabled = false;
+    t.duty = needle_core::units::Permyriad(0);
+    t.rate_measured = needle_core::units::MilliHertz(0);
+    t
+}
+
+/// How long a tag read waits for the pen.
+const TAG_PATIENCE: Duration = Duration::from_millis(1_000);
+/// A tag read is asked again this often until answered.
+const TAG_RETRY: Micros = Micros(50_000);
+
+type TagAnswer = Option<Vec<u8>>;
+
+/// Reads the seated cartridge's tag through the pen (its EEPROM is on the pen's I2C bus).
+pub struct LinkTags {
+    requests: SyncSender<Sender<TagAnswer>>,
+    device: PathBuf,
+}
+
+impl crate::hal::TagReader for LinkTags {
+    fn read_tag(&mut self) -> Result<Option<Vec<u8>>, crate::hal::HalError> {
+        let unanswered = || {
+            crate::hal::HalError::device(
+                self.device.display().to_string(),
+                "link.device",
+                "the pen did not answer a tag read (link down?)",
+            )
+        };
+        let (reply, answer) = mpsc::channel();
+        self.requests.try_send(reply).map_err(|_| unanswered())?;
+        answer.recv_timeout(TAG_PATIENCE).map_err(|_| unanswered())
+    }
+}
+
+struct TagWait {
+    request: u8,
+    reply: Sender<TagAnswer>,
+    asked_at: Micros,
+}
+
+/// Starts the link thread; the handle works as with any backend, and the tag reader reads
+/// through the pen.
+pub fn spawn(
+    link: LinkConfig,
+    core: ControllerConfig,
+) -> Result<(control::ControlHandle, LinkTags), String> {
+    let baud = baud_rate(link.baud).ok_or(format!("link.baud: unsupported rate {}", link.baud))?;
+    // The telemetry before any pen spoke: a controller at power-up (Boot, motor off).
+    let boot = Controller::new(needle_sim::SimRig::new(Default::default()).hardware(), core)
+        .map_err(|e| format!("controller config: {e}"))?
+        .telemetry();
+    let initial = Snapshot {
+        telemetry: boot,
+        stats: LoopStats::default(),
+    };
+    let (tag_requests, tag_queue) = mpsc::sync_channel(4);
+    let tags = LinkTags {
+        requests: tag_requests,
+        device: link.device.clone(),
+    };
+    let handle = control::spawn_remote("needle-link", initial, move |end| {
+        Driver::new(link, baud, core, boot, tag_queue).serve(end)
+    })
+    .map_err(|e| format!("link thread: {e}"))?;
+    Ok((handle, tags))
+}
+
+struct Driver {
+    config: LinkConfig,
+    baud: BaudRate,
+    core: ControllerConfig,
+    hash: u32,
+    port: Option<OwnedFd>,
+    link: HostLink,
+    phase: Phase,
+    last_rx: Micros,
+    last_sync: Micros,
+    telemetry: Telemetry,
+    replies: HashMap<u8, oneshot::Sender<Result<(), Rejected>>>,
+    stats: LoopStats,
+    tag_queue: Receiver<Sender<TagAnswer>>,
+    tags_waiting: Vec<TagWait>,
+    next_tag_request: u8,
+}
+
+impl Driver {
+    fn new(
+        config: LinkConfig,
+        baud: BaudRate,
+        core: ControllerConfig,
+        boot: Telemetry,
+        tag_queue: Receiver<Sender<TagAnswer>>,
+    ) -> Self {
+        let rto = Micros(u64::from(config.retransmit_ms) * 1_000);
+        Self {
+            config,
+            baud,
+            core,
+            hash: config_hash(&core),
+            port: None,
+            link: HostLink::new(rto),
+            phase: Phase::Closed {
+                retry_at: Micros::ZERO,
+            },
+            last_rx: Micros::ZERO,
+            last_sync: Micros::ZERO,
+            telemetry: boot,
+            replies: HashMap::new(),
+            stats: LoopStats {
+                rate_hz: 1_000,
+                ..LoopStats::default()
+            },
+            tag_queue,
+            tags_waiting: Vec::new(),
+            next_tag_request: 0,
+        }
+    }
+
+    fn serve(mut self, end: RemoteEnd) {
+        let period = Micros(1_000);
+        let mut deadline = control::monotonic_now();
+        while !end.stop.load(Ordering::Acquire) {
+            deadline = deadline.saturating_add(period);
+            control::sleep_until(deadline);
+            let now = control::monotonic_now();
+            if now.since(deadline) > period {
+                deadline = now;
+            }
+            end.alive.store(now.0, Ordering::Release);
+            self.step(now, &end);
+            self.stats.ticks += 1;
+        }
+        // Leave the pen safe: disarm, and give the line a moment to carry it.
+        if self.phase == Phase::Up {
+            let _ = self.link.send_reliable(
+                Reliable::Command(needle_core::Command::Disarm),
+                control::monotonic_now(),
+            );
+            self.write();
+        }
+    }
+
+    fn step(&mut self, now: Micros, end: &RemoteEnd) {
+        if let Phase::Closed { retry_at } = self.phase {
+            if now >= retry_at {
+                self.open(now);
+            }
+        }
+        self.read(now, end);
+        self.take_requests(end);
+        self.ask_tags(now);
+        match self.phase {
+            Phase::Identifying { asked_at } if now.since(asked_at) >= Micros(100_000) => {
+                self.link.identify();
+                self.phase = Phase::Identifying { asked_at: now };
+            }
+            Phase::Up | Phase::Configuring { .. }
+                if now.since(self.last_sync) >= Micros(u64::from(self.config.sync_ms) * 1_000) =>
+            {
+                self.link.sync(now);
+                self.last_sync = now;
+            }
+            _ => {}
+        }
+        let lost_after = Micros(u64::from(self.config.lost_after_ms) * 1_000);
+        if matches!(self.phase, Phase::Up | Phase::Configuring { .. })
+            && now.since(self.last_rx) > lost_after
+        {
+            tracing::error!(device = %self.config.device.display(), "link to the pen lost: no frame for {} ms", self.config.lost_after_ms);
+            self.lose(now, end);
+        }
+        self.link.poll(now);
+        self.write();
+    }
+
+    fn open(&mut self, now: Micros) {
+        match open_port(&self.config.device, self.baud) {
+            Ok(fd) => {
+                tracing::info!(device = %self.config.device.display(), "link: port open, identifying the pen");
+                self.port = Some(fd);
+                self.link = HostLink::new(Micros(u64::from(self.config.retransmit_ms) * 1_000));
+                self.link.identify();
+                self.phase = Phase::Identifying { asked_at: now };
+            }
+            Err(e) => {
+                tracing::warn!(device = %self.config.device.display(), error = %e, "link: cannot open the pen's port; retrying");
+                self.phase = Phase::Closed {
+                    retry_at: now.saturating_add(Micros(500_000)),
+                };
+            }
+        }
+    }
+
+    /// The pen is not heard: fail what waits, show the fault, and ask again who is there.
+    fn lose(&mut self, now: Micros, end: &RemoteEnd) {
+        self.replies.clear();
+        self.telemetry = link_lost(&self.telemetry);
+        self.publish(end);
+        self.link.identify();
+        self.phase = Phase::Identifying { asked_at: now };
+    }
+
+    fn publish(&self, end: &RemoteEnd) {
+        end.publish.send_replace(Snapshot {
+            telemetry: self.telemetry,
+            stats: self.stats,
+        });
+    }
+
+    fn read(&mut self, now: Micros, end: &RemoteEnd) {
+        let Some(port) = &self.port else { return };
+        let mut buf = [0u8; 4096];
+        let mut said = Vec::new();
+        loop {
+            match nix::unistd::read(port, &mut buf) {
+                Err(Errno::EAGAIN) => break,
+                Ok(n @ 1..) => {
+                    for b in buf.get(..n).unwrap_or(&[]) {
+                        if let Some(m) = self.link.receive(*b, now) {
+                            said.push(m);
+                        }
+                    }
+                }
+                Err(Errno::EINTR) => {}
+                // End of file (the device hung up) or an error: the port is gone.
+                failed => {
+                    let error = failed.err().unwrap_or(Errno::EIO);
+                    tracing::error!(device = %self.config.device.display(), %error, "link: port failed; reopening");
+                    self.port = None;
+                    self.lose(now, end);
+                    self.phase = Phase::Closed {
+                        retry_at: now.saturating_add(Micros(500_000)),
+                    };
+                    break;
+                }
+            }
+        }
+        // While driving, only telemetry shows the pen alive and configured (a pen that
+        // restarted still answers probes, unconfigured); before that, any frame does.
+        if !said.is_empty() && self.phase != Phase::Up {
+            self.last_rx = now;
+        }
+        for m in said {
+            self.hear(m, now, end);
+        }
+    }
+
+    fn hear(&mut self, message: FromPen, now: Micros, end: &RemoteEnd) {
+        match message {
+            FromPen::Identity {
+                version,
+                pen,
+                config_hash,
+                next_seq,
+            } => {
+                if !matches!(self.phase, Phase::Identifying { .. }) {
+                    return;
+                }
+                let refusal = if version != PROTOCOL_VERSION {
+                    Some(LinkRefusal::Version {
+                        pen: version,
+                        host: PROTOCOL_VERSION,
+                    })
+                } else {
+                    config_hash
+                        .filter(|h| *h != self.hash)
+                        .map(|h| LinkRefusal::Config {
+                            pen: h,
+                            host: self.hash,
+                        })
+                };
+                if let Some(r) = refusal {
+                    tracing::error!(pen = %String::from_utf8_lossy(&pen.0), "link: {r}");
+                    self.phase = Phase::Refused(r);
+                    return;
+                }
+                tracing::info!(pen = %String::from_utf8_lossy(&pen.0), configured = config_hash.is_some(), "link: pen identified; configuring");
+                self.link.start(next_seq);
+                let configure = Reliable::Configure {
+                    config: self.core,
+                    telemetry_every: self.config.telemetry_every.max(1),
+                };
+                self.phase = match self.link.send_reliable(configure, now) {
+                    Ok(seq) => Phase::Configuring { seq },
+                    Err(_) => Phase::Identifying { asked_at: now },
+                };
+                self.last_rx = now;
+            }
+            FromPen::Verdict { seq, outcome, .. } => {
+                if self.phase == (Phase::Configuring { seq }) {
+                    self.phase = match outcome {
+                        Outcome::Configured(h) if h == self.hash => {
+                            tracing::info!("link: pen configured; driving it");
+                            Phase::Up
+                        }
+                        Outcome::Configured(h)
+                        | Outcome::ConfigRefused(ConfigRefusal::AlreadyConfigured(h)) => {
+                            Phase::Refused(LinkRefusal::Config {
+                                pen: h,
+                                host: self.hash,
+                            })
+                        }
+                        _ => Phase::Refused(LinkRefusal::Invalid),
+                    };
+                    if let Phase::Refused(r) = &self.phase {
+                        tracing::error!("link: {r}");
+                    }
+                    return;
+                }
+                if let (Some(reply), Outcome::Command(verdict)) =
+                    (self.replies.remove(&seq), outcome)
+                {
+                    let _ = reply.send(verdict);
+                }
+            }
+            FromPen::Telemetry(t) => {
+                if self.phase == Phase::Up {
+                    self.last_rx = now;
+                    self.telemetry = t;
+                    self.publish(end);
+                }
+            }
+            FromPen::Tag { request, image } => {
+                if let Some(i) = self.tags_waiting.iter().position(|w| w.request == request) {
+                    let wait = self.tags_waiting.swap_remove(i);
+                    let _ = wait.reply.send(image.map(|t| t.as_bytes().to_vec()));
+                }
+            }
+            FromPen::Clock { .. } | FromPen::Counters(_) => {}
+        }
+    }
+
+    /// Tag reads: new ones asked now, unanswered ones asked again; given up on by the
+    /// reader's own timeout (its reply channel closes).
+    fn ask_tags(&mut self, now: Micros) {
+        if self.phase != Phase::Up {
+            // Dropping the replies tells the readers the pen is out of reach.
+            self.tags_waiting.clear();
+            while self.tag_queue.try_recv().is_ok() {}
+            return;
+        }
+        while let Ok(reply) = self.tag_queue.try_recv() {
+            let request = self.next_tag_request;
+            self.next_tag_request = request.wrapping_add(1);
+            self.link.read_tag(request);
+            self.tags_waiting.push(TagWait {
+                request,
+                reply,
+                asked_at: now,
+            });
+        }
+        self.tags_waiting
+            .retain(|w| now.since(w.asked_at) < Micros(TAG_PATIENCE.as_micros() as u64));
+        for w in &mut self.tags_waiting {
+            if now.since(w.asked_at) >= TAG_RETRY {
+                self.link.read_tag(w.request);
+                w.asked_at = now;
+            }
+        }
+    }
+
+    fn take_requests(&mut self, end: &RemoteEnd) {
+        while self.link.in_flight() < usize::from(needle_link::host::WINDOW) {
+            let request = match end.requests.try_recv() {
+                Ok(r) => r,
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => return,
+            };
+            if self.phase != Phase::Up {
+                // Dropping the reply tells the caller the controller is out of reach.
+                continue;
+            }
+            let now = control::monotonic_now();
+            match self
+                .link
+                .send_reliable(Reliable::Command(request.command), now)
+            {
+                Ok(seq) => {
+                    self.replies.insert(seq, request.reply);
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    fn write(&mut self) {
+        let Some(port) = &self.port else { return };
+        while !self.link.pending().is_empty() {
+            match nix::unistd::write(port, self.link.pending()) {
+                Ok(n) => self.link.consume(n),
+                Err(Errno::EINTR) => {}
+                // EAGAIN: the line is full; the rest goes next loop.
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_link_shows_a_latched_host_timeout_with_the_motor_off() {
+        let rig = needle_sim::SimRig::new(Default::default());
+        let mut t = Controller::new(rig.hardware(), ControllerConfig::default())
+            .unwrap()
+            .telemetry();
+        t.state = State::Running;
+        t.motor_enabled = true;
+        let lost = link_lost(&t);
+        assert_eq!(lost.state, State::Fault);
+        assert!(lost.faults.contains(Fault::HostTimeout));
+        assert!(!lost.motor_enabled);
+    }
+
+    #[test]
+    fn refusals_name_both_sides() {
+        let r = LinkRefusal::Config {
+            pen: 0xdead_beef,
+            host: 0x1234_5678,
+        };
+        let text = r.to_string();
+        assert!(
+            text.contains("deadbeef") && text.contains("12345678"),
+            "{text}"
+        );
+    }
+}
