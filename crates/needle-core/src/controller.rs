@@ -209,8 +209,13 @@ impl<H: Hardware> Controller<H> {
             let p = self.hw.parts();
             if running {
                 let register = duty.scale(p.motor_pwm.max_duty_cycle());
-                error |= p.motor_pwm.set_duty_cycle(register).is_err();
-                error |= p.motor_enable.set_high().is_err();
+                // The enable rises only over a PWM known to hold this tick's duty: after a
+                // failed write the PWM may hold anything, so the driver stays off.
+                if p.motor_pwm.set_duty_cycle(register).is_ok() {
+                    error |= p.motor_enable.set_high().is_err();
+                } else {
+                    error = true;
+                }
             } else {
                 // Enable first: it is the safe-state output.
                 error |= p.motor_enable.set_low().is_err();

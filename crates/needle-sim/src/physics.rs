@@ -174,6 +174,10 @@ pub struct Truth {
     pub motor_off_at: Option<Micros>,
     /// STEP pulses the controller sent.
     pub step_pulses: u64,
+    /// Times the motor driver's enable input went from low to high since power-up. The
+    /// enable's own edges, as a logic analyser on the driver would see them, so a tick that
+    /// raises and drops it again is still caught.
+    pub enable_rises: u64,
 }
 
 /// The state of the simulated world.
@@ -186,6 +190,7 @@ pub struct World {
     angle: f64,
     duty: f64,
     enabled: bool,
+    enable_rises: u64,
     motor_off_at: Option<Micros>,
     current: f64,
     temperature: f64,
@@ -226,6 +231,7 @@ impl World {
             angle: 0.0,
             duty: 0.0,
             enabled: false,
+            enable_rises: 0,
             motor_off_at: None,
             current: 0.0,
             temperature: params.ambient_c,
@@ -291,6 +297,9 @@ impl World {
     /// The motor driver's enable input.
     pub(crate) fn set_enabled(&mut self, on: bool) {
         let was = self.powered();
+        if on && !self.enabled {
+            self.enable_rises += 1;
+        }
         self.enabled = on;
         self.note_motor_off(was);
     }
@@ -466,6 +475,7 @@ impl World {
             supply_v: self.supply_v(),
             depth_steps: self.depth_steps,
             step_pulses: self.step_pulses,
+            enable_rises: self.enable_rises,
             motor_off_at: self.motor_off_at,
         }
     }

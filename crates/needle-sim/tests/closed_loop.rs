@@ -182,6 +182,23 @@ fn sensor_errors_stop_motor_in_same_tick() {
 }
 
 #[test]
+fn enable_never_rises_in_a_tick_whose_pwm_write_failed() {
+    let (rig, mut ctrl) = homed();
+    arm(&rig, &mut ctrl, 1_000, MilliHertz::from_hz(120));
+    rig.inject(Injection::SensorError(Part::MotorPwm, true));
+    let rises = rig.truth().enable_rises;
+    ctrl.handle(Command::Start).unwrap();
+    tick(&rig, &mut ctrl);
+    assert!(ctrl.telemetry().faults.contains(Fault::SensorFault));
+    assert_eq!(
+        rig.truth().enable_rises,
+        rises,
+        "the driver enable rose although the PWM write had failed"
+    );
+    assert!(!rig.truth().motor_powered);
+}
+
+#[test]
 fn depth_output_errors_stop_motor_in_the_tick_that_writes_them() {
     for part in [Part::DepthStep, Part::DepthDir] {
         let (rig, mut ctrl) = running(120);
