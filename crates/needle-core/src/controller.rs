@@ -153,6 +153,14 @@ impl<H: Hardware> Controller<H> {
             tick_gap: gap,
         };
         self.sample = read(p.stroke.sample(), self.sample, &mut error);
+        // An edge from the future would read as "just now" (`Micros::since` saturates), so a
+        // dropout would never slow the rate estimate and never be seen as a stall: the
+        // sensor's clock is not ours, which is a sensor fault. Up to one tick period ahead is
+        // tolerated: an edge may land between the host reading its clock and the sample.
+        let horizon = self.now.saturating_add(self.config.safety.tick_period);
+        if self.sample.last_edge.is_some_and(|edge| edge > horizon) {
+            error = true;
+        }
         self.inputs = Inputs {
             hal_error: error,
             ..inputs

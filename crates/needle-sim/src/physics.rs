@@ -105,6 +105,9 @@ pub enum Injection {
     Load(f64),
     /// The host link is cut (`true`) or restored; the host side of a test reads this.
     HostSilence(bool),
+    /// The stroke sensor's timestamps run this far ahead of the controller's clock (a
+    /// timer capture on another clock, a kernel clock mix-up); `Micros::ZERO` to agree again.
+    SensorClockAhead(Micros),
 }
 
 /// A part of the rig whose reads or writes can be made to fail.
@@ -198,6 +201,7 @@ pub struct World {
     pub(crate) edges: u32,
     pub(crate) last_edge: Option<Micros>,
     pub(crate) last_period: Option<Micros>,
+    pub(crate) sensor_clock_ahead: Micros,
     true_edges: u64,
     // Depth axis.
     motor_um: f64,
@@ -238,6 +242,7 @@ impl World {
             edges: 0,
             last_edge: None,
             last_period: None,
+            sensor_clock_ahead: Micros::ZERO,
             true_edges: 0,
             motor_um: params.start_depth_um,
             load_um: params.start_depth_um,
@@ -281,6 +286,7 @@ impl World {
             Injection::DepthOverload(on) => self.overload = on,
             Injection::Load(nm) => self.params.load_nm = nm,
             Injection::HostSilence(on) => self.host_silent = on,
+            Injection::SensorClockAhead(ahead) => self.sensor_clock_ahead = ahead,
         }
     }
 

@@ -326,6 +326,42 @@ fn sensor_dropout_is_detected_as_stall() {
 }
 
 #[test]
+fn stroke_edges_from_the_future_are_a_sensor_fault() {
+    // A sensor clock far ahead: every edge reads as "just now", so a dropout would never
+    // look like a stall. The core must refuse such edges at once.
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::SensorClockAhead(Micros::from_millis(5_000)));
+    rig.inject(Injection::SensorDropout(true));
+    let took = rig.run(&mut ctrl, Micros::from_millis(1_000), |_| {
+        !rig.truth().motor_powered
+    });
+    assert!(
+        !rig.truth().motor_powered,
+        "motor still running blind after {took:?}"
+    );
+    assert!(took <= ctrl.config().safety.tick_period, "took {took:?}");
+    assert!(ctrl.telemetry().faults.contains(Fault::SensorFault));
+
+    // A sensor clock less than a tick ahead (an edge between reading the clock and reading
+    // the sensor) is tolerated, and a dropout is still a stall.
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::SensorClockAhead(Micros(500)));
+    rig.run(&mut ctrl, Micros::from_millis(100), |_| false);
+    assert_eq!(ctrl.state(), State::Running, "{:?}", ctrl.telemetry());
+    rig.inject(Injection::SensorDropout(true));
+    let took = rig.run(&mut ctrl, Micros::from_millis(1_000), |_| {
+        !rig.truth().motor_powered
+    });
+    assert!(ctrl.telemetry().faults.contains(Fault::StrokeStall));
+    let bound = ctrl
+        .config()
+        .stroke
+        .stall_window
+        .saturating_add(Micros::from_millis(40));
+    assert!(took <= bound, "stall took {took:?}");
+}
+
+#[test]
 fn lost_host_stops_motor_within_timeout_plus_one_tick() {
     let (rig, mut ctrl) = running(120);
     let cut = rig.now();
