@@ -8,7 +8,7 @@ use crate::config::{ConfigError, ControllerConfig};
 use crate::depth::{AxisEvent, AxisOutput, DepthAxis, MoveError, MoveSpeed};
 use crate::hal::{Analog, Hardware, InputPin, OutputPin, SetDutyCycle, StrokeSample, StrokeSensor};
 use crate::protocol::{Command, Fault, Faults, Interlock, Rejected, State, Telemetry};
-use crate::safety::{self, Inputs, Timers};
+use crate::safety::{self, Inputs, Loops, Timers};
 use crate::stroke::StrokeLoop;
 use crate::units::{Micrometers, Micros, MilliAmps, MilliCelsius, MilliVolts, Permyriad};
 
@@ -118,8 +118,11 @@ impl<H: Hardware> Controller<H> {
             &self.inputs,
             &mut self.timers,
             now,
-            stroke.stalled,
-            axis.event == AxisEvent::Fault,
+            Loops {
+                stalled: stroke.stalled,
+                axis_fault: axis.event == AxisEvent::Fault,
+                axis_moving: self.axis.is_moving(),
+            },
         );
         let fault_now = self.latch(found);
         if fault_now {
@@ -364,6 +367,9 @@ impl<H: Hardware> Controller<H> {
             Command::Disarm => match self.state {
                 State::Armed | State::Running | State::Paused => {
                     self.stroke.stop();
+                    // A move under way brakes to rest instead of carrying the needles on to a
+                    // target nobody holds any more; until it rests the dead-man still watches.
+                    self.axis.halt();
                     self.state = State::Idle;
                     Ok(())
                 }

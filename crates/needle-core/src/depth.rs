@@ -210,6 +210,26 @@ impl DepthAxis {
         was_moving
     }
 
+    /// Brings a move to rest along its deceleration ramp, short of its target, keeping the
+    /// reference (no step is lost to an abrupt stop). Homing, which has no reference to
+    /// keep, stops at once. The axis may still move for the braking distance after this.
+    pub fn halt(&mut self) {
+        if self.phase != Phase::Move {
+            self.stop();
+            return;
+        }
+        let v = self.velocity_milli / 1000;
+        let braking = i32::try_from(v * v / (2 * self.accel)).unwrap_or(i32::MAX);
+        let remaining = self.target.saturating_sub(self.motor);
+        self.target = if remaining >= 0 {
+            self.motor.saturating_add(braking.min(remaining))
+        } else {
+            self.motor.saturating_sub(braking.min(remaining.saturating_neg()))
+        };
+        self.then = None;
+        self.setpoint = self.to_um(self.target.clamp(0, self.max_steps));
+    }
+
     /// Starts homing; the reference is lost until it succeeds.
     pub fn start_homing(&mut self, now: Micros) {
         self.stop();

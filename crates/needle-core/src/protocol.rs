@@ -250,7 +250,9 @@ pub enum Command {
     Start,
     /// Stops the motor and holds (from `Running`).
     Pause,
-    /// Stops the motor and returns to `Idle` (from `Armed`, `Running` or `Paused`).
+    /// Stops the motor and returns to `Idle` (from `Armed`, `Running` or `Paused`). A depth
+    /// move under way brakes to rest short of its target, watched by the dead-man until it
+    /// rests; from `Homing`, stops the axis and returns to `Boot`.
     Disarm,
     /// Changes the depth setpoint (armed, running or paused), rate-limited while running.
     SetDepth(Micrometers),

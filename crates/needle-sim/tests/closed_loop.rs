@@ -420,6 +420,36 @@ fn estop_during_move_requires_homing_again() {
 }
 
 #[test]
+fn disarm_during_a_depth_move_stops_the_axis() {
+    let (rig, mut ctrl) = homed();
+    ctrl.handle(Command::Arm {
+        depth: Micrometers(2_000),
+        rate: MilliHertz::from_hz(100),
+        ceiling: Micrometers(2_500),
+    })
+    .unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(50), |_| false);
+    assert!(ctrl.telemetry().depth_moving);
+    let at_disarm = rig.truth().depth_um;
+    ctrl.handle(Command::Disarm).unwrap();
+    // The host goes quiet right after: nothing may carry the needles on to the old target.
+    rig.inject(Injection::HostSilence(true));
+    rig.run(&mut ctrl, Micros::from_millis(500), |_| false);
+    let pulses = rig.truth().step_pulses;
+    rig.run(&mut ctrl, Micros::from_millis(500), |_| false);
+    let truth = rig.truth();
+    assert_eq!(truth.step_pulses, pulses, "axis still stepping after Disarm");
+    // The axis brakes along its deceleration ramp: at this point of the move, well under
+    // 100 um more.
+    assert!(
+        truth.depth_um <= at_disarm + 100.0,
+        "disarmed at {at_disarm:.0} um, axis went on to {:.0} um",
+        truth.depth_um
+    );
+    assert!(!truth.motor_powered);
+}
+
+#[test]
 fn fault_clears_only_when_cause_gone_and_motor_needs_new_start() {
     let (rig, mut ctrl) = running(120);
     rig.inject(Injection::Overheat(90.0));
