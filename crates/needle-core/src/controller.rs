@@ -337,7 +337,7 @@ impl<H: Hardware> Controller<H> {
                 }
                 self.check_rate(rate)?;
                 self.axis
-                    .move_to(depth, MoveSpeed::Normal, now)
+                    .move_to(depth, ceiling, MoveSpeed::Normal, now)
                     .map_err(move_error)?;
                 self.ceiling = ceiling;
                 self.stroke.set_target(rate);
@@ -393,7 +393,9 @@ impl<H: Hardware> Controller<H> {
                 } else {
                     MoveSpeed::Normal
                 };
-                self.axis.move_to(depth, speed, now).map_err(move_error)
+                self.axis
+                    .move_to(depth, self.ceiling, speed, now)
+                    .map_err(move_error)
             }
             Command::SetRate(rate) => {
                 if !matches!(self.state, State::Armed | State::Running | State::Paused) {
@@ -447,6 +449,7 @@ impl<H: Hardware> Controller<H> {
             depth_position: self.axis.position(),
             depth_ceiling: self.ceiling,
             depth_moving: self.axis.is_moving(),
+            depth_lash: self.axis.lash(),
             rate_setpoint: self.stroke.target(),
             rate_measured: self.stroke.measured(),
             duty: self.duty,

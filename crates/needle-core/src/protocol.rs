@@ -237,7 +237,10 @@ pub enum Command {
     Home,
     /// Accepts setpoints and moves the depth axis to `depth`; the motor stays off.
     /// `ceiling` is the session's depth limit (the treatment area's), at most the configured
-    /// maximum depth; no later depth command may exceed it until the next `Arm`.
+    /// maximum depth; no later depth command may exceed it until the next `Arm`, and the depth
+    /// motor is never driven past it, so the needle cannot be either, whatever the lash. A
+    /// depth at the ceiling may end short of it by up to the lash (moves finish going
+    /// shallower after passing the target, and there is no room to pass the ceiling).
     Arm {
         /// Needle depth setpoint.
         depth: Micrometers,
@@ -325,6 +328,8 @@ pub struct Telemetry {
     pub depth_ceiling: Micrometers,
     /// Whether the depth axis is moving.
     pub depth_moving: bool,
+    /// Lead-screw lash measured at the latest homing, which the depth axis compensates.
+    pub depth_lash: Micrometers,
     /// Stroke rate setpoint.
     pub rate_setpoint: MilliHertz,
     /// Stroke rate measured from the stroke sensor.

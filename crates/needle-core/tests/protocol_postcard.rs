@@ -76,6 +76,7 @@ proptest! {
             depth_position: Micrometers(depth / 2),
             depth_ceiling: Micrometers(2_500),
             depth_moving: bits & 2 == 0,
+            depth_lash: Micrometers(depth / 5),
             rate_setpoint: MilliHertz(rate),
             rate_measured: MilliHertz(rate / 3),
             duty: Permyriad(duty),
