@@ -31,6 +31,7 @@ pub struct Controller<H: Hardware> {
     motor_enabled: bool,
     duty: Permyriad,
     pedal_before: bool,
+    cartridge_openings: u32,
 }
 
 /// Reads a value, keeping `previous` and noting the error if the read fails.
@@ -67,6 +68,7 @@ impl<H: Hardware> Controller<H> {
             motor_enabled: false,
             duty: Permyriad(0),
             pedal_before: false,
+            cartridge_openings: 0,
         })
     }
 
@@ -163,6 +165,9 @@ impl<H: Hardware> Controller<H> {
         let horizon = self.now.saturating_add(self.config.safety.tick_period);
         if self.sample.last_edge.is_some_and(|edge| edge > horizon) {
             error = true;
+        }
+        if before.cartridge && !inputs.cartridge {
+            self.cartridge_openings = self.cartridge_openings.wrapping_add(1);
         }
         self.inputs = Inputs {
             hal_error: error,
@@ -459,6 +464,7 @@ impl<H: Hardware> Controller<H> {
             temperature: i.temperature,
             supply: i.supply,
             pedal: i.pedal,
+            cartridge_openings: self.cartridge_openings,
             ticks: self.ticks,
             late_ticks: self.late_ticks,
         }

@@ -348,6 +348,10 @@ pub struct Telemetry {
     pub supply: MilliVolts,
     /// Whether the foot pedal is pressed.
     pub pedal: bool,
+    /// Times the cartridge switch has opened (seated to not seated) since start-up, as seen
+    /// by the controller every tick; wraps at `u32::MAX`. A host that polls telemetry compares
+    /// it for inequality, so a pull and re-seat between two polls is not missed.
+    pub cartridge_openings: u32,
     /// Ticks run since start-up.
     pub ticks: u64,
     /// Ticks that came later than the configured overrun limit.

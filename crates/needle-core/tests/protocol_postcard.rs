@@ -86,6 +86,7 @@ proptest! {
             temperature: MilliCelsius(-current),
             supply: MilliVolts(12_000),
             pedal: false,
+            cartridge_openings: strokes / 3,
             ticks,
             late_ticks: strokes / 7,
         };

@@ -176,6 +176,23 @@ fn cartridge_pull_stops_motor_in_same_tick() {
 }
 
 #[test]
+fn cartridge_pull_and_reseat_between_polls_is_counted() {
+    // Idle (no fault latches): only the count can tell a host that polls every 20 ms.
+    let (rig, mut ctrl) = homed();
+    let before = ctrl.telemetry().cartridge_openings;
+    let t = rig.now();
+    rig.schedule(t.saturating_add(Micros(3_000)), Injection::Cartridge(false));
+    rig.schedule(t.saturating_add(Micros(8_000)), Injection::Cartridge(true));
+    rig.run(&mut ctrl, Micros::from_millis(20), |_| false);
+    assert!(rig.cartridge_seated());
+    let after = ctrl.telemetry();
+    assert!(!after
+        .interlocks
+        .contains(needle_core::Interlock::CartridgeMissing));
+    assert_eq!(after.cartridge_openings, before.wrapping_add(1));
+}
+
+#[test]
 fn overheat_stops_motor_in_same_tick() {
     assert_safe_in_same_tick(Injection::Overheat(90.0), Fault::OverTemperature);
 }

@@ -99,6 +99,7 @@ struct Seen {
     state: Option<State>,
     faults: Faults,
     last_ms: Option<i64>,
+    cartridge_openings: Option<u32>,
 }
 
 /// Current wall-clock time, unix ms.
@@ -696,8 +697,14 @@ impl Service {
         let snap: Snapshot = self.control.snapshot();
         let t = snap.telemetry;
         let now_ms = unix_ms();
-        let (new_faults, state_changed, elapsed_ms) = {
+        let (new_faults, state_changed, elapsed_ms, opened) = {
             let mut seen = lock(&self.seen);
+            // The core counts every opening of the cartridge switch: a changed count is a
+            // pull, even one re-seated before this look.
+            let opened = seen
+                .cartridge_openings
+                .is_some_and(|n| n != t.cartridge_openings);
+            seen.cartridge_openings = Some(t.cartridge_openings);
             let new = t.faults.without(seen.faults);
             let changed = seen.state != Some(t.state);
             let elapsed = seen
@@ -706,7 +713,7 @@ impl Service {
             seen.faults = t.faults;
             seen.state = Some(t.state);
             seen.last_ms = Some(now_ms);
-            (new, changed, elapsed)
+            (new, changed, elapsed, opened)
         };
         let active = lock(&self.active).clone();
         if !new_faults.is_empty() {
@@ -738,7 +745,8 @@ impl Service {
             return;
         }
         self.account(&t, elapsed_ms);
-        if new_faults.contains(Fault::CartridgeRemoved)
+        if opened
+            || new_faults.contains(Fault::CartridgeRemoved)
             || t.interlocks
                 .contains(needle_core::Interlock::CartridgeMissing)
         {

@@ -1,12 +1,13 @@
 //! Session limits, enforced by the service's monitor: the time limit (with its warning) and
-//! the cartridge's run-time budget. Built in-process with short limits, on the sim backend.
+//! the cartridge's run-time budget, and a cartridge pulled between two looks. Built in-process
+//! with short limits, on the sim backend.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use needle_core::units::{Micrometers, MilliHertz};
 use needle_core::{Command, Controller, ControllerConfig};
-use needle_sim::SimParams;
+use needle_sim::{Injection, SimParams};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
 use needled::service::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
@@ -68,8 +69,8 @@ fn actor() -> Actor {
     }
 }
 
-/// Drives the service to a running session; keeps the dead-man fed while waiting.
-async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
+/// Drives the service to a session bound to a seated cartridge, the axis homed.
+async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
     let a = actor();
     svc.home(&a).await.unwrap();
     wait(svc, |s| s.telemetry.homed).await;
@@ -97,6 +98,13 @@ async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
     })
     .await;
     svc.bind_cartridge(&a, id).unwrap();
+    id
+}
+
+/// Drives the service to a running session; keeps the dead-man fed while waiting.
+async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
+    let a = actor();
+    let id = bound_session(svc, key).await;
     svc.arm(
         &a,
         id,
@@ -188,6 +196,40 @@ async fn cartridge_run_time_budget_ends_the_session() {
         s.run_ms
     );
     assert!(!svc.sim().unwrap().rig.truth().motor_powered);
+    let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
+    assert_eq!(cart.state, needled::store::CartridgeState::Spent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartridge_pulled_and_reseated_between_two_polls_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = CartridgeLimits::default();
+    let (svc, key) = service(dir.path(), Duration::from_secs(600), limits);
+    let id = bound_session(&svc, &key).await;
+    svc.monitor().await;
+    assert_eq!(svc.session(id).unwrap().state, SessionState::Bound);
+    // Out and back in within 10 ms, between two looks of the monitor.
+    let rig = svc.sim().unwrap().rig.clone();
+    let t = rig.now();
+    rig.schedule(
+        t.saturating_add(needle_core::units::Micros(5_000)),
+        Injection::Cartridge(false),
+    );
+    rig.schedule(
+        t.saturating_add(needle_core::units::Micros(15_000)),
+        Injection::Cartridge(true),
+    );
+    while rig.now().since(t) < needle_core::units::Micros(40_000) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(rig.cartridge_seated());
+    svc.monitor().await;
+    let s = svc.session(id).unwrap();
+    assert_eq!(s.state, SessionState::Ended, "{s:?}");
+    assert_eq!(
+        s.end_reason.as_deref(),
+        Some("cartridge removed during the session")
+    );
     let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
     assert_eq!(cart.state, needled::store::CartridgeState::Spent);
 }
