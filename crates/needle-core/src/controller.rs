@@ -7,7 +7,7 @@
 use crate::config::{ConfigError, ControllerConfig};
 use crate::depth::{AxisEvent, AxisOutput, DepthAxis, MoveError, MoveSpeed};
 use crate::hal::{Analog, Hardware, InputPin, OutputPin, SetDutyCycle, StrokeSample, StrokeSensor};
-use crate::protocol::{Command, Fault, Faults, Interlock, Rejected, State, Telemetry};
+use crate::protocol::{ArmingLimit, Command, Fault, Faults, Interlock, Rejected, State, Telemetry};
 use crate::safety::{self, Inputs, Loops, Timers};
 use crate::stroke::StrokeLoop;
 use crate::units::{Micrometers, Micros, MilliAmps, MilliCelsius, MilliVolts, Permyriad};
@@ -32,6 +32,17 @@ pub struct Controller<H: Hardware> {
     duty: Permyriad,
     pedal_before: bool,
     cartridge_openings: u32,
+    arming: Arming,
+}
+
+/// The run-time and stroke budget of the current arming, and what it has used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arming {
+    max_run: Micros,
+    max_strokes: u32,
+    run: Micros,
+    edges: u64,
+    ended_by: Option<ArmingLimit>,
 }
 
 /// Reads a value, keeping `previous` and noting the error if the read fails.
@@ -69,6 +80,13 @@ impl<H: Hardware> Controller<H> {
             duty: Permyriad(0),
             pedal_before: false,
             cartridge_openings: 0,
+            arming: Arming {
+                max_run: Micros::ZERO,
+                max_strokes: 0,
+                run: Micros::ZERO,
+                edges: 0,
+                ended_by: None,
+            },
         })
     }
 
@@ -108,6 +126,10 @@ impl<H: Hardware> Controller<H> {
         if gap.0 > self.config.safety.tick_period.0 + self.config.safety.tick_period.0 / 2 {
             self.late_ticks = self.late_ticks.saturating_add(1);
         }
+        if self.motor_enabled {
+            // The motor was powered from the previous tick's outputs until now.
+            self.arming.run = self.arming.run.saturating_add(gap);
+        }
         self.now = now;
         self.ticks = self.ticks.saturating_add(1);
         self.read_inputs(gap);
@@ -133,6 +155,7 @@ impl<H: Hardware> Controller<H> {
             if axis.event == AxisEvent::Homed && self.state == State::Homing {
                 self.state = State::Idle;
             }
+            self.end_arming_at_its_limits();
             self.follow_pedal();
         }
         self.write_outputs(&axis);
@@ -140,6 +163,7 @@ impl<H: Hardware> Controller<H> {
 
     fn read_inputs(&mut self, gap: Micros) {
         let before = self.inputs;
+        let edges_before = self.sample.edges;
         let mut error = false;
         let p = self.hw.parts();
         let inputs = Inputs {
@@ -165,6 +189,10 @@ impl<H: Hardware> Controller<H> {
         let horizon = self.now.saturating_add(self.config.safety.tick_period);
         if self.sample.last_edge.is_some_and(|edge| edge > horizon) {
             error = true;
+        }
+        if safety::is_armed(self.state) {
+            let edges = self.sample.edges.wrapping_sub(edges_before);
+            self.arming.edges = self.arming.edges.saturating_add(u64::from(edges));
         }
         if before.cartridge && !inputs.cartridge {
             self.cartridge_openings = self.cartridge_openings.wrapping_add(1);
@@ -199,6 +227,30 @@ impl<H: Hardware> Controller<H> {
             State::Fault
         };
         true
+    }
+
+    fn arming_strokes(&self) -> u32 {
+        let per_stroke = u64::from(self.config.stroke.edges_per_stroke.max(1));
+        u32::try_from(self.arming.edges / per_stroke).unwrap_or(u32::MAX)
+    }
+
+    /// Ends the arming when its run time or strokes are used up: motor off in this tick,
+    /// depth move braked, state `Idle`. A new `Arm` is needed to run again.
+    fn end_arming_at_its_limits(&mut self) {
+        if !safety::is_armed(self.state) {
+            return;
+        }
+        let limit = if self.arming.run >= self.arming.max_run {
+            ArmingLimit::RunTime
+        } else if self.arming_strokes() >= self.arming.max_strokes {
+            ArmingLimit::Strokes
+        } else {
+            return;
+        };
+        self.stroke.stop();
+        self.axis.halt();
+        self.state = State::Idle;
+        self.arming.ended_by = Some(limit);
     }
 
     fn follow_pedal(&mut self) {
@@ -329,6 +381,8 @@ impl<H: Hardware> Controller<H> {
                 depth,
                 rate,
                 ceiling,
+                max_run,
+                max_strokes,
             } => {
                 if self.state != State::Idle {
                     return Err(self.refuse_state());
@@ -345,6 +399,13 @@ impl<H: Hardware> Controller<H> {
                     .move_to(depth, ceiling, MoveSpeed::Normal, now)
                     .map_err(move_error)?;
                 self.ceiling = ceiling;
+                self.arming = Arming {
+                    max_run,
+                    max_strokes,
+                    run: Micros::ZERO,
+                    edges: 0,
+                    ended_by: None,
+                };
                 self.stroke.set_target(rate);
                 self.state = State::Armed;
                 Ok(())
@@ -465,6 +526,9 @@ impl<H: Hardware> Controller<H> {
             supply: i.supply,
             pedal: i.pedal,
             cartridge_openings: self.cartridge_openings,
+            arming_run: self.arming.run,
+            arming_strokes: self.arming_strokes(),
+            arming_ended_by: self.arming.ended_by,
             ticks: self.ticks,
             late_ticks: self.late_ticks,
         }

@@ -228,6 +228,25 @@ impl Interlocks {
     }
 }
 
+/// A limit of an arming, given in [`Command::Arm`], that ran out and ended the arming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ArmingLimit {
+    /// The motor ran for `max_run`.
+    RunTime,
+    /// The stroke sensor counted `max_strokes`.
+    Strokes,
+}
+
+impl ArmingLimit {
+    /// A stable snake_case name.
+    pub const fn code(self) -> &'static str {
+        match self {
+            ArmingLimit::RunTime => "run_time",
+            ArmingLimit::Strokes => "strokes",
+        }
+    }
+}
+
 /// A command from the host. Any accepted command also refreshes the dead-man timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -248,6 +267,16 @@ pub enum Command {
         rate: MilliHertz,
         /// Depth ceiling for this arming.
         ceiling: Micrometers,
+        /// Most time the motor may run in this arming, on the controller's clock, counted
+        /// only while the motor is powered. When it is used up the core stops the motor in
+        /// that tick and ends the arming ([`Telemetry::arming_ended_by`]), whatever the host
+        /// does. There is no "no limit" value: a host without one passes `Micros(u64::MAX)`.
+        /// Zero ends the arming in the next tick, before the motor can be powered.
+        max_run: Micros,
+        /// Most strokes the stroke sensor may count in this arming (coasting included), with
+        /// the same effect as `max_run` when they are used up; `u32::MAX` for no practical
+        /// limit.
+        max_strokes: u32,
     },
     /// Starts the motor (from `Armed` or `Paused`) once the depth axis is in position.
     Start,
@@ -352,6 +381,12 @@ pub struct Telemetry {
     /// by the controller every tick; wraps at `u32::MAX`. A host that polls telemetry compares
     /// it for inequality, so a pull and re-seat between two polls is not missed.
     pub cartridge_openings: u32,
+    /// Time the motor ran in the current (or latest) arming.
+    pub arming_run: Micros,
+    /// Strokes counted in the current (or latest) arming.
+    pub arming_strokes: u32,
+    /// The limit that ended the latest arming, if one did; cleared by the next `Arm`.
+    pub arming_ended_by: Option<ArmingLimit>,
     /// Ticks run since start-up.
     pub ticks: u64,
     /// Ticks that came later than the configured overrun limit.

@@ -43,6 +43,8 @@ fn arm(rig: &SimRig, ctrl: &mut Ctrl, depth_um: i32, rate: MilliHertz) {
         depth: Micrometers(depth_um),
         rate,
         ceiling,
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     settle(rig, ctrl);
@@ -426,6 +428,8 @@ fn estop_during_move_requires_homing_again() {
         depth: Micrometers(2_000),
         rate: MilliHertz::from_hz(100),
         ceiling: Micrometers(2_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     rig.run(&mut ctrl, Micros::from_millis(50), |_| false);
@@ -452,6 +456,8 @@ fn disarm_during_a_depth_move_stops_the_axis() {
         depth: Micrometers(2_000),
         rate: MilliHertz::from_hz(100),
         ceiling: Micrometers(2_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     rig.run(&mut ctrl, Micros::from_millis(50), |_| false);
@@ -497,6 +503,78 @@ fn fault_clears_only_when_cause_gone_and_motor_needs_new_start() {
     assert!(!rig.truth().motor_powered);
 }
 
+fn arm_with_limits(rig: &SimRig, ctrl: &mut Ctrl, max_run: Micros, max_strokes: u32) {
+    ctrl.handle(Command::Arm {
+        depth: Micrometers(1_000),
+        rate: MilliHertz::from_hz(120),
+        ceiling: Micrometers(2_500),
+        max_run,
+        max_strokes,
+    })
+    .unwrap();
+    settle(rig, ctrl);
+}
+
+#[test]
+fn arming_run_time_and_stroke_limits_stop_the_motor_in_the_core() {
+    // Run time: 300 ms of motor time, split by a pause that does not count. The host keeps
+    // the dead-man fed and never stops the motor itself.
+    let (rig, mut ctrl) = homed();
+    let period = ctrl.config().safety.tick_period;
+    arm_with_limits(&rig, &mut ctrl, Micros::from_millis(300), u32::MAX);
+    let mut powered = Micros::ZERO;
+    let mut count = |rig: &SimRig| {
+        if rig.truth().motor_powered {
+            powered = powered.saturating_add(period);
+        }
+    };
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(100), |_| {
+        count(&rig);
+        false
+    });
+    ctrl.handle(Command::Pause).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(200), |_| false);
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(2_000), |_| {
+        count(&rig);
+        false
+    });
+    assert!(!rig.truth().motor_powered);
+    assert!(
+        powered <= Micros::from_millis(301) && powered >= Micros::from_millis(298),
+        "motor powered for {powered:?}"
+    );
+    let t = ctrl.telemetry();
+    assert_eq!(t.state, State::Idle);
+    assert_eq!(t.arming_ended_by, Some(needle_core::ArmingLimit::RunTime));
+    assert_eq!(
+        ctrl.handle(Command::Start),
+        Err(needle_core::Rejected::WrongState(State::Idle))
+    );
+
+    // Strokes: 30, counted by the rig's truth up to the moment the motor loses power.
+    let (rig, mut ctrl) = homed();
+    arm_with_limits(&rig, &mut ctrl, Micros(u64::MAX), 30);
+    let start = rig.truth().strokes;
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(2_000), |_| {
+        !rig.truth().motor_powered
+    });
+    let truth = rig.truth();
+    assert!(!truth.motor_powered, "motor still running");
+    assert!(
+        truth.strokes - start <= 30 && truth.strokes - start >= 29,
+        "{} strokes made",
+        truth.strokes - start
+    );
+    assert_eq!(
+        ctrl.telemetry().arming_ended_by,
+        Some(needle_core::ArmingLimit::Strokes)
+    );
+    assert_eq!(ctrl.state(), State::Idle);
+}
+
 #[test]
 fn pedal_starts_and_pauses() {
     let (rig, mut ctrl) = homed();
@@ -519,6 +597,8 @@ fn depth_change_while_running_is_rate_limited_and_capped_by_ceiling() {
         depth: Micrometers(500),
         rate: MilliHertz::from_hz(120),
         ceiling,
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     settle(&rig, &mut ctrl);

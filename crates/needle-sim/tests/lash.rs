@@ -72,6 +72,8 @@ proptest! {
             depth: Micrometers(depth),
             rate: MilliHertz::from_hz(120),
             ceiling: Micrometers(ceiling),
+            max_run: Micros(u64::MAX),
+            max_strokes: u32::MAX,
         }).unwrap();
         settle_under(&rig, &mut ctrl, c)?;
 
@@ -127,6 +129,8 @@ fn configured_lash_larger_than_real_never_drives_past_the_ceiling() {
         depth: Micrometers(1_500),
         rate: MilliHertz::from_hz(120),
         ceiling: Micrometers(1_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     let deepest = settle_under(&rig, &mut ctrl, 1_500.0).unwrap();

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use needle_core::units::{Micrometers, MilliHertz};
+use needle_core::units::{Micrometers, Micros, MilliHertz};
 use needle_core::{Command, Fault, Faults, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -479,7 +479,7 @@ impl Service {
     ) -> Result<SessionRecord, ApiError> {
         let _ops = self.ops.lock().await;
         let session = self.session(id)?;
-        self.require_active(id)?;
+        let active = self.require_active(id)?;
         if session.state != SessionState::Bound {
             return Err(ApiError::conflict(
                 "session_wrong_state",
@@ -517,12 +517,33 @@ impl Service {
         let tag = self.read_tag()?;
         self.store()
             .verify_bound(id, &tag, now()?, &self.policy.limits)?;
+        // The core stops the motor itself when what is left of the session's time or of the
+        // cartridge's run-time or stroke budget runs out, whatever this service does next.
+        // The session limit counts wall time from the first start, pauses included, and the
+        // core counts motor time only: a backstop behind enforce_limits, never ahead of it.
+        let cartridge = self
+            .store()
+            .cartridge(&active.cartridge, &self.policy.limits)?;
+        let used_ms = active
+            .started_at_ms
+            .map_or(0, |s| u64::try_from(unix_ms() - s).unwrap_or(0));
+        let session_left_ms = u64::try_from(active.time_limit.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_sub(used_ms);
+        let (cartridge_run_ms, cartridge_strokes) = cartridge.map_or((0, 0), |c| {
+            (
+                c.remaining_run_ms.saturating_sub(active.unflushed_run_ms),
+                c.remaining_strokes.saturating_sub(active.unflushed_strokes),
+            )
+        });
         self.command(
             actor,
             Command::Arm {
                 depth,
                 rate: MilliHertz(rate),
                 ceiling,
+                max_run: Micros(session_left_ms.min(cartridge_run_ms).saturating_mul(1_000)),
+                max_strokes: u32::try_from(cartridge_strokes).unwrap_or(u32::MAX),
             },
             Some(id),
         )
@@ -766,6 +787,38 @@ impl Service {
             session.state,
             SessionState::Armed | SessionState::Running | SessionState::Paused
         );
+        if let Some(limit) = t.arming_ended_by.filter(|_| open) {
+            // The core stopped the motor at a budget given in this session's Arm: the same
+            // stop as enforce_limits', made without waiting for this service. Its run time
+            // was the smaller of the session's time and the cartridge's run-time budget left.
+            let session_left_ms = u64::try_from(a.time_limit.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_sub(
+                    a.started_at_ms
+                        .map_or(0, |s| u64::try_from(now_ms - s).unwrap_or(0)),
+                );
+            let cartridge_left_ms = self
+                .store()
+                .cartridge(&a.cartridge, &self.policy.limits)
+                .ok()
+                .flatten()
+                .map_or(0, |c| c.remaining_run_ms.saturating_sub(a.unflushed_run_ms));
+            let reason = match limit {
+                needle_core::ArmingLimit::RunTime if session_left_ms < cartridge_left_ms => {
+                    "session time limit reached"
+                }
+                _ => "cartridge run-time or stroke budget exhausted",
+            };
+            tracing::warn!(
+                session = a.session,
+                limit = limit.code(),
+                "arming ended by the controller"
+            );
+            if let Err(e) = self.finish(a.session, crate::store::SYSTEM_ACTOR, reason) {
+                tracing::error!(error = %e, "could not end the session at its limit");
+            }
+            return;
+        }
         let result = match t.state {
             State::Running
                 if matches!(session.state, SessionState::Armed | SessionState::Paused) =>

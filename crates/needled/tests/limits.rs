@@ -233,3 +233,40 @@ async fn cartridge_pulled_and_reseated_between_two_polls_is_spent() {
     let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
     assert_eq!(cart.state, needled::store::CartridgeState::Spent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_stops_the_motor_at_the_cartridge_budget_without_the_monitor() {
+    // The service's monitor never looks (hung, or busy): only the budget given in the Arm
+    // can stop the needles. The heartbeat goes on, so the dead-man does not.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = CartridgeLimits {
+        max_run_ms: 1_000,
+        max_strokes: 1_000_000,
+    };
+    let (svc, key) = service(dir.path(), Duration::from_secs(600), limits);
+    let id = running_session(&svc, &key).await;
+    let rig = svc.sim().unwrap().rig.clone();
+    let started = rig.now();
+    let end = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < end {
+        let _ = svc.control().command(Command::Heartbeat).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let truth = rig.truth();
+    assert!(!truth.motor_powered, "motor still running past the budget");
+    let off = truth.motor_off_at.expect("motor went off").since(started);
+    assert!(
+        off <= needle_core::units::Micros::from_millis(1_100),
+        "motor off after {off:?}"
+    );
+    // The monitor's next look ends the session as its own budget stop would.
+    svc.monitor().await;
+    let s = svc.session(id).unwrap();
+    assert_eq!(s.state, SessionState::Ended, "{s:?}");
+    assert_eq!(
+        s.end_reason.as_deref(),
+        Some("cartridge run-time or stroke budget exhausted")
+    );
+    let cart = svc.store().cartridge("C-1", &limits).unwrap().unwrap();
+    assert_eq!(cart.state, needled::store::CartridgeState::Spent);
+}
