@@ -39,7 +39,8 @@ pub struct Controller<H: Hardware> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Arming {
     max_run: Micros,
-    max_strokes: u32,
+    /// `max_strokes` in sensor edges, so a tick compares without dividing.
+    max_edges: u64,
     run: Micros,
     edges: u64,
     ended_by: Option<ArmingLimit>,
@@ -82,7 +83,7 @@ impl<H: Hardware> Controller<H> {
             cartridge_openings: 0,
             arming: Arming {
                 max_run: Micros::ZERO,
-                max_strokes: 0,
+                max_edges: 0,
                 run: Micros::ZERO,
                 edges: 0,
                 ended_by: None,
@@ -242,7 +243,7 @@ impl<H: Hardware> Controller<H> {
         }
         let limit = if self.arming.run >= self.arming.max_run {
             ArmingLimit::RunTime
-        } else if self.arming_strokes() >= self.arming.max_strokes {
+        } else if self.arming.edges >= self.arming.max_edges {
             ArmingLimit::Strokes
         } else {
             return;
@@ -399,9 +400,10 @@ impl<H: Hardware> Controller<H> {
                     .move_to(depth, ceiling, MoveSpeed::Normal, now)
                     .map_err(move_error)?;
                 self.ceiling = ceiling;
+                let per_stroke = u64::from(self.config.stroke.edges_per_stroke.max(1));
                 self.arming = Arming {
                     max_run,
-                    max_strokes,
+                    max_edges: u64::from(max_strokes).saturating_mul(per_stroke),
                     run: Micros::ZERO,
                     edges: 0,
                     ended_by: None,
