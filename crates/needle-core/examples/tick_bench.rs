@@ -199,6 +199,8 @@ fn main() {
                 depth: Micrometers(1_000),
                 rate: MilliHertz::from_hz(120),
                 ceiling: Micrometers(2_500),
+                max_run: Micros(u64::MAX),
+                max_strokes: u32::MAX,
             })
             .expect("arm");
             while ctrl.telemetry().depth_moving {

@@ -68,7 +68,9 @@ pub struct DepthConfig {
     pub steps_per_mm: u32,
     /// Hard maximum depth; no arming ceiling may exceed it.
     pub max_depth: Micrometers,
-    /// Lash of the lead screw; moves always finish deeper-going to take it up.
+    /// Nominal lash of the lead screw. Homing measures the real lash and the axis compensates
+    /// by the measured value, never this one; `homing_backoff` must exceed it so that the
+    /// back-off leaves the switch and the lash can be measured within it.
     pub backlash: Micrometers,
     /// Speed of moves while the motor is off.
     pub speed_um_per_s: u32,
@@ -271,6 +273,11 @@ impl ControllerConfig {
             "above 0 and under homing_travel_limit",
         )?;
         check(
+            d.homing_backoff > d.backlash,
+            "depth.homing_backoff",
+            "more than backlash, so backing off leaves the switch and measures the lash",
+        )?;
+        check(
             d.homing_travel_limit.0 > 0 && d.homing_travel_limit.0 <= 20_000,
             "depth.homing_travel_limit",
             "above 0 and at most 20 mm",
@@ -347,6 +354,16 @@ mod tests {
         let mut c = ControllerConfig::default();
         c.depth.speed_um_per_s = 40_000;
         assert_eq!(c.validate().unwrap_err().field, "depth.speed_um_per_s");
+    }
+
+    #[test]
+    fn homing_backoff_not_above_backlash_is_refused() {
+        let mut c = ControllerConfig::default();
+        c.depth.backlash = Micrometers(200);
+        c.depth.homing_backoff = Micrometers(200);
+        assert_eq!(c.validate().unwrap_err().field, "depth.homing_backoff");
+        c.depth.homing_backoff = Micrometers(201);
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use crate::config::{ConfigError, ControllerConfig};
 use crate::depth::{AxisEvent, AxisOutput, DepthAxis, MoveError, MoveSpeed};
 use crate::hal::{Analog, Hardware, InputPin, OutputPin, SetDutyCycle, StrokeSample, StrokeSensor};
-use crate::protocol::{Command, Fault, Faults, Interlock, Rejected, State, Telemetry};
-use crate::safety::{self, Inputs, Timers};
+use crate::protocol::{ArmingLimit, Command, Fault, Faults, Interlock, Rejected, State, Telemetry};
+use crate::safety::{self, Inputs, Loops, Timers};
 use crate::stroke::StrokeLoop;
 use crate::units::{Micrometers, Micros, MilliAmps, MilliCelsius, MilliVolts, Permyriad};
 
@@ -31,6 +31,19 @@ pub struct Controller<H: Hardware> {
     motor_enabled: bool,
     duty: Permyriad,
     pedal_before: bool,
+    cartridge_openings: u32,
+    arming: Arming,
+}
+
+/// The run-time and stroke budget of the current arming, and what it has used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arming {
+    max_run: Micros,
+    /// `max_strokes` in sensor edges, so a tick compares without dividing.
+    max_edges: u64,
+    run: Micros,
+    edges: u64,
+    ended_by: Option<ArmingLimit>,
 }
 
 /// Reads a value, keeping `previous` and noting the error if the read fails.
@@ -67,6 +80,14 @@ impl<H: Hardware> Controller<H> {
             motor_enabled: false,
             duty: Permyriad(0),
             pedal_before: false,
+            cartridge_openings: 0,
+            arming: Arming {
+                max_run: Micros::ZERO,
+                max_edges: 0,
+                run: Micros::ZERO,
+                edges: 0,
+                ended_by: None,
+            },
         })
     }
 
@@ -106,6 +127,10 @@ impl<H: Hardware> Controller<H> {
         if gap.0 > self.config.safety.tick_period.0 + self.config.safety.tick_period.0 / 2 {
             self.late_ticks = self.late_ticks.saturating_add(1);
         }
+        if self.motor_enabled {
+            // The motor was powered from the previous tick's outputs until now.
+            self.arming.run = self.arming.run.saturating_add(gap);
+        }
         self.now = now;
         self.ticks = self.ticks.saturating_add(1);
         self.read_inputs(gap);
@@ -118,8 +143,11 @@ impl<H: Hardware> Controller<H> {
             &self.inputs,
             &mut self.timers,
             now,
-            stroke.stalled,
-            axis.event == AxisEvent::Fault,
+            Loops {
+                stalled: stroke.stalled,
+                axis_fault: axis.event == AxisEvent::Fault,
+                axis_moving: self.axis.is_moving(),
+            },
         );
         let fault_now = self.latch(found);
         if fault_now {
@@ -128,6 +156,7 @@ impl<H: Hardware> Controller<H> {
             if axis.event == AxisEvent::Homed && self.state == State::Homing {
                 self.state = State::Idle;
             }
+            self.end_arming_at_its_limits();
             self.follow_pedal();
         }
         self.write_outputs(&axis);
@@ -135,6 +164,7 @@ impl<H: Hardware> Controller<H> {
 
     fn read_inputs(&mut self, gap: Micros) {
         let before = self.inputs;
+        let edges_before = self.sample.edges;
         let mut error = false;
         let p = self.hw.parts();
         let inputs = Inputs {
@@ -153,6 +183,21 @@ impl<H: Hardware> Controller<H> {
             tick_gap: gap,
         };
         self.sample = read(p.stroke.sample(), self.sample, &mut error);
+        // An edge from the future would read as "just now" (`Micros::since` saturates), so a
+        // dropout would never slow the rate estimate and never be seen as a stall: the
+        // sensor's clock is not ours, which is a sensor fault. Up to one tick period ahead is
+        // tolerated: an edge may land between the host reading its clock and the sample.
+        let horizon = self.now.saturating_add(self.config.safety.tick_period);
+        if self.sample.last_edge.is_some_and(|edge| edge > horizon) {
+            error = true;
+        }
+        if safety::is_armed(self.state) {
+            let edges = self.sample.edges.wrapping_sub(edges_before);
+            self.arming.edges = self.arming.edges.saturating_add(u64::from(edges));
+        }
+        if before.cartridge && !inputs.cartridge {
+            self.cartridge_openings = self.cartridge_openings.wrapping_add(1);
+        }
         self.inputs = Inputs {
             hal_error: error,
             ..inputs
@@ -185,6 +230,30 @@ impl<H: Hardware> Controller<H> {
         true
     }
 
+    fn arming_strokes(&self) -> u32 {
+        let per_stroke = u64::from(self.config.stroke.edges_per_stroke.max(1));
+        u32::try_from(self.arming.edges / per_stroke).unwrap_or(u32::MAX)
+    }
+
+    /// Ends the arming when its run time or strokes are used up: motor off in this tick,
+    /// depth move braked, state `Idle`. A new `Arm` is needed to run again.
+    fn end_arming_at_its_limits(&mut self) {
+        if !safety::is_armed(self.state) {
+            return;
+        }
+        let limit = if self.arming.run >= self.arming.max_run {
+            ArmingLimit::RunTime
+        } else if self.arming.edges >= self.arming.max_edges {
+            ArmingLimit::Strokes
+        } else {
+            return;
+        };
+        self.stroke.stop();
+        self.axis.halt();
+        self.state = State::Idle;
+        self.arming.ended_by = Some(limit);
+    }
+
     fn follow_pedal(&mut self) {
         let pedal = self.inputs.pedal;
         if pedal && !self.pedal_before && matches!(self.state, State::Armed | State::Paused) {
@@ -209,8 +278,13 @@ impl<H: Hardware> Controller<H> {
             let p = self.hw.parts();
             if running {
                 let register = duty.scale(p.motor_pwm.max_duty_cycle());
-                error |= p.motor_pwm.set_duty_cycle(register).is_err();
-                error |= p.motor_enable.set_high().is_err();
+                // The enable rises only over a PWM known to hold this tick's duty: after a
+                // failed write the PWM may hold anything, so the driver stays off.
+                if p.motor_pwm.set_duty_cycle(register).is_ok() {
+                    error |= p.motor_enable.set_high().is_err();
+                } else {
+                    error = true;
+                }
             } else {
                 // Enable first: it is the safe-state output.
                 error |= p.motor_enable.set_low().is_err();
@@ -308,6 +382,8 @@ impl<H: Hardware> Controller<H> {
                 depth,
                 rate,
                 ceiling,
+                max_run,
+                max_strokes,
             } => {
                 if self.state != State::Idle {
                     return Err(self.refuse_state());
@@ -321,9 +397,17 @@ impl<H: Hardware> Controller<H> {
                 }
                 self.check_rate(rate)?;
                 self.axis
-                    .move_to(depth, MoveSpeed::Normal, now)
+                    .move_to(depth, ceiling, MoveSpeed::Normal, now)
                     .map_err(move_error)?;
                 self.ceiling = ceiling;
+                let per_stroke = u64::from(self.config.stroke.edges_per_stroke.max(1));
+                self.arming = Arming {
+                    max_run,
+                    max_edges: u64::from(max_strokes).saturating_mul(per_stroke),
+                    run: Micros::ZERO,
+                    edges: 0,
+                    ended_by: None,
+                };
                 self.stroke.set_target(rate);
                 self.state = State::Armed;
                 Ok(())
@@ -351,6 +435,9 @@ impl<H: Hardware> Controller<H> {
             Command::Disarm => match self.state {
                 State::Armed | State::Running | State::Paused => {
                     self.stroke.stop();
+                    // A move under way brakes to rest instead of carrying the needles on to a
+                    // target nobody holds any more; until it rests the dead-man still watches.
+                    self.axis.halt();
                     self.state = State::Idle;
                     Ok(())
                 }
@@ -374,7 +461,9 @@ impl<H: Hardware> Controller<H> {
                 } else {
                     MoveSpeed::Normal
                 };
-                self.axis.move_to(depth, speed, now).map_err(move_error)
+                self.axis
+                    .move_to(depth, self.ceiling, speed, now)
+                    .map_err(move_error)
             }
             Command::SetRate(rate) => {
                 if !matches!(self.state, State::Armed | State::Running | State::Paused) {
@@ -428,6 +517,7 @@ impl<H: Hardware> Controller<H> {
             depth_position: self.axis.position(),
             depth_ceiling: self.ceiling,
             depth_moving: self.axis.is_moving(),
+            depth_lash: self.axis.lash(),
             rate_setpoint: self.stroke.target(),
             rate_measured: self.stroke.measured(),
             duty: self.duty,
@@ -437,6 +527,10 @@ impl<H: Hardware> Controller<H> {
             temperature: i.temperature,
             supply: i.supply,
             pedal: i.pedal,
+            cartridge_openings: self.cartridge_openings,
+            arming_run: self.arming.run,
+            arming_strokes: self.arming_strokes(),
+            arming_ended_by: self.arming.ended_by,
             ticks: self.ticks,
             late_ticks: self.late_ticks,
         }

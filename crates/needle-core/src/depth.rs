@@ -1,14 +1,22 @@
 //! The depth axis: a STEP/DIR stepper on a lead screw that moves the needles' depth stop.
 //!
 //! - Homing: fast approach to the home switch, back off, slow re-approach; the slow
-//!   re-approach's trigger point is depth 0. Fails after a travel limit, or if the switch is
-//!   still pressed after backing off (a stuck switch).
+//!   re-approach's trigger point is depth 0. Then the lash is measured: the motor creeps
+//!   deeper at the slow speed until the switch opens (the lash taken up, the load lifted off
+//!   by one step), and returns to 0. Fails after a travel limit, if the switch is still
+//!   pressed after backing off (a stuck switch), or if it does not open within the back-off
+//!   distance while measuring the lash.
 //! - Moves: trapezoid velocity profile, integrated per tick, at most `max_steps_per_tick`
 //!   pulses a tick.
 //! - Backlash: the lead screw has lash, so the depth stop (the *load*) lags the motor by up to
-//!   `backlash`. The axis tracks both and always finishes a move going deeper, so the lash is
-//!   taken up the same way every time: a shallower target is first passed, then approached.
-//! - Soft limits: the load never leaves `0..=max_depth`.
+//!   the lash when going deeper, and follows it directly going shallower (the motor side pushes
+//!   it back). The axis tracks both with the lash measured at homing, never the configured
+//!   one. Every move finishes going *shallower*: a deeper target is passed by the measured lash
+//!   and one step, then approached from below, so any lash can only leave the needle short.
+//! - Limits: the motor is never commanded past the move's `limit` (the arming ceiling) nor
+//!   `max_depth`, both rounded down to whole steps. The load never leads the motor, so no lash
+//!   and no configuration can carry the needle past them; where the limit cuts the overshoot
+//!   short (a target at the ceiling), the needle ends short by up to the real lash.
 //!
 //! Pure logic: [`DepthAxis::update`] says how many steps to pulse and in which direction;
 //! the controller drives the pins.
@@ -58,6 +66,8 @@ enum Phase {
     HomeFast,
     HomeBackOff,
     HomeSlow,
+    HomeLash,
+    HomeReturn,
 }
 
 /// Why a move was refused.
@@ -135,7 +145,7 @@ impl DepthAxis {
             last: Micros::ZERO,
         };
         axis.backlash = axis.to_steps(config.backlash).max(0);
-        axis.max_steps = axis.to_steps(config.max_depth).max(0);
+        axis.max_steps = axis.to_steps_down(config.max_depth).max(0);
         axis.window = axis.to_steps(config.home_switch_window).max(0);
         axis.backoff = axis.to_steps(config.homing_backoff).max(1);
         axis.travel_limit = axis.to_steps(config.homing_travel_limit).max(1);
@@ -147,6 +157,13 @@ impl DepthAxis {
         let scaled = i64::from(um.0) * self.steps_per_mm;
         let rounded = (scaled + scaled.signum() * 500) / 1000;
         i32::try_from(rounded).unwrap_or(if rounded < 0 { i32::MIN } else { i32::MAX })
+    }
+
+    /// Micrometres to whole steps, rounded towards shallower, for limits.
+    fn to_steps_down(&self, um: Micrometers) -> i32 {
+        let scaled = i64::from(um.0) * self.steps_per_mm;
+        let steps = scaled.div_euclid(1000);
+        i32::try_from(steps).unwrap_or(if steps < 0 { i32::MIN } else { i32::MAX })
     }
 
     /// Steps to micrometres, rounded to the nearest micrometre.
@@ -171,8 +188,18 @@ impl DepthAxis {
     pub fn is_homing(&self) -> bool {
         matches!(
             self.phase,
-            Phase::HomeFast | Phase::HomeBackOff | Phase::HomeSlow
+            Phase::HomeFast
+                | Phase::HomeBackOff
+                | Phase::HomeSlow
+                | Phase::HomeLash
+                | Phase::HomeReturn
         )
+    }
+
+    /// The lash the axis compensates: measured at the latest homing (the configured value
+    /// until the first homing, when no move is allowed).
+    pub fn lash(&self) -> Micrometers {
+        self.to_um(self.backlash)
     }
 
     /// The depth the depth stop is at, from counted steps and the lash model.
@@ -210,6 +237,27 @@ impl DepthAxis {
         was_moving
     }
 
+    /// Brings a move to rest along its deceleration ramp, short of its target, keeping the
+    /// reference (no step is lost to an abrupt stop). Homing, which has no reference to
+    /// keep, stops at once. The axis may still move for the braking distance after this.
+    pub fn halt(&mut self) {
+        if self.phase != Phase::Move {
+            self.stop();
+            return;
+        }
+        let v = self.velocity_milli / 1000;
+        let braking = i32::try_from(v * v / (2 * self.accel)).unwrap_or(i32::MAX);
+        let remaining = self.target.saturating_sub(self.motor);
+        self.target = if remaining >= 0 {
+            self.motor.saturating_add(braking.min(remaining))
+        } else {
+            self.motor
+                .saturating_sub(braking.min(remaining.saturating_neg()))
+        };
+        self.then = None;
+        self.setpoint = self.to_um(self.target.clamp(0, self.max_steps));
+    }
+
     /// Starts homing; the reference is lost until it succeeds.
     pub fn start_homing(&mut self, now: Micros) {
         self.stop();
@@ -221,10 +269,13 @@ impl DepthAxis {
         self.vmax = self.homing_fast;
     }
 
-    /// Moves the depth stop to `depth`, clamped to `0..=max_depth`, finishing going deeper.
+    /// Moves the depth stop to `depth`, clamped to `0..=limit` and `0..=max_depth`, finishing
+    /// going shallower. The motor never goes deeper than `limit` (rounded down to a step), so
+    /// neither does the needle, whatever the real lash.
     pub fn move_to(
         &mut self,
         depth: Micrometers,
+        limit: Micrometers,
         speed: MoveSpeed,
         now: Micros,
     ) -> Result<(), MoveError> {
@@ -234,14 +285,21 @@ impl DepthAxis {
         if self.is_moving() {
             return Err(MoveError::Busy);
         }
-        let target = self.to_steps(depth).clamp(0, self.max_steps);
-        let finish = target.saturating_add(self.backlash);
-        if target >= self.load {
-            self.target = finish;
+        let limit = self.to_steps_down(limit).clamp(0, self.max_steps);
+        let target = self.to_steps(depth).clamp(0, limit);
+        if target <= self.load {
+            // Shallower: the motor side pushes the load straight back, no lash on the way.
+            self.target = target;
             self.then = None;
         } else {
-            self.target = target;
-            self.then = Some(finish);
+            // Deeper: pass the target by the lash and a step (never the limit), then come back.
+            let over = target
+                .saturating_add(self.backlash)
+                .saturating_add(1)
+                .min(limit)
+                .max(target);
+            self.target = over;
+            self.then = (over != target).then_some(target);
         }
         self.setpoint = self.to_um(target);
         self.vmax = match speed {
@@ -311,6 +369,40 @@ impl DepthAxis {
             }
             Phase::HomeSlow => {
                 if home_switch {
+                    // The slow approach went shallower, so the motor side touches the load:
+                    // both are at the trigger point.
+                    self.stop();
+                    self.motor = 0;
+                    self.load = 0;
+                    self.begin_phase(Phase::HomeLash, self.backoff, self.homing_slow);
+                    return idle;
+                }
+                if self.motor == self.target {
+                    self.stop();
+                    return fault;
+                }
+                self.step(dt)
+            }
+            Phase::HomeLash => {
+                if !home_switch {
+                    // The switch reads the steps of earlier ticks: it opened at this motor
+                    // position, when the lash was taken up and the load lifted by one step.
+                    self.backlash = self.motor.saturating_sub(1).max(0);
+                    self.load = self.motor.saturating_sub(self.backlash);
+                    let back = self.motor.saturating_neg();
+                    self.begin_phase(Phase::HomeReturn, back, self.homing_slow);
+                    return idle;
+                }
+                if self.motor == self.target {
+                    // Lash as long as the back-off, or a switch that never opens.
+                    self.stop();
+                    return fault;
+                }
+                self.step(dt)
+            }
+            Phase::HomeReturn => {
+                if self.motor == self.target {
+                    // Back at the trigger point going shallower: the load is at 0 again.
                     self.stop();
                     self.motor = 0;
                     self.load = 0;
@@ -320,10 +412,6 @@ impl DepthAxis {
                         event: AxisEvent::Homed,
                         ..idle
                     };
-                }
-                if self.motor == self.target {
-                    self.stop();
-                    return fault;
                 }
                 self.step(dt)
             }
@@ -392,6 +480,9 @@ impl DepthAxis {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// No arming ceiling: only `max_depth` limits the move.
+    const NO_LIMIT: Micrometers = Micrometers(i32::MAX);
 
     /// A perfect mechanism: the load follows the motor with the configured lash; the home
     /// switch closes at load <= 0.
@@ -493,8 +584,8 @@ mod tests {
     #[test]
     fn moves_land_exactly_from_both_directions_with_lash() {
         let (mut axis, mut mech, mut t) = homed();
-        for target in [1000, 2500, 500, 1200, 1150, 0, 50, 2450] {
-            axis.move_to(Micrometers(target), MoveSpeed::Normal, Micros(t))
+        for target in [1000, 2400, 500, 1200, 1150, 0, 50, 2450] {
+            axis.move_to(Micrometers(target), NO_LIMIT, MoveSpeed::Normal, Micros(t))
                 .unwrap();
             run(&mut axis, &mut mech, &mut t, 10_000);
             let truth = mech.load + mech.offset;
@@ -504,22 +595,93 @@ mod tests {
     }
 
     #[test]
+    fn homing_measures_the_real_lash_and_moves_use_it() {
+        for real in [0, 3, 30, 70] {
+            let cfg = DepthConfig::default();
+            let mut axis = DepthAxis::new(&cfg);
+            let mut mech = Mech {
+                motor: 0,
+                load: 0,
+                lash: real,
+                offset: 600,
+            };
+            let mut t = 0;
+            axis.start_homing(Micros(t));
+            assert_eq!(run(&mut axis, &mut mech, &mut t, 20_000), AxisEvent::Homed);
+            assert_eq!(axis.lash(), axis.to_um(real), "real lash {real} steps");
+            assert_eq!(
+                mech.load + mech.offset,
+                0,
+                "homing ends at the trigger point"
+            );
+            for target in [1000, 400, 1200] {
+                axis.move_to(Micrometers(target), NO_LIMIT, MoveSpeed::Normal, Micros(t))
+                    .unwrap();
+                run(&mut axis, &mut mech, &mut t, 10_000);
+                assert_eq!(mech.load + mech.offset, axis.to_steps(Micrometers(target)));
+                assert_eq!(axis.position(), Micrometers(target));
+            }
+        }
+    }
+
+    #[test]
+    fn lash_longer_than_the_back_off_fails_homing() {
+        let cfg = DepthConfig::default();
+        let mut axis = DepthAxis::new(&cfg);
+        let mut mech = Mech {
+            motor: 0,
+            load: 0,
+            lash: axis.to_steps(cfg.homing_backoff) + 1,
+            offset: 600,
+        };
+        let mut t = 0;
+        axis.start_homing(Micros(t));
+        assert_eq!(run(&mut axis, &mut mech, &mut t, 20_000), AxisEvent::Fault);
+        assert!(!axis.is_referenced());
+    }
+
+    #[test]
     fn targets_are_clamped_to_soft_limits() {
         let (mut axis, mut mech, mut t) = homed();
-        axis.move_to(Micrometers(9_000), MoveSpeed::Normal, Micros(t))
+        axis.move_to(Micrometers(9_000), NO_LIMIT, MoveSpeed::Normal, Micros(t))
             .unwrap();
         run(&mut axis, &mut mech, &mut t, 10_000);
-        assert_eq!(axis.position(), Micrometers(2_500));
-        axis.move_to(Micrometers(-100), MoveSpeed::Normal, Micros(t))
+        // At the limit the motor cannot pass the target to take up the lash from below: the
+        // needle ends short by the lash, and the axis knows it.
+        assert_eq!(mech.motor + mech.offset, axis.to_steps(Micrometers(2_500)));
+        assert_eq!(axis.position(), Micrometers(2_500 - 20));
+        assert_eq!(axis.to_steps(axis.position()), mech.load + mech.offset);
+        axis.move_to(Micrometers(-100), NO_LIMIT, MoveSpeed::Normal, Micros(t))
             .unwrap();
         run(&mut axis, &mut mech, &mut t, 10_000);
         assert_eq!(axis.position(), Micrometers(0));
     }
 
     #[test]
+    fn the_motor_never_passes_the_limit_of_a_move() {
+        let (mut axis, mut mech, mut t) = homed();
+        let limit = Micrometers(1_501);
+        let limit_steps = 600; // 1501 um rounds down to 600 steps of 2.5 um
+        for target in [1_400, 1_501, 1_499, 200, 1_500, 1_000, 9_000] {
+            axis.move_to(Micrometers(target), limit, MoveSpeed::Normal, Micros(t))
+                .unwrap();
+            for _ in 0..10_000 {
+                t += 1000;
+                let out = axis.update(Micros(t), mech.switch());
+                mech.apply(out);
+                assert!(mech.motor + mech.offset <= limit_steps, "target {target}");
+                if !axis.is_moving() {
+                    break;
+                }
+            }
+            assert!(mech.load + mech.offset <= axis.to_steps(Micrometers(target)));
+        }
+    }
+
+    #[test]
     fn never_more_than_max_steps_per_tick_even_after_a_late_tick() {
         let (mut axis, _mech, t) = homed();
-        axis.move_to(Micrometers(2_500), MoveSpeed::Normal, Micros(t))
+        axis.move_to(Micrometers(2_500), NO_LIMIT, MoveSpeed::Normal, Micros(t))
             .unwrap();
         let _ = axis.update(Micros(t + 1000), false);
         let out = axis.update(Micros(t + 900_000), false);
@@ -530,12 +692,12 @@ mod tests {
     fn running_moves_are_slower() {
         let (mut axis, mut mech, mut t) = homed();
         let start = t;
-        axis.move_to(Micrometers(1000), MoveSpeed::Normal, Micros(t))
+        axis.move_to(Micrometers(1000), NO_LIMIT, MoveSpeed::Normal, Micros(t))
             .unwrap();
         run(&mut axis, &mut mech, &mut t, 10_000);
         let normal = t - start;
         let start = t;
-        axis.move_to(Micrometers(2000), MoveSpeed::Running, Micros(t))
+        axis.move_to(Micrometers(2000), NO_LIMIT, MoveSpeed::Running, Micros(t))
             .unwrap();
         run(&mut axis, &mut mech, &mut t, 10_000);
         // 1 mm at 0.5 mm/s is about 2 s.
@@ -546,7 +708,7 @@ mod tests {
     #[test]
     fn switch_pressed_deep_in_travel_is_a_fault() {
         let (mut axis, mut mech, mut t) = homed();
-        axis.move_to(Micrometers(1000), MoveSpeed::Normal, Micros(t))
+        axis.move_to(Micrometers(1000), NO_LIMIT, MoveSpeed::Normal, Micros(t))
             .unwrap();
         run(&mut axis, &mut mech, &mut t, 10_000);
         assert_eq!(axis.update(Micros(t + 1000), true).event, AxisEvent::Fault);
@@ -556,14 +718,14 @@ mod tests {
     fn moves_refused_unhomed_or_busy() {
         let mut axis = DepthAxis::new(&DepthConfig::default());
         assert_eq!(
-            axis.move_to(Micrometers(10), MoveSpeed::Normal, Micros(0)),
+            axis.move_to(Micrometers(10), NO_LIMIT, MoveSpeed::Normal, Micros(0)),
             Err(MoveError::NotHomed)
         );
         let (mut axis, _, t) = homed();
-        axis.move_to(Micrometers(1000), MoveSpeed::Normal, Micros(t))
+        axis.move_to(Micrometers(1000), NO_LIMIT, MoveSpeed::Normal, Micros(t))
             .unwrap();
         assert_eq!(
-            axis.move_to(Micrometers(10), MoveSpeed::Normal, Micros(t)),
+            axis.move_to(Micrometers(10), NO_LIMIT, MoveSpeed::Normal, Micros(t)),
             Err(MoveError::Busy)
         );
     }

@@ -65,7 +65,9 @@ impl<T: ErrorType + ?Sized> ErrorType for &mut T {
 pub struct StrokeSample {
     /// Edges counted since start-up; wraps at `u32::MAX`.
     pub edges: u32,
-    /// When the latest edge happened, if any edge has been seen.
+    /// When the latest edge happened, if any edge has been seen. Never later than the
+    /// controller's `now` plus one tick period: an edge from further ahead is a
+    /// `SensorFault` (the sensor's clock is not the controller's).
     pub last_edge: Option<Micros>,
     /// Time between the latest two edges, if two have been seen.
     pub last_period: Option<Micros>,

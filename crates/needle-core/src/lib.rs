@@ -43,4 +43,6 @@ pub mod units;
 
 pub use config::{ControllerConfig, DepthConfig, SafetyConfig, StrokeConfig};
 pub use controller::Controller;
-pub use protocol::{Command, Fault, Faults, Interlock, Interlocks, Rejected, State, Telemetry};
+pub use protocol::{
+    ArmingLimit, Command, Fault, Faults, Interlock, Interlocks, Rejected, State, Telemetry,
+};

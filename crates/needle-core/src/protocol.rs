@@ -228,6 +228,25 @@ impl Interlocks {
     }
 }
 
+/// A limit of an arming, given in [`Command::Arm`], that ran out and ended the arming.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ArmingLimit {
+    /// The motor ran for `max_run`.
+    RunTime,
+    /// The stroke sensor counted `max_strokes`.
+    Strokes,
+}
+
+impl ArmingLimit {
+    /// A stable snake_case name.
+    pub const fn code(self) -> &'static str {
+        match self {
+            ArmingLimit::RunTime => "run_time",
+            ArmingLimit::Strokes => "strokes",
+        }
+    }
+}
+
 /// A command from the host. Any accepted command also refreshes the dead-man timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
@@ -237,7 +256,10 @@ pub enum Command {
     Home,
     /// Accepts setpoints and moves the depth axis to `depth`; the motor stays off.
     /// `ceiling` is the session's depth limit (the treatment area's), at most the configured
-    /// maximum depth; no later depth command may exceed it until the next `Arm`.
+    /// maximum depth; no later depth command may exceed it until the next `Arm`, and the depth
+    /// motor is never driven past it, so the needle cannot be either, whatever the lash. A
+    /// depth at the ceiling may end short of it by up to the lash (moves finish going
+    /// shallower after passing the target, and there is no room to pass the ceiling).
     Arm {
         /// Needle depth setpoint.
         depth: Micrometers,
@@ -245,12 +267,24 @@ pub enum Command {
         rate: MilliHertz,
         /// Depth ceiling for this arming.
         ceiling: Micrometers,
+        /// Most time the motor may run in this arming, on the controller's clock, counted
+        /// only while the motor is powered. When it is used up the core stops the motor in
+        /// that tick and ends the arming ([`Telemetry::arming_ended_by`]), whatever the host
+        /// does. There is no "no limit" value: a host without one passes `Micros(u64::MAX)`.
+        /// Zero ends the arming in the next tick, before the motor can be powered.
+        max_run: Micros,
+        /// Most strokes the stroke sensor may count in this arming (coasting included), with
+        /// the same effect as `max_run` when they are used up; `u32::MAX` for no practical
+        /// limit.
+        max_strokes: u32,
     },
     /// Starts the motor (from `Armed` or `Paused`) once the depth axis is in position.
     Start,
     /// Stops the motor and holds (from `Running`).
     Pause,
-    /// Stops the motor and returns to `Idle` (from `Armed`, `Running` or `Paused`).
+    /// Stops the motor and returns to `Idle` (from `Armed`, `Running` or `Paused`). A depth
+    /// move under way brakes to rest short of its target, watched by the dead-man until it
+    /// rests; from `Homing`, stops the axis and returns to `Boot`.
     Disarm,
     /// Changes the depth setpoint (armed, running or paused), rate-limited while running.
     SetDepth(Micrometers),
@@ -323,6 +357,8 @@ pub struct Telemetry {
     pub depth_ceiling: Micrometers,
     /// Whether the depth axis is moving.
     pub depth_moving: bool,
+    /// Lead-screw lash measured at the latest homing, which the depth axis compensates.
+    pub depth_lash: Micrometers,
     /// Stroke rate setpoint.
     pub rate_setpoint: MilliHertz,
     /// Stroke rate measured from the stroke sensor.
@@ -341,6 +377,16 @@ pub struct Telemetry {
     pub supply: MilliVolts,
     /// Whether the foot pedal is pressed.
     pub pedal: bool,
+    /// Times the cartridge switch has opened (seated to not seated) since start-up, as seen
+    /// by the controller every tick; wraps at `u32::MAX`. A host that polls telemetry compares
+    /// it for inequality, so a pull and re-seat between two polls is not missed.
+    pub cartridge_openings: u32,
+    /// Time the motor ran in the current (or latest) arming.
+    pub arming_run: Micros,
+    /// Strokes counted in the current (or latest) arming.
+    pub arming_strokes: u32,
+    /// The limit that ended the latest arming, if one did; cleared by the next `Arm`.
+    pub arming_ended_by: Option<ArmingLimit>,
     /// Ticks run since start-up.
     pub ticks: u64,
     /// Ticks that came later than the configured overrun limit.

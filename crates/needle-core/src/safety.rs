@@ -75,17 +75,33 @@ pub const fn is_armed(state: State) -> bool {
     matches!(state, State::Armed | State::Running | State::Paused)
 }
 
-/// The faults the readings of this tick show, in `state`. `stalled` and `axis_fault` come
-/// from the stroke loop and the depth axis.
+/// What the stroke loop and the depth axis report in a tick, for [`detect`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loops {
+    /// The stroke loop saw stalling for its whole window.
+    pub stalled: bool,
+    /// The depth axis failed homing or disagrees with its home switch.
+    pub axis_fault: bool,
+    /// The depth axis is moving (in any state: a disarmed move still brakes to rest).
+    pub axis_moving: bool,
+}
+
+/// The faults the readings of this tick show, in `state`. The dead-man and the loop timing
+/// are watched while the state [`is_active`] or the depth axis moves, whatever the state.
 pub fn detect(
     config: &SafetyConfig,
     state: State,
     inputs: &Inputs,
     timers: &mut Timers,
     now: Micros,
-    stalled: bool,
-    axis_fault: bool,
+    loops: Loops,
 ) -> Faults {
+    let Loops {
+        stalled,
+        axis_fault,
+        axis_moving,
+    } = loops;
+    let watched = is_active(state) || axis_moving;
     let mut found = Faults::EMPTY;
     let mut flag = |fault: Fault, condition: bool| {
         if condition {
@@ -119,12 +135,12 @@ pub fn detect(
     flag(Fault::DepthAxisFault, axis_fault);
     flag(
         Fault::HostTimeout,
-        is_active(state) && now.since(timers.last_host) > config.host_timeout,
+        watched && now.since(timers.last_host) > config.host_timeout,
     );
     flag(Fault::SensorFault, inputs.hal_error);
     flag(
         Fault::ControlOverrun,
-        is_active(state) && inputs.tick_gap > config.max_tick_gap,
+        watched && inputs.tick_gap > config.max_tick_gap,
     );
     found
 }
@@ -202,8 +218,7 @@ mod tests {
             &inputs,
             &mut timers,
             Micros(1_000),
-            false,
-            false,
+            Loops::default(),
         )
     }
 
@@ -246,8 +261,7 @@ mod tests {
                 &inputs,
                 timers,
                 Micros(t),
-                false,
-                false,
+                Loops::default(),
             )
             .contains(Fault::OverCurrent)
         };
@@ -267,8 +281,7 @@ mod tests {
             &healthy(),
             &mut timers,
             late,
-            false,
-            false,
+            Loops::default(),
         );
         assert!(run.contains(Fault::HostTimeout));
         let idle = detect(
@@ -277,10 +290,18 @@ mod tests {
             &healthy(),
             &mut timers,
             late,
-            false,
-            false,
+            Loops::default(),
         );
         assert!(!idle.contains(Fault::HostTimeout));
+        let moving = Loops {
+            axis_moving: true,
+            ..Loops::default()
+        };
+        let idle_moving = detect(&config, State::Idle, &healthy(), &mut timers, late, moving);
+        assert!(
+            idle_moving.contains(Fault::HostTimeout),
+            "a moving axis is watched in any state"
+        );
     }
 
     #[test]

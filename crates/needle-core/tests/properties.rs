@@ -276,13 +276,22 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::Heartbeat),
         Just(Command::Home),
-        (depth.clone(), rate.clone(), depth.clone()).prop_map(|(depth, rate, ceiling)| {
-            Command::Arm {
-                depth,
-                rate,
-                ceiling,
-            }
-        }),
+        (
+            depth.clone(),
+            rate.clone(),
+            depth.clone(),
+            prop_oneof![0..2_000_000u64, any::<u64>()].prop_map(Micros),
+            prop_oneof![0..500u32, any::<u32>()],
+        )
+            .prop_map(|(depth, rate, ceiling, max_run, max_strokes)| {
+                Command::Arm {
+                    depth,
+                    rate,
+                    ceiling,
+                    max_run,
+                    max_strokes,
+                }
+            }),
         Just(Command::Start),
         Just(Command::Pause),
         Just(Command::Disarm),
@@ -380,6 +389,8 @@ fn fake_rig_reaches_running_with_motor_powered() {
         depth: Micrometers(500),
         rate: MilliHertz::from_hz(100),
         ceiling: Micrometers(1_000),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     for _ in 0..1_000 {

@@ -3,7 +3,7 @@
 //! decoder.
 
 use needle_core::protocol::{
-    Command, Fault, Faults, Interlock, Interlocks, Rejected, State, Telemetry,
+    ArmingLimit, Command, Fault, Faults, Interlock, Interlocks, Rejected, State, Telemetry,
 };
 use needle_core::units::{
     Micrometers, Micros, MilliAmps, MilliCelsius, MilliHertz, MilliVolts, Permyriad,
@@ -25,11 +25,22 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         Just(Command::Heartbeat),
         Just(Command::Home),
-        (um.clone(), mhz.clone(), um.clone()).prop_map(|(depth, rate, ceiling)| Command::Arm {
-            depth,
-            rate,
-            ceiling
-        }),
+        (
+            um.clone(),
+            mhz.clone(),
+            um.clone(),
+            any::<u64>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(depth, rate, ceiling, max_run, max_strokes)| Command::Arm {
+                    depth,
+                    rate,
+                    ceiling,
+                    max_run: Micros(max_run),
+                    max_strokes,
+                }
+            ),
         Just(Command::Start),
         Just(Command::Pause),
         Just(Command::Disarm),
@@ -76,6 +87,7 @@ proptest! {
             depth_position: Micrometers(depth / 2),
             depth_ceiling: Micrometers(2_500),
             depth_moving: bits & 2 == 0,
+            depth_lash: Micrometers(depth / 5),
             rate_setpoint: MilliHertz(rate),
             rate_measured: MilliHertz(rate / 3),
             duty: Permyriad(duty),
@@ -85,6 +97,14 @@ proptest! {
             temperature: MilliCelsius(-current),
             supply: MilliVolts(12_000),
             pedal: false,
+            cartridge_openings: strokes / 3,
+            arming_run: Micros(now / 2),
+            arming_strokes: strokes / 5,
+            arming_ended_by: match bits % 3 {
+                0 => None,
+                1 => Some(ArmingLimit::RunTime),
+                _ => Some(ArmingLimit::Strokes),
+            },
             ticks,
             late_ticks: strokes / 7,
         };

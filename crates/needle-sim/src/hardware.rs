@@ -138,7 +138,9 @@ impl StrokeSensor for SimPart {
     fn sample(&mut self) -> Result<StrokeSample, SimError> {
         self.with(|w| StrokeSample {
             edges: w.edges,
-            last_edge: w.last_edge,
+            last_edge: w
+                .last_edge
+                .map(|at| at.saturating_add(w.sensor_clock_ahead)),
             last_period: w.last_period,
         })
     }

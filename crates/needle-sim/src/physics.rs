@@ -105,6 +105,9 @@ pub enum Injection {
     Load(f64),
     /// The host link is cut (`true`) or restored; the host side of a test reads this.
     HostSilence(bool),
+    /// The stroke sensor's timestamps run this far ahead of the controller's clock (a
+    /// timer capture on another clock, a kernel clock mix-up); `Micros::ZERO` to agree again.
+    SensorClockAhead(Micros),
 }
 
 /// A part of the rig whose reads or writes can be made to fail.
@@ -174,6 +177,10 @@ pub struct Truth {
     pub motor_off_at: Option<Micros>,
     /// STEP pulses the controller sent.
     pub step_pulses: u64,
+    /// Times the motor driver's enable input went from low to high since power-up. The
+    /// enable's own edges, as a logic analyser on the driver would see them, so a tick that
+    /// raises and drops it again is still caught.
+    pub enable_rises: u64,
 }
 
 /// The state of the simulated world.
@@ -186,6 +193,7 @@ pub struct World {
     angle: f64,
     duty: f64,
     enabled: bool,
+    enable_rises: u64,
     motor_off_at: Option<Micros>,
     current: f64,
     temperature: f64,
@@ -193,6 +201,7 @@ pub struct World {
     pub(crate) edges: u32,
     pub(crate) last_edge: Option<Micros>,
     pub(crate) last_period: Option<Micros>,
+    pub(crate) sensor_clock_ahead: Micros,
     true_edges: u64,
     // Depth axis.
     motor_um: f64,
@@ -226,12 +235,14 @@ impl World {
             angle: 0.0,
             duty: 0.0,
             enabled: false,
+            enable_rises: 0,
             motor_off_at: None,
             current: 0.0,
             temperature: params.ambient_c,
             edges: 0,
             last_edge: None,
             last_period: None,
+            sensor_clock_ahead: Micros::ZERO,
             true_edges: 0,
             motor_um: params.start_depth_um,
             load_um: params.start_depth_um,
@@ -275,6 +286,7 @@ impl World {
             Injection::DepthOverload(on) => self.overload = on,
             Injection::Load(nm) => self.params.load_nm = nm,
             Injection::HostSilence(on) => self.host_silent = on,
+            Injection::SensorClockAhead(ahead) => self.sensor_clock_ahead = ahead,
         }
     }
 
@@ -291,6 +303,9 @@ impl World {
     /// The motor driver's enable input.
     pub(crate) fn set_enabled(&mut self, on: bool) {
         let was = self.powered();
+        if on && !self.enabled {
+            self.enable_rises += 1;
+        }
         self.enabled = on;
         self.note_motor_off(was);
     }
@@ -466,6 +481,7 @@ impl World {
             supply_v: self.supply_v(),
             depth_steps: self.depth_steps,
             step_pulses: self.step_pulses,
+            enable_rises: self.enable_rises,
             motor_off_at: self.motor_off_at,
         }
     }

@@ -43,6 +43,8 @@ fn arm(rig: &SimRig, ctrl: &mut Ctrl, depth_um: i32, rate: MilliHertz) {
         depth: Micrometers(depth_um),
         rate,
         ceiling,
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     settle(rig, ctrl);
@@ -98,12 +100,21 @@ fn depth_moves_land_within_one_step_from_both_directions() {
         sequence.push((t + 400).min(2_500));
         sequence.push(t);
     }
+    let lash = SimParams::default().backlash_um;
     for target in sequence {
         ctrl.handle(Command::SetDepth(Micrometers(target))).unwrap();
         settle(&rig, &mut ctrl);
         let truth = rig.truth().depth_um;
+        let target = f64::from(target);
+        // Moves finish going shallower after passing the target by the lash; at the maximum
+        // depth there is no room to pass it, and the lash leaves the needle short.
+        let short_by = if target + lash + step_um <= 2_500.0 {
+            step_um
+        } else {
+            lash + step_um
+        };
         assert!(
-            (truth - f64::from(target)).abs() <= step_um,
+            truth <= target + 1e-6 && truth >= target - short_by,
             "target {target} um, true depth {truth:.1} um"
         );
     }
@@ -167,6 +178,23 @@ fn cartridge_pull_stops_motor_in_same_tick() {
 }
 
 #[test]
+fn cartridge_pull_and_reseat_between_polls_is_counted() {
+    // Idle (no fault latches): only the count can tell a host that polls every 20 ms.
+    let (rig, mut ctrl) = homed();
+    let before = ctrl.telemetry().cartridge_openings;
+    let t = rig.now();
+    rig.schedule(t.saturating_add(Micros(3_000)), Injection::Cartridge(false));
+    rig.schedule(t.saturating_add(Micros(8_000)), Injection::Cartridge(true));
+    rig.run(&mut ctrl, Micros::from_millis(20), |_| false);
+    assert!(rig.cartridge_seated());
+    let after = ctrl.telemetry();
+    assert!(!after
+        .interlocks
+        .contains(needle_core::Interlock::CartridgeMissing));
+    assert_eq!(after.cartridge_openings, before.wrapping_add(1));
+}
+
+#[test]
 fn overheat_stops_motor_in_same_tick() {
     assert_safe_in_same_tick(Injection::Overheat(90.0), Fault::OverTemperature);
 }
@@ -179,6 +207,23 @@ fn sensor_errors_stop_motor_in_same_tick() {
         }
         assert_safe_in_same_tick(Injection::SensorError(part, true), Fault::SensorFault);
     }
+}
+
+#[test]
+fn enable_never_rises_in_a_tick_whose_pwm_write_failed() {
+    let (rig, mut ctrl) = homed();
+    arm(&rig, &mut ctrl, 1_000, MilliHertz::from_hz(120));
+    rig.inject(Injection::SensorError(Part::MotorPwm, true));
+    let rises = rig.truth().enable_rises;
+    ctrl.handle(Command::Start).unwrap();
+    tick(&rig, &mut ctrl);
+    assert!(ctrl.telemetry().faults.contains(Fault::SensorFault));
+    assert_eq!(
+        rig.truth().enable_rises,
+        rises,
+        "the driver enable rose although the PWM write had failed"
+    );
+    assert!(!rig.truth().motor_powered);
 }
 
 #[test]
@@ -309,6 +354,42 @@ fn sensor_dropout_is_detected_as_stall() {
 }
 
 #[test]
+fn stroke_edges_from_the_future_are_a_sensor_fault() {
+    // A sensor clock far ahead: every edge reads as "just now", so a dropout would never
+    // look like a stall. The core must refuse such edges at once.
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::SensorClockAhead(Micros::from_millis(5_000)));
+    rig.inject(Injection::SensorDropout(true));
+    let took = rig.run(&mut ctrl, Micros::from_millis(1_000), |_| {
+        !rig.truth().motor_powered
+    });
+    assert!(
+        !rig.truth().motor_powered,
+        "motor still running blind after {took:?}"
+    );
+    assert!(took <= ctrl.config().safety.tick_period, "took {took:?}");
+    assert!(ctrl.telemetry().faults.contains(Fault::SensorFault));
+
+    // A sensor clock less than a tick ahead (an edge between reading the clock and reading
+    // the sensor) is tolerated, and a dropout is still a stall.
+    let (rig, mut ctrl) = running(120);
+    rig.inject(Injection::SensorClockAhead(Micros(500)));
+    rig.run(&mut ctrl, Micros::from_millis(100), |_| false);
+    assert_eq!(ctrl.state(), State::Running, "{:?}", ctrl.telemetry());
+    rig.inject(Injection::SensorDropout(true));
+    let took = rig.run(&mut ctrl, Micros::from_millis(1_000), |_| {
+        !rig.truth().motor_powered
+    });
+    assert!(ctrl.telemetry().faults.contains(Fault::StrokeStall));
+    let bound = ctrl
+        .config()
+        .stroke
+        .stall_window
+        .saturating_add(Micros::from_millis(40));
+    assert!(took <= bound, "stall took {took:?}");
+}
+
+#[test]
 fn lost_host_stops_motor_within_timeout_plus_one_tick() {
     let (rig, mut ctrl) = running(120);
     let cut = rig.now();
@@ -347,6 +428,8 @@ fn estop_during_move_requires_homing_again() {
         depth: Micrometers(2_000),
         rate: MilliHertz::from_hz(100),
         ceiling: Micrometers(2_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     rig.run(&mut ctrl, Micros::from_millis(50), |_| false);
@@ -367,6 +450,41 @@ fn estop_during_move_requires_homing_again() {
 }
 
 #[test]
+fn disarm_during_a_depth_move_stops_the_axis() {
+    let (rig, mut ctrl) = homed();
+    ctrl.handle(Command::Arm {
+        depth: Micrometers(2_000),
+        rate: MilliHertz::from_hz(100),
+        ceiling: Micrometers(2_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
+    })
+    .unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(50), |_| false);
+    assert!(ctrl.telemetry().depth_moving);
+    let at_disarm = rig.truth().depth_um;
+    ctrl.handle(Command::Disarm).unwrap();
+    // The host goes quiet right after: nothing may carry the needles on to the old target.
+    rig.inject(Injection::HostSilence(true));
+    rig.run(&mut ctrl, Micros::from_millis(500), |_| false);
+    let pulses = rig.truth().step_pulses;
+    rig.run(&mut ctrl, Micros::from_millis(500), |_| false);
+    let truth = rig.truth();
+    assert_eq!(
+        truth.step_pulses, pulses,
+        "axis still stepping after Disarm"
+    );
+    // The axis brakes along its deceleration ramp: at this point of the move, well under
+    // 100 um more.
+    assert!(
+        truth.depth_um <= at_disarm + 100.0,
+        "disarmed at {at_disarm:.0} um, axis went on to {:.0} um",
+        truth.depth_um
+    );
+    assert!(!truth.motor_powered);
+}
+
+#[test]
 fn fault_clears_only_when_cause_gone_and_motor_needs_new_start() {
     let (rig, mut ctrl) = running(120);
     rig.inject(Injection::Overheat(90.0));
@@ -383,6 +501,78 @@ fn fault_clears_only_when_cause_gone_and_motor_needs_new_start() {
     assert_eq!(ctrl.state(), State::Idle);
     rig.run(&mut ctrl, Micros::from_millis(100), |_| false);
     assert!(!rig.truth().motor_powered);
+}
+
+fn arm_with_limits(rig: &SimRig, ctrl: &mut Ctrl, max_run: Micros, max_strokes: u32) {
+    ctrl.handle(Command::Arm {
+        depth: Micrometers(1_000),
+        rate: MilliHertz::from_hz(120),
+        ceiling: Micrometers(2_500),
+        max_run,
+        max_strokes,
+    })
+    .unwrap();
+    settle(rig, ctrl);
+}
+
+#[test]
+fn arming_run_time_and_stroke_limits_stop_the_motor_in_the_core() {
+    // Run time: 300 ms of motor time, split by a pause that does not count. The host keeps
+    // the dead-man fed and never stops the motor itself.
+    let (rig, mut ctrl) = homed();
+    let period = ctrl.config().safety.tick_period;
+    arm_with_limits(&rig, &mut ctrl, Micros::from_millis(300), u32::MAX);
+    let mut powered = Micros::ZERO;
+    let mut count = |rig: &SimRig| {
+        if rig.truth().motor_powered {
+            powered = powered.saturating_add(period);
+        }
+    };
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(100), |_| {
+        count(&rig);
+        false
+    });
+    ctrl.handle(Command::Pause).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(200), |_| false);
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(2_000), |_| {
+        count(&rig);
+        false
+    });
+    assert!(!rig.truth().motor_powered);
+    assert!(
+        powered <= Micros::from_millis(301) && powered >= Micros::from_millis(298),
+        "motor powered for {powered:?}"
+    );
+    let t = ctrl.telemetry();
+    assert_eq!(t.state, State::Idle);
+    assert_eq!(t.arming_ended_by, Some(needle_core::ArmingLimit::RunTime));
+    assert_eq!(
+        ctrl.handle(Command::Start),
+        Err(needle_core::Rejected::WrongState(State::Idle))
+    );
+
+    // Strokes: 30, counted by the rig's truth up to the moment the motor loses power.
+    let (rig, mut ctrl) = homed();
+    arm_with_limits(&rig, &mut ctrl, Micros(u64::MAX), 30);
+    let start = rig.truth().strokes;
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(2_000), |_| {
+        !rig.truth().motor_powered
+    });
+    let truth = rig.truth();
+    assert!(!truth.motor_powered, "motor still running");
+    assert!(
+        truth.strokes - start <= 30 && truth.strokes - start >= 29,
+        "{} strokes made",
+        truth.strokes - start
+    );
+    assert_eq!(
+        ctrl.telemetry().arming_ended_by,
+        Some(needle_core::ArmingLimit::Strokes)
+    );
+    assert_eq!(ctrl.state(), State::Idle);
 }
 
 #[test]
@@ -407,6 +597,8 @@ fn depth_change_while_running_is_rate_limited_and_capped_by_ceiling() {
         depth: Micrometers(500),
         rate: MilliHertz::from_hz(120),
         ceiling,
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     settle(&rig, &mut ctrl);

@@ -44,7 +44,9 @@ fn commands() -> impl Strategy<Value = Command> {
         Just(Command::Arm {
             depth: Micrometers(800),
             rate: MilliHertz::from_hz(120),
-            ceiling: Micrometers(2_000)
+            ceiling: Micrometers(2_000),
+            max_run: Micros(u64::MAX),
+            max_strokes: u32::MAX,
         }),
         Just(Command::Pause),
         Just(Command::Disarm),
@@ -75,6 +77,8 @@ fn reach(rig: &SimRig, ctrl: &mut Controller<SimHardware>, stage: Stage) {
         depth: Micrometers(1_000),
         rate: MilliHertz::from_hz(120),
         ceiling: Micrometers(2_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     })
     .unwrap();
     run(rig, ctrl, 5_000, |c| !c.telemetry().depth_moving);

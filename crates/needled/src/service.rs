@@ -114,6 +114,8 @@ struct Seen {
     faults: Faults,
     /// The last look, on the monotonic clock: run time is counted from these gaps.
     last_at: Option<Micros>,
+    /// The core's count of cartridge-switch openings at the last look.
+    cartridge_openings: Option<u32>,
 }
 
 /// A record of something that already happened, kept until the ledger takes it.
@@ -991,7 +993,7 @@ impl Service {
         let tag = self.read_tag().await?;
         let _ops = self.ops.lock().await;
         let session = self.session(id).await?;
-        self.require_active(id)?;
+        let active = self.require_active(id)?;
         self.require_monitor()?;
         if session.state != SessionState::Bound {
             return Err(ApiError::conflict(
@@ -1030,12 +1032,32 @@ impl Service {
         let (now, limits) = (now()?, self.policy.limits);
         self.read(move |s| s.verify_bound(id, &tag, now, &limits))
             .await?;
+        // The core stops the motor itself when what is left of the session's time or of the
+        // cartridge's run-time or stroke budget runs out, whatever this service does next.
+        // The session limit counts monotonic time from the first start, pauses included, and
+        // the core counts motor time only: a backstop behind enforce_limits, never ahead of it.
+        let (cart, limits) = (active.cartridge.clone(), self.policy.limits);
+        let cartridge = self.read(move |s| s.cartridge(&cart, &limits)).await?;
+        let used_ms = active
+            .started_at
+            .map_or(0, |s| ms_between(s, monotonic_now()));
+        let session_left_ms = u64::try_from(active.time_limit.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_sub(used_ms);
+        let (cartridge_run_ms, cartridge_strokes) = cartridge.map_or((0, 0), |c| {
+            (
+                c.remaining_run_ms.saturating_sub(active.unflushed_run_ms),
+                c.remaining_strokes.saturating_sub(active.unflushed_strokes),
+            )
+        });
         self.command(
             actor,
             Command::Arm {
                 depth,
                 rate: MilliHertz(rate),
                 ceiling,
+                max_run: Micros(session_left_ms.min(cartridge_run_ms).saturating_mul(1_000)),
+                max_strokes: u32::try_from(cartridge_strokes).unwrap_or(u32::MAX),
             },
             Some(id),
         )
@@ -1304,15 +1326,21 @@ impl Service {
         let t = snap.telemetry;
         let now_ms = unix_ms();
         let now = monotonic_now();
-        let (new_faults, state_changed, elapsed_ms) = {
+        let (new_faults, state_changed, elapsed_ms, opened) = {
             let mut seen = lock(&self.seen);
+            // The core counts every opening of the cartridge switch: a changed count is a
+            // pull, even one re-seated before this look.
+            let opened = seen
+                .cartridge_openings
+                .is_some_and(|n| n != t.cartridge_openings);
+            seen.cartridge_openings = Some(t.cartridge_openings);
             let new = t.faults.without(seen.faults);
             let changed = seen.state != Some(t.state);
             let elapsed = seen.last_at.map_or(0, |l| ms_between(l, now));
             seen.faults = t.faults;
             seen.state = Some(t.state);
             seen.last_at = Some(now);
-            (new, changed, elapsed)
+            (new, changed, elapsed, opened)
         };
         self.retry_storage(&t).await;
         let active = lock(&self.active).clone();
@@ -1348,7 +1376,8 @@ impl Service {
             return;
         }
         self.account(&t, elapsed_ms).await;
-        if new_faults.contains(Fault::CartridgeRemoved)
+        if opened
+            || new_faults.contains(Fault::CartridgeRemoved)
             || t.interlocks
                 .contains(needle_core::Interlock::CartridgeMissing)
         {
@@ -1371,6 +1400,39 @@ impl Service {
             session.state,
             SessionState::Armed | SessionState::Running | SessionState::Paused
         );
+        if let Some(limit) = t.arming_ended_by.filter(|_| open) {
+            // The core stopped the motor at a budget given in this session's Arm: the same
+            // stop as enforce_limits', made without waiting for this service. Its run time
+            // was the smaller of the session's time and the cartridge's run-time budget left.
+            let session_left_ms = u64::try_from(a.time_limit.as_millis())
+                .unwrap_or(u64::MAX)
+                .saturating_sub(a.started_at.map_or(0, |s| ms_between(s, now)));
+            let (cart, limits) = (a.cartridge.clone(), self.policy.limits);
+            let cartridge_left_ms = self
+                .read(move |s| s.cartridge(&cart, &limits))
+                .await
+                .ok()
+                .flatten()
+                .map_or(0, |c| c.remaining_run_ms.saturating_sub(a.unflushed_run_ms));
+            let reason = match limit {
+                needle_core::ArmingLimit::RunTime if session_left_ms < cartridge_left_ms => {
+                    "session time limit reached"
+                }
+                _ => "cartridge run-time or stroke budget exhausted",
+            };
+            tracing::warn!(
+                session = a.session,
+                limit = limit.code(),
+                "arming ended by the controller"
+            );
+            if let Err(e) = self
+                .finish_now(a.session, crate::store::SYSTEM_ACTOR, reason)
+                .await
+            {
+                tracing::error!(error = %e, "could not end the session at its limit");
+            }
+            return;
+        }
         let result = match t.state {
             State::Running
                 if matches!(session.state, SessionState::Armed | SessionState::Paused) =>

@@ -171,6 +171,18 @@ fn core_rules_are_reported_with_our_key_names() {
 }
 
 #[test]
+fn homing_backoff_not_above_backlash_is_refused_naming_the_key() {
+    // Homing measures the lash within the back-off: a back-off no longer than the lash could
+    // never leave the switch.
+    let e = refuse("[depth]\nbacklash_um = 200\nhoming_backoff_um = 200\n");
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(3), Some("depth.homing_backoff_um"))
+    );
+    assert!(e.message.contains("more than backlash"), "{e}");
+}
+
+#[test]
 fn area_deeper_than_the_device_maximum_is_refused() {
     let e = refuse("[depth]\nmax_depth_um = 2000\n\n[areas]\nface = { max_depth_um = 1500 }\nbody = { max_depth_um = 2500 }\n");
     assert_eq!(

@@ -1,12 +1,13 @@
 //! Session limits, enforced by the service's monitor: the time limit (with its warning) and
-//! the cartridge's run-time budget. Built in-process with short limits, on the sim backend.
+//! the cartridge's run-time budget, and a cartridge pulled between two looks. Built in-process
+//! with short limits, on the sim backend.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use needle_core::units::{Micrometers, MilliHertz};
 use needle_core::{Command, Controller, ControllerConfig};
-use needle_sim::SimParams;
+use needle_sim::{Injection, SimParams};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
 use needled::service::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
@@ -68,9 +69,8 @@ fn actor() -> Actor {
     }
 }
 
-/// Drives the service to a running session; keeps the dead-man fed and the monitor running
-/// while waiting.
-async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
+/// Drives the service to a session bound to a seated cartridge, the axis homed.
+async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
     let a = actor();
     svc.home(&a).await.unwrap();
     wait(svc, |s| s.telemetry.homed).await;
@@ -99,6 +99,14 @@ async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
     })
     .await;
     svc.bind_cartridge(&a, id).await.unwrap();
+    id
+}
+
+/// Drives the service to a running session; keeps the dead-man fed and the monitor running
+/// while waiting.
+async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
+    let a = actor();
+    let id = bound_session(svc, key).await;
     svc.arm(
         &a,
         id,
@@ -344,4 +352,83 @@ async fn monitor_disarms_a_core_running_without_an_armed_session() {
             .any(|e| e.event.kind == "reconcile_disarm" && e.event.detail["disarmed"] == true),
         "no reconcile_disarm event"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cartridge_pulled_and_reseated_between_two_polls_is_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = CartridgeLimits::default();
+    let (svc, key) = service(dir.path(), Duration::from_secs(600), limits);
+    let id = bound_session(&svc, &key).await;
+    svc.monitor().await;
+    assert_eq!(svc.session(id).await.unwrap().state, SessionState::Bound);
+    // Out and back in within 10 ms, between two looks of the monitor.
+    let rig = svc.sim().unwrap().rig.clone();
+    let t = rig.now();
+    rig.schedule(
+        t.saturating_add(needle_core::units::Micros(5_000)),
+        Injection::Cartridge(false),
+    );
+    rig.schedule(
+        t.saturating_add(needle_core::units::Micros(15_000)),
+        Injection::Cartridge(true),
+    );
+    while rig.now().since(t) < needle_core::units::Micros(40_000) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(rig.cartridge_seated());
+    svc.monitor().await;
+    let s = svc.session(id).await.unwrap();
+    assert_eq!(s.state, SessionState::Ended, "{s:?}");
+    assert_eq!(
+        s.end_reason.as_deref(),
+        Some("cartridge removed during the session")
+    );
+    let cart = svc
+        .read(move |s| s.cartridge("C-1", &limits))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cart.state, needled::store::CartridgeState::Spent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_stops_the_motor_at_the_cartridge_budget_without_the_monitor() {
+    // The service's monitor never looks (hung, or busy): only the budget given in the Arm
+    // can stop the needles. The heartbeat goes on, so the dead-man does not.
+    let dir = tempfile::tempdir().unwrap();
+    let limits = CartridgeLimits {
+        max_run_ms: 1_000,
+        max_strokes: 1_000_000,
+    };
+    let (svc, key) = service(dir.path(), Duration::from_secs(600), limits);
+    let id = running_session(&svc, &key).await;
+    let rig = svc.sim().unwrap().rig.clone();
+    let started = rig.now();
+    let end = Instant::now() + Duration::from_millis(2_500);
+    while Instant::now() < end {
+        let _ = svc.control().command(Command::Heartbeat).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let truth = rig.truth();
+    assert!(!truth.motor_powered, "motor still running past the budget");
+    let off = truth.motor_off_at.expect("motor went off").since(started);
+    assert!(
+        off <= needle_core::units::Micros::from_millis(1_100),
+        "motor off after {off:?}"
+    );
+    // The monitor's next look ends the session as its own budget stop would.
+    svc.monitor().await;
+    let s = svc.session(id).await.unwrap();
+    assert_eq!(s.state, SessionState::Ended, "{s:?}");
+    assert_eq!(
+        s.end_reason.as_deref(),
+        Some("cartridge run-time or stroke budget exhausted")
+    );
+    let cart = svc
+        .read(move |s| s.cartridge("C-1", &limits))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cart.state, needled::store::CartridgeState::Spent);
 }

@@ -23,7 +23,7 @@ use needle_bench::clock::{machine, mono_ns};
 use needle_bench::floor::Floor;
 use needle_bench::stats::{median, Summary};
 use needle_bench::{arg, args, print_result};
-use needle_core::units::{Micrometers, MilliHertz};
+use needle_core::units::{Micrometers, Micros, MilliHertz};
 use needle_core::{Command, Controller, State};
 use needle_sim::{Injection, SimParams};
 use needled::control::{self, ControlHandle, LoopConfig};
@@ -110,6 +110,8 @@ fn run_once(presses: usize, realtime: bool, seed: u64) -> Result<serde_json::Val
         depth: Micrometers(500),
         rate: MilliHertz::from_hz(120),
         ceiling: Micrometers(1_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     };
     for i in 0..presses {
         command(&handle, arm)?;

@@ -52,6 +52,8 @@ fn main() {
         depth: Micrometers(1_200),
         rate: MilliHertz::from_hz(120),
         ceiling: Micrometers(1_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     };
     step(&mut ctrl, "arm 1.2 mm, 120 Hz", Some(arm), 500);
     step(&mut ctrl, "start", Some(Command::Start), 1_000);
