@@ -278,6 +278,8 @@ fn main() {
         depth: Micrometers(1_000),
         rate: MilliHertz::from_hz(120),
         ceiling: Micrometers(2_500),
+        max_run: Micros(u64::MAX),
+        max_strokes: u32::MAX,
     };
     command(&mut pen, &mut host, Reliable::Command(arm), now);
     while pen.controller().is_some_and(|c| c.telemetry().depth_moving) {

@@ -272,6 +272,8 @@ impl Host {
             depth: needle_core::units::Micrometers(500),
             rate: needle_core::units::MilliHertz::from_hz(120),
             ceiling: needle_core::units::Micrometers(1_000),
+            max_run: needle_core::units::Micros(u64::MAX),
+            max_strokes: u32::MAX,
         };
         assert_eq!(self.command(arm), Outcome::Command(Ok(())));
         self.wait("depth settled", |t| !t.depth_moving);
