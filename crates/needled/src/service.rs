@@ -118,6 +118,10 @@ struct Seen {
     cartridge_openings: Option<u32>,
 }
 
+/// How long an accepted Disarm may take to show in the controller's telemetry (a pen across
+/// the link reports it in its next telemetry frame).
+const DISARM_SEEN_WITHIN: Duration = Duration::from_millis(200);
+
 /// A record of something that already happened, kept until the ledger takes it.
 type Pending = Arc<dyn Fn(&mut Store) -> Result<(), LedgerError> + Send + Sync>;
 
@@ -426,6 +430,14 @@ impl Service {
         } else {
             self.control.command(Command::Disarm).await
         };
+        if matches!(result, Ok(Ok(()))) {
+            // In process the controller publishes its snapshot before it answers; a pen across
+            // the link answers first and shows the state in its next telemetry frame.
+            let deadline = Instant::now() + DISARM_SEEN_WITHIN;
+            while self.core_armed() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         match result {
             Ok(_) if !self.core_armed() => Ok(()),
             Ok(Ok(())) => Err(ApiError::new(

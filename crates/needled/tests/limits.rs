@@ -284,16 +284,29 @@ async fn failed_disarm_at_a_limit_is_retried_until_the_motor_stops() {
         CartridgeLimits::default(),
     );
     let id = running_session(&svc, &key).await;
+    // Paused: the session's time runs on (it counts from the first start), the motor time the
+    // core was given in the Arm does not, so only the service's own stop can end this arming,
+    // and the core stays armed (a pedal press would start it) until a disarm takes.
+    monitor_for(&svc, Duration::from_millis(200)).await;
+    svc.pause(&actor(), id).await.unwrap();
     svc.sim_fail_disarms(20).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while svc.session(id).await.unwrap().state != SessionState::Ended {
         assert!(Instant::now() < deadline, "the session never ended");
         monitor_for(&svc, Duration::from_millis(10)).await;
-        if svc.sim().unwrap().rig.truth().motor_powered {
+        let state = svc.control().snapshot().telemetry.state;
+        if svc.sim().unwrap().rig.truth().motor_powered
+            || matches!(
+                state,
+                needle_core::State::Armed
+                    | needle_core::State::Paused
+                    | needle_core::State::Running
+            )
+        {
             assert_ne!(
                 svc.session(id).await.unwrap().state,
                 SessionState::Ended,
-                "the session was ended while the needles still ran"
+                "the session was ended while the needles still ran or could be started"
             );
         }
     }
