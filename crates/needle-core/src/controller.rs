@@ -3,6 +3,11 @@
 //!
 //! Every fault found in a tick drives the motor off (enable low, PWM 0) and stops the depth
 //! axis in that same tick. The motor is enabled only in [`State::Running`].
+//!
+//! The charge pump output toggles every tick while no fault is latched (in every state but
+//! `Fault` and `EStop`, as LinuxCNC's charge pump runs while the machine is on) and is held low
+//! in a tick with a fault latched. It tells the rig's driver enable circuit that the control
+//! loop is alive; the enable pin alone decides whether the motor runs.
 
 use crate::config::{ConfigError, ControllerConfig};
 use crate::depth::{AxisEvent, AxisOutput, DepthAxis, MoveError, MoveSpeed};
@@ -31,6 +36,7 @@ pub struct Controller<H: Hardware> {
     motor_enabled: bool,
     duty: Permyriad,
     pedal_before: bool,
+    pump_high: bool,
 }
 
 /// Reads a value, keeping `previous` and noting the error if the read fails.
@@ -67,6 +73,7 @@ impl<H: Hardware> Controller<H> {
             motor_enabled: false,
             duty: Permyriad(0),
             pedal_before: false,
+            pump_high: false,
         })
     }
 
@@ -223,6 +230,10 @@ impl<H: Hardware> Controller<H> {
                     error |= p.depth_step.set_low().is_err();
                 }
             }
+            // Toggled while healthy, held low once a fault is latched.
+            let pump = self.faults.is_empty() && !self.pump_high;
+            error |= p.charge_pump.set_state(pump.into()).is_err();
+            self.pump_high = pump;
         }
         self.motor_enabled = running;
         self.duty = duty;
@@ -235,6 +246,8 @@ impl<H: Hardware> Controller<H> {
             let p = self.hw.parts();
             let _ = p.motor_enable.set_low();
             let _ = p.motor_pwm.set_duty_cycle_fully_off();
+            let _ = p.charge_pump.set_low();
+            self.pump_high = false;
             self.motor_enabled = false;
             self.duty = Permyriad(0);
         }

@@ -969,6 +969,10 @@ pub struct PinMap {
     pub depth_step: PinSpec,
     /// `depth_dir`: DIR of the depth stepper driver (output; active moves deeper).
     pub depth_dir: PinSpec,
+    /// `charge_pump`: toggled every control tick while no fault is latched (output). It feeds
+    /// the retriggerable monostable the motor driver's enable is ANDed with (README, "Charge
+    /// pump"), so the driver loses power when the ticks stop.
+    pub charge_pump: PinSpec,
     /// `home_switch`: depth axis home switch (input).
     pub home_switch: PinSpec,
     /// `cartridge_switch`: cartridge-seated switch (input).
@@ -983,11 +987,12 @@ pub struct PinMap {
 
 impl PinMap {
     /// Every pin with its key name and role.
-    pub fn all(&self) -> [(&'static str, PinSpec, PinRole); 8] {
+    pub fn all(&self) -> [(&'static str, PinSpec, PinRole); 9] {
         [
             ("motor_enable", self.motor_enable, PinRole::Output),
             ("depth_step", self.depth_step, PinRole::Output),
             ("depth_dir", self.depth_dir, PinRole::Output),
+            ("charge_pump", self.charge_pump, PinRole::Output),
             ("home_switch", self.home_switch, PinRole::Input),
             ("cartridge_switch", self.cartridge_switch, PinRole::Input),
             ("estop", self.estop, PinRole::Input),
@@ -1005,6 +1010,7 @@ pub struct RppalConfig {
     pub motor_enable: PinSpec,
     pub depth_step: PinSpec,
     pub depth_dir: PinSpec,
+    pub charge_pump: PinSpec,
     pub home_switch: PinSpec,
     pub cartridge_switch: PinSpec,
     pub estop: PinSpec,
@@ -1043,6 +1049,7 @@ impl RppalConfig {
             motor_enable: self.motor_enable,
             depth_step: self.depth_step,
             depth_dir: self.depth_dir,
+            charge_pump: self.charge_pump,
             home_switch: self.home_switch,
             cartridge_switch: self.cartridge_switch,
             estop: self.estop,
@@ -1064,6 +1071,7 @@ pub struct LinuxConfig {
     pub motor_enable: PinSpec,
     pub depth_step: PinSpec,
     pub depth_dir: PinSpec,
+    pub charge_pump: PinSpec,
     pub home_switch: PinSpec,
     pub cartridge_switch: PinSpec,
     pub estop: PinSpec,
@@ -1104,6 +1112,7 @@ impl LinuxConfig {
             motor_enable: self.motor_enable,
             depth_step: self.depth_step,
             depth_dir: self.depth_dir,
+            charge_pump: self.charge_pump,
             home_switch: self.home_switch,
             cartridge_switch: self.cartridge_switch,
             estop: self.estop,

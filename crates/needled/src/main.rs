@@ -206,8 +206,14 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     let (control, sim, tags): (control::ControlHandle, Option<SimBackend>, Box<dyn needled::hal::TagReader>) =
         match config.hardware.backend {
             Backend::Sim => {
+                // The simulated charge-pump monostable outlasts a rising edge every second tick
+                // plus one late tick, at any control rate.
+                let pump_hold = SimParams::default()
+                    .charge_pump_hold
+                    .map(|hold| hold.max(Micros(core.safety.tick_period.0.saturating_mul(3))));
                 let params = SimParams {
                     load_nm: SimParams::default().load_nm * f64::from(config.sim.motor_load_permille) / 1000.0,
+                    charge_pump_hold: pump_hold,
                     ..SimParams::default()
                 };
                 let sim = SimBackend::new(params);

@@ -104,6 +104,7 @@ pub struct LinuxRig {
     motor_pwm: SysfsPwm,
     depth_step: HoldOutput<Inverted<CdevPin>>,
     depth_dir: HoldOutput<Inverted<CdevPin>>,
+    charge_pump: Inverted<CdevPin>,
     home_switch: Inverted<CdevPin>,
     cartridge_switch: Inverted<CdevPin>,
     estop: Inverted<CdevPin>,
@@ -130,6 +131,7 @@ impl Hardware for LinuxRig {
     type MotorEnable = Inverted<CdevPin>;
     type DepthStep = HoldOutput<Inverted<CdevPin>>;
     type DepthDir = HoldOutput<Inverted<CdevPin>>;
+    type ChargePump = Inverted<CdevPin>;
     type HomeSwitch = Inverted<CdevPin>;
     type CartridgeSwitch = Inverted<CdevPin>;
     type EStop = Inverted<CdevPin>;
@@ -145,6 +147,7 @@ impl Hardware for LinuxRig {
             motor_enable: &mut self.motor_enable,
             depth_step: &mut self.depth_step,
             depth_dir: &mut self.depth_dir,
+            charge_pump: &mut self.charge_pump,
             home_switch: &mut self.home_switch,
             cartridge_switch: &mut self.cartridge_switch,
             estop: &mut self.estop,
@@ -328,6 +331,8 @@ pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
         dir_hold,
         Some(false),
     );
+    // Idle (low) until the control thread's first tick toggles it.
+    let charge_pump = output(&mut chip, path, "charge_pump", pins.charge_pump)?;
     let home_switch = input(&mut chip, path, "home_switch", pins.home_switch)?;
     let cartridge_switch = input(&mut chip, path, "cartridge_switch", pins.cartridge_switch)?;
     let estop = input(&mut chip, path, "estop", pins.estop)?;
@@ -376,6 +381,7 @@ pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
         motor_pwm,
         depth_step,
         depth_dir,
+        charge_pump,
         home_switch,
         cartridge_switch,
         estop,

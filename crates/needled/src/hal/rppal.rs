@@ -202,6 +202,7 @@ pub struct RppalRig {
     motor_pwm: RppalPwm,
     depth_step: HoldOutput<Inverted<GpioOut>>,
     depth_dir: HoldOutput<Inverted<GpioOut>>,
+    charge_pump: Inverted<GpioOut>,
     home_switch: Inverted<GpioIn>,
     cartridge_switch: Inverted<GpioIn>,
     estop: Inverted<GpioIn>,
@@ -221,6 +222,7 @@ impl Hardware for RppalRig {
     type MotorEnable = Inverted<GpioOut>;
     type DepthStep = HoldOutput<Inverted<GpioOut>>;
     type DepthDir = HoldOutput<Inverted<GpioOut>>;
+    type ChargePump = Inverted<GpioOut>;
     type HomeSwitch = Inverted<GpioIn>;
     type CartridgeSwitch = Inverted<GpioIn>;
     type EStop = Inverted<GpioIn>;
@@ -236,6 +238,7 @@ impl Hardware for RppalRig {
             motor_enable: &mut self.motor_enable,
             depth_step: &mut self.depth_step,
             depth_dir: &mut self.depth_dir,
+            charge_pump: &mut self.charge_pump,
             home_switch: &mut self.home_switch,
             cartridge_switch: &mut self.cartridge_switch,
             estop: &mut self.estop,
@@ -361,6 +364,8 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
         dir_hold,
         Some(false),
     );
+    // Idle (low) until the control thread's first tick toggles it.
+    let charge_pump = output(&gpio, "charge_pump", pins.charge_pump)?;
     let home_switch = input(&gpio, "home_switch", pins.home_switch)?;
     let cartridge_switch = input(&gpio, "cartridge_switch", pins.cartridge_switch)?;
     let estop = input(&gpio, "estop", pins.estop)?;
@@ -415,6 +420,7 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
         motor_pwm,
         depth_step,
         depth_dir,
+        charge_pump,
         home_switch,
         cartridge_switch,
         estop,
