@@ -140,6 +140,46 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &origin)
 }
 
+/// Reads only the `[hardware]` table of the configuration file at `path`, for
+/// `needled --safe-outputs`: the outputs must be driven safe even when another section of the
+/// file would be refused. The table itself is parsed as strictly as by [`load`], and the
+/// section of the chosen backend must be present; nothing else is checked.
+pub fn load_hardware(path: &Path) -> Result<HardwareConfig, ConfigError> {
+    let origin = path.display().to_string();
+    let error = |line: Option<usize>, key: Option<String>, message: String| ConfigError {
+        origin: origin.clone(),
+        line,
+        key,
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        error(
+            None,
+            None,
+            format!("cannot read the configuration file: {e}"),
+        )
+    })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| line_of(&text, s.start));
+        error(line, None, e.message().trim().replace('\n', ", "))
+    })?;
+    let hardware = match table.remove("hardware") {
+        Some(value) => HardwareConfig::deserialize(value)
+            .map_err(|e| error(None, Some("hardware".into()), e.message().to_owned()))?,
+        None => HardwareConfig::default(),
+    };
+    let missing = match hardware.backend {
+        Backend::Sim => false,
+        Backend::Rppal => hardware.rppal.is_none(),
+        Backend::Linux => hardware.linux.is_none(),
+    };
+    if missing {
+        let e = missing_backend_section(hardware.backend);
+        return Err(error(None, Some(e.key), e.message));
+    }
+    Ok(hardware)
+}
+
 /// Parses and validates configuration text; `origin` names it in errors (usually the path).
 ///
 /// A relative `service.data_dir` is resolved against the current directory.

@@ -36,6 +36,7 @@ use super::adapters::{
     electrical_level, start_analog, Ads1115, AnalogChannel, AnalogScanner, EdgeReader,
     EdgeTimestamps, HoldOutput, Inverted, TagEeprom,
 };
+use super::safe::SafeStep;
 use super::HalError;
 use crate::config::{Config, PinSpec, Pull, RppalConfig};
 use crate::control::monotonic_now;
@@ -434,6 +435,70 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
     })
 }
 
+/// Drives the outputs of `[hardware.rppal]` to their safe levels for `needled --safe-outputs`
+/// (see [`super::safe`]), in [`super::safe::ORDER`]: each pin is made an output at the
+/// electrical level of logical low and left so when this returns (rppal's reset on drop is
+/// turned off: it would make the pins inputs again), and the hardware PWM channel is set to
+/// duty 0 and disabled.
+pub fn drive_outputs_safe(rc: &RppalConfig) -> Vec<SafeStep> {
+    let pins = rc.pins();
+    let gpio =
+        Gpio::new().map_err(|e| format!("cannot open the Raspberry Pi GPIO (/dev/gpiomem): {e}"));
+    let mut steps = vec![drive_pin_low(&gpio, "motor_enable", pins.motor_enable)];
+    let channel = if rc.pwm_channel == 0 {
+        Channel::Pwm0
+    } else {
+        Channel::Pwm1
+    };
+    steps.push(SafeStep {
+        output: "motor_pwm",
+        device: format!("hardware PWM channel {}", rc.pwm_channel),
+        key: format!("{KEY}.pwm_channel"),
+        outcome: Pwm::new(channel)
+            .and_then(|pwm| {
+                pwm.set_duty_cycle(0.0)?;
+                pwm.disable()
+            })
+            .map(|()| "duty 0, disabled".to_owned())
+            .map_err(|e| e.to_string()),
+    });
+    for (name, spec) in [
+        ("depth_step", pins.depth_step),
+        ("depth_dir", pins.depth_dir),
+        ("charge_pump", pins.charge_pump),
+    ] {
+        steps.push(drive_pin_low(&gpio, name, spec));
+    }
+    steps
+}
+
+fn drive_pin_low(gpio: &Result<Gpio, String>, name: &'static str, spec: PinSpec) -> SafeStep {
+    let electrical = electrical_level(false, spec.active_low);
+    let outcome = match gpio {
+        Err(e) => Err(e.clone()),
+        Ok(gpio) => claim(gpio, name, spec)
+            .map(|pin| {
+                let mut out = if electrical {
+                    pin.into_output_high()
+                } else {
+                    pin.into_output_low()
+                };
+                out.set_reset_on_drop(false);
+                format!(
+                    "low (electrically {})",
+                    if electrical { "high" } else { "low" }
+                )
+            })
+            .map_err(|e| e.to_string()),
+    };
+    SafeStep {
+        output: name,
+        device: format!("GPIO{}", spec.pin),
+        key: format!("{KEY}.{name}"),
+        outcome,
+    }
+}
+
 /// The cartridge tag reader on `/dev/i2c-<i2c_bus>` (its own file descriptor: the kernel
 /// serializes it with the ADC's transfers).
 pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<RppalI2c>, HalError> {
@@ -481,5 +546,29 @@ mod tests {
         let err = open(&config).unwrap_err().to_string();
         assert!(err.starts_with("cannot open "), "{err}");
         assert!(err.contains("(hardware."), "{err}");
+    }
+
+    #[test]
+    fn safe_outputs_off_a_pi_name_every_output_they_could_not_drive() {
+        if std::path::Path::new("/dev/gpiomem").exists() {
+            return; // on a Pi: do not touch the rig from a unit test
+        }
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/pi-rig.toml"
+        ))
+        .unwrap();
+        let config = crate::config::parse(&text, "pi-rig.toml").unwrap();
+        let report = crate::hal::safe::drive_outputs_safe(&config.hardware);
+        let order: Vec<_> = report.steps.iter().map(|s| s.output).collect();
+        assert_eq!(order, crate::hal::safe::ORDER);
+        assert!(!report.is_safe());
+        assert_eq!(report.failures().count(), 5, "{report}");
+        assert!(
+            report
+                .to_string()
+                .contains("GPIO23, hardware.rppal.motor_enable"),
+            "{report}"
+        );
     }
 }
