@@ -233,12 +233,14 @@ enum Rig {
 fn open_rig(config: &Config) -> Result<Rig, String> {
     match config.hardware.backend {
         Backend::Sim => {
-            // The simulated charge-pump monostable outlasts a rising edge every second tick
-            // plus one late tick, at any control rate.
-            let tick = config.controller_config().safety.tick_period;
+            // The simulated charge-pump monostable lasts max_tick_gap (at least 10 ms): the
+            // sim runs against the wall clock on machines without real-time scheduling, and a
+            // shorter pulse would cut the motor at every scheduling hiccup the controller itself
+            // tolerates. A needled that stops ticking still loses motor power within it.
+            let safety = config.controller_config().safety;
             let pump_hold = SimParams::default()
                 .charge_pump_hold
-                .map(|hold| hold.max(Micros(tick.0.saturating_mul(3))));
+                .map(|hold| hold.max(safety.max_tick_gap));
             let params = SimParams {
                 load_nm: SimParams::default().load_nm * f64::from(config.sim.motor_load_permille)
                     / 1000.0,
