@@ -3,6 +3,11 @@
 //!
 //! Every fault found in a tick drives the motor off (enable low, PWM 0) and stops the depth
 //! axis in that same tick. The motor is enabled only in [`State::Running`].
+//!
+//! The charge pump output toggles every tick while no fault is latched (in every state but
+//! `Fault` and `EStop`, as LinuxCNC's charge pump runs while the machine is on) and is held low
+//! in a tick with a fault latched. It tells the rig's driver enable circuit that the control
+//! loop is alive; the enable pin alone decides whether the motor runs.
 
 use crate::config::{ConfigError, ControllerConfig};
 use crate::depth::{AxisEvent, AxisOutput, DepthAxis, MoveError, MoveSpeed};
@@ -33,6 +38,7 @@ pub struct Controller<H: Hardware> {
     pedal_before: bool,
     cartridge_openings: u32,
     arming: Arming,
+    pump_high: bool,
 }
 
 /// The run-time and stroke budget of the current arming, and what it has used.
@@ -88,6 +94,7 @@ impl<H: Hardware> Controller<H> {
                 edges: 0,
                 ended_by: None,
             },
+            pump_high: false,
         })
     }
 
@@ -297,6 +304,10 @@ impl<H: Hardware> Controller<H> {
                     error |= p.depth_step.set_low().is_err();
                 }
             }
+            // Toggled while healthy, held low once a fault is latched.
+            let pump = self.faults.is_empty() && !self.pump_high;
+            error |= p.charge_pump.set_state(pump.into()).is_err();
+            self.pump_high = pump;
         }
         self.motor_enabled = running;
         self.duty = duty;
@@ -309,6 +320,8 @@ impl<H: Hardware> Controller<H> {
             let p = self.hw.parts();
             let _ = p.motor_enable.set_low();
             let _ = p.motor_pwm.set_duty_cycle_fully_off();
+            let _ = p.charge_pump.set_low();
+            self.pump_high = false;
             self.motor_enabled = false;
             self.duty = Permyriad(0);
         }

@@ -111,6 +111,11 @@ pub trait Hardware {
     type DepthStep: OutputPin;
     /// DIR input of the depth stepper driver: high moves deeper.
     type DepthDir: OutputPin;
+    /// Charge pump: toggled by the controller every tick while no fault is latched, held
+    /// low in a tick with a fault latched. The rig's driver enable requires it through a
+    /// retriggerable monostable, so the driver loses power when the ticks stop (a dead or
+    /// hung process), whatever level the enable line was left at.
+    type ChargePump: OutputPin;
     /// Home switch of the depth axis (at depth 0).
     type HomeSwitch: InputPin;
     /// Switch that reads a seated cartridge.
@@ -140,6 +145,7 @@ pub struct Parts<'a, H: Hardware + ?Sized> {
     pub motor_enable: &'a mut H::MotorEnable,
     pub depth_step: &'a mut H::DepthStep,
     pub depth_dir: &'a mut H::DepthDir,
+    pub charge_pump: &'a mut H::ChargePump,
     pub home_switch: &'a mut H::HomeSwitch,
     pub cartridge_switch: &'a mut H::CartridgeSwitch,
     pub estop: &'a mut H::EStop,

@@ -31,6 +31,7 @@ struct Mocked {
     enable: Pin,
     step: Pin,
     dir: Pin,
+    pump: Pin,
     home: Pin,
     cartridge: Pin,
     estop: Pin,
@@ -46,6 +47,7 @@ impl Hardware for Mocked {
     type MotorEnable = Pin;
     type DepthStep = Pin;
     type DepthDir = Pin;
+    type ChargePump = Pin;
     type HomeSwitch = Pin;
     type CartridgeSwitch = Pin;
     type EStop = Pin;
@@ -61,6 +63,7 @@ impl Hardware for Mocked {
             motor_enable: &mut self.enable,
             depth_step: &mut self.step,
             depth_dir: &mut self.dir,
+            charge_pump: &mut self.pump,
             home_switch: &mut self.home,
             cartridge_switch: &mut self.cartridge,
             estop: &mut self.estop,
@@ -79,6 +82,7 @@ impl Mocked {
         self.enable.done();
         self.step.done();
         self.dir.done();
+        self.pump.done();
         self.home.done();
         self.cartridge.done();
         self.estop.done();
@@ -86,7 +90,7 @@ impl Mocked {
     }
 }
 
-fn mocked(estop: Vec<P>, enable: Vec<P>, pwm: Vec<W>) -> Mocked {
+fn mocked(estop: Vec<P>, enable: Vec<P>, pwm: Vec<W>, pump: Vec<P>) -> Mocked {
     let ticks = estop.len();
     let level = |l: Level| (0..ticks).map(|_| P::get(l)).collect::<Vec<_>>();
     Mocked {
@@ -94,6 +98,7 @@ fn mocked(estop: Vec<P>, enable: Vec<P>, pwm: Vec<W>) -> Mocked {
         enable: Pin::new(&enable),
         step: Pin::new(&[]),
         dir: Pin::new(&[]),
+        pump: Pin::new(&pump),
         home: Pin::new(&level(Level::Low)),
         cartridge: Pin::new(&level(Level::High)),
         estop: Pin::new(&estop),
@@ -111,6 +116,7 @@ fn boot_tick_writes_enable_low_before_pwm_off() {
         vec![P::get(Level::Low)],
         vec![P::set(Level::Low)],
         vec![W::set_duty_cycle(0)],
+        vec![P::set(Level::High)],
     );
     let mut ctrl = Controller::new(hw, ControllerConfig::default()).unwrap();
     ctrl.tick(Micros(0));
@@ -121,7 +127,12 @@ fn boot_tick_writes_enable_low_before_pwm_off() {
 #[test]
 fn input_error_latches_sensor_fault_and_keeps_outputs_safe() {
     let estop = vec![P::get(Level::Low).with_error(MockError::Io(std::io::ErrorKind::Other))];
-    let hw = mocked(estop, vec![P::set(Level::Low)], vec![W::set_duty_cycle(0)]);
+    let hw = mocked(
+        estop,
+        vec![P::set(Level::Low)],
+        vec![W::set_duty_cycle(0)],
+        vec![P::set(Level::Low)],
+    );
     let mut ctrl = Controller::new(hw, ControllerConfig::default()).unwrap();
     ctrl.tick(Micros(0));
     assert_eq!(ctrl.state(), State::Fault);
@@ -136,7 +147,9 @@ fn pwm_write_error_latches_sensor_fault_and_retries_safe_outputs() {
         W::set_duty_cycle(0),
     ];
     let enable = vec![P::set(Level::Low), P::set(Level::Low)];
-    let hw = mocked(vec![P::get(Level::Low)], enable, pwm);
+    // The charge pump toggled high before the failed write was seen, then is held low.
+    let pump = vec![P::set(Level::High), P::set(Level::Low)];
+    let hw = mocked(vec![P::get(Level::Low)], enable, pwm, pump);
     let mut ctrl = Controller::new(hw, ControllerConfig::default()).unwrap();
     ctrl.tick(Micros(0));
     assert_eq!(ctrl.state(), State::Fault);
@@ -150,8 +163,12 @@ fn estop_pressed_at_boot_latches_and_keeps_motor_off() {
     let estop = vec![P::get(Level::High), P::get(Level::High)];
     let enable = vec![P::set(Level::Low), P::set(Level::Low)];
     let pwm = vec![W::set_duty_cycle(0), W::set_duty_cycle(0)];
-    let mut ctrl =
-        Controller::new(mocked(estop, enable, pwm), ControllerConfig::default()).unwrap();
+    let pump = vec![P::set(Level::Low), P::set(Level::Low)];
+    let mut ctrl = Controller::new(
+        mocked(estop, enable, pwm, pump),
+        ControllerConfig::default(),
+    )
+    .unwrap();
     ctrl.tick(Micros(0));
     ctrl.tick(Micros(1000));
     assert_eq!(ctrl.state(), State::EStop);
@@ -161,5 +178,52 @@ fn estop_pressed_at_boot_latches_and_keeps_motor_off() {
             needle_core::Interlock::EStopPressed
         ))
     );
+    ctrl.into_hardware().done();
+}
+
+#[test]
+fn charge_pump_toggles_every_healthy_tick_and_is_held_low_in_a_fault_tick() {
+    let low = || P::get(Level::Low);
+    let high = || P::get(Level::High);
+    // Four healthy ticks, then the E-stop is pressed for two ticks.
+    let estop = vec![low(), low(), low(), low(), high(), high()];
+    let enable = (0..6).map(|_| P::set(Level::Low)).collect();
+    let pwm = (0..6).map(|_| W::set_duty_cycle(0)).collect();
+    let pump = [
+        Level::High,
+        Level::Low,
+        Level::High,
+        Level::Low,
+        Level::Low,
+        Level::Low,
+    ]
+    .into_iter()
+    .map(P::set)
+    .collect();
+    let mut ctrl = Controller::new(
+        mocked(estop, enable, pwm, pump),
+        ControllerConfig::default(),
+    )
+    .unwrap();
+    for t in 0..6 {
+        ctrl.tick(Micros(t * 1000));
+    }
+    assert_eq!(ctrl.state(), State::EStop);
+    ctrl.into_hardware().done();
+}
+
+#[test]
+fn charge_pump_write_error_latches_sensor_fault_and_holds_it_low() {
+    let pump = vec![
+        P::set(Level::High).with_error(MockError::Io(std::io::ErrorKind::Other)),
+        P::set(Level::Low),
+    ];
+    let enable = vec![P::set(Level::Low), P::set(Level::Low)];
+    let pwm = vec![W::set_duty_cycle(0), W::set_duty_cycle(0)];
+    let hw = mocked(vec![P::get(Level::Low)], enable, pwm, pump);
+    let mut ctrl = Controller::new(hw, ControllerConfig::default()).unwrap();
+    ctrl.tick(Micros(0));
+    assert_eq!(ctrl.state(), State::Fault);
+    assert!(ctrl.telemetry().faults.contains(Fault::SensorFault));
     ctrl.into_hardware().done();
 }

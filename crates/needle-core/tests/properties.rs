@@ -165,6 +165,7 @@ impl Analog for Part {
 struct FakeHw {
     parts: [Part; 11],
     pwm: Part,
+    pump: Part,
 }
 
 impl Hardware for FakeHw {
@@ -172,6 +173,7 @@ impl Hardware for FakeHw {
     type MotorEnable = Part;
     type DepthStep = Part;
     type DepthDir = Part;
+    type ChargePump = Part;
     type HomeSwitch = Part;
     type CartridgeSwitch = Part;
     type EStop = Part;
@@ -189,6 +191,7 @@ impl Hardware for FakeHw {
             motor_enable: enable,
             depth_step: step,
             depth_dir: dir,
+            charge_pump: &mut self.pump,
             home_switch: home,
             cartridge_switch: cart,
             estop,
@@ -219,6 +222,7 @@ fn fake() -> (Fake, FakeHw) {
             p(SUPPLY),
         ],
         pwm: p(100),
+        pump: p(101),
     };
     (f, hw)
 }

@@ -61,14 +61,15 @@ impl Analog for Null {
     }
 }
 
-/// Twelve null parts.
-pub struct Board([Null; 12]);
+/// Thirteen null parts.
+pub struct Board([Null; 13]);
 
 impl Hardware for Board {
     type MotorPwm = Null;
     type MotorEnable = Null;
     type DepthStep = Null;
     type DepthDir = Null;
+    type ChargePump = Null;
     type HomeSwitch = Null;
     type CartridgeSwitch = Null;
     type EStop = Null;
@@ -79,12 +80,13 @@ impl Hardware for Board {
     type Supply = Null;
 
     fn parts(&mut self) -> Parts<'_, Self> {
-        let [a, b, c, d, e, f, g, h, i, j, k, l] = &mut self.0;
+        let [a, b, c, d, e, f, g, h, i, j, k, l, m] = &mut self.0;
         Parts {
             motor_pwm: a,
             motor_enable: b,
             depth_step: c,
             depth_dir: d,
+            charge_pump: m,
             home_switch: e,
             cartridge_switch: f,
             estop: g,
@@ -99,7 +101,7 @@ impl Hardware for Board {
 
 fn board() -> Board {
     Board([
-        Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null,
+        Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null, Null,
     ])
 }
 

@@ -85,6 +85,7 @@ impl InputPin for SimPart {
             Part::MotorEnable => w.enabled(),
             Part::DepthStep => w.step_high,
             Part::DepthDir => w.dir_deeper,
+            Part::ChargePump => w.charge_pump(),
             _ => false,
         })
     }
@@ -101,6 +102,7 @@ impl OutputPin for SimPart {
             Part::MotorEnable => w.set_enabled(false),
             Part::DepthStep => w.step_high = false,
             Part::DepthDir => w.dir_deeper = false,
+            Part::ChargePump => w.set_charge_pump(false),
             _ => {}
         })
     }
@@ -116,6 +118,7 @@ impl OutputPin for SimPart {
                 w.step_high = true;
             }
             Part::DepthDir => w.dir_deeper = true,
+            Part::ChargePump => w.set_charge_pump(true),
             _ => {}
         })
     }
@@ -169,6 +172,7 @@ pub struct SimHardware {
     pub motor_enable: SimPart,
     pub depth_step: SimPart,
     pub depth_dir: SimPart,
+    pub charge_pump: SimPart,
     pub home_switch: SimPart,
     pub cartridge_switch: SimPart,
     pub estop: SimPart,
@@ -190,6 +194,7 @@ impl SimHardware {
             motor_enable: part(Part::MotorEnable),
             depth_step: part(Part::DepthStep),
             depth_dir: part(Part::DepthDir),
+            charge_pump: part(Part::ChargePump),
             home_switch: part(Part::HomeSwitch),
             cartridge_switch: part(Part::CartridgeSwitch),
             estop: part(Part::EStop),
@@ -207,6 +212,7 @@ impl Hardware for SimHardware {
     type MotorEnable = SimPart;
     type DepthStep = SimPart;
     type DepthDir = SimPart;
+    type ChargePump = SimPart;
     type HomeSwitch = SimPart;
     type CartridgeSwitch = SimPart;
     type EStop = SimPart;
@@ -222,6 +228,7 @@ impl Hardware for SimHardware {
             motor_enable: &mut self.motor_enable,
             depth_step: &mut self.depth_step,
             depth_dir: &mut self.depth_dir,
+            charge_pump: &mut self.charge_pump,
             home_switch: &mut self.home_switch,
             cartridge_switch: &mut self.cartridge_switch,
             estop: &mut self.estop,

@@ -48,6 +48,12 @@ pub struct SimParams {
     pub hard_stop_min_um: f64,
     /// Upper mechanical end stop, µm.
     pub hard_stop_max_um: f64,
+    /// Time of the retriggerable monostable (a 74HC123 half) that the charge pump output
+    /// feeds: each rising edge of the charge pump retriggers it, and the motor driver's power
+    /// stage is enabled only while the enable input is high and the monostable has not timed
+    /// out. `None`: no charge-pump circuit fitted, the driver follows the enable input alone.
+    /// Default 10 ms: the controller makes a rising edge every second tick (2 ms at 1 kHz).
+    pub charge_pump_hold: Option<Micros>,
 }
 
 impl Default for SimParams {
@@ -74,6 +80,7 @@ impl Default for SimParams {
             start_depth_um: 1_200.0,
             hard_stop_min_um: -300.0,
             hard_stop_max_um: 3_200.0,
+            charge_pump_hold: Some(Micros::from_millis(10)),
         }
     }
 }
@@ -126,11 +133,12 @@ pub enum Part {
     Current,
     Temperature,
     Supply,
+    ChargePump,
 }
 
 impl Part {
     /// Every part.
-    pub const ALL: [Part; 12] = [
+    pub const ALL: [Part; 13] = [
         Part::MotorPwm,
         Part::MotorEnable,
         Part::DepthStep,
@@ -143,6 +151,7 @@ impl Part {
         Part::Current,
         Part::Temperature,
         Part::Supply,
+        Part::ChargePump,
     ];
 
     const fn bit(self) -> u16 {
@@ -161,8 +170,13 @@ pub struct Truth {
     pub rate_hz: f64,
     /// Strokes really made since power-up.
     pub strokes: u64,
-    /// Whether the motor driver is enabled with a non-zero duty.
+    /// Whether the motor driver's power stage is on (enable input high and, with a
+    /// charge-pump circuit fitted, its monostable retriggered within its time) with a non-zero
+    /// duty.
     pub motor_powered: bool,
+    /// Whether the motor driver's power stage is on: the enable input high and, with a
+    /// charge-pump circuit fitted, the charge pump toggled within the monostable's time.
+    pub driver_enabled: bool,
     /// Duty applied, 0..=1.
     pub duty: f64,
     /// Real motor current, A.
@@ -173,7 +187,8 @@ pub struct Truth {
     pub supply_v: f64,
     /// Steps the depth stepper really made (missed ones excluded).
     pub depth_steps: i64,
-    /// When the motor last went from powered to unpowered (enable low or duty 0), if ever.
+    /// When the motor last went from powered to unpowered (enable low, duty 0, or the
+    /// charge pump's monostable timing out), if ever.
     pub motor_off_at: Option<Micros>,
     /// STEP pulses the controller sent.
     pub step_pulses: u64,
@@ -195,6 +210,8 @@ pub struct World {
     enabled: bool,
     enable_rises: u64,
     motor_off_at: Option<Micros>,
+    pump_high: bool,
+    pump_rise: Option<Micros>,
     current: f64,
     temperature: f64,
     // Stroke sensor as seen by the controller.
@@ -237,6 +254,8 @@ impl World {
             enabled: false,
             enable_rises: 0,
             motor_off_at: None,
+            pump_high: false,
+            pump_rise: None,
             current: 0.0,
             temperature: params.ambient_c,
             edges: 0,
@@ -297,7 +316,37 @@ impl World {
     }
 
     fn powered(&self) -> bool {
-        self.enabled && self.duty > 0.0
+        self.driver_on() && self.duty > 0.0
+    }
+
+    /// Whether the driver's power stage is on: enable high and the charge pump alive.
+    fn driver_on(&self) -> bool {
+        self.enabled && self.pump_expiry().is_none_or(|at| self.now < at)
+    }
+
+    /// When the charge pump's monostable times out (in the past once it has), or `None`
+    /// without a charge-pump circuit. Never triggered: timed out since time zero.
+    fn pump_expiry(&self) -> Option<Micros> {
+        let hold = self.params.charge_pump_hold?;
+        Some(
+            self.pump_rise
+                .map_or(Micros::ZERO, |at| at.saturating_add(hold)),
+        )
+    }
+
+    /// The charge pump output: a rising edge retriggers the monostable.
+    pub(crate) fn set_charge_pump(&mut self, high: bool) {
+        let was = self.powered();
+        if high && !self.pump_high {
+            self.pump_rise = Some(self.now);
+        }
+        self.pump_high = high;
+        self.note_motor_off(was);
+    }
+
+    /// The level of the charge pump output.
+    pub(crate) fn charge_pump(&self) -> bool {
+        self.pump_high
     }
 
     /// The motor driver's enable input.
@@ -367,7 +416,11 @@ impl World {
                     continue;
                 }
             }
-            let next_event = self.schedule.first().map_or(t, |(at, _)| (*at).min(t));
+            let mut next_event = self.schedule.first().map_or(t, |(at, _)| (*at).min(t));
+            // Stop at the charge pump's time-out, so the motor goes off at that instant.
+            if let Some(expiry) = self.pump_expiry().filter(|at| *at > self.now) {
+                next_event = next_event.min(expiry);
+            }
             let step = PHYSICS_STEP.0.min(next_event.0 - self.now.0).max(1);
             self.integrate(step);
         }
@@ -383,13 +436,15 @@ impl World {
     fn integrate(&mut self, step_us: u64) {
         let p = self.params;
         let dt = step_us as f64 * 1e-6;
-        let volts = if self.enabled {
+        let was_powered = self.powered();
+        let on = self.driver_on();
+        let volts = if on {
             self.supply_v() * self.duty.clamp(0.0, 1.0)
         } else {
             0.0
         };
         // A driver with freewheel diodes: the current cannot reverse.
-        self.current = if self.enabled {
+        self.current = if on {
             ((volts - p.motor_k * self.omega) / p.resistance_ohm).max(0.0)
         } else {
             0.0
@@ -416,6 +471,8 @@ impl World {
         let loss = (self.temperature - p.ambient_c) / p.thermal_resistance;
         self.temperature += (heat - loss) / p.thermal_capacity * dt;
         self.now = Micros(self.now.0 + step_us);
+        // The charge pump's monostable may have timed out at the end of this step.
+        self.note_motor_off(was_powered);
     }
 
     /// Edges at each 1/edges_per_rev of a revolution, timestamped by linear interpolation
@@ -475,7 +532,8 @@ impl World {
             rate_hz: self.omega / TAU,
             strokes: self.true_edges / u64::from(self.params.edges_per_rev.max(1)),
             motor_powered: self.powered(),
-            duty: if self.enabled { self.duty } else { 0.0 },
+            driver_enabled: self.driver_on(),
+            duty: if self.driver_on() { self.duty } else { 0.0 },
             current_a: self.current,
             temperature_c: self.temperature,
             supply_v: self.supply_v(),

@@ -633,3 +633,66 @@ fn depth_change_while_running_is_rate_limited_and_capped_by_ceiling() {
     assert!(peak <= 1_500.0 + 2.5, "passed the ceiling: {peak:.1} um");
     assert_eq!(ctrl.state(), State::Running);
 }
+
+/// The controller stops ticking (a SIGKILLed or hung process) with the motor running: no
+/// more ticks, no Drop, the enable line left high.
+fn freeze_while_running(params: SimParams) -> (SimRig, Micros) {
+    let rig = SimRig::new(params);
+    rig.inject(Injection::Cartridge(true));
+    let mut ctrl = Controller::new(rig.hardware(), ControllerConfig::default()).unwrap();
+    ctrl.tick(rig.now());
+    ctrl.handle(Command::Home).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(5_000), |c| {
+        c.state() == State::Idle
+    });
+    arm(&rig, &mut ctrl, 1_000, MilliHertz::from_hz(120));
+    ctrl.handle(Command::Start).unwrap();
+    rig.run(&mut ctrl, Micros::from_millis(400), |_| false);
+    assert!(rig.truth().motor_powered);
+    let last_tick = rig.now();
+    std::mem::forget(ctrl);
+    (rig, last_tick)
+}
+
+#[test]
+fn frozen_controller_loses_motor_power_within_the_charge_pump_time() {
+    let hold = SimParams::default().charge_pump_hold.unwrap();
+    let (rig, last_tick) = freeze_while_running(SimParams::default());
+    rig.advance_to(last_tick.saturating_add(Micros::from_millis(50)));
+    let truth = rig.truth();
+    assert!(!truth.motor_powered && !truth.driver_enabled);
+    let off = truth.motor_off_at.expect("the motor went off");
+    assert!(
+        off > last_tick.saturating_sub(Micros::from_millis(1))
+            && off <= last_tick.saturating_add(hold),
+        "last tick at {last_tick:?}, motor off at {off:?}"
+    );
+    // The enable line is still high: the charge pump alone took the power away.
+    use embedded_hal::digital::InputPin;
+    assert!(rig.hardware().motor_enable.is_high().unwrap());
+    // And the needles stop.
+    rig.advance_to(last_tick.saturating_add(Micros::from_millis(500)));
+    assert!(rig.truth().rate_hz < 1.0, "{:?}", rig.truth());
+}
+
+#[test]
+fn frozen_controller_without_charge_pump_circuit_leaves_the_motor_running() {
+    let (rig, last_tick) = freeze_while_running(SimParams {
+        charge_pump_hold: None,
+        ..SimParams::default()
+    });
+    rig.advance_to(last_tick.saturating_add(Micros::from_millis(500)));
+    assert!(rig.truth().motor_powered);
+    assert!(rig.truth().rate_hz > 50.0);
+}
+
+#[test]
+fn live_controller_keeps_the_charge_pump_alive_every_tick() {
+    let (rig, mut ctrl) = running(120);
+    for _ in 0..1_000 {
+        tick(&rig, &mut ctrl);
+        assert!(rig.truth().driver_enabled, "{:?}", rig.truth());
+        assert!(rig.truth().motor_powered);
+    }
+    assert_eq!(ctrl.state(), State::Running);
+}

@@ -140,6 +140,46 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, &origin)
 }
 
+/// Reads only the `[hardware]` table of the configuration file at `path`, for
+/// `needled --safe-outputs`: the outputs must be driven safe even when another section of the
+/// file would be refused. The table itself is parsed as strictly as by [`load`], and the
+/// section of the chosen backend must be present; nothing else is checked.
+pub fn load_hardware(path: &Path) -> Result<HardwareConfig, ConfigError> {
+    let origin = path.display().to_string();
+    let error = |line: Option<usize>, key: Option<String>, message: String| ConfigError {
+        origin: origin.clone(),
+        line,
+        key,
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        error(
+            None,
+            None,
+            format!("cannot read the configuration file: {e}"),
+        )
+    })?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| {
+        let line = e.span().map(|s| line_of(&text, s.start));
+        error(line, None, e.message().trim().replace('\n', ", "))
+    })?;
+    let hardware = match table.remove("hardware") {
+        Some(value) => HardwareConfig::deserialize(value)
+            .map_err(|e| error(None, Some("hardware".into()), e.message().to_owned()))?,
+        None => HardwareConfig::default(),
+    };
+    let missing = match hardware.backend {
+        Backend::Sim | Backend::Link => false,
+        Backend::Rppal => hardware.rppal.is_none(),
+        Backend::Linux => hardware.linux.is_none(),
+    };
+    if missing {
+        let e = missing_backend_section(hardware.backend);
+        return Err(error(None, Some(e.key), e.message));
+    }
+    Ok(hardware)
+}
+
 /// Parses and validates configuration text; `origin` names it in errors (usually the path).
 ///
 /// A relative `service.data_dir` is resolved against the current directory.
@@ -975,6 +1015,10 @@ pub struct PinMap {
     pub depth_step: PinSpec,
     /// `depth_dir`: DIR of the depth stepper driver (output; active moves deeper).
     pub depth_dir: PinSpec,
+    /// `charge_pump`: toggled every control tick while no fault is latched (output). It feeds
+    /// the retriggerable monostable the motor driver's enable is ANDed with (README, "Charge
+    /// pump"), so the driver loses power when the ticks stop.
+    pub charge_pump: PinSpec,
     /// `home_switch`: depth axis home switch (input).
     pub home_switch: PinSpec,
     /// `cartridge_switch`: cartridge-seated switch (input).
@@ -989,11 +1033,12 @@ pub struct PinMap {
 
 impl PinMap {
     /// Every pin with its key name and role.
-    pub fn all(&self) -> [(&'static str, PinSpec, PinRole); 8] {
+    pub fn all(&self) -> [(&'static str, PinSpec, PinRole); 9] {
         [
             ("motor_enable", self.motor_enable, PinRole::Output),
             ("depth_step", self.depth_step, PinRole::Output),
             ("depth_dir", self.depth_dir, PinRole::Output),
+            ("charge_pump", self.charge_pump, PinRole::Output),
             ("home_switch", self.home_switch, PinRole::Input),
             ("cartridge_switch", self.cartridge_switch, PinRole::Input),
             ("estop", self.estop, PinRole::Input),
@@ -1011,6 +1056,7 @@ pub struct RppalConfig {
     pub motor_enable: PinSpec,
     pub depth_step: PinSpec,
     pub depth_dir: PinSpec,
+    pub charge_pump: PinSpec,
     pub home_switch: PinSpec,
     pub cartridge_switch: PinSpec,
     pub estop: PinSpec,
@@ -1049,6 +1095,7 @@ impl RppalConfig {
             motor_enable: self.motor_enable,
             depth_step: self.depth_step,
             depth_dir: self.depth_dir,
+            charge_pump: self.charge_pump,
             home_switch: self.home_switch,
             cartridge_switch: self.cartridge_switch,
             estop: self.estop,
@@ -1070,6 +1117,7 @@ pub struct LinuxConfig {
     pub motor_enable: PinSpec,
     pub depth_step: PinSpec,
     pub depth_dir: PinSpec,
+    pub charge_pump: PinSpec,
     pub home_switch: PinSpec,
     pub cartridge_switch: PinSpec,
     pub estop: PinSpec,
@@ -1110,6 +1158,7 @@ impl LinuxConfig {
             motor_enable: self.motor_enable,
             depth_step: self.depth_step,
             depth_dir: self.depth_dir,
+            charge_pump: self.charge_pump,
             home_switch: self.home_switch,
             cartridge_switch: self.cartridge_switch,
             estop: self.estop,

@@ -7,6 +7,7 @@
 //! - [`console`]: the operator web console served at `/` from embedded assets.
 //! - [`config`]: the TOML configuration, validated with file, line and key in every error.
 //! - [`hal`]: hardware backends that build the core's `Hardware`: sim, rppal, linux.
+//! - [`startup`]: the start order: the hardware at its safe levels first, then the records.
 //! - [`tag`]: cartridge tag format and HMAC-SHA256 authentication.
 //! - [`store`]: the SQLite ledger of cartridges, sessions and the append-only event log.
 //! - [`ledger`]: the threads the ledger runs on, off the async runtime.
@@ -20,5 +21,6 @@ pub mod error;
 pub mod hal;
 pub mod ledger;
 pub mod service;
+pub mod startup;
 pub mod store;
 pub mod tag;

@@ -14,13 +14,12 @@ use needle_core::units::MilliHertz;
 use needle_core::Controller;
 use needle_sim::SimParams;
 use needled::api::{self, AppState};
-use needled::auth::Tokens;
 use needled::config::{self, Backend, Config, LogFormat};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
 use needled::service::{ChecklistSpec, MonitorHealth, Policy, Service};
-use needled::store::{CartridgeLimits, Store};
-use needled::tag::DeviceKey;
+use needled::startup::{self, Records};
+use needled::store::CartridgeLimits;
 
 /// The needle pen host service.
 #[derive(Debug, Parser)]
@@ -41,6 +40,12 @@ struct Args {
     /// Data directory (overrides the file).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Drive the outputs the configuration's [hardware] names to their safe levels (motor
+    /// enable low, PWM duty 0 and disabled, STEP, DIR and charge pump low), report what was
+    /// done and exit: 0 when every output is safe. Opens no ledger, key or tokens. Run by
+    /// systemd's ExecStopPost= after any exit of the service.
+    #[arg(long)]
+    safe_outputs: bool,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if args.safe_outputs {
+        return safe_outputs(&args.config);
     }
     let config_sha256 = std::fs::read(&args.config)
         .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
@@ -121,6 +129,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// `needled --safe-outputs`: see [`needled::hal::safe`].
+fn safe_outputs(config: &std::path::Path) -> ExitCode {
+    let hardware = match config::load_hardware(config) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("needled --safe-outputs: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = needled::hal::safe::drive_outputs_safe(&hardware);
+    print!("{report}");
+    if report.is_safe() {
+        return ExitCode::SUCCESS;
+    }
+    let failed: Vec<String> = report
+        .failures()
+        .map(|s| format!("{} ({})", s.output, s.device))
+        .collect();
+    eprintln!(
+        "needled --safe-outputs: NOT SAFE: could not drive {}",
+        failed.join(", ")
+    );
+    ExitCode::FAILURE
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -179,74 +212,122 @@ fn policy(config: &Config) -> Policy {
     }
 }
 
+/// The rig as opened at start-up, every output at its safe level.
+enum Rig {
+    Sim(SimBackend),
+    /// A pen MCU across a serial link: nothing on this host to drive safe.
+    Link,
+    #[cfg(feature = "rppal")]
+    Rppal(
+        Box<needled::hal::rppal::RppalRig>,
+        needled::hal::adapters::TagEeprom<needled::hal::rppal::RppalI2c>,
+    ),
+    #[cfg(feature = "linux")]
+    Linux(
+        Box<needled::hal::linux::LinuxRig>,
+        needled::hal::adapters::TagEeprom<needled::hal::linux::LinuxI2c>,
+    ),
+}
+
+/// Opens the hardware the configuration names. Every backend claims its outputs at their
+/// safe levels (motor enable low first, PWM at duty 0, STEP, DIR and charge pump low).
+fn open_rig(config: &Config) -> Result<Rig, String> {
+    match config.hardware.backend {
+        Backend::Sim => {
+            // The simulated charge-pump monostable lasts max_tick_gap (at least 10 ms): the
+            // sim runs against the wall clock on machines without real-time scheduling, and a
+            // shorter pulse would cut the motor at every scheduling hiccup the controller itself
+            // tolerates. A needled that stops ticking still loses motor power within it.
+            let safety = config.controller_config().safety;
+            let pump_hold = SimParams::default()
+                .charge_pump_hold
+                .map(|hold| hold.max(safety.max_tick_gap));
+            let params = SimParams {
+                load_nm: SimParams::default().load_nm * f64::from(config.sim.motor_load_permille)
+                    / 1000.0,
+                charge_pump_hold: pump_hold,
+                ..SimParams::default()
+            };
+            let sim = SimBackend::new(params);
+            if config.sim.cartridge_seated_at_start {
+                sim.seat_cartridge(None);
+            }
+            Ok(Rig::Sim(sim))
+        }
+        Backend::Link => Ok(Rig::Link),
+        #[cfg(feature = "rppal")]
+        Backend::Rppal => {
+            let rig = needled::hal::rppal::open(config).map_err(|e| e.to_string())?;
+            let tags = needled::hal::rppal::open_tag_reader(config).map_err(|e| e.to_string())?;
+            Ok(Rig::Rppal(Box::new(rig), tags))
+        }
+        #[cfg(feature = "linux")]
+        Backend::Linux => {
+            let rig = needled::hal::linux::open(config).map_err(|e| e.to_string())?;
+            let tags = needled::hal::linux::open_tag_reader(config).map_err(|e| e.to_string())?;
+            Ok(Rig::Linux(Box::new(rig), tags))
+        }
+        #[allow(unreachable_patterns)]
+        other => Err(format!(
+            "hardware.backend = \"{0}\" but needled was built without it: rebuild with --features {0}",
+            other.as_str()
+        )),
+    }
+}
+
 async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     let data_dir = config.service.data_dir.clone();
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
-    let store_path = data_dir.join("needled.db");
-    let store = Store::open(&store_path)
-        .map_err(|e| format!("cannot open ledger {}: {e}", store_path.display()))?;
-    let key_path = config.key_file_path();
-    let key = DeviceKey::load_or_create(&key_path)
-        .map_err(|e| format!("device key {}: {e}", key_path.display()))?;
-    let (tokens, token_file) = if config.service.tokens.is_empty() {
-        let (t, path) = Tokens::load_or_generate(&data_dir)
-            .map_err(|e| format!("tokens in {}: {e}", data_dir.display()))?;
-        (t, Some(path))
-    } else {
-        (Tokens::from_config(&config.service.tokens), None)
-    };
+    // The hardware first, at its safe levels: a start that fails on the ledger, the key or
+    // the tokens (or is killed) still leaves the pins safe.
+    let (rig, records) = startup::open(&config, open_rig)?;
+    let Records {
+        store,
+        key,
+        tokens,
+        token_file,
+    } = records;
     let core = config.controller_config();
     let loop_config = LoopConfig {
         period: Duration::from_micros(core.safety.tick_period.0),
         realtime: config.control.realtime_priority,
     };
 
-    let (control, sim, tags): (control::ControlHandle, Option<SimBackend>, Box<dyn needled::hal::TagReader>) =
-        match config.hardware.backend {
-            Backend::Sim => {
-                let params = SimParams {
-                    load_nm: SimParams::default().load_nm * f64::from(config.sim.motor_load_permille) / 1000.0,
-                    ..SimParams::default()
-                };
-                let sim = SimBackend::new(params);
-                if config.sim.cartridge_seated_at_start {
-                    sim.seat_cartridge(None);
-                }
-                let ctrl = Controller::new(sim.rig.hardware(), core).map_err(|e| format!("controller config: {e}"))?;
-                let clock = sim.clock(control::monotonic_now());
-                let handle = control::spawn(ctrl, clock, loop_config).map_err(|e| format!("control thread: {e}"))?;
-                let tags = Box::new(sim.tag.clone());
-                (handle, Some(sim), tags)
-            }
-            Backend::Link => {
-                let (handle, tags) = needled::hal::link::spawn(config.link.clone(), core)?;
-                (handle, None, Box::new(tags))
-            }
-            #[cfg(feature = "rppal")]
-            Backend::Rppal => {
-                let rig = needled::hal::rppal::open(&config).map_err(|e| e.to_string())?;
-                let tags = needled::hal::rppal::open_tag_reader(&config).map_err(|e| e.to_string())?;
-                let ctrl = Controller::new(rig, core).map_err(|e| format!("controller config: {e}"))?;
-                let handle = control::spawn(ctrl, control::Monotonic, loop_config).map_err(|e| format!("control thread: {e}"))?;
-                (handle, None, Box::new(tags))
-            }
-            #[cfg(feature = "linux")]
-            Backend::Linux => {
-                let rig = needled::hal::linux::open(&config).map_err(|e| e.to_string())?;
-                let tags = needled::hal::linux::open_tag_reader(&config).map_err(|e| e.to_string())?;
-                let ctrl = Controller::new(rig, core).map_err(|e| format!("controller config: {e}"))?;
-                let handle = control::spawn(ctrl, control::Monotonic, loop_config).map_err(|e| format!("control thread: {e}"))?;
-                (handle, None, Box::new(tags))
-            }
-            #[allow(unreachable_patterns)]
-            other => {
-                return Err(format!(
-                    "hardware.backend = \"{0}\" but needled was built without it: rebuild with --features {0}",
-                    other.as_str()
-                ))
-            }
-        };
+    let (control, sim, tags): (
+        control::ControlHandle,
+        Option<SimBackend>,
+        Box<dyn needled::hal::TagReader>,
+    ) = match rig {
+        Rig::Sim(sim) => {
+            let ctrl = Controller::new(sim.rig.hardware(), core)
+                .map_err(|e| format!("controller config: {e}"))?;
+            let clock = sim.clock(control::monotonic_now());
+            let handle = control::spawn(ctrl, clock, loop_config)
+                .map_err(|e| format!("control thread: {e}"))?;
+            let tags = Box::new(sim.tag.clone());
+            (handle, Some(sim), tags)
+        }
+        // The pen MCU drives its own outputs and keeps them safe; the link opens here.
+        Rig::Link => {
+            let (handle, tags) = needled::hal::link::spawn(config.link.clone(), core)?;
+            (handle, None, Box::new(tags))
+        }
+        #[cfg(feature = "rppal")]
+        Rig::Rppal(rig, tags) => {
+            let ctrl =
+                Controller::new(*rig, core).map_err(|e| format!("controller config: {e}"))?;
+            let handle = control::spawn(ctrl, control::Monotonic, loop_config)
+                .map_err(|e| format!("control thread: {e}"))?;
+            (handle, None, Box::new(tags))
+        }
+        #[cfg(feature = "linux")]
+        Rig::Linux(rig, tags) => {
+            let ctrl =
+                Controller::new(*rig, core).map_err(|e| format!("controller config: {e}"))?;
+            let handle = control::spawn(ctrl, control::Monotonic, loop_config)
+                .map_err(|e| format!("control thread: {e}"))?;
+            (handle, None, Box::new(tags))
+        }
+    };
     tracing::info!(
         backend = config.hardware.backend.as_str(),
         rate_hz = 1_000_000 / core.safety.tick_period.0.max(1),

@@ -32,6 +32,7 @@ cartridge_switch = "!6"
 estop = 22
 pedal = "!16"
 stroke_sensor = 17
+charge_pump = 27
 
 [hardware.linux.adc.current]
 input = 0
@@ -352,4 +353,21 @@ fn controller_config_uses_units_from_the_key_names() {
     assert_eq!(core.safety.max_temperature.0, 60_000);
     assert_eq!(core.depth.max_depth.0, 2_500);
     assert_eq!(c.key_file_path(), c.service.data_dir.join("device.key"));
+}
+
+#[test]
+fn charge_pump_pin_is_required_and_checked_like_every_output() {
+    let e = refuse(&LINUX.replace("charge_pump = 27\n", ""));
+    assert!(e.message.contains("charge_pump"), "{e}");
+    let e = refuse(&LINUX.replace("charge_pump = 27", "charge_pump = 23"));
+    assert_eq!(e.key.as_deref(), Some("hardware.linux.charge_pump"));
+    assert!(
+        e.message
+            .contains("already used by hardware.linux.motor_enable"),
+        "{e}"
+    );
+    let pi = std::fs::read_to_string(shipped("pi-rig.toml")).unwrap();
+    let e = refuse(&pi.replace("charge_pump = 27", "charge_pump = \"^27\""));
+    assert_eq!(e.key.as_deref(), Some("hardware.rppal.charge_pump"));
+    assert!(e.message.contains("output"), "{e}");
 }

@@ -4,7 +4,8 @@
 //!   (Klipper's `!`), for inputs and outputs.
 //! - [`HoldOutput`]: holds each level change of an output for a minimum time: STEP pulse
 //!   width and DIR setup time of a stepper driver.
-//! - [`SysfsPwm`]: embedded-hal's `SetDutyCycle` on the kernel's sysfs PWM.
+//! - [`SysfsPwm`]: embedded-hal's `SetDutyCycle` on the kernel's sysfs PWM;
+//!   [`sysfs_pwm_off`] drives a channel off for `needled --safe-outputs`.
 //! - [`Ads1115`], [`start_analog`], [`AnalogChannel`]: the ADC for motor current,
 //!   temperature and supply, scanned by a background thread so the control thread never waits
 //!   on the bus.
@@ -288,6 +289,27 @@ impl Drop for SysfsPwm {
         let _ = write_sysfs(&dir.join("duty_cycle"), "0");
         let _ = write_sysfs(&dir.join("enable"), "0");
     }
+}
+
+/// Drives channel `channel` of the sysfs PWM chip at `root` off without opening it for use:
+/// duty 0, then disabled. For `needled --safe-outputs`, after the service died and left the
+/// PWM at its last duty. A channel that is not exported is not running: it is left alone.
+/// Returns what was done.
+pub fn sysfs_pwm_off(root: &Path, channel: u32) -> Result<&'static str, SysfsPwmError> {
+    if !root.is_dir() {
+        return Err(SysfsPwmError {
+            path: root.to_path_buf(),
+            source: io::Error::new(io::ErrorKind::NotFound, "no such PWM chip"),
+        });
+    }
+    let dir = root.join(format!("pwm{channel}"));
+    if !dir.exists() {
+        return Ok("not exported: off");
+    }
+    // Duty first, so the output is off even if disabling fails.
+    write_sysfs(&dir.join("duty_cycle"), "0")?;
+    write_sysfs(&dir.join("enable"), "0")?;
+    Ok("duty 0, disabled")
 }
 
 impl pwm::ErrorType for SysfsPwm {
@@ -988,6 +1010,42 @@ mod tests {
         let err = SysfsPwm::open(Path::new("/nonexistent/pwmchip9"), 0, 1_000, Duration::ZERO)
             .unwrap_err();
         assert_eq!(err.path, Path::new("/nonexistent/pwmchip9/export"));
+    }
+
+    /// A channel left running by a killed process: enabled at a 60 % duty.
+    fn running_pwm_tree() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pwm0");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("period"), "50000").unwrap();
+        std::fs::write(dir.join("duty_cycle"), "30000").unwrap();
+        std::fs::write(dir.join("enable"), "1").unwrap();
+        root
+    }
+
+    #[test]
+    fn sysfs_pwm_off_zeroes_the_duty_and_disables_a_running_channel() {
+        let root = running_pwm_tree();
+        assert_eq!(sysfs_pwm_off(root.path(), 0).unwrap(), "duty 0, disabled");
+        assert_eq!(read(&root.path().join("pwm0/duty_cycle")), "0");
+        assert_eq!(read(&root.path().join("pwm0/enable")), "0");
+        // An unexported channel is not running and is not exported for this.
+        std::fs::write(root.path().join("export"), "").unwrap();
+        assert_eq!(sysfs_pwm_off(root.path(), 1).unwrap(), "not exported: off");
+        assert_eq!(read(&root.path().join("export")), "");
+        // A missing chip is an error naming it.
+        let err = sysfs_pwm_off(Path::new("/nonexistent/pwmchip9"), 0).unwrap_err();
+        assert_eq!(err.path, Path::new("/nonexistent/pwmchip9"));
+    }
+
+    #[test]
+    fn sysfs_pwm_open_drives_a_running_channel_to_duty_zero_before_anything_else() {
+        // What a restart after a SIGKILL finds, and leaves even if it is killed again at once
+        // (no Drop).
+        let root = running_pwm_tree();
+        let pwm = SysfsPwm::open(root.path(), 0, 20_000, Duration::ZERO).unwrap();
+        std::mem::forget(pwm);
+        assert_eq!(read(&root.path().join("pwm0/duty_cycle")), "0");
     }
 
     // --- I2C fakes ---

@@ -20,16 +20,19 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use embedded_hal::i2c::{self, I2c, Operation};
-use linux_embedded_hal::gpio_cdev::{Chip, EventRequestFlags, LineEventHandle, LineRequestFlags};
+use linux_embedded_hal::gpio_cdev::{
+    Chip, EventRequestFlags, LineEventHandle, LineHandle, LineRequestFlags,
+};
 use linux_embedded_hal::i2cdev::linux::LinuxI2CError;
 use linux_embedded_hal::{CdevPin, I2CError, I2cdev};
 use needle_core::hal::{ErrorKind, Hardware, Parts};
 use needle_core::units::Micros;
 
 use super::adapters::{
-    electrical_level, start_analog, Ads1115, AnalogChannel, AnalogScanner, EdgeReader,
-    EdgeTimestamps, HoldOutput, Inverted, SysfsPwm, TagEeprom,
+    electrical_level, start_analog, sysfs_pwm_off, Ads1115, AnalogChannel, AnalogScanner,
+    EdgeReader, EdgeTimestamps, HoldOutput, Inverted, SysfsPwm, TagEeprom,
 };
+use super::safe::SafeStep;
 use super::HalError;
 use crate::config::{Config, LinuxConfig, PinSpec};
 use crate::control::monotonic_now;
@@ -104,6 +107,7 @@ pub struct LinuxRig {
     motor_pwm: SysfsPwm,
     depth_step: HoldOutput<Inverted<CdevPin>>,
     depth_dir: HoldOutput<Inverted<CdevPin>>,
+    charge_pump: Inverted<CdevPin>,
     home_switch: Inverted<CdevPin>,
     cartridge_switch: Inverted<CdevPin>,
     estop: Inverted<CdevPin>,
@@ -130,6 +134,7 @@ impl Hardware for LinuxRig {
     type MotorEnable = Inverted<CdevPin>;
     type DepthStep = HoldOutput<Inverted<CdevPin>>;
     type DepthDir = HoldOutput<Inverted<CdevPin>>;
+    type ChargePump = Inverted<CdevPin>;
     type HomeSwitch = Inverted<CdevPin>;
     type CartridgeSwitch = Inverted<CdevPin>;
     type EStop = Inverted<CdevPin>;
@@ -145,6 +150,7 @@ impl Hardware for LinuxRig {
             motor_enable: &mut self.motor_enable,
             depth_step: &mut self.depth_step,
             depth_dir: &mut self.depth_dir,
+            charge_pump: &mut self.charge_pump,
             home_switch: &mut self.home_switch,
             cartridge_switch: &mut self.cartridge_switch,
             estop: &mut self.estop,
@@ -328,6 +334,8 @@ pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
         dir_hold,
         Some(false),
     );
+    // Idle (low) until the control thread's first tick toggles it.
+    let charge_pump = output(&mut chip, path, "charge_pump", pins.charge_pump)?;
     let home_switch = input(&mut chip, path, "home_switch", pins.home_switch)?;
     let cartridge_switch = input(&mut chip, path, "cartridge_switch", pins.cartridge_switch)?;
     let estop = input(&mut chip, path, "estop", pins.estop)?;
@@ -376,6 +384,7 @@ pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
         motor_pwm,
         depth_step,
         depth_dir,
+        charge_pump,
         home_switch,
         cartridge_switch,
         estop,
@@ -387,6 +396,73 @@ pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
         _edges: edge_thread,
         _adc: scanner,
     })
+}
+
+/// Drives the outputs of `[hardware.linux]` to their safe levels for `needled --safe-outputs`
+/// (see [`super::safe`]), in [`super::safe::ORDER`]: each line is requested as an output at
+/// the electrical level of logical low, which drives it there, and the PWM channel is set to
+/// duty 0 and disabled. The lines are released when this returns; the gpio-cdev interface does
+/// not promise a level after release, though the Pi's GPIO (and most SoCs') keeps it.
+pub fn drive_outputs_safe(lc: &LinuxConfig) -> Vec<SafeStep> {
+    let pins = lc.pins();
+    let path = lc.gpio_chip.as_path();
+    let mut chip = Chip::new(path)
+        .map_err(|e| format!("cannot open {} ({KEY}.gpio_chip): {e}", path.display()));
+    let mut held = Vec::new();
+    let mut steps = vec![drive_line_low(
+        &mut chip,
+        &mut held,
+        path,
+        "motor_enable",
+        pins.motor_enable,
+    )];
+    steps.push(SafeStep {
+        output: "motor_pwm",
+        device: format!("{} channel {}", lc.pwm_chip.display(), lc.pwm_channel),
+        key: format!("{KEY}.pwm_chip"),
+        outcome: sysfs_pwm_off(&lc.pwm_chip, lc.pwm_channel)
+            .map(str::to_owned)
+            .map_err(|e| e.to_string()),
+    });
+    for (name, spec) in [
+        ("depth_step", pins.depth_step),
+        ("depth_dir", pins.depth_dir),
+        ("charge_pump", pins.charge_pump),
+    ] {
+        steps.push(drive_line_low(&mut chip, &mut held, path, name, spec));
+    }
+    drop(held);
+    steps
+}
+
+fn drive_line_low(
+    chip: &mut Result<Chip, String>,
+    held: &mut Vec<LineHandle>,
+    path: &Path,
+    name: &'static str,
+    spec: PinSpec,
+) -> SafeStep {
+    let electrical = electrical_level(false, spec.active_low);
+    let outcome = match chip {
+        Err(e) => Err(e.clone()),
+        Ok(chip) => chip
+            .get_line(spec.pin)
+            .and_then(|line| line.request(LineRequestFlags::OUTPUT, u8::from(electrical), CONSUMER))
+            .map(|handle| {
+                held.push(handle);
+                format!(
+                    "low (electrically {})",
+                    if electrical { "high" } else { "low" }
+                )
+            })
+            .map_err(|e| e.to_string()),
+    };
+    SafeStep {
+        output: name,
+        device: line_name(path, spec),
+        key: format!("{KEY}.{name}"),
+        outcome,
+    }
 }
 
 /// The cartridge tag reader on `i2c_device` (its own file descriptor; the kernel serializes
@@ -442,6 +518,47 @@ mod tests {
         assert!(
             err.starts_with("cannot open /nonexistent/gpiochip9 (hardware.linux.gpio_chip): "),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn safe_outputs_without_the_gpio_chip_still_turn_the_pwm_off_and_name_the_chip() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/linux-rig.toml"
+        ))
+        .unwrap();
+        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        // A PWM channel left running at 60 % by a killed process.
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("pwm0");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("duty_cycle"), "30000").unwrap();
+        std::fs::write(dir.join("enable"), "1").unwrap();
+        let lc = config.hardware.linux.as_mut().unwrap();
+        lc.gpio_chip = "/nonexistent/gpiochip9".into();
+        lc.pwm_chip = root.path().to_path_buf();
+
+        let report = crate::hal::safe::drive_outputs_safe(&config.hardware);
+        let order: Vec<_> = report.steps.iter().map(|s| s.output).collect();
+        assert_eq!(order, crate::hal::safe::ORDER);
+        assert!(!report.is_safe());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("duty_cycle")).unwrap(),
+            "0"
+        );
+        assert_eq!(std::fs::read_to_string(dir.join("enable")).unwrap(), "0");
+        let pwm = &report.steps[1];
+        assert_eq!(pwm.outcome.as_deref(), Ok("duty 0, disabled"));
+        let failed: Vec<_> = report.failures().map(|s| s.output).collect();
+        assert_eq!(
+            failed,
+            ["motor_enable", "depth_step", "depth_dir", "charge_pump"]
+        );
+        let text = report.to_string();
+        assert!(
+            text.contains("motor_enable (/nonexistent/gpiochip9 line 23, hardware.linux.motor_enable): NOT SAFE: cannot open /nonexistent/gpiochip9"),
+            "{text}"
         );
     }
 

@@ -9,6 +9,8 @@
 //! - [`adapters`]: the pieces both real backends share, tested here without hardware: pin
 //!   inversion, STEP/DIR timing, sysfs PWM, the ADS1115 ADC, stroke edge timestamps, the
 //!   cartridge tag EEPROM.
+//! - [`safe`]: `needled --safe-outputs`, which drives the outputs to their safe levels after
+//!   any exit (systemd's `ExecStopPost=`), needing no ledger, key or tokens.
 //!
 //! The kernel timestamps stroke sensor edges with CLOCK_MONOTONIC, and needle-core compares
 //! them with the `now` it is ticked with: with the rppal and linux backends the control loop
@@ -23,6 +25,7 @@ pub mod link;
 pub mod linux;
 #[cfg(feature = "rppal")]
 pub mod rppal;
+pub mod safe;
 pub mod sim;
 
 /// Errors of the hardware backends while opening the rig or reading a cartridge tag.

@@ -36,6 +36,7 @@ use super::adapters::{
     electrical_level, start_analog, Ads1115, AnalogChannel, AnalogScanner, EdgeReader,
     EdgeTimestamps, HoldOutput, Inverted, TagEeprom,
 };
+use super::safe::SafeStep;
 use super::HalError;
 use crate::config::{Config, PinSpec, Pull, RppalConfig};
 use crate::control::monotonic_now;
@@ -202,6 +203,7 @@ pub struct RppalRig {
     motor_pwm: RppalPwm,
     depth_step: HoldOutput<Inverted<GpioOut>>,
     depth_dir: HoldOutput<Inverted<GpioOut>>,
+    charge_pump: Inverted<GpioOut>,
     home_switch: Inverted<GpioIn>,
     cartridge_switch: Inverted<GpioIn>,
     estop: Inverted<GpioIn>,
@@ -221,6 +223,7 @@ impl Hardware for RppalRig {
     type MotorEnable = Inverted<GpioOut>;
     type DepthStep = HoldOutput<Inverted<GpioOut>>;
     type DepthDir = HoldOutput<Inverted<GpioOut>>;
+    type ChargePump = Inverted<GpioOut>;
     type HomeSwitch = Inverted<GpioIn>;
     type CartridgeSwitch = Inverted<GpioIn>;
     type EStop = Inverted<GpioIn>;
@@ -236,6 +239,7 @@ impl Hardware for RppalRig {
             motor_enable: &mut self.motor_enable,
             depth_step: &mut self.depth_step,
             depth_dir: &mut self.depth_dir,
+            charge_pump: &mut self.charge_pump,
             home_switch: &mut self.home_switch,
             cartridge_switch: &mut self.cartridge_switch,
             estop: &mut self.estop,
@@ -361,6 +365,8 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
         dir_hold,
         Some(false),
     );
+    // Idle (low) until the control thread's first tick toggles it.
+    let charge_pump = output(&gpio, "charge_pump", pins.charge_pump)?;
     let home_switch = input(&gpio, "home_switch", pins.home_switch)?;
     let cartridge_switch = input(&gpio, "cartridge_switch", pins.cartridge_switch)?;
     let estop = input(&gpio, "estop", pins.estop)?;
@@ -415,6 +421,7 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
         motor_pwm,
         depth_step,
         depth_dir,
+        charge_pump,
         home_switch,
         cartridge_switch,
         estop,
@@ -426,6 +433,70 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
         _stroke_pin: stroke_pin,
         _adc: scanner,
     })
+}
+
+/// Drives the outputs of `[hardware.rppal]` to their safe levels for `needled --safe-outputs`
+/// (see [`super::safe`]), in [`super::safe::ORDER`]: each pin is made an output at the
+/// electrical level of logical low and left so when this returns (rppal's reset on drop is
+/// turned off: it would make the pins inputs again), and the hardware PWM channel is set to
+/// duty 0 and disabled.
+pub fn drive_outputs_safe(rc: &RppalConfig) -> Vec<SafeStep> {
+    let pins = rc.pins();
+    let gpio =
+        Gpio::new().map_err(|e| format!("cannot open the Raspberry Pi GPIO (/dev/gpiomem): {e}"));
+    let mut steps = vec![drive_pin_low(&gpio, "motor_enable", pins.motor_enable)];
+    let channel = if rc.pwm_channel == 0 {
+        Channel::Pwm0
+    } else {
+        Channel::Pwm1
+    };
+    steps.push(SafeStep {
+        output: "motor_pwm",
+        device: format!("hardware PWM channel {}", rc.pwm_channel),
+        key: format!("{KEY}.pwm_channel"),
+        outcome: Pwm::new(channel)
+            .and_then(|pwm| {
+                pwm.set_duty_cycle(0.0)?;
+                pwm.disable()
+            })
+            .map(|()| "duty 0, disabled".to_owned())
+            .map_err(|e| e.to_string()),
+    });
+    for (name, spec) in [
+        ("depth_step", pins.depth_step),
+        ("depth_dir", pins.depth_dir),
+        ("charge_pump", pins.charge_pump),
+    ] {
+        steps.push(drive_pin_low(&gpio, name, spec));
+    }
+    steps
+}
+
+fn drive_pin_low(gpio: &Result<Gpio, String>, name: &'static str, spec: PinSpec) -> SafeStep {
+    let electrical = electrical_level(false, spec.active_low);
+    let outcome = match gpio {
+        Err(e) => Err(e.clone()),
+        Ok(gpio) => claim(gpio, name, spec)
+            .map(|pin| {
+                let mut out = if electrical {
+                    pin.into_output_high()
+                } else {
+                    pin.into_output_low()
+                };
+                out.set_reset_on_drop(false);
+                format!(
+                    "low (electrically {})",
+                    if electrical { "high" } else { "low" }
+                )
+            })
+            .map_err(|e| e.to_string()),
+    };
+    SafeStep {
+        output: name,
+        device: format!("GPIO{}", spec.pin),
+        key: format!("{KEY}.{name}"),
+        outcome,
+    }
 }
 
 /// The cartridge tag reader on `/dev/i2c-<i2c_bus>` (its own file descriptor: the kernel
@@ -475,5 +546,29 @@ mod tests {
         let err = open(&config).unwrap_err().to_string();
         assert!(err.starts_with("cannot open "), "{err}");
         assert!(err.contains("(hardware."), "{err}");
+    }
+
+    #[test]
+    fn safe_outputs_off_a_pi_name_every_output_they_could_not_drive() {
+        if std::path::Path::new("/dev/gpiomem").exists() {
+            return; // on a Pi: do not touch the rig from a unit test
+        }
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/pi-rig.toml"
+        ))
+        .unwrap();
+        let config = crate::config::parse(&text, "pi-rig.toml").unwrap();
+        let report = crate::hal::safe::drive_outputs_safe(&config.hardware);
+        let order: Vec<_> = report.steps.iter().map(|s| s.output).collect();
+        assert_eq!(order, crate::hal::safe::ORDER);
+        assert!(!report.is_safe());
+        assert_eq!(report.failures().count(), 5, "{report}");
+        assert!(
+            report
+                .to_string()
+                .contains("GPIO23, hardware.rppal.motor_enable"),
+            "{report}"
+        );
     }
 }
