@@ -101,13 +101,14 @@ impl Analog for P<'_> {
     }
 }
 
-struct Board<'a>([P<'a>; 12]);
+struct Board<'a>([P<'a>; 13]);
 
 impl<'a> Hardware for Board<'a> {
     type MotorPwm = P<'a>;
     type MotorEnable = P<'a>;
     type DepthStep = P<'a>;
     type DepthDir = P<'a>;
+    type ChargePump = P<'a>;
     type HomeSwitch = P<'a>;
     type CartridgeSwitch = P<'a>;
     type EStop = P<'a>;
@@ -118,12 +119,14 @@ impl<'a> Hardware for Board<'a> {
     type Supply = P<'a>;
 
     fn parts(&mut self) -> Parts<'_, Self> {
-        let [pwm, en, step, dir, home, cart, estop, pedal, stroke, cur, temp, sup] = &mut self.0;
+        let [pwm, en, step, dir, home, cart, estop, pedal, stroke, cur, temp, sup, pump] =
+            &mut self.0;
         Parts {
             motor_pwm: pwm,
             motor_enable: en,
             depth_step: step,
             depth_dir: dir,
+            charge_pump: pump,
             home_switch: home,
             cartridge_switch: cart,
             estop,
@@ -165,7 +168,7 @@ fn main() {
     let ticks: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let telemetry_every: u16 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
 
-    let cells: [Cellish; 12] = Default::default();
+    let cells: [Cellish; 13] = Default::default();
     cells[CART].level.set(true);
     cells[CURRENT].value.set(800);
     cells[TEMP].value.set(30_000);
@@ -183,6 +186,7 @@ fn main() {
         P(&cells[9]),
         P(&cells[10]),
         P(&cells[11]),
+        P(&cells[12]),
     ]);
     let mut pen = Pen::new(board, PenId(*b"BENCHPEN"));
     let mut host = HostLink::new(Micros(20_000));
