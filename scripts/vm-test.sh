@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The VM tests (vm/README.md): builds the rig (scripts/vm-build.sh), the guest's test
+# binaries, and boots the guest once per suite.
+#   scripts/vm-test.sh [suite...]     suites: linux-backend (default: all)
+# Under CI=true a missing piece (no apt, no QEMU, a module that does not build) fails;
+# elsewhere the VM tests are skipped with the reason printed. NEEDLE_VM=0 skips them
+# outside CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=$ROOT/target/vm
+ci=${CI:-}
+
+skip() {
+  if [ "$ci" = true ]; then
+    echo "vm-test: FAILED: $1 (CI=true requires the VM tests)" >&2
+    exit 1
+  fi
+  echo "vm-test: SKIPPED: $1"
+  exit 0
+}
+
+[ "${NEEDLE_VM:-1}" = 0 ] && skip "NEEDLE_VM=0"
+[ "$(uname -m)" = x86_64 ] || skip "the rig boots an amd64 kernel; this is $(uname -m)"
+command -v apt-get >/dev/null || skip "no apt-get to fetch the Debian kernel and QEMU"
+if [ "$(id -u)" != 0 ] && ! command -v qemu-system-x86_64 >/dev/null; then
+  skip "not root and no qemu-system-x86_64 installed"
+fi
+
+start=$(date +%s)
+if ! bash scripts/vm-build.sh; then
+  skip "scripts/vm-build.sh failed (see above)"
+fi
+built=$(date +%s)
+
+echo "== vm-test: guest binaries (needled --features linux)"
+bins=$OUT/share/bin
+mkdir -p "$bins"
+test_exe=$(cargo test -p needled --features linux --test vm_linux --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "vm_linux" and m.get("executable"):
+        print(m["executable"])')
+[ -n "$test_exe" ] || { echo "vm-test: the vm_linux test binary did not build" >&2; exit 1; }
+cp "$test_exe" "$bins/vm_linux"
+
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(linux-backend)
+failed=0
+for s in "${suites[@]}"; do
+  t0=$(date +%s)
+  echo "== vm-test: $s (booting the guest)"
+  set +e
+  VM_LOG=$OUT/console-$s.log bash scripts/vm-boot.sh "$s.sh"
+  rc=$?
+  set -e
+  echo "== vm-test: $s: exit $rc in $(( $(date +%s) - t0 )) s (console: target/vm/console-$s.log)"
+  [ "$rc" -eq 0 ] || failed=1
+done
+echo "== vm-test: rig build $(( built - start )) s, total $(( $(date +%s) - start )) s"
+exit $failed
