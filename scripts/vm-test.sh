@@ -33,10 +33,11 @@ if ! bash scripts/vm-build.sh; then
 fi
 built=$(date +%s)
 
-echo "== vm-test: guest binaries (needled --features linux)"
+# --all-features: the same build as the CI's nextest run, so nothing is compiled twice.
+echo "== vm-test: guest binaries (needled --all-features, which includes linux)"
 bins=$OUT/share/bin
 mkdir -p "$bins"
-test_exe=$(cargo test -p needled --features linux --test vm_linux --no-run --message-format=json 2>/dev/null \
+test_exe=$(cargo test -p needled --all-features --test vm_linux --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -56,6 +57,11 @@ for s in "${suites[@]}"; do
   rc=$?
   set -e
   echo "== vm-test: $s: exit $rc in $(( $(date +%s) - t0 )) s (console: target/vm/console-$s.log)"
+  # A kernel oops or warning in the guest fails the suite even when the tests passed.
+  if grep -E 'Oops|BUG:|WARNING:|Call Trace' "$OUT/console-$s.log"; then
+    echo "vm-test: $s: the guest kernel complained (above)" >&2
+    rc=1
+  fi
   [ "$rc" -eq 0 ] || failed=1
 done
 echo "== vm-test: rig build $(( built - start )) s, total $(( $(date +%s) - start )) s"
