@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The VM tests (vm/README.md): builds the rig (scripts/vm-build.sh), the guest's test
 # binaries, and boots the guest once per suite.
-#   scripts/vm-test.sh [suite...]     suites: linux-backend (default: all)
+#   scripts/vm-test.sh [suite...]     suites: linux-backend needled (default: all)
 # Under CI=true a missing piece (no apt, no QEMU, a module that does not build) fails;
 # elsewhere the VM tests are skipped with the reason printed. NEEDLE_VM=0 skips them
 # outside CI.
@@ -37,17 +37,22 @@ built=$(date +%s)
 echo "== vm-test: guest binaries (needled --all-features, which includes linux)"
 bins=$OUT/share/bin
 mkdir -p "$bins"
-test_exe=$(cargo test -p needled --all-features --test vm_linux --no-run --message-format=json 2>/dev/null \
+artifacts=$(cargo test -p needled --all-features --test vm_linux --test vm_needled --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "vm_linux" and m.get("executable"):
-        print(m["executable"])')
-[ -n "$test_exe" ] || { echo "vm-test: the vm_linux test binary did not build" >&2; exit 1; }
-cp "$test_exe" "$bins/vm_linux"
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])')
+cargo build -q -p needled --all-features --bin needled
+for t in vm_linux vm_needled; do
+  exe=$(echo "$artifacts" | awk -v t="$t" '$1==t {print $2}')
+  [ -n "$exe" ] || { echo "vm-test: the $t test binary did not build" >&2; exit 1; }
+  cp "$exe" "$bins/$t"
+done
+cp target/debug/needled "$bins/needled"
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(linux-backend)
+[ ${#suites[@]} -gt 0 ] || suites=(linux-backend needled)
 failed=0
 for s in "${suites[@]}"; do
   t0=$(date +%s)
