@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The VM tests (vm/README.md): builds the rig (scripts/vm-build.sh), the guest's test
 # binaries, and boots the guest once per suite.
-#   scripts/vm-test.sh [suite...]     suites: linux-backend needled (default: all)
+#   scripts/vm-test.sh [suite...]     suites: linux-backend needled pi-jig (default: all)
 # Under CI=true a missing piece (no apt, no QEMU, a module that does not build) fails;
 # elsewhere the VM tests are skipped with the reason printed. NEEDLE_VM=0 skips them
 # outside CI.
@@ -43,8 +43,14 @@ for l in sys.stdin:
     m = json.loads(l)
     if m.get("reason") == "compiler-artifact" and m.get("executable"):
         print(m["target"]["name"], m["executable"])')
+artifacts+=$'\n'$(cargo test -p hil-tests --all-features --test vm_pi_jig --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["executable"])')
 cargo build -q -p needled --all-features --bin needled
-for t in vm_linux vm_needled; do
+for t in vm_linux vm_needled vm_pi_jig; do
   exe=$(echo "$artifacts" | awk -v t="$t" '$1==t {print $2}')
   [ -n "$exe" ] || { echo "vm-test: the $t test binary did not build" >&2; exit 1; }
   cp "$exe" "$bins/$t"
@@ -52,13 +58,13 @@ done
 cp target/debug/needled "$bins/needled"
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(linux-backend needled)
+[ ${#suites[@]} -gt 0 ] || suites=(linux-backend needled pi-jig)
 failed=0
 for s in "${suites[@]}"; do
   t0=$(date +%s)
   echo "== vm-test: $s (booting the guest)"
   set +e
-  VM_LOG=$OUT/console-$s.log bash scripts/vm-boot.sh "$s.sh"
+  VM_LOG=$OUT/console-$s.log VM_TIMEOUT=${VM_TIMEOUT:-180} bash scripts/vm-boot.sh "$s.sh"
   rc=$?
   set -e
   echo "== vm-test: $s: exit $rc in $(( $(date +%s) - t0 )) s (console: target/vm/console-$s.log)"

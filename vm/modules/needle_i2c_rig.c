@@ -11,7 +11,8 @@
  *   1 (config). Writing config with OS=1 converts at once: the conversion register gets the
  *   input selected by MUX (100..111 = AIN0..AIN3 single-ended) from the module parameter
  *   adc_uv (microvolts per input), scaled by the PGA full scale and clamped to 16 bits.
- *   Config reads back with OS=1 (not converting).
+ *   Config reads back with OS=1 (not converting). In continuous mode (MODE = 0) every read
+ *   of the conversion register converts the selected input anew.
  *
  * Any other address does not acknowledge. Parameters are writable under
  * /sys/module/needle_i2c_rig/parameters/. The adapter is named "needle-i2c-rig".
@@ -78,6 +79,9 @@ static int adc_xfer(struct i2c_msg *m)
 	u16 val;
 
 	if (m->flags & I2C_M_RD) {
+		/* Continuous mode (MODE = 0): every read sees the input as it is now. */
+		if (adc_ptr == 0 && !(adc_config & 0x0100))
+			adc_convert();
 		val = adc_ptr == 0 ? (u16)adc_conversion : (adc_ptr == 1 ? adc_config : 0);
 		if (m->len > 0)
 			m->buf[0] = val >> 8;
