@@ -252,9 +252,18 @@ impl SysfsPwm {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        // Duty first: a period shorter than the old duty would be refused.
-        write_sysfs(&dir.join("duty_cycle"), "0")?;
-        write_sysfs(&dir.join("period"), &pwm.period_ns.to_string())?;
+        // The kernel refuses every change while the period is 0 (a freshly exported channel
+        // of a driver that reads no state back), so then the period goes first. Otherwise
+        // duty first: a period shorter than the old duty would be refused.
+        let period_file = dir.join("period");
+        let unset = std::fs::read_to_string(&period_file).is_ok_and(|p| p.trim() == "0");
+        if unset {
+            write_sysfs(&period_file, &pwm.period_ns.to_string())?;
+            write_sysfs(&dir.join("duty_cycle"), "0")?;
+        } else {
+            write_sysfs(&dir.join("duty_cycle"), "0")?;
+            write_sysfs(&period_file, &pwm.period_ns.to_string())?;
+        }
         write_sysfs(&dir.join("enable"), "1")?;
         pwm.duty = Some(0);
         Ok(pwm)
