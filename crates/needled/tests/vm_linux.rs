@@ -182,7 +182,12 @@ fn open(config: &Config) -> LinuxRig {
 
 /// The outputs of linux-rig.toml: part name and line. A new output (the charge-pump pin) is
 /// one more entry here and one more arm in [`set_output`].
-const OUTPUTS: &[(&str, u32)] = &[("motor_enable", 23), ("depth_step", 24), ("depth_dir", 25)];
+const OUTPUTS: &[(&str, u32)] = &[
+    ("motor_enable", 23),
+    ("depth_step", 24),
+    ("depth_dir", 25),
+    ("charge_pump", 27),
+];
 
 fn set_output(rig: &mut LinuxRig, name: &str, high: bool) {
     let p = rig.parts();
@@ -193,6 +198,8 @@ fn set_output(rig: &mut LinuxRig, name: &str, high: bool) {
         ("depth_step", false) => p.depth_step.set_low(),
         ("depth_dir", true) => p.depth_dir.set_high(),
         ("depth_dir", false) => p.depth_dir.set_low(),
+        ("charge_pump", true) => p.charge_pump.set_high(),
+        ("charge_pump", false) => p.charge_pump.set_low(),
         _ => panic!("unknown output {name}"),
     };
     r.unwrap_or_else(|e| panic!("{name} set {high}: {e:?}"));
