@@ -266,7 +266,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let rig = SimRig::new(SimParams::default());
+    // The host build runs the sim against this machine's wall clock without real-time
+    // scheduling: the charge-pump monostable lasts the core's default max_tick_gap (50 ms), as
+    // in needled's sim, so a scheduling hiccup the controller tolerates does not cut the motor.
+    // A pen that stops ticking still loses motor power within it.
+    let rig = SimRig::new(SimParams {
+        charge_pump_hold: Some(Micros::from_millis(50)),
+        ..SimParams::default()
+    });
     let view = Arc::new(Mutex::new(PenView::default()));
     let _ = std::fs::remove_file(&args.truth);
     let listener = match UnixListener::bind(&args.truth) {
