@@ -773,14 +773,8 @@ async fn sim_inject(
             backend.rig.now()
         }
         SimAction::StallMonitor { ms } => {
-            if *ms > 10_000 {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    "ms must be at most 10000",
-                ));
-            }
             s.service
-                .sim_break_monitor(MonitorFault::Stall(Duration::from_millis(*ms)))?;
+                .sim_break_monitor(MonitorFault::Stall(at_most_10s(*ms)?))?;
             backend.rig.now()
         }
         SimAction::StepWallClock { ms } => {

@@ -107,6 +107,22 @@ struct Active {
     stop_failed: bool,
 }
 
+impl Active {
+    /// What is left of the session's time limit at `now` (monotonic), ms: the whole limit
+    /// before the first start.
+    fn session_left_ms(&self, now: Micros) -> u64 {
+        u64::try_from(self.time_limit.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_sub(self.started_at.map_or(0, |s| ms_between(s, now)))
+    }
+
+    /// What is left of the cartridge's run-time budget, ms, counting the usage not yet
+    /// flushed to the ledger.
+    fn run_left_ms(&self, c: &CartridgeRecord) -> u64 {
+        c.remaining_run_ms.saturating_sub(self.unflushed_run_ms)
+    }
+}
+
 /// What the monitor remembers between looks at the controller.
 #[derive(Debug, Default)]
 struct Seen {
@@ -1050,15 +1066,10 @@ impl Service {
         // the core counts motor time only: a backstop behind enforce_limits, never ahead of it.
         let (cart, limits) = (active.cartridge.clone(), self.policy.limits);
         let cartridge = self.read(move |s| s.cartridge(&cart, &limits)).await?;
-        let used_ms = active
-            .started_at
-            .map_or(0, |s| ms_between(s, monotonic_now()));
-        let session_left_ms = u64::try_from(active.time_limit.as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_sub(used_ms);
+        let session_left_ms = active.session_left_ms(monotonic_now());
         let (cartridge_run_ms, cartridge_strokes) = cartridge.map_or((0, 0), |c| {
             (
-                c.remaining_run_ms.saturating_sub(active.unflushed_run_ms),
+                active.run_left_ms(&c),
                 c.remaining_strokes.saturating_sub(active.unflushed_strokes),
             )
         });
@@ -1416,16 +1427,14 @@ impl Service {
             // The core stopped the motor at a budget given in this session's Arm: the same
             // stop as enforce_limits', made without waiting for this service. Its run time
             // was the smaller of the session's time and the cartridge's run-time budget left.
-            let session_left_ms = u64::try_from(a.time_limit.as_millis())
-                .unwrap_or(u64::MAX)
-                .saturating_sub(a.started_at.map_or(0, |s| ms_between(s, now)));
+            let session_left_ms = a.session_left_ms(now);
             let (cart, limits) = (a.cartridge.clone(), self.policy.limits);
             let cartridge_left_ms = self
                 .read(move |s| s.cartridge(&cart, &limits))
                 .await
                 .ok()
                 .flatten()
-                .map_or(0, |c| c.remaining_run_ms.saturating_sub(a.unflushed_run_ms));
+                .map_or(0, |c| a.run_left_ms(&c));
             let reason = match limit {
                 needle_core::ArmingLimit::RunTime if session_left_ms < cartridge_left_ms => {
                     "session time limit reached"
@@ -1566,7 +1575,7 @@ impl Service {
             .await
             .ok()
             .flatten()
-            .is_some_and(|c| c.budget_exhausted() || c.remaining_run_ms <= a.unflushed_run_ms);
+            .is_some_and(|c| c.budget_exhausted() || a.run_left_ms(&c) == 0);
         let limit_ms = i64::try_from(a.time_limit.as_millis()).unwrap_or(i64::MAX);
         let warn_ms = limit_ms - i64::try_from(self.policy.warning_before.as_millis()).unwrap_or(0);
         let used = a
