@@ -6,9 +6,11 @@
 //! are read again. Outside the guest (no `NEEDLE_VM_GUEST=1`) it prints SKIPPED and passes.
 #![cfg(feature = "linux")]
 
+mod vm_rig;
+
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,14 +18,7 @@ use std::time::{Duration, Instant};
 
 use needled::tag::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
-
-const RIG_TOML: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../config/linux-rig.toml"
-));
-const CONFIGFS: &str = "/sys/kernel/config/gpio-sim";
-const I2C_PARAMS: &str = "/sys/module/needle_i2c_rig/parameters";
-const PWM_APPLIED: &str = "/sys/devices/platform/needle-pwm-rig/applied";
+use vm_rig::{i2c_dev_of_rig, pwm_applied, pwm_chip_of_rig, write, SimChip, I2C_PARAMS, RIG_TOML};
 
 // Lines of config/linux-rig.toml.
 const ENABLE: u32 = 23;
@@ -33,85 +28,10 @@ const ESTOP: u32 = 22; // active high
 const PEDAL: u32 = 16; // active low
 const STROKE: u32 = 17;
 
-fn write(path: impl AsRef<Path>, value: &str) {
-    let path = path.as_ref();
-    fs::write(path, value).unwrap_or_else(|e| panic!("write {value:?} to {}: {e}", path.display()));
-}
-
-fn read(path: impl AsRef<Path>) -> String {
-    let path = path.as_ref();
-    fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-        .trim()
-        .to_string()
-}
-
-struct Sim {
-    config: PathBuf,
-    dev: PathBuf,
-    sysfs: PathBuf,
-}
-
-impl Sim {
-    fn new() -> Self {
-        let config = Path::new(CONFIGFS).join(format!("needled{}", std::process::id()));
-        fs::create_dir(&config).expect("gpio-sim configfs");
-        fs::create_dir(config.join("bank0")).unwrap();
-        write(config.join("bank0/num_lines"), "32");
-        write(config.join("live"), "1");
-        let dev_name = read(config.join("dev_name"));
-        let chip_name = read(config.join("bank0/chip_name"));
-        Self {
-            config,
-            dev: Path::new("/dev").join(&chip_name),
-            sysfs: Path::new("/sys/devices/platform")
-                .join(dev_name)
-                .join(chip_name),
-        }
-    }
-
-    fn value(&self, n: u32) -> u8 {
-        read(self.sysfs.join(format!("sim_gpio{n}/value")))
-            .parse()
-            .unwrap()
-    }
-
-    fn pull(&self, n: u32, up: bool) {
-        write(
-            self.sysfs.join(format!("sim_gpio{n}/pull")),
-            if up { "pull-up" } else { "pull-down" },
-        );
-    }
-}
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = fs::write(self.config.join("live"), "0");
-        let _ = fs::remove_dir(self.config.join("bank0"));
-        let _ = fs::remove_dir(&self.config);
-    }
-}
-
-fn find_sysfs(dir: &str, pred: impl Fn(&Path) -> bool) -> PathBuf {
-    fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| pred(p))
-        .unwrap_or_else(|| panic!("no rig device in {dir}"))
-}
-
 /// (duty ns, enabled) of PWM channel 0 as the rig's PWM chip last applied it.
 fn pwm0() -> (u64, bool) {
-    let text = read(PWM_APPLIED);
-    let line = text.lines().next().unwrap();
-    let field = |k: &str| -> u64 {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(&format!("{k}=")))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    (field("duty"), field("enabled") == 1)
+    let (_, duty, enabled, _) = pwm_applied(0);
+    (duty, enabled)
 }
 
 struct Api {
@@ -177,7 +97,7 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
     }
     let needled =
         std::env::var("NEEDLE_VM_NEEDLED").expect("NEEDLE_VM_NEEDLED: the needled binary");
-    let sim = Sim::new();
+    let sim = SimChip::new(32);
     // The rig at rest: home switch open, cartridge seated, E-stop released, pedal up.
     sim.pull(HOME, true);
     sim.pull(CARTRIDGE, false);
@@ -188,13 +108,8 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
     write(format!("{I2C_PARAMS}/adc_uv"), "100000,750000,2200000,0");
     write(format!("{I2C_PARAMS}/tag_present"), "1");
 
-    let pwm = find_sysfs("/sys/class/pwm", |p| {
-        fs::read_link(p.join("device")).is_ok_and(|d| d.ends_with("needle-pwm-rig"))
-    });
-    let i2c = find_sysfs("/sys/bus/i2c/devices", |p| {
-        fs::read_to_string(p.join("name")).is_ok_and(|n| n.trim() == "needle-i2c-rig")
-    });
-    let i2c_dev = Path::new("/dev").join(i2c.file_name().unwrap());
+    let pwm = pwm_chip_of_rig();
+    let i2c_dev = i2c_dev_of_rig();
 
     let data = PathBuf::from(format!("/tmp/needled-vm-{}", std::process::id()));
     fs::create_dir_all(&data).unwrap();
