@@ -28,11 +28,13 @@ use linux_embedded_hal::{CdevPin, I2CError, I2cdev};
 use needle_core::hal::{ErrorKind, Hardware, Parts};
 use needle_core::units::Micros;
 
-use super::adapters::{
-    electrical_level, start_analog, sysfs_pwm_off, Ads1115, AnalogChannel, AnalogScanner,
-    EdgeReader, EdgeTimestamps, HoldOutput, Inverted, SysfsPwm, TagEeprom,
-};
+use super::ads1115::Ads1115;
+use super::analog::{start_analog, AnalogChannel, AnalogScanner};
+use super::edges::{EdgeReader, EdgeTimestamps};
+use super::pins::{electrical_level, HoldOutput, Inverted};
 use super::safe::SafeStep;
+use super::sysfs_pwm::{sysfs_pwm_off, SysfsPwm};
+use super::tag_eeprom::TagEeprom;
 use super::HalError;
 use crate::config::{Config, LinuxConfig, PinSpec};
 use crate::control::monotonic_now;

@@ -32,11 +32,12 @@ use needle_core::units::Micros;
 use rppal::gpio::{Gpio, Pin, Trigger};
 use rppal::pwm::{Channel, Polarity, Pwm};
 
-use super::adapters::{
-    electrical_level, start_analog, Ads1115, AnalogChannel, AnalogScanner, EdgeReader,
-    EdgeTimestamps, HoldOutput, Inverted, TagEeprom,
-};
+use super::ads1115::Ads1115;
+use super::analog::{start_analog, AnalogChannel, AnalogScanner};
+use super::edges::{EdgeReader, EdgeTimestamps};
+use super::pins::{electrical_level, HoldOutput, Inverted};
 use super::safe::SafeStep;
+use super::tag_eeprom::TagEeprom;
 use super::HalError;
 use crate::config::{Config, PinSpec, Pull, RppalConfig};
 use crate::control::monotonic_now;
