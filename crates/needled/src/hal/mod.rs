@@ -6,6 +6,10 @@
 //! - `rppal` (cargo feature `rppal`): a Raspberry Pi through rppal: GPIO, hardware PWM, I2C.
 //! - `linux` (cargo feature `linux`): any Linux board through gpio-cdev, sysfs PWM, i2c-dev;
 //!   the replacement for rppal on a Pi 5 now that rppal is retired.
+//! - `wiring` (with either of them): what the rppal and linux backends share: the order the
+//!   rig's parts are opened in at their safe levels, the pin wrappers, the ADC scanner and
+//!   stroke edge wiring, and the core's `Hardware` they make up. Each backend implements its
+//!   `Backend` trait: how to open one line, the PWM, the edge source, the bus.
 //! - The drivers both real backends share, one module each, tested without hardware:
 //!   [`pins`] (pin inversion, STEP/DIR timing), [`sysfs_pwm`], [`ads1115`] and its scanner
 //!   [`analog`], [`edges`] (stroke edge timestamps), [`tag_eeprom`] (the cartridge tag).
@@ -34,6 +38,8 @@ pub mod safe;
 pub mod sim;
 pub mod sysfs_pwm;
 pub mod tag_eeprom;
+#[cfg(any(feature = "linux", feature = "rppal"))]
+pub mod wiring;
 
 use std::sync::{Mutex, MutexGuard};
 
