@@ -1,5 +1,5 @@
-//! Fake I2C devices for the drivers' unit tests: a bus error of a chosen kind and an ADS1115
-//! register model.
+//! Fakes for the hardware drivers' unit tests: a bus error of a chosen kind, an ADS1115
+//! register model, and the repository's example configurations.
 
 use std::sync::{Arc, Mutex};
 
@@ -93,4 +93,14 @@ pub(crate) fn fake_ads(inputs: [i16; 4]) -> SharedAds {
         inputs,
         ..FakeAds::default()
     })))
+}
+
+/// The example configuration `config/<name>` of the repository, parsed.
+#[cfg(any(feature = "linux", feature = "rppal"))]
+pub(crate) fn example_config(name: &str) -> crate::config::Config {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../config")
+        .join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    crate::config::parse(&text, name).unwrap()
 }

@@ -388,6 +388,7 @@ pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<LinuxI2c>, HalError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hal::fakes::example_config;
 
     fn is_send<T: Send + 'static>() {}
 
@@ -408,12 +409,7 @@ mod tests {
 
     #[test]
     fn missing_gpio_chip_is_named_with_its_key() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/linux-rig.toml"
-        ))
-        .unwrap();
-        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        let mut config = example_config("linux-rig.toml");
         if let Some(lc) = config.hardware.linux.as_mut() {
             lc.gpio_chip = "/nonexistent/gpiochip9".into();
         }
@@ -426,12 +422,7 @@ mod tests {
 
     #[test]
     fn safe_outputs_without_the_gpio_chip_still_turn_the_pwm_off_and_name_the_chip() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/linux-rig.toml"
-        ))
-        .unwrap();
-        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        let mut config = example_config("linux-rig.toml");
         // A PWM channel left running at 60 % by a killed process.
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("pwm0");
@@ -467,12 +458,7 @@ mod tests {
 
     #[test]
     fn missing_i2c_device_is_named_with_its_key() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/linux-rig.toml"
-        ))
-        .unwrap();
-        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        let mut config = example_config("linux-rig.toml");
         if let Some(lc) = config.hardware.linux.as_mut() {
             lc.i2c_device = "/nonexistent/i2c-9".into();
         }

@@ -423,6 +423,7 @@ pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<RppalI2c>, HalError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hal::fakes::example_config;
 
     fn is_send<T: Send + 'static>() {}
 
@@ -439,12 +440,7 @@ mod tests {
             open(&config),
             Err(HalError::MissingSection { backend: "rppal" })
         ));
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/pi-rig.toml"
-        ))
-        .unwrap();
-        let config = crate::config::parse(&text, "pi-rig.toml").unwrap();
+        let config = example_config("pi-rig.toml");
         if std::path::Path::new("/dev/gpiomem").exists() {
             return; // on a Pi: do not touch the rig from a unit test
         }
@@ -458,12 +454,7 @@ mod tests {
         if std::path::Path::new("/dev/gpiomem").exists() {
             return; // on a Pi: do not touch the rig from a unit test
         }
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/pi-rig.toml"
-        ))
-        .unwrap();
-        let config = crate::config::parse(&text, "pi-rig.toml").unwrap();
+        let config = example_config("pi-rig.toml");
         let report = crate::hal::safe::drive_outputs_safe(&config.hardware);
         let order: Vec<_> = report.steps.iter().map(|s| s.output).collect();
         assert_eq!(order, crate::hal::safe::ORDER);
