@@ -2,9 +2,8 @@
 //! ([`start_analog`]) so the control thread never waits on the bus: each [`AnalogChannel`]
 //! reads the latest value the scanner stored.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, TryLockError};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use embedded_hal::i2c::I2c;
@@ -12,6 +11,7 @@ use needle_core::hal::{Analog, ErrorKind, ErrorType};
 
 use super::ads1115::{ads1115_microvolts, AdcError, Ads1115};
 use super::lock;
+use super::worker::Worker;
 use crate::config::AdcChannelConfig;
 
 /// The latest reading of one channel, as the scanner left it.
@@ -64,17 +64,7 @@ impl Analog for AnalogChannel {
 /// The thread that scans an [`Ads1115`]'s channels; dropping it stops the thread.
 #[derive(Debug)]
 pub struct AnalogScanner {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for AnalogScanner {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+    _worker: Worker,
 }
 
 /// Starts scanning `channels` of `adc` round-robin on a thread named `needled-adc`, and
@@ -96,21 +86,17 @@ where
     if let Some(e) = scan_once(&mut adc, &channels, &shared) {
         return Err(e);
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let thread = {
-        let stop = Arc::clone(&stop);
+    let worker = {
         let shared = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("needled-adc".into())
-            .spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if scan_once(&mut adc, &channels, &shared).is_some() {
-                        // Do not spin on a dead bus; the stale readings fault the controller.
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+        Worker::spawn("needled-adc", move |stop| {
+            while !stop.load(Ordering::Relaxed) {
+                if scan_once(&mut adc, &channels, &shared).is_some() {
+                    // Do not spin on a dead bus; the stale readings fault the controller.
+                    std::thread::sleep(Duration::from_millis(10));
                 }
-            })
-            .map_err(|e| AdcError::Thread(e.to_string()))?
+            }
+        })
+        .map_err(|e| AdcError::Thread(e.to_string()))?
     };
     // Start from the first scan's readings, so a reader never sees "no value yet".
     let first = lock(&shared.slots).clone();
@@ -120,13 +106,7 @@ where
         max_age,
         cache: first.get(index).copied().flatten(),
     });
-    Ok((
-        AnalogScanner {
-            stop,
-            thread: Some(thread),
-        },
-        readers,
-    ))
+    Ok((AnalogScanner { _worker: worker }, readers))
 }
 
 /// Converts every channel once and stores the readings; returns the first error.

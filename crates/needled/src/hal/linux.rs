@@ -14,9 +14,8 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use embedded_hal::i2c::{self, I2c, Operation};
@@ -33,6 +32,7 @@ use super::safe::{gpio_safe_steps, SafeStep};
 use super::sysfs_pwm::{sysfs_pwm_off, SysfsPwm};
 use super::tag_eeprom::TagEeprom;
 use super::wiring::{open_rig, tag_reader, Backend, Rig, Wiring};
+use super::worker::Worker;
 use super::HalError;
 use crate::config::{Config, LinuxConfig, PinSpec};
 use crate::control::monotonic_now;
@@ -83,23 +83,6 @@ impl I2c for LinuxI2c {
     }
 }
 
-/// The stroke sensor's event thread; dropping it stops the thread within 100 ms and releases
-/// the line.
-#[derive(Debug)]
-pub struct EdgeThread {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Drop for EdgeThread {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// The rig on gpio-cdev, sysfs PWM and i2c-dev, as needle-core's
 /// [`Hardware`](needle_core::hal::Hardware).
 pub type LinuxRig = Rig<Cdev>;
@@ -124,7 +107,8 @@ impl Backend for Cdev {
     type Input = CdevPin;
     type MotorPwm = SysfsPwm;
     type Bus = LinuxI2c;
-    type EdgeSource = EdgeThread;
+    /// The event thread: see [`spawn_edge_thread`].
+    type EdgeSource = Worker;
 
     fn output(
         &mut self,
@@ -167,7 +151,7 @@ impl Backend for Cdev {
         spec: PinSpec,
         rising: bool,
         edges: Arc<EdgeTimestamps>,
-    ) -> Result<EdgeThread, HalError> {
+    ) -> Result<Worker, HalError> {
         check_kernel()?;
         let edge = if rising {
             EventRequestFlags::RISING_EDGE
@@ -297,32 +281,27 @@ fn wait_readable(fd: &impl AsRawFd, timeout_ms: i32) -> std::io::Result<bool> {
     Ok(rc > 0)
 }
 
+/// Reads the stroke sensor's line events on a thread named `needled-stroke` into `edges`;
+/// dropping the worker stops the thread within 100 ms and releases the line. A failed read
+/// fails `edges` (`Disconnected`) and ends the thread.
 fn spawn_edge_thread(
     mut events: LineEventHandle,
     edges: Arc<EdgeTimestamps>,
-) -> std::io::Result<EdgeThread> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("needled-stroke".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match wait_readable(&events, 100) {
-                    Ok(false) => {}
-                    Ok(true) => match events.get_event() {
-                        Ok(event) => {
-                            let at = Micros(event.timestamp() / 1_000);
-                            edges.record(at, None, monotonic_now());
-                        }
-                        Err(_) => return edges.fail(ErrorKind::Disconnected),
-                    },
+) -> std::io::Result<Worker> {
+    Worker::spawn("needled-stroke", move |stop| {
+        while !stop.load(Ordering::Relaxed) {
+            match wait_readable(&events, 100) {
+                Ok(false) => {}
+                Ok(true) => match events.get_event() {
+                    Ok(event) => {
+                        let at = Micros(event.timestamp() / 1_000);
+                        edges.record(at, None, monotonic_now());
+                    }
                     Err(_) => return edges.fail(ErrorKind::Disconnected),
-                }
+                },
+                Err(_) => return edges.fail(ErrorKind::Disconnected),
             }
-        })?;
-    Ok(EdgeThread {
-        stop,
-        thread: Some(thread),
+        }
     })
 }
 

@@ -12,7 +12,8 @@
 //!   `Backend` trait: how to open one line, the PWM, the edge source, the bus.
 //! - The drivers both real backends share, one module each, tested without hardware:
 //!   [`pins`] (pin inversion, STEP/DIR timing), [`sysfs_pwm`], [`ads1115`] and its scanner
-//!   [`analog`], [`edges`] (stroke edge timestamps), [`tag_eeprom`] (the cartridge tag).
+//!   [`analog`], [`edges`] (stroke edge timestamps), [`tag_eeprom`] (the cartridge tag);
+//!   [`worker`] is the background thread of the ADC scanner and the linux edge reader.
 //! - [`safe`]: `needled --safe-outputs`, which drives the outputs to their safe levels after
 //!   any exit (systemd's `ExecStopPost=`), needing no ledger, key or tokens.
 //!
@@ -40,6 +41,7 @@ pub mod sysfs_pwm;
 pub mod tag_eeprom;
 #[cfg(any(feature = "linux", feature = "rppal"))]
 pub mod wiring;
+pub mod worker;
 
 use std::sync::{Mutex, MutexGuard};
 
