@@ -107,7 +107,8 @@ impl Backend for Cdev {
     type Input = CdevPin;
     type MotorPwm = SysfsPwm;
     type Bus = LinuxI2c;
-    /// The event thread: see [`spawn_edge_thread`].
+    /// The stroke sensor's event thread, `needled-stroke`: dropping it stops the thread
+    /// within 100 ms and releases the line.
     type EdgeSource = Worker;
 
     fn output(
