@@ -35,6 +35,7 @@ PURPOSE = {
     "tracing-subscriber": "log output, human or JSON",
     "rusqlite": "SQLite ledger (bundled SQLite)",
     "clap": "command-line parsing of needled and needlectl",
+    "comfy-table": "text tables of needlectl's human output",
     "hmac": "cartridge tag authentication (HMAC)",
     "sha2": "SHA-256 for the tag HMAC",
     "hex": "hex text form of tags and tokens",
