@@ -27,6 +27,8 @@ PURPOSE = {
     "proptest": "property tests (test only)",
     "embedded-hal-mock": "pin-level mocks (test only)",
     "toml": "configuration file parsing",
+    "toml_edit": "line of a configuration key, from the document's spans",
+    "serde_path_to_error": "dotted key of a configuration value refused while deserializing",
     "thiserror": "error types with stable codes",
     "tokio": "async runtime of the host service",
     "axum": "HTTP server of the API and console",
