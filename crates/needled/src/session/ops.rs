@@ -211,22 +211,39 @@ impl Owner {
         self.session(id).await
     }
 
+    /// The checks every change to a session's arming starts with: while the ledger cannot
+    /// write, nothing changes, whatever the state; the session exists and holds the pen.
+    async fn session_to_change(&self, id: SessionId) -> Result<SessionRecord, ApiError> {
+        self.records.check_writable()?;
+        let session = self.session(id).await?;
+        self.require_active(id)?;
+        Ok(session)
+    }
+
+    /// Sends `command` for session `id` and records the state `to` the controller reached.
+    async fn command_to(
+        &mut self,
+        actor: &Actor,
+        id: SessionId,
+        command: Command,
+        to: SessionState,
+    ) -> Result<SessionRecord, ApiError> {
+        self.command(actor, command, Some(id), None).await?;
+        self.sync_state_or_refuse(id, to, &actor.name).await
+    }
+
     /// Starts (or resumes) the motor.
     pub(super) async fn start(
         &mut self,
         actor: &Actor,
         id: SessionId,
     ) -> Result<SessionRecord, ApiError> {
-        // While the ledger cannot write, nothing changes, whatever the state.
-        self.records.check_writable()?;
-        let session = self.session(id).await?;
-        self.require_active(id)?;
+        let session = self.session_to_change(id).await?;
         rules::require_monitor(self.stamp.health())?;
         if !matches!(session.state, SessionState::Armed | SessionState::Paused) {
             return Err(rules::wrong_state(&session));
         }
-        self.command(actor, Command::Start, Some(id), None).await?;
-        self.sync_state_or_refuse(id, SessionState::Running, &actor.name)
+        self.command_to(actor, id, Command::Start, SessionState::Running)
             .await
     }
 
@@ -236,15 +253,11 @@ impl Owner {
         actor: &Actor,
         id: SessionId,
     ) -> Result<SessionRecord, ApiError> {
-        // While the ledger cannot write, nothing changes, whatever the state.
-        self.records.check_writable()?;
-        let session = self.session(id).await?;
-        self.require_active(id)?;
+        let session = self.session_to_change(id).await?;
         if session.state != SessionState::Running {
             return Err(rules::wrong_state(&session));
         }
-        self.command(actor, Command::Pause, Some(id), None).await?;
-        self.sync_state_or_refuse(id, SessionState::Paused, &actor.name)
+        self.command_to(actor, id, Command::Pause, SessionState::Paused)
             .await
     }
 
@@ -255,10 +268,7 @@ impl Owner {
         id: SessionId,
         set: Setpoints,
     ) -> Result<SessionRecord, ApiError> {
-        // While the ledger cannot write, nothing changes, whatever the state.
-        self.records.check_writable()?;
-        let session = self.session(id).await?;
-        self.require_active(id)?;
+        let session = self.session_to_change(id).await?;
         if !rules::armed(session.state) {
             return Err(rules::wrong_state(&session));
         }
