@@ -68,3 +68,22 @@ impl<S: Send + 'static> Worker<S> {
         answer.await.map_err(|_| WorkerGone)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn jobs_run_in_the_order_sent_and_a_panicking_job_does_not_stop_the_thread() {
+        let worker = Worker::spawn("test-worker", Vec::<u32>::new()).unwrap();
+        let first = worker.call(|v| v.push(1));
+        let second = worker.call(|v| v.push(2));
+        let (a, b) = tokio::join!(first, second);
+        assert_eq!((a, b), (Ok(()), Ok(())));
+        let panicked = worker
+            .call(|_: &mut Vec<u32>| -> u32 { panic!("a job that fails") })
+            .await;
+        assert_eq!(panicked, Err(WorkerGone));
+        assert_eq!(worker.call(|v| v.clone()).await, Ok(vec![1, 2]));
+    }
+}

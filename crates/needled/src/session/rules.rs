@@ -199,3 +199,43 @@ pub(super) fn new_session(
     };
     Ok((new, override_))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pen_is_free_for_its_holder_and_no_one_else() {
+        assert!(check_pen_free(None, 1).is_ok());
+        assert!(check_pen_free(Some(1), 1).is_ok());
+        assert_eq!(check_pen_free(Some(2), 1).unwrap_err().code, "pen_in_use");
+        assert!(require_active(Some(1), 1).is_ok());
+        assert_eq!(
+            require_active(Some(2), 1).unwrap_err().code,
+            "session_not_active"
+        );
+        assert_eq!(
+            require_active(None, 1).unwrap_err().code,
+            "session_not_active"
+        );
+    }
+
+    #[test]
+    fn only_a_healthy_monitor_lets_the_needles_be_armed() {
+        assert!(require_monitor(MonitorHealth::Ok).is_ok());
+        let stalled = require_monitor(MonitorHealth::Stalled(std::time::Duration::from_secs(2)));
+        assert_eq!(stalled.unwrap_err().code, "monitor_unavailable");
+        let gone = owner_gone();
+        assert_eq!(
+            (gone.status, gone.code.as_str()),
+            (503, "monitor_unavailable")
+        );
+    }
+
+    #[test]
+    fn a_blank_reason_is_refused_before_the_ledger_sees_it() {
+        let e = require_reason("  ", "a recall needs a reason").unwrap_err();
+        assert_eq!(e.code, "reason_required");
+        assert!(require_reason("supplier notice 43", "unused").is_ok());
+    }
+}
