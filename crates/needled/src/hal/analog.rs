@@ -10,8 +10,8 @@ use embedded_hal::i2c::I2c;
 use needle_core::hal::{Analog, ErrorKind, ErrorType};
 
 use super::ads1115::{ads1115_microvolts, AdcError, Ads1115};
+use super::background::Background;
 use super::lock;
-use super::worker::Worker;
 use crate::config::AdcChannelConfig;
 
 /// The latest reading of one channel, as the scanner left it.
@@ -64,7 +64,7 @@ impl Analog for AnalogChannel {
 /// The thread that scans an [`Ads1115`]'s channels; dropping it stops the thread.
 #[derive(Debug)]
 pub struct AnalogScanner {
-    _worker: Worker,
+    _scanner: Background,
 }
 
 /// Starts scanning `channels` of `adc` round-robin on a thread named `needled-adc`, and
@@ -88,7 +88,7 @@ where
     }
     let worker = {
         let shared = Arc::clone(&shared);
-        Worker::spawn("needled-adc", move |stop| {
+        Background::spawn("needled-adc", move |stop| {
             while !stop.load(Ordering::Relaxed) {
                 if scan_once(&mut adc, &channels, &shared).is_some() {
                     // Do not spin on a dead bus; the stale readings fault the controller.
@@ -106,7 +106,7 @@ where
         max_age,
         cache: first.get(index).copied().flatten(),
     });
-    Ok((AnalogScanner { _worker: worker }, readers))
+    Ok((AnalogScanner { _scanner: worker }, readers))
 }
 
 /// Converts every channel once and stores the readings; returns the first error.

@@ -27,12 +27,12 @@ use linux_embedded_hal::{CdevPin, I2CError, I2cdev};
 use needle_core::hal::ErrorKind;
 use needle_core::units::Micros;
 
+use super::background::Background;
 use super::edges::EdgeTimestamps;
 use super::safe::{gpio_safe_steps, SafeStep};
 use super::sysfs_pwm::{sysfs_pwm_off, SysfsPwm};
 use super::tag_eeprom::TagEeprom;
 use super::wiring::{open_rig, tag_reader, Backend, Rig, Wiring};
-use super::worker::Worker;
 use super::HalError;
 use crate::config::{Config, LinuxConfig, PinSpec};
 use crate::control::monotonic_now;
@@ -109,7 +109,7 @@ impl Backend for Cdev {
     type Bus = LinuxI2c;
     /// The stroke sensor's event thread, `needled-stroke`: dropping it stops the thread
     /// within 100 ms and releases the line.
-    type EdgeSource = Worker;
+    type EdgeSource = Background;
 
     fn output(
         &mut self,
@@ -152,7 +152,7 @@ impl Backend for Cdev {
         spec: PinSpec,
         rising: bool,
         edges: Arc<EdgeTimestamps>,
-    ) -> Result<Worker, HalError> {
+    ) -> Result<Background, HalError> {
         check_kernel()?;
         let edge = if rising {
             EventRequestFlags::RISING_EDGE
@@ -288,8 +288,8 @@ fn wait_readable(fd: &impl AsRawFd, timeout_ms: i32) -> std::io::Result<bool> {
 fn spawn_edge_thread(
     mut events: LineEventHandle,
     edges: Arc<EdgeTimestamps>,
-) -> std::io::Result<Worker> {
-    Worker::spawn("needled-stroke", move |stop| {
+) -> std::io::Result<Background> {
+    Background::spawn("needled-stroke", move |stop| {
         while !stop.load(Ordering::Relaxed) {
             match wait_readable(&events, 100) {
                 Ok(false) => {}

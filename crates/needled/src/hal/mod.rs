@@ -13,7 +13,7 @@
 //! - The drivers both real backends share, one module each, tested without hardware:
 //!   [`pins`] (pin inversion, STEP/DIR timing), [`sysfs_pwm`], [`ads1115`] and its scanner
 //!   [`analog`], [`edges`] (stroke edge timestamps), [`tag_eeprom`] (the cartridge tag);
-//!   [`worker`] is the background thread of the ADC scanner and the linux edge reader.
+//!   [`background`] is the background thread of the ADC scanner and the linux edge reader.
 //! - [`safe`]: `needled --safe-outputs`, which drives the outputs to their safe levels after
 //!   any exit (systemd's `ExecStopPost=`), needing no ledger, key or tokens.
 //!
@@ -26,6 +26,7 @@
 
 pub mod ads1115;
 pub mod analog;
+pub mod background;
 pub mod edges;
 #[cfg(test)]
 mod fakes;
@@ -41,7 +42,6 @@ pub mod sysfs_pwm;
 pub mod tag_eeprom;
 #[cfg(any(feature = "linux", feature = "rppal"))]
 pub mod wiring;
-pub mod worker;
 
 use std::sync::{Mutex, MutexGuard};
 

@@ -1,4 +1,4 @@
-//! [`Worker`]: a driver's background thread (the ADC scanner, the stroke sensor's event
+//! [`Background`]: a driver's background thread (the ADC scanner, the stroke sensor's event
 //! reader) that runs until its handle is dropped.
 
 use std::io;
@@ -9,12 +9,12 @@ use std::thread::JoinHandle;
 /// A named background thread; dropping this sets the thread's stop flag and waits for it to
 /// end, so whatever it owns (a bus, a line) is released when the drop returns.
 #[derive(Debug)]
-pub struct Worker {
+pub struct Background {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Worker {
+impl Background {
     /// Runs `run` on a thread named `name`. `run` is handed the stop flag and must return soon
     /// after it is set: the drop waits for it.
     pub fn spawn(name: &str, run: impl FnOnce(&AtomicBool) + Send + 'static) -> io::Result<Self> {
@@ -30,7 +30,7 @@ impl Worker {
     }
 }
 
-impl Drop for Worker {
+impl Drop for Background {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
@@ -48,7 +48,7 @@ mod tests {
     fn dropping_a_worker_stops_its_thread_and_waits_for_it() {
         let ended = Arc::new(AtomicBool::new(false));
         let seen = Arc::clone(&ended);
-        let worker = Worker::spawn("needled-test", move |stop| {
+        let worker = Background::spawn("needled-test", move |stop| {
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));
             }
