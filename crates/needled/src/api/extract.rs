@@ -1,0 +1,139 @@
+//! Request extractors: who is calling, and the body, path and query; each refusal has a
+//! stable code.
+
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::session::{Actor, Role};
+
+/// The caller, from `Authorization: Bearer <token>`.
+pub struct Authed(pub Actor);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| ApiError::new(401, "unauthorized", "missing bearer token"))?;
+        let token = header.strip_prefix("Bearer ").ok_or_else(|| {
+            ApiError::new(
+                401,
+                "unauthorized",
+                "expected 'Authorization: Bearer <token>'",
+            )
+        })?;
+        state
+            .tokens
+            .lookup(token.trim())
+            .map(Authed)
+            .ok_or_else(|| ApiError::new(401, "unauthorized", "unknown token"))
+    }
+}
+
+/// A caller with the technician role.
+pub struct Technician(pub Actor);
+
+impl FromRequestParts<AppState> for Technician {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Authed(actor) = Authed::from_request_parts(parts, state).await?;
+        if actor.role != Role::Technician {
+            return Err(ApiError::forbidden("this needs a technician token"));
+        }
+        Ok(Technician(actor))
+    }
+}
+
+/// A JSON body whose rejections are API errors with stable codes.
+pub struct Body<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(match e {
+                JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    "send Content-Type: application/json",
+                ),
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::bad_request("invalid_json", e.body_text())
+                }
+                JsonRejection::JsonDataError(e) => {
+                    ApiError::bad_request("invalid_request", e.body_text())
+                }
+                JsonRejection::BytesRejection(e) => {
+                    ApiError::new(413, "body_too_large", e.body_text())
+                }
+                other => ApiError::bad_request("invalid_request", other.body_text()),
+            }),
+        }
+    }
+}
+
+/// The body of an endpoint that takes none: any body at all is refused (400
+/// `unexpected_body`) before the handler acts, so a request meant for another endpoint, or a
+/// `{"dry_run": true}` the API does not know, never moves the needles.
+pub struct NoBody;
+
+impl<S: Send + Sync> FromRequest<S> for NoBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let body = axum::body::Bytes::from_request(req, state).await.map_err(
+            |e: BytesRejection| match e.status().as_u16() {
+                413 => ApiError::new(413, "body_too_large", e.body_text()),
+                _ => ApiError::bad_request("invalid_request", e.body_text()),
+            },
+        )?;
+        if body.is_empty() {
+            Ok(NoBody)
+        } else {
+            Err(ApiError::bad_request(
+                "unexpected_body",
+                "this endpoint takes no request body",
+            ))
+        }
+    }
+}
+
+/// A path parameter whose rejection is an API error (`invalid_path`), not axum's plain text.
+pub struct Param<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Param<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(Param(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
+    }
+}
+
+/// A query string whose rejection is an API error (`invalid_query`), not axum's plain text.
+pub struct QueryOf<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryOf<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(QueryOf(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+        }
+    }
+}

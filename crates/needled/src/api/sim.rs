@@ -1,0 +1,285 @@
+//! The sim backend's endpoints: the rig's truth, its tick log and fault injections.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::Json;
+use needle_core::units::Micros;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{AppState, Body, QueryOf, Technician};
+use crate::error::ApiError;
+use crate::session::MonitorFault;
+
+pub(super) fn sim(s: &AppState) -> Result<&crate::hal::sim::SimBackend, ApiError> {
+    s.service
+        .sim()
+        .ok_or_else(|| ApiError::not_found("the sim endpoints exist only on the sim backend"))
+}
+
+pub(super) async fn sim_truth(
+    State(s): State<AppState>,
+    Technician(_): Technician,
+) -> Result<Json<Value>, ApiError> {
+    let t = sim(&s)?.rig.truth();
+    Ok(Json(json!({
+        "sim_time_us": t.now.0,
+        "depth_um": t.depth_um,
+        "rate_hz": t.rate_hz,
+        "strokes": t.strokes,
+        "motor_powered": t.motor_powered,
+        "duty": t.duty,
+        "current_a": t.current_a,
+        "temperature_c": t.temperature_c,
+        "supply_v": t.supply_v,
+        "motor_off_at_us": t.motor_off_at.map(|m| m.0),
+        "cartridge_seated": sim(&s)?.rig.cartridge_seated(),
+        "ticks": sim(&s)?.rig.ticks(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TicksQuery {
+    after_us: u64,
+    until_us: u64,
+}
+
+/// The control ticks the rig saw in `(after_us, until_us]` of sim time: jigs judge a reaction
+/// against the control thread's own schedule with it ("off in the first tick after the
+/// press"), which holds on a busy machine where wall-clock limits do not.
+pub(super) async fn sim_ticks(
+    State(s): State<AppState>,
+    Technician(_): Technician,
+    QueryOf(q): QueryOf<TicksQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if q.until_us < q.after_us {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "until_us must not be before after_us",
+        ));
+    }
+    let rig = &sim(&s)?.rig;
+    match rig.ticks_between(Micros(q.after_us), Micros(q.until_us)) {
+        Some(n) => Ok(Json(json!({ "ticks": n }))),
+        None => Err(ApiError::new(
+            409,
+            "ticks_forgotten",
+            format!(
+                "the rig keeps the last {} ticks; {} us is older",
+                needle_sim::TICKS_KEPT,
+                q.after_us
+            ),
+        )),
+    }
+}
+
+/// A sim control, as a technician or jig sends it.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub(super) enum SimAction {
+    SeatCartridge {
+        tag_hex: Option<String>,
+    },
+    /// Seat a fresh cartridge whose tag the service signs with its own key (sim only: a jig
+    /// or the console need not hold the device key). Every field has a default.
+    SeatNewCartridge {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        lot: Option<String>,
+        #[serde(default)]
+        needles: Option<crate::tag::Needles>,
+        #[serde(default)]
+        expiry: Option<crate::tag::Date>,
+    },
+    PullCartridge,
+    Estop {
+        pressed: bool,
+    },
+    Pedal {
+        pressed: bool,
+    },
+    Jam {
+        on: bool,
+    },
+    Heat {
+        temperature_c: f64,
+    },
+    Brownout {
+        on: bool,
+    },
+    SensorDropout {
+        on: bool,
+    },
+    StuckHomeSwitch {
+        closed: Option<bool>,
+    },
+    /// Cut (`on`) or restore the host link: the service stops refreshing the dead-man.
+    HostSilence {
+        on: bool,
+    },
+    /// Block every async worker for `ms` (a deadlock or a very slow fsync, as the service
+    /// would suffer it), to prove the dead-man's progress check.
+    StallService {
+        ms: u64,
+    },
+    /// Make every cartridge tag read take `ms` (a slow I2C bus; 0 restores it).
+    SlowTag {
+        ms: u64,
+    },
+    /// Make every ledger write wait `ms` before it starts (a slow fsync; 0 restores it).
+    SlowLedger {
+        ms: u64,
+    },
+    /// Make ledger writes fail: `write` as on a full disk, `fsync` as when the WAL's fsync
+    /// fails at commit; `off` lets them succeed again.
+    StorageFail {
+        mode: StorageFailMode,
+    },
+    /// Make the service's next monitor pass panic (the dead-man must stop the needles).
+    PanicMonitor,
+    /// Make the service's next monitor pass hang for `ms` while the rest of the runtime
+    /// carries on (a deadlock in the monitor alone).
+    StallMonitor {
+        ms: u64,
+    },
+    /// Step the wall clock the service records with by `ms` (an NTP step), at most 30 days
+    /// either way.
+    StepWallClock {
+        ms: i64,
+    },
+    /// Make the service's next `times` disarms fail, as a full command queue would.
+    FailDisarm {
+        times: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum StorageFailMode {
+    Off,
+    Write,
+    Fsync,
+}
+
+pub(super) fn at_most_10s(ms: u64) -> Result<Duration, ApiError> {
+    if ms > 10_000 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "ms must be at most 10000",
+        ));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+pub(super) async fn sim_inject(
+    State(s): State<AppState>,
+    Technician(a): Technician,
+    Body(action): Body<SimAction>,
+) -> Result<Json<Value>, ApiError> {
+    use needle_sim::Injection;
+    let backend = sim(&s)?;
+    let applied_at = match &action {
+        SimAction::SeatCartridge { tag_hex } => {
+            let image = match tag_hex {
+                Some(h) => Some(crate::tag::from_hex(h)?),
+                None => None,
+            };
+            backend.seat_cartridge(image)
+        }
+        SimAction::SeatNewCartridge {
+            id,
+            lot,
+            needles,
+            expiry,
+        } => {
+            let image = s
+                .service
+                .sim_tag(id.clone(), lot.clone(), *needles, *expiry)?;
+            backend.seat_cartridge(Some(image))
+        }
+        SimAction::PullCartridge => backend.pull_cartridge(),
+        SimAction::Estop { pressed } => backend.rig.inject(Injection::EStop(*pressed)),
+        SimAction::Pedal { pressed } => backend.rig.inject(Injection::Pedal(*pressed)),
+        SimAction::Jam { on } => backend.rig.inject(Injection::Jam(*on)),
+        SimAction::Heat { temperature_c } => {
+            if !temperature_c.is_finite() || !(-40.0..=200.0).contains(temperature_c) {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "temperature_c must be -40..=200",
+                ));
+            }
+            backend.rig.inject(Injection::Overheat(*temperature_c))
+        }
+        SimAction::Brownout { on } => backend.rig.inject(Injection::BrownOut(*on)),
+        SimAction::SensorDropout { on } => backend.rig.inject(Injection::SensorDropout(*on)),
+        SimAction::StuckHomeSwitch { closed } => {
+            backend.rig.inject(Injection::StuckHomeSwitch(*closed))
+        }
+        SimAction::HostSilence { on } => backend.rig.inject(Injection::HostSilence(*on)),
+        SimAction::SlowTag { ms } => {
+            at_most_10s(*ms)?;
+            backend.tag.set_read_delay_ms(*ms);
+            backend.rig.now()
+        }
+        SimAction::SlowLedger { ms } => {
+            at_most_10s(*ms)?;
+            if let Some(f) = s.service.write_faults() {
+                f.set_delay_ms(*ms);
+            }
+            backend.rig.now()
+        }
+        SimAction::StorageFail { mode } => {
+            if let Some(f) = s.service.write_faults() {
+                f.set_mode(match mode {
+                    StorageFailMode::Off => crate::store::FailMode::Off,
+                    StorageFailMode::Write => crate::store::FailMode::Write,
+                    StorageFailMode::Fsync => crate::store::FailMode::Fsync,
+                });
+            }
+            backend.rig.now()
+        }
+        SimAction::StallService { ms } => {
+            let stall = at_most_10s(*ms)?;
+            // One blocking task per worker: none can run the progress stamp until they end.
+            for _ in 0..tokio::runtime::Handle::current().metrics().num_workers() {
+                tokio::spawn(async move { std::thread::sleep(stall) });
+            }
+            backend.rig.now()
+        }
+        SimAction::PanicMonitor => {
+            s.service.sim_break_monitor(MonitorFault::Panic)?;
+            backend.rig.now()
+        }
+        SimAction::StallMonitor { ms } => {
+            s.service
+                .sim_break_monitor(MonitorFault::Stall(at_most_10s(*ms)?))?;
+            backend.rig.now()
+        }
+        SimAction::StepWallClock { ms } => {
+            if ms.unsigned_abs() > 30 * 86_400_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "ms must be within 30 days either way",
+                ));
+            }
+            s.service.sim_step_wall_clock(*ms)?;
+            backend.rig.now()
+        }
+        SimAction::FailDisarm { times } => {
+            if *times > 1_000 {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "times must be at most 1000",
+                ));
+            }
+            s.service.sim_fail_disarms(*times)?;
+            backend.rig.now()
+        }
+    };
+    tracing::info!(actor = %a.name, ?action, "sim injection");
+    // The sim time it was applied at, read under the same lock: jigs time reactions from it.
+    Ok(Json(json!({ "ok": true, "applied_at_us": applied_at.0 })))
+}
