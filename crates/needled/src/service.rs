@@ -25,6 +25,7 @@ use needle_core::{Command, Fault, Faults, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::cartridge::{self as tag, DeviceKey, Tag};
 use crate::control::{monotonic_now, ControlError, ControlHandle, Snapshot};
 use crate::error::ApiError;
 use crate::hal::sim::SimBackend;
@@ -34,7 +35,6 @@ use crate::store::{
     kinds, CartridgeLimits, CartridgeRecord, ChecklistItem, Event, LedgerError, NewSession, Now,
     Override, SessionId, SessionRecord, SessionState, Store, WriteFaults,
 };
-use crate::tag::{self, DeviceKey, Tag};
 
 /// Who is calling, from their bearer token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::tag::{Date, Needles, Tag};
+use crate::cartridge::{Date, Needles, Tag};
 
 use super::events::{self, kinds, Event};
 use super::{
