@@ -1,5 +1,5 @@
 //! JSON request bodies of the API, decoded with serde_json into the public request types
-//! (`needled::service::CreateSession` for POST /v1/sessions, `needled::service::Setpoints`
+//! (`needled::session::CreateSession` for POST /v1/sessions, `needled::session::Setpoints`
 //! for POST .../arm and PUT .../setpoints).
 //!
 //! The other body and query types are private to `api.rs` and are not reached here:
@@ -12,7 +12,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use needled::service::{CreateSession, Setpoints};
+use needled::session::{CreateSession, Setpoints};
 use serde_json::Value;
 
 fn only_known_keys(body: &[u8], known: &[&str]) {

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::auth::Tokens;
 use crate::error::ApiError;
-use crate::service::{Actor, CreateSession, MonitorFault, MonitorHealth, Role, Service, Setpoints};
+use crate::session::{Actor, CreateSession, MonitorFault, MonitorHealth, Role, Service, Setpoints};
 use crate::store::{report_csv, SessionId, MAX_EVENTS_PAGE};
 
 /// Largest request body accepted.

@@ -10,7 +10,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{self, TokenConfig};
-use crate::service::{Actor, Role};
+use crate::session::{Actor, Role};
 
 /// Name of the generated token file in the data directory.
 pub const TOKEN_FILE: &str = "tokens.json";

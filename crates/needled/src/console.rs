@@ -24,7 +24,7 @@ use needle_core::protocol::{Fault, Interlock};
 use serde_json::{json, Value};
 
 use crate::api::{AppState, Authed};
-use crate::service::Role;
+use crate::session::Role;
 
 /// One embedded file: its bytes and content type.
 struct Asset {
@@ -133,7 +133,7 @@ async fn config(State(s): State<AppState>, Authed(actor): Authed) -> Json<Value>
     Json(json!({
         "you": { "name": actor.name, "role": actor.role, "technician": actor.role == Role::Technician },
         "backend": if s.service.sim().is_some() { "sim" } else { "hardware" },
-        "server_time_ms": crate::service::unix_ms(),
+        "server_time_ms": crate::session::unix_ms(),
         "telemetry_period_ms": millis(s.telemetry_period),
         "areas": areas,
         "checklist": policy.checklist,

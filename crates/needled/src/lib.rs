@@ -2,7 +2,8 @@
 //!
 //! Module map (see `docs/architecture.md`):
 //! - [`control`]: the real-time control thread running the core at a fixed rate.
-//! - [`service`]: sessions, the ledger and the controller kept in step.
+//! - [`session`]: treatment sessions, the ledger and the controller kept in step by one owner
+//!   task that API handlers and the monitor's timer send messages to.
 //! - [`api`], [`auth`], [`error`]: the HTTP API, its tokens and its error codes.
 //! - [`console`]: the operator web console served at `/` from embedded assets.
 //! - [`config`]: the TOML configuration, validated with file, line and key in every error.
@@ -12,6 +13,7 @@
 //!   and the ledger's cartridge rules (life cycle, budgets, what may be used).
 //! - [`store`]: the SQLite ledger of cartridges, sessions and the append-only event log.
 //! - [`ledger`]: the threads the ledger runs on, off the async runtime.
+//! - [`worker`]: a value owned by one OS thread, reached by request and reply.
 
 pub mod api;
 pub mod auth;
@@ -22,6 +24,7 @@ pub mod control;
 pub mod error;
 pub mod hal;
 pub mod ledger;
-pub mod service;
+pub mod session;
 pub mod startup;
 pub mod store;
+pub mod worker;

@@ -17,7 +17,7 @@ use needled::api::{self, AppState};
 use needled::config::{self, Backend, Config, LogFormat};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
-use needled::service::{ChecklistSpec, MonitorHealth, Policy, Service};
+use needled::session::{ChecklistSpec, MonitorHealth, Policy, Service};
 use needled::startup::{self, Records};
 use needled::store::CartridgeLimits;
 
@@ -382,8 +382,8 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
 /// allowed) sends the core a heartbeat every `every`, but only while the service's monitor
 /// completes its passes ([`Service::monitor_health`]): the monitor is what enforces the time
 /// limit, the budgets and the ledger's view of the controller, so progress means a finished
-/// monitor pass, not merely a runtime that still runs timers. A monitor that hangs (a
-/// deadlock, a task that never yields, a hung runtime) stops the heartbeats after
+/// monitor pass, not merely a runtime that still runs timers. A monitor that hangs (a session
+/// owner stuck in an operation, a task that never yields, a hung runtime) stops the heartbeats after
 /// `control.service_stall_ms`, and the core faults `HostTimeout` within `host_timeout` after
 /// that; a monitor that died stops them for good; a dead process or heartbeat thread stops
 /// them at once. A slow fsync on a worker shorter than the stall limit does not trip the
@@ -428,36 +428,18 @@ fn spawn_heartbeat(service: &Arc<Service>, every: Duration, realtime: bool) -> R
         .map_err(|e| format!("heartbeat thread: {e}"))
 }
 
-/// Runs the monitor every 10 ms and supervises it: if the monitor task ends (a panic), that
-/// is logged loudly, the heartbeat stops for good and the controller is disarmed.
+/// Asks the session owner for a monitor pass every 10 ms, each once the last has completed.
+/// The owner is supervised where it is started ([`Service::new`]): if it dies, that is logged
+/// loudly, the heartbeat stops for good and the controller is disarmed.
 fn spawn_monitor(service: &Arc<Service>) {
-    let task = {
-        let service = Arc::clone(service);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                service.monitor().await;
-            }
-        })
-    };
     let service = Arc::clone(service);
     tokio::spawn(async move {
-        let why = match task.await {
-            Err(e) if e.is_panic() => {
-                let panic = e.into_panic();
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|m| (*m).to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic without a message".to_string());
-                format!("the monitor task panicked: {message}")
-            }
-            Err(e) => format!("the monitor task was cancelled: {e}"),
-            Ok(()) => "the monitor task returned".to_string(),
-        };
-        service.monitor_died(&why).await;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            service.monitor().await;
+        }
     });
 }
 

@@ -371,3 +371,33 @@ fn charge_pump_pin_is_required_and_checked_like_every_output() {
     assert_eq!(e.key.as_deref(), Some("hardware.rppal.charge_pump"));
     assert!(e.message.contains("output"), "{e}");
 }
+
+#[test]
+fn hardware_only_load_names_file_line_and_key() {
+    // `needled --safe-outputs` reads only [hardware], with the same file:line:key errors.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("needled.toml");
+    let linux = std::fs::read_to_string(shipped("linux-rig.toml")).unwrap();
+    let broken = linux.replace("estop = 22", "estop = \"GPIO22\"");
+    let line = broken.lines().position(|l| l.contains("GPIO22")).unwrap() + 1;
+    std::fs::write(&path, &broken).unwrap();
+    let e = config::load_hardware(&path).unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(line), Some("hardware.linux.estop"))
+    );
+    assert!(e.message.contains("got \"GPIO22\""), "{e}");
+
+    // Another section's refusal does not stop it.
+    std::fs::write(&path, format!("{linux}\n[depth]\nmax_depth_um = 9000\n")).unwrap();
+    let hardware = config::load_hardware(&path).unwrap();
+    assert_eq!(hardware.backend, Backend::Linux);
+
+    std::fs::write(&path, "# rig\n[hardware]\nbackend = \"linux\"\n").unwrap();
+    let e = config::load_hardware(&path).unwrap_err();
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (Some(3), Some("hardware.backend"))
+    );
+    assert!(e.message.contains("[hardware.linux]"), "{e}");
+}

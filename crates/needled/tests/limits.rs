@@ -11,7 +11,7 @@ use needle_sim::{Injection, SimParams};
 use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
-use needled::service::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
+use needled::session::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
 use needled::store::{CartridgeLimits, SessionState, Store};
 
 fn service(
@@ -342,7 +342,7 @@ async fn monitor_disarms_a_core_running_without_an_armed_session() {
         .unwrap()
         .end_session(
             id,
-            needled::service::unix_ms(),
+            needled::session::unix_ms(),
             0,
             0,
             "ended by another ledger user",

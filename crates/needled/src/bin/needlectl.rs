@@ -630,7 +630,7 @@ fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
             let key = device_key(&key_file, false)?;
             let tag = cartridge::parse_hex(&hex, &key)
                 .map_err(|e| Failure::new(Exit::Refused, e.code(), e.to_string()))?;
-            let today = Date::from_unix_ms(needled::service::unix_ms());
+            let today = Date::from_unix_ms(needled::session::unix_ms());
             let expired = today.is_some_and(|t| tag.expiry() < t);
             let v = json!({
                 "authentic": true, "id": tag.id(), "lot": tag.lot(), "needles": tag.needles().as_str(),

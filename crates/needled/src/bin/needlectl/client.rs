@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use needled::auth::StoredToken;
-use needled::service::Role;
+use needled::session::Role;
 use serde_json::Value;
 
 use crate::failure::{Exit, Failure};

@@ -6,6 +6,30 @@
 use needled::cartridge::Date;
 use serde_json::Value;
 
+/// Plain text columns with comfy-table: no borders, two spaces between columns, the last
+/// column unpadded, no trailing spaces, never wrapped to the terminal's width (scripts and
+/// pipes read these lines too).
+fn plain(header: Option<&[String]>, rows: &[Vec<String>]) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    if let Some(header) = header {
+        table.set_header(header);
+    }
+    for row in rows {
+        table.add_row(row);
+    }
+    let columns = table.column_count();
+    for (i, column) in table.column_iter_mut().enumerate() {
+        column.set_padding(if i + 1 == columns { (0, 0) } else { (0, 2) });
+    }
+    table
+        .lines()
+        .map(|line| line.trim_end().to_string() + "\n")
+        .collect()
+}
+
 /// Key/value lines with the values aligned.
 #[derive(Debug, Default)]
 pub struct Kv(Vec<(String, String)>);
@@ -24,26 +48,12 @@ impl Kv {
 
     /// Aligned text; a value with several lines continues under its first line.
     pub fn render(&self) -> String {
-        let width = self
+        let rows: Vec<Vec<String>> = self
             .0
             .iter()
-            .map(|(k, _)| k.chars().count())
-            .max()
-            .unwrap_or(0)
-            + 2;
-        let mut out = String::new();
-        for (key, value) in &self.0 {
-            for (i, line) in value.lines().enumerate() {
-                let k = if i == 0 { key.as_str() } else { "" };
-                out.push_str(format!("{k:<width$}{line}").trim_end());
-                out.push('\n');
-            }
-            if value.is_empty() {
-                out.push_str(key);
-                out.push('\n');
-            }
-        }
-        out
+            .map(|(k, v)| vec![k.clone(), v.clone()])
+            .collect();
+        plain(None, &rows)
     }
 }
 
@@ -63,8 +73,9 @@ impl Table {
         }
     }
 
-    /// Adds a row.
-    pub fn row(&mut self, cells: Vec<String>) {
+    /// Adds a row; cells beyond the header's columns are dropped.
+    pub fn row(&mut self, mut cells: Vec<String>) {
+        cells.truncate(self.header.len());
         self.rows.push(cells);
     }
 
@@ -75,32 +86,10 @@ impl Table {
 
     /// Aligned text, with or without the header line.
     pub fn render(&self, header: bool) -> String {
-        let columns = self.header.len();
-        let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
+        if !header && self.rows.is_empty() {
+            return String::new();
         }
-        let line = |cells: &[String]| {
-            let mut s = String::new();
-            for (i, cell) in cells.iter().enumerate().take(columns) {
-                if i + 1 == columns {
-                    s.push_str(cell);
-                } else {
-                    s.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-                }
-            }
-            s.trim_end().to_string() + "\n"
-        };
-        let mut out = String::new();
-        if header {
-            out.push_str(&line(&self.header));
-        }
-        for row in &self.rows {
-            out.push_str(&line(row));
-        }
-        out
+        plain(header.then_some(self.header.as_slice()), &self.rows)
     }
 }
 
@@ -622,7 +611,11 @@ mod tests {
         t.row(vec!["12345".into(), "x".into()]);
         assert_eq!(t.render(true), "A      LONG\n12345  x\n");
         let mut kv = Kv::new();
-        kv.add("k", "v").add("longer", "a\nb");
-        assert_eq!(kv.render(), "k       v\nlonger  a\n        b\n");
+        kv.add("k", "v").add("longer", "a\nb").add("empty", "");
+        assert_eq!(kv.render(), "k       v\nlonger  a\n        b\nempty\n");
+        let mut wide = Table::new(&["X", "Y"]);
+        wide.row(vec!["a".repeat(300), "b".into(), "dropped".into()]);
+        assert_eq!(wide.render(false), format!("{}  b\n", "a".repeat(300)));
+        assert_eq!(Table::new(&["X"]).render(false), "");
     }
 }
