@@ -220,12 +220,12 @@ enum Rig {
     #[cfg(feature = "rppal")]
     Rppal(
         Box<needled::hal::rppal::RppalRig>,
-        needled::hal::adapters::TagEeprom<needled::hal::rppal::RppalI2c>,
+        needled::hal::tag_eeprom::TagEeprom<needled::hal::rppal::RppalI2c>,
     ),
     #[cfg(feature = "linux")]
     Linux(
         Box<needled::hal::linux::LinuxRig>,
-        needled::hal::adapters::TagEeprom<needled::hal::linux::LinuxI2c>,
+        needled::hal::tag_eeprom::TagEeprom<needled::hal::linux::LinuxI2c>,
     ),
 }
 

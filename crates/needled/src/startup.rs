@@ -77,7 +77,8 @@ mod tests {
     use embedded_hal::pwm::SetDutyCycle;
 
     use super::*;
-    use crate::hal::adapters::{electrical_level, Inverted, SysfsPwm};
+    use crate::hal::pins::{electrical_level, Inverted};
+    use crate::hal::sysfs_pwm::SysfsPwm;
 
     /// An enable line whose electrical level a test can read after the "process" is gone.
     #[derive(Debug, Clone, Default)]

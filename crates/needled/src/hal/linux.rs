@@ -14,25 +14,25 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use embedded_hal::i2c::{self, I2c, Operation};
 use linux_embedded_hal::gpio_cdev::{
-    Chip, EventRequestFlags, LineEventHandle, LineHandle, LineRequestFlags,
+    Chip, Error as GpioError, EventRequestFlags, LineEventHandle, LineHandle, LineRequestFlags,
 };
 use linux_embedded_hal::i2cdev::linux::LinuxI2CError;
 use linux_embedded_hal::{CdevPin, I2CError, I2cdev};
-use needle_core::hal::{ErrorKind, Hardware, Parts};
+use needle_core::hal::ErrorKind;
 use needle_core::units::Micros;
 
-use super::adapters::{
-    electrical_level, start_analog, sysfs_pwm_off, Ads1115, AnalogChannel, AnalogScanner,
-    EdgeReader, EdgeTimestamps, HoldOutput, Inverted, SysfsPwm, TagEeprom,
-};
-use super::safe::SafeStep;
+use super::edges::EdgeTimestamps;
+use super::safe::{gpio_safe_steps, SafeStep};
+use super::sysfs_pwm::{sysfs_pwm_off, SysfsPwm};
+use super::tag_eeprom::TagEeprom;
+use super::wiring::{open_rig, tag_reader, Backend, Rig, Wiring};
+use super::worker::Worker;
 use super::HalError;
 use crate::config::{Config, LinuxConfig, PinSpec};
 use crate::control::monotonic_now;
@@ -83,83 +83,108 @@ impl I2c for LinuxI2c {
     }
 }
 
-/// The stroke sensor's event thread; dropping it stops the thread within 100 ms and releases
-/// the line.
-#[derive(Debug)]
-struct EdgeThread {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// The rig on gpio-cdev, sysfs PWM and i2c-dev, as needle-core's
+/// [`Hardware`](needle_core::hal::Hardware).
+pub type LinuxRig = Rig<Cdev>;
+
+/// A gpio-cdev chip, sysfs PWM and i2c-dev as a [`Backend`] of the rig's
+/// [`wiring`](super::wiring).
+pub struct Cdev {
+    chip: Chip,
+    table: LinuxConfig,
 }
 
-impl Drop for EdgeThread {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The rig on gpio-cdev, sysfs PWM and i2c-dev, as needle-core's [`Hardware`].
-pub struct LinuxRig {
-    // Dropped in this order: the motor first.
-    motor_enable: Inverted<CdevPin>,
-    motor_pwm: SysfsPwm,
-    depth_step: HoldOutput<Inverted<CdevPin>>,
-    depth_dir: HoldOutput<Inverted<CdevPin>>,
-    charge_pump: Inverted<CdevPin>,
-    home_switch: Inverted<CdevPin>,
-    cartridge_switch: Inverted<CdevPin>,
-    estop: Inverted<CdevPin>,
-    pedal: Inverted<CdevPin>,
-    stroke: EdgeReader,
-    current: AnalogChannel,
-    temperature: AnalogChannel,
-    supply: AnalogChannel,
-    _edges: EdgeThread,
-    _adc: AnalogScanner,
-}
-
-impl std::fmt::Debug for LinuxRig {
+impl std::fmt::Debug for Cdev {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinuxRig")
-            .field("motor_pwm", &self.motor_pwm)
-            .field("stroke", &self.stroke)
+        f.debug_struct("Cdev")
+            .field("gpio_chip", &self.table.gpio_chip)
             .finish_non_exhaustive()
     }
 }
 
-impl Hardware for LinuxRig {
+impl Backend for Cdev {
+    type Output = CdevPin;
+    type Input = CdevPin;
     type MotorPwm = SysfsPwm;
-    type MotorEnable = Inverted<CdevPin>;
-    type DepthStep = HoldOutput<Inverted<CdevPin>>;
-    type DepthDir = HoldOutput<Inverted<CdevPin>>;
-    type ChargePump = Inverted<CdevPin>;
-    type HomeSwitch = Inverted<CdevPin>;
-    type CartridgeSwitch = Inverted<CdevPin>;
-    type EStop = Inverted<CdevPin>;
-    type Pedal = Inverted<CdevPin>;
-    type Stroke = EdgeReader;
-    type Current = AnalogChannel;
-    type Temperature = AnalogChannel;
-    type Supply = AnalogChannel;
+    type Bus = LinuxI2c;
+    /// The stroke sensor's event thread, `needled-stroke`: dropping it stops the thread
+    /// within 100 ms and releases the line.
+    type EdgeSource = Worker;
 
-    fn parts(&mut self) -> Parts<'_, Self> {
-        Parts {
-            motor_pwm: &mut self.motor_pwm,
-            motor_enable: &mut self.motor_enable,
-            depth_step: &mut self.depth_step,
-            depth_dir: &mut self.depth_dir,
-            charge_pump: &mut self.charge_pump,
-            home_switch: &mut self.home_switch,
-            cartridge_switch: &mut self.cartridge_switch,
-            estop: &mut self.estop,
-            pedal: &mut self.pedal,
-            stroke: &mut self.stroke,
-            current: &mut self.current,
-            temperature: &mut self.temperature,
-            supply: &mut self.supply,
-        }
+    fn output(
+        &mut self,
+        name: &'static str,
+        spec: PinSpec,
+        high: bool,
+    ) -> Result<CdevPin, HalError> {
+        request_output(&mut self.chip, spec, high)
+            .and_then(CdevPin::new)
+            .map_err(|e| self.line_error(name, spec, e))
+    }
+
+    fn input(&mut self, name: &'static str, spec: PinSpec) -> Result<CdevPin, HalError> {
+        self.chip
+            .get_line(spec.pin)
+            .and_then(|line| line.request(LineRequestFlags::INPUT, 0, CONSUMER))
+            .and_then(CdevPin::new)
+            .map_err(|e| self.line_error(name, spec, e))
+    }
+
+    fn motor_pwm(&mut self) -> Result<SysfsPwm, HalError> {
+        let lc = &self.table;
+        SysfsPwm::open(
+            &lc.pwm_chip,
+            lc.pwm_channel,
+            lc.pwm_frequency_hz,
+            Duration::from_secs(2),
+        )
+        .map_err(|e| {
+            HalError::open(
+                e.path.display().to_string(),
+                format!("{KEY}.pwm_chip"),
+                e.source,
+            )
+        })
+    }
+
+    fn stroke_edges(
+        &mut self,
+        spec: PinSpec,
+        rising: bool,
+        edges: Arc<EdgeTimestamps>,
+    ) -> Result<Worker, HalError> {
+        check_kernel()?;
+        let edge = if rising {
+            EventRequestFlags::RISING_EDGE
+        } else {
+            EventRequestFlags::FALLING_EDGE
+        };
+        let events = self
+            .chip
+            .get_line(spec.pin)
+            .and_then(|line| line.events(LineRequestFlags::INPUT, edge, "needled-stroke"))
+            .map_err(|e| self.line_error("stroke_sensor", spec, e))?;
+        spawn_edge_thread(events, edges).map_err(|e| self.line_error("stroke_sensor", spec, e))
+    }
+
+    fn adc_bus(&mut self) -> Result<LinuxI2c, HalError> {
+        open_bus(&self.table)
+    }
+}
+
+impl Cdev {
+    /// The line of pin `name` could not be opened.
+    fn line_error(
+        &self,
+        name: &str,
+        spec: PinSpec,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> HalError {
+        HalError::open(
+            line_name(&self.table.gpio_chip, spec),
+            format!("{KEY}.{name}"),
+            e,
+        )
     }
 }
 
@@ -176,32 +201,24 @@ fn line_name(chip: &Path, spec: PinSpec) -> String {
     format!("{} line {}", chip.display(), spec.pin)
 }
 
-fn output(
-    chip: &mut Chip,
-    path: &Path,
-    name: &str,
-    spec: PinSpec,
-) -> Result<Inverted<CdevPin>, HalError> {
-    // Request the line already at the electrical level of logical low.
-    let level = u8::from(electrical_level(false, spec.active_low));
+/// Requests `spec` as an output driving electrical level `high` from the start.
+fn request_output(chip: &mut Chip, spec: PinSpec, high: bool) -> Result<LineHandle, GpioError> {
     chip.get_line(spec.pin)
-        .and_then(|line| line.request(LineRequestFlags::OUTPUT, level, CONSUMER))
-        .and_then(CdevPin::new)
-        .map(|pin| Inverted::new(pin, spec.active_low))
-        .map_err(|e| HalError::open(line_name(path, spec), format!("{KEY}.{name}"), e))
+        .and_then(|line| line.request(LineRequestFlags::OUTPUT, u8::from(high), CONSUMER))
 }
 
-fn input(
-    chip: &mut Chip,
-    path: &Path,
-    name: &str,
-    spec: PinSpec,
-) -> Result<Inverted<CdevPin>, HalError> {
-    chip.get_line(spec.pin)
-        .and_then(|line| line.request(LineRequestFlags::INPUT, 0, CONSUMER))
-        .and_then(CdevPin::new)
-        .map(|pin| Inverted::new(pin, spec.active_low))
-        .map_err(|e| HalError::open(line_name(path, spec), format!("{KEY}.{name}"), e))
+/// What `[hardware.linux]` shares with the other GPIO backends.
+fn wiring(lc: &LinuxConfig) -> Wiring<'_> {
+    Wiring {
+        key: KEY,
+        pins: lc.pins(),
+        step_pulse_us: lc.step_pulse_us,
+        dir_setup_us: lc.dir_setup_us,
+        bus: lc.i2c_device.display().to_string(),
+        adc: &lc.adc,
+        tag_eeprom_address: lc.tag_eeprom_address,
+        tag_eeprom_address_bytes: lc.tag_eeprom_address_bytes,
+    }
 }
 
 fn open_bus(lc: &LinuxConfig) -> Result<LinuxI2c, HalError> {
@@ -265,32 +282,27 @@ fn wait_readable(fd: &impl AsRawFd, timeout_ms: i32) -> std::io::Result<bool> {
     Ok(rc > 0)
 }
 
+/// Reads the stroke sensor's line events on a thread named `needled-stroke` into `edges`;
+/// dropping the worker stops the thread within 100 ms and releases the line. A failed read
+/// fails `edges` (`Disconnected`) and ends the thread.
 fn spawn_edge_thread(
     mut events: LineEventHandle,
     edges: Arc<EdgeTimestamps>,
-) -> std::io::Result<EdgeThread> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    let thread = std::thread::Builder::new()
-        .name("needled-stroke".into())
-        .spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                match wait_readable(&events, 100) {
-                    Ok(false) => {}
-                    Ok(true) => match events.get_event() {
-                        Ok(event) => {
-                            let at = Micros(event.timestamp() / 1_000);
-                            edges.record(at, None, monotonic_now());
-                        }
-                        Err(_) => return edges.fail(ErrorKind::Disconnected),
-                    },
+) -> std::io::Result<Worker> {
+    Worker::spawn("needled-stroke", move |stop| {
+        while !stop.load(Ordering::Relaxed) {
+            match wait_readable(&events, 100) {
+                Ok(false) => {}
+                Ok(true) => match events.get_event() {
+                    Ok(event) => {
+                        let at = Micros(event.timestamp() / 1_000);
+                        edges.record(at, None, monotonic_now());
+                    }
                     Err(_) => return edges.fail(ErrorKind::Disconnected),
-                }
+                },
+                Err(_) => return edges.fail(ErrorKind::Disconnected),
             }
-        })?;
-    Ok(EdgeThread {
-        stop,
-        thread: Some(thread),
+        }
     })
 }
 
@@ -301,101 +313,14 @@ fn spawn_edge_thread(
 /// `cannot open /dev/gpiochip0 (hardware.linux.gpio_chip): No such file or directory`.
 pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
     let lc = section(config)?;
-    let pins = lc.pins();
     let path = lc.gpio_chip.as_path();
-    let mut chip = Chip::new(path)
+    let chip = Chip::new(path)
         .map_err(|e| HalError::open(path.display().to_string(), format!("{KEY}.gpio_chip"), e))?;
-
-    // The motor's safe state first.
-    let motor_enable = output(&mut chip, path, "motor_enable", pins.motor_enable)?;
-    let motor_pwm = SysfsPwm::open(
-        &lc.pwm_chip,
-        lc.pwm_channel,
-        lc.pwm_frequency_hz,
-        Duration::from_secs(2),
-    )
-    .map_err(|e| {
-        HalError::open(
-            e.path.display().to_string(),
-            format!("{KEY}.pwm_chip"),
-            e.source,
-        )
-    })?;
-
-    let step_hold = Duration::from_micros(u64::from(lc.step_pulse_us));
-    let dir_hold = Duration::from_micros(u64::from(lc.dir_setup_us));
-    let depth_step = HoldOutput::new(
-        output(&mut chip, path, "depth_step", pins.depth_step)?,
-        step_hold,
-        Some(false),
-    );
-    let depth_dir = HoldOutput::new(
-        output(&mut chip, path, "depth_dir", pins.depth_dir)?,
-        dir_hold,
-        Some(false),
-    );
-    // Idle (low) until the control thread's first tick toggles it.
-    let charge_pump = output(&mut chip, path, "charge_pump", pins.charge_pump)?;
-    let home_switch = input(&mut chip, path, "home_switch", pins.home_switch)?;
-    let cartridge_switch = input(&mut chip, path, "cartridge_switch", pins.cartridge_switch)?;
-    let estop = input(&mut chip, path, "estop", pins.estop)?;
-    let pedal = input(&mut chip, path, "pedal", pins.pedal)?;
-
-    check_kernel()?;
-    let spec = pins.stroke_sensor;
-    let key = format!("{KEY}.stroke_sensor");
-    let edge = if spec.active_low {
-        EventRequestFlags::FALLING_EDGE
-    } else {
-        EventRequestFlags::RISING_EDGE
+    let backend = Cdev {
+        chip,
+        table: lc.clone(),
     };
-    let events = chip
-        .get_line(spec.pin)
-        .and_then(|line| line.events(LineRequestFlags::INPUT, edge, "needled-stroke"))
-        .map_err(|e| HalError::open(line_name(path, spec), &key, e))?;
-    let edges = EdgeTimestamps::new(EdgeTimestamps::glitch_filter_for(
-        config.stroke.rate_ceiling_hz,
-        config.stroke.edges_per_stroke,
-    ));
-    let edge_thread = spawn_edge_thread(events, Arc::clone(&edges))
-        .map_err(|e| HalError::open(line_name(path, spec), &key, e))?;
-
-    let adc_device = format!(
-        "ADS1115 at {:#04x} on {}",
-        lc.adc.address,
-        lc.i2c_device.display()
-    );
-    let adc = Ads1115::new(open_bus(lc)?, lc.adc.address, lc.adc.data_rate_sps).map_err(|e| {
-        HalError::device(
-            &adc_device,
-            format!("{KEY}.adc.data_rate_sps"),
-            e.to_string(),
-        )
-    })?;
-    let (scanner, [current, temperature, supply]) = start_analog(
-        adc,
-        lc.adc.channels(),
-        Duration::from_millis(u64::from(lc.adc.max_age_ms)),
-    )
-    .map_err(|e| HalError::device(&adc_device, format!("{KEY}.adc.address"), e.to_string()))?;
-
-    Ok(LinuxRig {
-        motor_enable,
-        motor_pwm,
-        depth_step,
-        depth_dir,
-        charge_pump,
-        home_switch,
-        cartridge_switch,
-        estop,
-        pedal,
-        stroke: edges.reader(),
-        current,
-        temperature,
-        supply,
-        _edges: edge_thread,
-        _adc: scanner,
-    })
+    open_rig(backend, &wiring(lc), &config.stroke)
 }
 
 /// Drives the outputs of `[hardware.linux]` to their safe levels for `needled --safe-outputs`
@@ -404,87 +329,46 @@ pub fn open(config: &Config) -> Result<LinuxRig, HalError> {
 /// duty 0 and disabled. The lines are released when this returns; the gpio-cdev interface does
 /// not promise a level after release, though the Pi's GPIO (and most SoCs') keeps it.
 pub fn drive_outputs_safe(lc: &LinuxConfig) -> Vec<SafeStep> {
-    let pins = lc.pins();
     let path = lc.gpio_chip.as_path();
     let mut chip = Chip::new(path)
         .map_err(|e| format!("cannot open {} ({KEY}.gpio_chip): {e}", path.display()));
     let mut held = Vec::new();
-    let mut steps = vec![drive_line_low(
-        &mut chip,
-        &mut held,
-        path,
-        "motor_enable",
-        pins.motor_enable,
-    )];
-    steps.push(SafeStep {
+    let pwm_off = || SafeStep {
         output: "motor_pwm",
         device: format!("{} channel {}", lc.pwm_chip.display(), lc.pwm_channel),
         key: format!("{KEY}.pwm_chip"),
         outcome: sysfs_pwm_off(&lc.pwm_chip, lc.pwm_channel)
             .map(str::to_owned)
             .map_err(|e| e.to_string()),
-    });
-    for (name, spec) in [
-        ("depth_step", pins.depth_step),
-        ("depth_dir", pins.depth_dir),
-        ("charge_pump", pins.charge_pump),
-    ] {
-        steps.push(drive_line_low(&mut chip, &mut held, path, name, spec));
-    }
-    drop(held);
-    steps
-}
-
-fn drive_line_low(
-    chip: &mut Result<Chip, String>,
-    held: &mut Vec<LineHandle>,
-    path: &Path,
-    name: &'static str,
-    spec: PinSpec,
-) -> SafeStep {
-    let electrical = electrical_level(false, spec.active_low);
-    let outcome = match chip {
+    };
+    let drive_low = |_name: &'static str, spec: PinSpec, high: bool| match &mut chip {
         Err(e) => Err(e.clone()),
-        Ok(chip) => chip
-            .get_line(spec.pin)
-            .and_then(|line| line.request(LineRequestFlags::OUTPUT, u8::from(electrical), CONSUMER))
-            .map(|handle| {
-                held.push(handle);
-                format!(
-                    "low (electrically {})",
-                    if electrical { "high" } else { "low" }
-                )
-            })
+        Ok(chip) => request_output(chip, spec, high)
+            .map(|handle| held.push(handle))
             .map_err(|e| e.to_string()),
     };
-    SafeStep {
-        output: name,
-        device: line_name(path, spec),
-        key: format!("{KEY}.{name}"),
-        outcome,
-    }
+    let steps = gpio_safe_steps(
+        KEY,
+        lc.pins(),
+        |spec| line_name(path, spec),
+        drive_low,
+        pwm_off,
+    );
+    drop(held);
+    steps
 }
 
 /// The cartridge tag reader on `i2c_device` (its own file descriptor; the kernel serializes
 /// its transfers with the ADC's).
 pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<LinuxI2c>, HalError> {
     let lc = section(config)?;
-    Ok(TagEeprom::new(
-        open_bus(lc)?,
-        lc.tag_eeprom_address,
-        lc.tag_eeprom_address_bytes,
-        format!(
-            "tag EEPROM at {:#04x} on {}",
-            lc.tag_eeprom_address,
-            lc.i2c_device.display()
-        ),
-        format!("{KEY}.tag_eeprom_address"),
-    ))
+    Ok(tag_reader(open_bus(lc)?, &wiring(lc)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hal::fakes::example_config;
 
     fn is_send<T: Send + 'static>() {}
 
@@ -505,12 +389,7 @@ mod tests {
 
     #[test]
     fn missing_gpio_chip_is_named_with_its_key() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/linux-rig.toml"
-        ))
-        .unwrap();
-        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        let mut config = example_config("linux-rig.toml");
         if let Some(lc) = config.hardware.linux.as_mut() {
             lc.gpio_chip = "/nonexistent/gpiochip9".into();
         }
@@ -523,12 +402,7 @@ mod tests {
 
     #[test]
     fn safe_outputs_without_the_gpio_chip_still_turn_the_pwm_off_and_name_the_chip() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/linux-rig.toml"
-        ))
-        .unwrap();
-        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        let mut config = example_config("linux-rig.toml");
         // A PWM channel left running at 60 % by a killed process.
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("pwm0");
@@ -564,12 +438,7 @@ mod tests {
 
     #[test]
     fn missing_i2c_device_is_named_with_its_key() {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/linux-rig.toml"
-        ))
-        .unwrap();
-        let mut config = crate::config::parse(&text, "linux-rig.toml").unwrap();
+        let mut config = example_config("linux-rig.toml");
         if let Some(lc) = config.hardware.linux.as_mut() {
             lc.i2c_device = "/nonexistent/i2c-9".into();
         }

@@ -6,9 +6,14 @@
 //! - `rppal` (cargo feature `rppal`): a Raspberry Pi through rppal: GPIO, hardware PWM, I2C.
 //! - `linux` (cargo feature `linux`): any Linux board through gpio-cdev, sysfs PWM, i2c-dev;
 //!   the replacement for rppal on a Pi 5 now that rppal is retired.
-//! - [`adapters`]: the pieces both real backends share, tested here without hardware: pin
-//!   inversion, STEP/DIR timing, sysfs PWM, the ADS1115 ADC, stroke edge timestamps, the
-//!   cartridge tag EEPROM.
+//! - `wiring` (with either of them): what the rppal and linux backends share: the order the
+//!   rig's parts are opened in at their safe levels, the pin wrappers, the ADC scanner and
+//!   stroke edge wiring, and the core's `Hardware` they make up. Each backend implements its
+//!   `Backend` trait: how to open one line, the PWM, the edge source, the bus.
+//! - The drivers both real backends share, one module each, tested without hardware:
+//!   [`pins`] (pin inversion, STEP/DIR timing), [`sysfs_pwm`], [`ads1115`] and its scanner
+//!   [`analog`], [`edges`] (stroke edge timestamps), [`tag_eeprom`] (the cartridge tag);
+//!   [`worker`] is the background thread of the ADC scanner and the linux edge reader.
 //! - [`safe`]: `needled --safe-outputs`, which drives the outputs to their safe levels after
 //!   any exit (systemd's `ExecStopPost=`), needing no ledger, key or tokens.
 //!
@@ -19,14 +24,26 @@
 //! Every device a backend cannot open is reported with its path and the configuration key
 //! that names it ([`HalError::Open`]).
 
-pub mod adapters;
+pub mod ads1115;
+pub mod analog;
+pub mod edges;
+#[cfg(test)]
+mod fakes;
 pub mod link;
 #[cfg(feature = "linux")]
 pub mod linux;
+pub mod pins;
 #[cfg(feature = "rppal")]
 pub mod rppal;
 pub mod safe;
 pub mod sim;
+pub mod sysfs_pwm;
+pub mod tag_eeprom;
+#[cfg(any(feature = "linux", feature = "rppal"))]
+pub mod wiring;
+pub mod worker;
+
+use std::sync::{Mutex, MutexGuard};
 
 /// Errors of the hardware backends while opening the rig or reading a cartridge tag.
 #[derive(Debug, thiserror::Error)]
@@ -120,4 +137,12 @@ impl<T: TagReader + ?Sized> TagReader for Box<T> {
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, HalError> {
         T::read_tag(self)
     }
+}
+
+/// Locks `mutex` even if a thread panicked holding it: the drivers' shared state is plain
+/// readings that a panic cannot leave half-written.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -27,16 +27,14 @@ use std::time::Duration;
 use embedded_hal::digital::{self, InputPin, OutputPin};
 use embedded_hal::i2c::{self, I2c, Operation};
 use embedded_hal::pwm::{self, SetDutyCycle};
-use needle_core::hal::{Hardware, Parts};
 use needle_core::units::Micros;
 use rppal::gpio::{Gpio, Pin, Trigger};
 use rppal::pwm::{Channel, Polarity, Pwm};
 
-use super::adapters::{
-    electrical_level, start_analog, Ads1115, AnalogChannel, AnalogScanner, EdgeReader,
-    EdgeTimestamps, HoldOutput, Inverted, TagEeprom,
-};
-use super::safe::SafeStep;
+use super::edges::EdgeTimestamps;
+use super::safe::{gpio_safe_steps, SafeStep};
+use super::tag_eeprom::TagEeprom;
+use super::wiring::{open_rig, tag_reader, Backend, Rig, Wiring};
 use super::HalError;
 use crate::config::{Config, PinSpec, Pull, RppalConfig};
 use crate::control::monotonic_now;
@@ -195,60 +193,92 @@ impl I2c for RppalI2c {
     }
 }
 
-/// The rig on a Raspberry Pi, as needle-core's [`Hardware`].
+/// The rig on a Raspberry Pi, as needle-core's [`Hardware`](needle_core::hal::Hardware).
+pub type RppalRig = Rig<RppalGpio>;
+
+/// rppal's GPIO, hardware PWM and I2C as a [`Backend`] of the rig's [`wiring`](super::wiring).
 #[derive(Debug)]
-pub struct RppalRig {
-    // Dropped in this order: the motor first.
-    motor_enable: Inverted<GpioOut>,
-    motor_pwm: RppalPwm,
-    depth_step: HoldOutput<Inverted<GpioOut>>,
-    depth_dir: HoldOutput<Inverted<GpioOut>>,
-    charge_pump: Inverted<GpioOut>,
-    home_switch: Inverted<GpioIn>,
-    cartridge_switch: Inverted<GpioIn>,
-    estop: Inverted<GpioIn>,
-    pedal: Inverted<GpioIn>,
-    stroke: EdgeReader,
-    current: AnalogChannel,
-    temperature: AnalogChannel,
-    supply: AnalogChannel,
-    /// Owns rppal's interrupt thread that feeds `stroke`.
-    _stroke_pin: rppal::gpio::InputPin,
-    /// Owns the thread that feeds the analog channels.
-    _adc: AnalogScanner,
+pub struct RppalGpio {
+    gpio: Gpio,
+    table: RppalConfig,
 }
 
-impl Hardware for RppalRig {
+impl Backend for RppalGpio {
+    type Output = GpioOut;
+    type Input = GpioIn;
     type MotorPwm = RppalPwm;
-    type MotorEnable = Inverted<GpioOut>;
-    type DepthStep = HoldOutput<Inverted<GpioOut>>;
-    type DepthDir = HoldOutput<Inverted<GpioOut>>;
-    type ChargePump = Inverted<GpioOut>;
-    type HomeSwitch = Inverted<GpioIn>;
-    type CartridgeSwitch = Inverted<GpioIn>;
-    type EStop = Inverted<GpioIn>;
-    type Pedal = Inverted<GpioIn>;
-    type Stroke = EdgeReader;
-    type Current = AnalogChannel;
-    type Temperature = AnalogChannel;
-    type Supply = AnalogChannel;
+    type Bus = RppalI2c;
+    /// The stroke sensor's pin: rppal's interrupt thread runs as long as it is held.
+    type EdgeSource = rppal::gpio::InputPin;
 
-    fn parts(&mut self) -> Parts<'_, Self> {
-        Parts {
-            motor_pwm: &mut self.motor_pwm,
-            motor_enable: &mut self.motor_enable,
-            depth_step: &mut self.depth_step,
-            depth_dir: &mut self.depth_dir,
-            charge_pump: &mut self.charge_pump,
-            home_switch: &mut self.home_switch,
-            cartridge_switch: &mut self.cartridge_switch,
-            estop: &mut self.estop,
-            pedal: &mut self.pedal,
-            stroke: &mut self.stroke,
-            current: &mut self.current,
-            temperature: &mut self.temperature,
-            supply: &mut self.supply,
-        }
+    fn output(
+        &mut self,
+        name: &'static str,
+        spec: PinSpec,
+        high: bool,
+    ) -> Result<GpioOut, HalError> {
+        claim_output(&self.gpio, name, spec, high).map(GpioOut)
+    }
+
+    fn input(&mut self, name: &'static str, spec: PinSpec) -> Result<GpioIn, HalError> {
+        input_pin(&self.gpio, name, spec).map(GpioIn)
+    }
+
+    fn motor_pwm(&mut self) -> Result<RppalPwm, HalError> {
+        let rc = &self.table;
+        let pwm = Pwm::with_frequency(
+            pwm_channel(rc),
+            f64::from(rc.pwm_frequency_hz),
+            0.0,
+            Polarity::Normal,
+            true,
+        )
+        .map_err(|e| {
+            HalError::open(
+                format!(
+                    "hardware PWM channel {} (on a Pi 5 add dtoverlay=pwm-2chan to config.txt)",
+                    rc.pwm_channel
+                ),
+                format!("{KEY}.pwm_channel"),
+                e,
+            )
+        })?;
+        Ok(RppalPwm {
+            pwm,
+            period_ns: 1_000_000_000 / u64::from(rc.pwm_frequency_hz.max(1)),
+            duty: Some(0),
+        })
+    }
+
+    fn stroke_edges(
+        &mut self,
+        spec: PinSpec,
+        rising: bool,
+        edges: Arc<EdgeTimestamps>,
+    ) -> Result<rppal::gpio::InputPin, HalError> {
+        let mut stroke_pin = input_pin(&self.gpio, "stroke_sensor", spec)?;
+        let trigger = if rising {
+            Trigger::RisingEdge
+        } else {
+            Trigger::FallingEdge
+        };
+        stroke_pin
+            .set_async_interrupt(trigger, None, move |event| {
+                let at = Micros(u64::try_from(event.timestamp.as_micros()).unwrap_or(u64::MAX));
+                edges.record(at, Some(event.seqno), monotonic_now());
+            })
+            .map_err(|e| {
+                HalError::open(
+                    format!("GPIO{} edge events", spec.pin),
+                    format!("{KEY}.stroke_sensor"),
+                    e,
+                )
+            })?;
+        Ok(stroke_pin)
+    }
+
+    fn adc_bus(&mut self) -> Result<RppalI2c, HalError> {
+        open_bus(&self.table)
     }
 }
 
@@ -260,6 +290,28 @@ fn section(config: &Config) -> Result<&RppalConfig, HalError> {
         .ok_or(HalError::MissingSection { backend: "rppal" })
 }
 
+/// What `[hardware.rppal]` shares with the other GPIO backends.
+fn wiring(rc: &RppalConfig) -> Wiring<'_> {
+    Wiring {
+        key: KEY,
+        pins: rc.pins(),
+        step_pulse_us: rc.step_pulse_us,
+        dir_setup_us: rc.dir_setup_us,
+        bus: format!("/dev/i2c-{}", rc.i2c_bus),
+        adc: &rc.adc,
+        tag_eeprom_address: rc.tag_eeprom_address,
+        tag_eeprom_address_bytes: rc.tag_eeprom_address_bytes,
+    }
+}
+
+fn pwm_channel(rc: &RppalConfig) -> Channel {
+    if rc.pwm_channel == 0 {
+        Channel::Pwm0
+    } else {
+        Channel::Pwm1
+    }
+}
+
 fn claim(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<Pin, HalError> {
     let key = format!("{KEY}.{name}");
     let number = u8::try_from(spec.pin)
@@ -268,15 +320,19 @@ fn claim(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<Pin, HalError> {
         .map_err(|e| HalError::open(format!("GPIO{number}"), key, e))
 }
 
-fn output(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<Inverted<GpioOut>, HalError> {
+/// Claims `spec` as an output driving electrical level `high` from the start.
+fn claim_output(
+    gpio: &Gpio,
+    name: &str,
+    spec: PinSpec,
+    high: bool,
+) -> Result<rppal::gpio::OutputPin, HalError> {
     let pin = claim(gpio, name, spec)?;
-    // Claim the pin already at the electrical level of logical low: never a glitch to active.
-    let out = if electrical_level(false, spec.active_low) {
+    Ok(if high {
         pin.into_output_high()
     } else {
         pin.into_output_low()
-    };
-    Ok(Inverted::new(GpioOut(out), spec.active_low))
+    })
 }
 
 fn input_pin(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<rppal::gpio::InputPin, HalError> {
@@ -286,13 +342,6 @@ fn input_pin(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<rppal::gpio::Inpu
         Pull::Up => pin.into_input_pullup(),
         Pull::Down => pin.into_input_pulldown(),
     })
-}
-
-fn input(gpio: &Gpio, name: &str, spec: PinSpec) -> Result<Inverted<GpioIn>, HalError> {
-    Ok(Inverted::new(
-        GpioIn(input_pin(gpio, name, spec)?),
-        spec.active_low,
-    ))
 }
 
 fn open_bus(rc: &RppalConfig) -> Result<RppalI2c, HalError> {
@@ -307,14 +356,14 @@ fn open_bus(rc: &RppalConfig) -> Result<RppalI2c, HalError> {
         })
 }
 
-/// Opens the rig described by `[hardware.rppal]`: every pin, the motor PWM (off), the ADC
-/// (read once before this returns) and the stroke sensor's interrupt.
+/// Opens the rig described by `[hardware.rppal]` in the safe order of
+/// [`wiring`](super::wiring): every pin, the motor PWM (off), the stroke sensor's interrupt
+/// and the ADC (read once before this returns).
 ///
 /// Every device that cannot be opened is named with its configuration key. Tick the
 /// controller with [`crate::control::monotonic_now`]: stroke edges carry CLOCK_MONOTONIC.
 pub fn open(config: &Config) -> Result<RppalRig, HalError> {
     let rc = section(config)?;
-    let pins = rc.pins();
     let gpio = Gpio::new().map_err(|e| {
         HalError::open(
             "the Raspberry Pi GPIO (/dev/gpiomem)",
@@ -322,117 +371,11 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
             e,
         )
     })?;
-
-    // The motor's safe state first.
-    let motor_enable = output(&gpio, "motor_enable", pins.motor_enable)?;
-    let channel = if rc.pwm_channel == 0 {
-        Channel::Pwm0
-    } else {
-        Channel::Pwm1
+    let backend = RppalGpio {
+        gpio,
+        table: rc.clone(),
     };
-    let pwm = Pwm::with_frequency(
-        channel,
-        f64::from(rc.pwm_frequency_hz),
-        0.0,
-        Polarity::Normal,
-        true,
-    )
-    .map_err(|e| {
-        HalError::open(
-            format!(
-                "hardware PWM channel {} (on a Pi 5 add dtoverlay=pwm-2chan to config.txt)",
-                rc.pwm_channel
-            ),
-            format!("{KEY}.pwm_channel"),
-            e,
-        )
-    })?;
-    let motor_pwm = RppalPwm {
-        pwm,
-        period_ns: 1_000_000_000 / u64::from(rc.pwm_frequency_hz.max(1)),
-        duty: Some(0),
-    };
-
-    let step_hold = Duration::from_micros(u64::from(rc.step_pulse_us));
-    let dir_hold = Duration::from_micros(u64::from(rc.dir_setup_us));
-    let depth_step = HoldOutput::new(
-        output(&gpio, "depth_step", pins.depth_step)?,
-        step_hold,
-        Some(false),
-    );
-    let depth_dir = HoldOutput::new(
-        output(&gpio, "depth_dir", pins.depth_dir)?,
-        dir_hold,
-        Some(false),
-    );
-    // Idle (low) until the control thread's first tick toggles it.
-    let charge_pump = output(&gpio, "charge_pump", pins.charge_pump)?;
-    let home_switch = input(&gpio, "home_switch", pins.home_switch)?;
-    let cartridge_switch = input(&gpio, "cartridge_switch", pins.cartridge_switch)?;
-    let estop = input(&gpio, "estop", pins.estop)?;
-    let pedal = input(&gpio, "pedal", pins.pedal)?;
-
-    let edges = EdgeTimestamps::new(EdgeTimestamps::glitch_filter_for(
-        config.stroke.rate_ceiling_hz,
-        config.stroke.edges_per_stroke,
-    ));
-    let spec = pins.stroke_sensor;
-    let mut stroke_pin = input_pin(&gpio, "stroke_sensor", spec)?;
-    let trigger = if spec.active_low {
-        Trigger::FallingEdge
-    } else {
-        Trigger::RisingEdge
-    };
-    let sink = Arc::clone(&edges);
-    stroke_pin
-        .set_async_interrupt(trigger, None, move |event| {
-            let at = Micros(u64::try_from(event.timestamp.as_micros()).unwrap_or(u64::MAX));
-            sink.record(at, Some(event.seqno), monotonic_now());
-        })
-        .map_err(|e| {
-            HalError::open(
-                format!("GPIO{} edge events", spec.pin),
-                format!("{KEY}.stroke_sensor"),
-                e,
-            )
-        })?;
-
-    let adc_device = format!(
-        "ADS1115 at {:#04x} on /dev/i2c-{}",
-        rc.adc.address, rc.i2c_bus
-    );
-    let adc_key = format!("{KEY}.adc.address");
-    let adc = Ads1115::new(open_bus(rc)?, rc.adc.address, rc.adc.data_rate_sps).map_err(|e| {
-        HalError::device(
-            &adc_device,
-            format!("{KEY}.adc.data_rate_sps"),
-            e.to_string(),
-        )
-    })?;
-    let (scanner, [current, temperature, supply]) = start_analog(
-        adc,
-        rc.adc.channels(),
-        Duration::from_millis(u64::from(rc.adc.max_age_ms)),
-    )
-    .map_err(|e| HalError::device(&adc_device, adc_key, e.to_string()))?;
-
-    Ok(RppalRig {
-        motor_enable,
-        motor_pwm,
-        depth_step,
-        depth_dir,
-        charge_pump,
-        home_switch,
-        cartridge_switch,
-        estop,
-        pedal,
-        stroke: edges.reader(),
-        current,
-        temperature,
-        supply,
-        _stroke_pin: stroke_pin,
-        _adc: scanner,
-    })
+    open_rig(backend, &wiring(rc), &config.stroke)
 }
 
 /// Drives the outputs of `[hardware.rppal]` to their safe levels for `needled --safe-outputs`
@@ -441,83 +384,46 @@ pub fn open(config: &Config) -> Result<RppalRig, HalError> {
 /// turned off: it would make the pins inputs again), and the hardware PWM channel is set to
 /// duty 0 and disabled.
 pub fn drive_outputs_safe(rc: &RppalConfig) -> Vec<SafeStep> {
-    let pins = rc.pins();
     let gpio =
         Gpio::new().map_err(|e| format!("cannot open the Raspberry Pi GPIO (/dev/gpiomem): {e}"));
-    let mut steps = vec![drive_pin_low(&gpio, "motor_enable", pins.motor_enable)];
-    let channel = if rc.pwm_channel == 0 {
-        Channel::Pwm0
-    } else {
-        Channel::Pwm1
-    };
-    steps.push(SafeStep {
+    let pwm_off = || SafeStep {
         output: "motor_pwm",
         device: format!("hardware PWM channel {}", rc.pwm_channel),
         key: format!("{KEY}.pwm_channel"),
-        outcome: Pwm::new(channel)
+        outcome: Pwm::new(pwm_channel(rc))
             .and_then(|pwm| {
                 pwm.set_duty_cycle(0.0)?;
                 pwm.disable()
             })
             .map(|()| "duty 0, disabled".to_owned())
             .map_err(|e| e.to_string()),
-    });
-    for (name, spec) in [
-        ("depth_step", pins.depth_step),
-        ("depth_dir", pins.depth_dir),
-        ("charge_pump", pins.charge_pump),
-    ] {
-        steps.push(drive_pin_low(&gpio, name, spec));
-    }
-    steps
-}
-
-fn drive_pin_low(gpio: &Result<Gpio, String>, name: &'static str, spec: PinSpec) -> SafeStep {
-    let electrical = electrical_level(false, spec.active_low);
-    let outcome = match gpio {
+    };
+    let drive_low = |name: &'static str, spec: PinSpec, high: bool| match &gpio {
         Err(e) => Err(e.clone()),
-        Ok(gpio) => claim(gpio, name, spec)
-            .map(|pin| {
-                let mut out = if electrical {
-                    pin.into_output_high()
-                } else {
-                    pin.into_output_low()
-                };
-                out.set_reset_on_drop(false);
-                format!(
-                    "low (electrically {})",
-                    if electrical { "high" } else { "low" }
-                )
-            })
+        Ok(gpio) => claim_output(gpio, name, spec, high)
+            .map(|mut out| out.set_reset_on_drop(false))
             .map_err(|e| e.to_string()),
     };
-    SafeStep {
-        output: name,
-        device: format!("GPIO{}", spec.pin),
-        key: format!("{KEY}.{name}"),
-        outcome,
-    }
+    gpio_safe_steps(
+        KEY,
+        rc.pins(),
+        |spec| format!("GPIO{}", spec.pin),
+        drive_low,
+        pwm_off,
+    )
 }
 
 /// The cartridge tag reader on `/dev/i2c-<i2c_bus>` (its own file descriptor: the kernel
 /// serializes it with the ADC's transfers).
 pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<RppalI2c>, HalError> {
     let rc = section(config)?;
-    Ok(TagEeprom::new(
-        open_bus(rc)?,
-        rc.tag_eeprom_address,
-        rc.tag_eeprom_address_bytes,
-        format!(
-            "tag EEPROM at {:#04x} on /dev/i2c-{}",
-            rc.tag_eeprom_address, rc.i2c_bus
-        ),
-        format!("{KEY}.tag_eeprom_address"),
-    ))
+    Ok(tag_reader(open_bus(rc)?, &wiring(rc)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hal::fakes::example_config;
 
     fn is_send<T: Send + 'static>() {}
 
@@ -534,12 +440,7 @@ mod tests {
             open(&config),
             Err(HalError::MissingSection { backend: "rppal" })
         ));
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/pi-rig.toml"
-        ))
-        .unwrap();
-        let config = crate::config::parse(&text, "pi-rig.toml").unwrap();
+        let config = example_config("pi-rig.toml");
         if std::path::Path::new("/dev/gpiomem").exists() {
             return; // on a Pi: do not touch the rig from a unit test
         }
@@ -553,12 +454,7 @@ mod tests {
         if std::path::Path::new("/dev/gpiomem").exists() {
             return; // on a Pi: do not touch the rig from a unit test
         }
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../config/pi-rig.toml"
-        ))
-        .unwrap();
-        let config = crate::config::parse(&text, "pi-rig.toml").unwrap();
+        let config = example_config("pi-rig.toml");
         let report = crate::hal::safe::drive_outputs_safe(&config.hardware);
         let order: Vec<_> = report.steps.iter().map(|s| s.output).collect();
         assert_eq!(order, crate::hal::safe::ORDER);

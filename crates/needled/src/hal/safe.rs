@@ -13,6 +13,8 @@
 use std::fmt;
 
 use crate::config::{Backend, HardwareConfig};
+#[cfg(any(feature = "linux", feature = "rppal"))]
+use crate::config::{PinMap, PinSpec};
 
 /// One output the safe-outputs step drove, or could not.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +92,39 @@ pub const ORDER: [&str; 5] = [
     "depth_dir",
     "charge_pump",
 ];
+
+/// The steps of a GPIO backend, in [`ORDER`]: `drive_low(name, spec, high)` drives the pin
+/// map's output `name` to electrical level `high`, its logical low; `pwm_off` turns the motor
+/// PWM off. `device` names a pin in the report. A step that fails does not stop the others.
+#[cfg(any(feature = "linux", feature = "rppal"))]
+pub(crate) fn gpio_safe_steps(
+    key: &str,
+    pins: PinMap,
+    device: impl Fn(PinSpec) -> String,
+    mut drive_low: impl FnMut(&'static str, PinSpec, bool) -> Result<(), String>,
+    pwm_off: impl FnOnce() -> SafeStep,
+) -> Vec<SafeStep> {
+    let mut pin_step = |name: &'static str, spec: PinSpec| {
+        let high = super::pins::electrical_level(false, spec.active_low);
+        SafeStep {
+            output: name,
+            device: device(spec),
+            key: format!("{key}.{name}"),
+            outcome: drive_low(name, spec, high)
+                .map(|()| format!("low (electrically {})", if high { "high" } else { "low" })),
+        }
+    };
+    let mut steps = vec![pin_step("motor_enable", pins.motor_enable)];
+    steps.push(pwm_off());
+    for (name, spec) in [
+        ("depth_step", pins.depth_step),
+        ("depth_dir", pins.depth_dir),
+        ("charge_pump", pins.charge_pump),
+    ] {
+        steps.push(pin_step(name, spec));
+    }
+    steps
+}
 
 #[cfg(feature = "linux")]
 fn linux_steps(hardware: &HardwareConfig) -> Vec<SafeStep> {
