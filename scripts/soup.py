@@ -41,6 +41,7 @@ PURPOSE = {
     "hmac": "cartridge tag authentication (HMAC)",
     "sha2": "SHA-256 for the tag HMAC",
     "hex": "hex text form of tags and tokens",
+    "jiff": "civil calendar of cartridge expiry dates",
     "rand": "device key and token generation",
     "futures": "stream helpers for SSE",
     "tokio-stream": "stream adapters for SSE",

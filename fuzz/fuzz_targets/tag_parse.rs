@@ -1,4 +1,4 @@
-//! The cartridge tag parser and its MAC check (`needled::tag`).
+//! The cartridge tag parser and its MAC check (`needled::cartridge`).
 //!
 //! The first byte picks a mode:
 //! - 0: the bytes as an EEPROM image, as read from the tag;
@@ -13,14 +13,14 @@
 
 use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
-use needled::tag::{self, DeviceKey, TagError, TAG_MAGIC};
+use needled::cartridge::{self, DeviceKey, TagError, TAG_MAGIC};
 use sha2::Sha256;
 
 const KEY: [u8; 32] = [0x5a; 32];
 
 fn check(image: &[u8]) {
     let key = DeviceKey::from_bytes(KEY);
-    let Ok(t) = tag::parse(image, &key) else {
+    let Ok(t) = cartridge::parse(image, &key) else {
         return;
     };
     let bytes = t.as_bytes();
@@ -33,18 +33,18 @@ fn check(image: &[u8]) {
         "accepted non-zero padding"
     );
     assert_eq!(
-        tag::encode(t.data(), &key),
+        cartridge::encode(t.data(), &key),
         bytes,
         "parse and encode disagree"
     );
     assert_eq!(
-        tag::parse(&tag::encode_image(t.data(), &key), &key).as_ref(),
+        cartridge::parse(&cartridge::encode_image(t.data(), &key), &key).as_ref(),
         Ok(&t)
     );
-    assert_eq!(tag::parse_hex(&t.to_hex(), &key).as_ref(), Ok(&t));
+    assert_eq!(cartridge::parse_hex(&t.to_hex(), &key).as_ref(), Ok(&t));
     let other = DeviceKey::from_bytes([0xa5; 32]);
     assert_eq!(
-        tag::parse(bytes, &other),
+        cartridge::parse(bytes, &other),
         Err(TagError::BadMac),
         "verified under another key"
     );
@@ -55,7 +55,7 @@ fn check(image: &[u8]) {
     let mut flipped = bytes.to_vec();
     flipped[i / 8] ^= 1 << (i % 8);
     assert!(
-        tag::parse(&flipped, &key).is_err(),
+        cartridge::parse(&flipped, &key).is_err(),
         "a tag with bit {i} flipped was accepted"
     );
 }
@@ -79,7 +79,7 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let key = DeviceKey::from_bytes(KEY);
-            if let Ok(t) = tag::parse_hex(text, &key) {
+            if let Ok(t) = cartridge::parse_hex(text, &key) {
                 check(t.as_bytes());
             }
         }

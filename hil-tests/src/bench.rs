@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
 use crate::api::{Api, Role};
@@ -247,7 +247,7 @@ impl Bench {
             .map_err(|e| HilError::Config(format!("expiry {expiry}: {e:?}")))?;
         let data = TagData::new(id, lot, Needles::Pins12, expiry)
             .map_err(|e| HilError::Config(format!("tag {id}: {e}")))?;
-        Ok(tag::encode(&data, key))
+        Ok(cartridge::encode(&data, key))
     }
 
     /// A new genuine cartridge: (id, tag image).
@@ -488,8 +488,8 @@ mod tests {
     fn unique_names_fit_a_tag_field() {
         // Realistic: milliseconds since 1970 until the year 3000 fit in 9 base-36 digits.
         let now = format!("H{}{}{:03}", base36(32_503_680_000_000), base36(1_295), 999);
-        assert!(now.len() < needled::tag::MAX_FIELD_LEN, "{now}");
-        assert!(needled::tag::validate_identifier("id", &format!("L{now}")).is_ok());
+        assert!(now.len() < needled::cartridge::MAX_FIELD_LEN, "{now}");
+        assert!(needled::cartridge::validate_identifier("id", &format!("L{now}")).is_ok());
         assert_eq!(base36(0), "0");
         assert_eq!(base36(35), "Z");
         assert_eq!(base36(36), "10");

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use needled::tag::DeviceKey;
+use needled::cartridge::DeviceKey;
 use serde::Serialize;
 
 use crate::api::Api;

@@ -138,7 +138,7 @@ fn jig_script(b: &mut Bench, r: &mut Recorder) -> hil_tests::Result<()> {
             "--token",
             &endpoint.technician_token,
         ])
-        .args(["--sim-seat-tag", &needled::tag::to_hex(&tag)])
+        .args(["--sim-seat-tag", &needled::cartridge::to_hex(&tag)])
         .args([
             "--from-um",
             &from.to_string(),

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
 /// A running needled.
@@ -208,7 +208,7 @@ impl Needled {
             "2099-12-31".parse().map_err(|_| "date")?,
         )
         .map_err(|e| e.to_string())?;
-        Ok(tag::to_hex(&tag::encode(&data, &key)))
+        Ok(cartridge::to_hex(&cartridge::encode(&data, &key)))
     }
 
     /// Homes, creates a session, seats and binds a fresh cartridge, arms at `depth_um` and

@@ -3,9 +3,9 @@
 use needle_core::protocol::Rejected;
 use serde::Serialize;
 
+use crate::cartridge::TagError;
 use crate::control::ControlError;
 use crate::store::{LedgerError, StoreError};
-use crate::tag::TagError;
 
 /// An error as the API reports it: `{"error": {"code": "...", "message": "..."}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]

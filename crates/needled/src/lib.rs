@@ -9,13 +9,15 @@
 //! - [`config`]: the TOML configuration, validated with file, line and key in every error.
 //! - [`hal`]: hardware backends that build the core's `Hardware`: sim, rppal, linux.
 //! - [`startup`]: the start order: the hardware at its safe levels first, then the records.
-//! - [`tag`]: cartridge tag format and HMAC-SHA256 authentication.
+//! - [`cartridge`]: cartridge tags (format, HMAC-SHA256 under the device key, expiry dates)
+//!   and the ledger's cartridge rules (life cycle, budgets, what may be used).
 //! - [`store`]: the SQLite ledger of cartridges, sessions and the append-only event log.
 //! - [`ledger`]: the threads the ledger runs on, off the async runtime.
 //! - [`worker`]: a value owned by one OS thread, reached by request and reply.
 
 pub mod api;
 pub mod auth;
+pub mod cartridge;
 pub mod config;
 pub mod console;
 pub mod control;
@@ -25,5 +27,4 @@ pub mod ledger;
 pub mod session;
 pub mod startup;
 pub mod store;
-pub mod tag;
 pub mod worker;

@@ -11,9 +11,9 @@
 use std::path::PathBuf;
 
 use crate::auth::Tokens;
+use crate::cartridge::DeviceKey;
 use crate::config::Config;
 use crate::store::Store;
-use crate::tag::DeviceKey;
 
 /// What needled opens from its data directory.
 pub struct Records {

@@ -19,8 +19,8 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use needled::store::MAX_REASON_CHARS;
-use needled::tag::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
 use common::Needled;
@@ -147,7 +147,7 @@ fn tag_hex(n: &Needled, id: &str) -> String {
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    tag::to_hex(&tag::encode(&data, &key))
+    cartridge::to_hex(&cartridge::encode(&data, &key))
 }
 
 fn checklist() -> Value {

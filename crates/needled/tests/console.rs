@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------- the browser, or a skip
@@ -173,7 +173,7 @@ impl Needled {
     fn make_tag(&self, id: &str, lot: &str) -> String {
         let key = DeviceKey::load_or_create(&self.data.join("device.key")).unwrap();
         let data = TagData::new(id, lot, Needles::Pins12, "2099-12-31".parse().unwrap()).unwrap();
-        tag::to_hex(&tag::encode(&data, &key))
+        cartridge::to_hex(&cartridge::encode(&data, &key))
     }
 }
 

@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use rusqlite::OpenFlags;
 use serde_json::{json, Value};
 
@@ -173,7 +173,7 @@ impl Api {
             "2099-12-31".parse().unwrap(),
         )
         .unwrap();
-        tag::to_hex(&tag::encode(&data, &key))
+        cartridge::to_hex(&cartridge::encode(&data, &key))
     }
 
     /// Reads the event log after `model.last_seq`, acknowledging every event it returns.

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::thread;
 
+use needled::cartridge::{self, Date, DeviceKey, Needles, Tag, TagData};
 use needled::store::{
     kinds, report_csv, CartridgeLimits, CartridgeState, ChecklistItem, Event, LedgerError,
     NewSession, Now, Override, SessionId, SessionState, Store, StoreError, CSV_HEADER,
     SCHEMA_VERSION,
 };
-use needled::tag::{self, Date, DeviceKey, Needles, Tag, TagData};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -40,7 +40,7 @@ fn now(unix_ms: i64) -> Now {
 
 fn make_tag(id: &str, lot: &str, needles: Needles, expiry: Date) -> Tag {
     let data = TagData::new(id, lot, needles, expiry).expect("valid tag data");
-    tag::parse(&tag::encode(&data, &key()), &key()).expect("authentic tag")
+    cartridge::parse(&cartridge::encode(&data, &key()), &key()).expect("authentic tag")
 }
 
 fn cart(id: &str) -> Tag {
@@ -147,7 +147,7 @@ fn code<T: std::fmt::Debug>(result: Result<T, LedgerError>) -> &'static str {
 fn tag_hex_form_round_trips_into_the_same_cartridge() {
     let mut l = ledger();
     let original = cart("C-HEX");
-    let read_back = tag::parse_hex(&original.to_hex(), &key()).expect("parses");
+    let read_back = cartridge::parse_hex(&original.to_hex(), &key()).expect("parses");
     assert_eq!(read_back, original);
     let record = l
         .store
@@ -160,7 +160,7 @@ fn tag_hex_form_round_trips_into_the_same_cartridge() {
 #[test]
 fn every_tag_refusal_has_its_stable_code() {
     let data = TagData::new("C-1", "LOT-1", Needles::Nano, date(2027, 1, 1)).expect("valid");
-    let good = tag::encode(&data, &key());
+    let good = cartridge::encode(&data, &key());
 
     let mut bad_magic = good.clone();
     bad_magic[0] ^= 0xFF;
@@ -168,7 +168,7 @@ fn every_tag_refusal_has_its_stable_code() {
     bad_version[4] = 9;
     let mut bad_length = good.clone();
     bad_length[5] = 0;
-    let forged = tag::encode(&data, &DeviceKey::from_bytes([1; 32]));
+    let forged = cartridge::encode(&data, &DeviceKey::from_bytes([1; 32]));
 
     let cases: [(&[u8], &str); 5] = [
         (&bad_magic, "tag_unknown_format"),
@@ -178,7 +178,7 @@ fn every_tag_refusal_has_its_stable_code() {
         (&forged, "tag_bad_mac"),
     ];
     for (bytes, expected) in cases {
-        let err = tag::parse(bytes, &key()).expect_err("refused");
+        let err = cartridge::parse(bytes, &key()).expect_err("refused");
         assert_eq!(err.code(), expected, "{err}");
     }
 }

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use needle_core::units::{Micrometers, MilliHertz};
 use needle_core::{Command, Controller, ControllerConfig};
 use needle_sim::{Injection, SimParams};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
 use needled::session::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
 use needled::store::{CartridgeLimits, SessionState, Store};
-use needled::tag::{self, DeviceKey, Needles, TagData};
 
 fn service(
     dir: &std::path::Path,
@@ -91,7 +91,7 @@ async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
     let data = TagData::new("C-1", "L-1", Needles::Pins12, "2099-01-01".parse().unwrap()).unwrap();
     svc.sim()
         .unwrap()
-        .seat_cartridge(Some(tag::encode(&data, key)));
+        .seat_cartridge(Some(cartridge::encode(&data, key)));
     wait(svc, |s| {
         !s.telemetry
             .interlocks

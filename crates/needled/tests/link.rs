@@ -190,7 +190,7 @@ fn wait_status(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value
 
 /// A cartridge tag signed with this needled's device key, as hex.
 fn tag_hex(n: &Needled, id: &str) -> String {
-    use needled::tag::{self, DeviceKey, Needles, TagData};
+    use needled::cartridge::{self, DeviceKey, Needles, TagData};
     let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
     let data = TagData::new(
         id,
@@ -199,7 +199,7 @@ fn tag_hex(n: &Needled, id: &str) -> String {
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    tag::to_hex(&tag::encode(&data, &key))
+    cartridge::to_hex(&cartridge::encode(&data, &key))
 }
 
 fn checklist() -> Value {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use needled::tag::{self, DeviceKey};
+use needled::cartridge::{self, DeviceKey};
 use serde_json::Value;
 
 use common::Needled;
@@ -124,7 +124,7 @@ fn a_whole_session_through_the_cli_runs_the_motor_and_spends_the_cartridge() {
     );
     assert!(made.contains("C-0101"), "{made}");
     let hex = std::fs::read_to_string(&tag_file).unwrap();
-    let parsed = tag::parse_hex(&hex, &DeviceKey::load_or_create(&key).unwrap())
+    let parsed = cartridge::parse_hex(&hex, &DeviceKey::load_or_create(&key).unwrap())
         .expect("the service's key accepts it");
     assert_eq!(
         (parsed.id(), parsed.lot(), parsed.needles().as_str()),

@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
 use common::Needled;
@@ -81,7 +81,7 @@ fn wait_for(n: &Needled, what: &str, f: impl Fn(&Value) -> bool) -> Value {
 fn make_tag(n: &Needled, id: &str, lot: &str, expiry: &str) -> String {
     let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
     let data = TagData::new(id, lot, Needles::Pins12, expiry.parse().unwrap()).unwrap();
-    tag::to_hex(&tag::encode(&data, &key))
+    cartridge::to_hex(&cartridge::encode(&data, &key))
 }
 
 fn seat(n: &Needled, tag_hex: &str) {
@@ -338,7 +338,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
             "2099-01-01".parse().unwrap(),
         )
         .unwrap();
-        tag::to_hex(&tag::encode(&data, &key))
+        cartridge::to_hex(&cartridge::encode(&data, &key))
     };
     let id2 = create(&n, "subject-004", "face");
     op(&n, "POST", &format!("/v1/sessions/{id}/end"), None);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 
 use common::Needled;
@@ -146,7 +146,7 @@ fn running_session(n: &Needled, subject: &str, cartridge: &str, depth_um: i32) -
     .unwrap();
     inject(
         n,
-        json!({ "action": "seat_cartridge", "tag_hex": tag::to_hex(&tag::encode(&data, &key)) }),
+        json!({ "action": "seat_cartridge", "tag_hex": cartridge::to_hex(&cartridge::encode(&data, &key)) }),
     );
     op(n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
     op(

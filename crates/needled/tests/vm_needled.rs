@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
 use vm_rig::{i2c_dev_of_rig, pwm_applied, pwm_chip_of_rig, write, SimChip, I2C_PARAMS, RIG_TOML};
 
@@ -141,7 +141,7 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    let image = tag::encode_image(&tag_data, &key);
+    let image = cartridge::encode_image(&tag_data, &key);
     {
         use embedded_hal::i2c::I2c;
         let mut bus = linux_embedded_hal::I2cdev::new(&i2c_dev).unwrap();

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use needled::tag::DeviceKey;
+use needled::cartridge::DeviceKey;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Api, Endpoint};
@@ -556,11 +556,11 @@ impl Rig for PiRig {
     fn device_key(&self) -> Result<DeviceKey> {
         let bytes = std::fs::read(&self.config.device_key)
             .map_err(|e| HilError::io(&self.config.device_key, e))?;
-        let key: [u8; needled::tag::KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+        let key: [u8; needled::cartridge::KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
             HilError::Config(format!(
                 "{}: expected {} bytes, got {}",
                 self.config.device_key.display(),
-                needled::tag::KEY_LEN,
+                needled::cartridge::KEY_LEN,
                 bytes.len()
             ))
         })?;

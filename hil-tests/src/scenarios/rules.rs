@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use needled::tag::DeviceKey;
+use needled::cartridge::DeviceKey;
 use serde_json::json;
 
 use super::{deepest_area, mid_rate};

@@ -135,7 +135,7 @@ impl SimJig {
         match action {
             Actuation::EStop(pressed) => json!({ "action": "estop", "pressed": pressed }),
             Actuation::SeatCartridge(image) => {
-                json!({ "action": "seat_cartridge", "tag_hex": needled::tag::to_hex(image) })
+                json!({ "action": "seat_cartridge", "tag_hex": needled::cartridge::to_hex(image) })
             }
             Actuation::PullCartridge => json!({ "action": "pull_cartridge" }),
             Actuation::Jam(on) => json!({ "action": "jam", "on": on }),

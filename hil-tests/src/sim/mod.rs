@@ -16,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use needled::tag::DeviceKey;
+use needled::cartridge::DeviceKey;
 use serde_json::Value;
 
 pub use jig::{SimJig, Truth};

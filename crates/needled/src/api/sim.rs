@@ -90,9 +90,9 @@ pub(super) enum SimAction {
         #[serde(default)]
         lot: Option<String>,
         #[serde(default)]
-        needles: Option<crate::tag::Needles>,
+        needles: Option<crate::cartridge::Needles>,
         #[serde(default)]
-        expiry: Option<crate::tag::Date>,
+        expiry: Option<crate::cartridge::Date>,
     },
     PullCartridge,
     Estop {
@@ -184,7 +184,7 @@ pub(super) async fn sim_inject(
     let applied_at = match &action {
         SimAction::SeatCartridge { tag_hex } => {
             let image = match tag_hex {
-                Some(h) => Some(crate::tag::from_hex(h)?),
+                Some(h) => Some(crate::cartridge::from_hex(h)?),
                 None => None,
             };
             backend.seat_cartridge(image)

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use needled::tag::{self, Date, DeviceKey, TagData};
+use needled::cartridge::{self, Date, DeviceKey, TagData};
 use serde_json::{json, Map, Value};
 
 #[path = "needlectl/cli.rs"]
@@ -470,8 +470,8 @@ fn sim(ctx: &Ctx, cmd: SimCmd) -> Result<(), Failure> {
 /// tag magic `NDLT`) are hex-encoded.
 fn tag_hex_of_file(path: &Path) -> Result<String, Failure> {
     let bytes = client::read_input(path, "tag file")?;
-    if bytes.starts_with(&tag::TAG_MAGIC) {
-        return Ok(tag::to_hex(&bytes));
+    if bytes.starts_with(&cartridge::TAG_MAGIC) {
+        return Ok(cartridge::to_hex(&bytes));
     }
     let text = std::str::from_utf8(&bytes).map_err(|_| {
         Failure::usage(
@@ -591,7 +591,7 @@ fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
             let data = TagData::new(id, lot, needles.into(), expiry)
                 .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
             let key = device_key(&key_file, create_key)?;
-            let hex = tag::to_hex(&tag::encode(&data, &key));
+            let hex = cartridge::to_hex(&cartridge::encode(&data, &key));
             let described = json!({
                 "hex": hex, "id": data.id(), "lot": data.lot(),
                 "needles": data.needles().as_str(), "expiry": data.expiry().to_string(),
@@ -628,7 +628,7 @@ fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
                 (None, None) => return Err(Failure::usage("no_tag", "give --hex or --file")),
             };
             let key = device_key(&key_file, false)?;
-            let tag = tag::parse_hex(&hex, &key)
+            let tag = cartridge::parse_hex(&hex, &key)
                 .map_err(|e| Failure::new(Exit::Refused, e.code(), e.to_string()))?;
             let today = Date::from_unix_ms(needled::session::unix_ms());
             let expired = today.is_some_and(|t| tag.expiry() < t);

@@ -129,7 +129,7 @@ impl HalError {
 /// Used from the service's async side (on a blocking thread), never from the control thread.
 pub trait TagReader: Send {
     /// The raw tag image, or `None` when no tag answers (no cartridge). Parsing and
-    /// authentication are the job of [`crate::tag`].
+    /// authentication are the job of [`crate::cartridge`].
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, HalError>;
 }
 

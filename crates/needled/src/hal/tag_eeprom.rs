@@ -7,7 +7,7 @@ use embedded_hal::i2c::{self, Error as _, I2c};
 
 use super::{HalError, TagReader};
 
-/// Size of a cartridge tag image (see `crate::tag`).
+/// Size of a cartridge tag image (see `crate::cartridge`).
 pub const TAG_IMAGE_LEN: usize = 128;
 
 /// Bytes read per bus transaction.

@@ -13,11 +13,11 @@ use super::monitor::Stamp;
 use super::storage::Records;
 use super::types::{Actor, MonitorFault, Policy, Setpoints, StorageHealth};
 use super::unix_ms;
+use crate::cartridge::Tag;
 use crate::control::{ControlError, ControlHandle};
 use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::store::{CartridgeRecord, Event, NewSession, Override, SessionId, SessionRecord};
-use crate::tag::Tag;
 
 /// Where the owner sends its answer to one message.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;

@@ -46,13 +46,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use needle_core::Command;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::cartridge::{self as tag, DeviceKey, Tag};
 use crate::control::ControlHandle;
 use crate::error::ApiError;
 use crate::hal::sim::SimBackend;
 use crate::hal::TagReader;
 use crate::ledger::Ledger;
 use crate::store::{CartridgeRecord, LedgerError, SessionId, SessionRecord, Store, WriteFaults};
-use crate::tag::{self, DeviceKey, Tag};
 use crate::worker::Worker;
 
 use actor::{Msg, Reply};

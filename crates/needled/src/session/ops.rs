@@ -10,13 +10,13 @@ use super::rules;
 use super::storage::ledger_error;
 use super::types::{Actor, Setpoints};
 use super::{read_session, unix_ms};
+use crate::cartridge::Tag;
 use crate::control::monotonic_now;
 use crate::error::ApiError;
 use crate::store::{
     kinds, CartridgeLimits, CartridgeRecord, Event, LedgerError, NewSession, Override, SessionId,
     SessionRecord, SessionState, Store,
 };
-use crate::tag::Tag;
 
 impl Owner {
     /// A session by id, from the ledger's read thread.

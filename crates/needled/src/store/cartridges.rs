@@ -1,78 +1,18 @@
-//! Cartridges: the sterile single-use needle cartridges as tracked assets.
-//! States: new -> in_use (bound to exactly one session) -> spent, and spent is final.
+//! Cartridges: the sterile single-use needle cartridges as tracked assets: their rows and
+//! events. The rules (states new -> in_use -> spent, budgets, what may be used) are in
+//! [`crate::cartridge`]; this file reads what they need and writes what they decide.
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::tag::{Date, Needles, Tag};
+use crate::cartridge::{self, Date, Needles, Refusal, Registered, Tag, Usage};
+pub use crate::cartridge::{CartridgeLimits, CartridgeState};
 
 use super::events::{self, kinds, Event};
 use super::{
     parse_stored, sessions, stored_u64, validate, LedgerError, Now, SessionId, Store, SYSTEM_ACTOR,
 };
-
-/// Where a cartridge is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CartridgeState {
-    /// Registered, never bound to a session.
-    New,
-    /// Bound to exactly one session.
-    InUse,
-    /// Used up, removed, expired in use or otherwise retired. Final.
-    Spent,
-}
-
-impl CartridgeState {
-    /// The stable text name, as stored and serialized: `new`, `in_use`, `spent`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CartridgeState::New => "new",
-            CartridgeState::InUse => "in_use",
-            CartridgeState::Spent => "spent",
-        }
-    }
-}
-
-impl std::fmt::Display for CartridgeState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for CartridgeState {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<CartridgeState, String> {
-        [
-            CartridgeState::New,
-            CartridgeState::InUse,
-            CartridgeState::Spent,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-        .ok_or_else(|| format!("unknown cartridge state {text:?}"))
-    }
-}
-
-/// How much one cartridge may be used (from configuration; passed in by the caller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CartridgeLimits {
-    /// Total motor run time allowed, ms (default 30 min).
-    pub max_run_ms: u64,
-    /// Total strokes allowed (default 300,000).
-    pub max_strokes: u64,
-}
-
-impl Default for CartridgeLimits {
-    fn default() -> CartridgeLimits {
-        CartridgeLimits {
-            max_run_ms: 30 * 60 * 1000,
-            max_strokes: 300_000,
-        }
-    }
-}
 
 /// A cartridge as the ledger knows it, with its remaining budget under the limits the caller
 /// passed.
@@ -113,7 +53,29 @@ pub struct CartridgeRecord {
 impl CartridgeRecord {
     /// Whether the run-time or the stroke budget is used up.
     pub fn budget_exhausted(&self) -> bool {
-        self.remaining_run_ms == 0 || self.remaining_strokes == 0
+        self.remaining().is_exhausted()
+    }
+
+    fn remaining(&self) -> Usage {
+        Usage {
+            run_ms: self.remaining_run_ms,
+            strokes: self.remaining_strokes,
+        }
+    }
+
+    /// What the rules need to know of this cartridge.
+    fn registered(&self) -> Registered<'_> {
+        Registered {
+            lot: &self.lot,
+            needles: self.needles,
+            expiry: self.expiry,
+            state: self.state,
+            session_id: self.session_id,
+            used: Usage {
+                run_ms: self.run_ms,
+                strokes: self.strokes,
+            },
+        }
     }
 }
 
@@ -138,6 +100,7 @@ fn from_row(row: &Row<'_>, limits: &CartridgeLimits) -> Result<CartridgeRecord, 
     let state: String = row.get(4)?;
     let run_ms = stored_u64("cartridges.run_ms", row.get(6)?)?;
     let strokes = stored_u64("cartridges.strokes", row.get(7)?)?;
+    let remaining = limits.remaining(Usage { run_ms, strokes });
     Ok(CartridgeRecord {
         id: row.get(0)?,
         lot: row.get(1)?,
@@ -147,8 +110,8 @@ fn from_row(row: &Row<'_>, limits: &CartridgeLimits) -> Result<CartridgeRecord, 
         session_id: row.get(5)?,
         run_ms,
         strokes,
-        remaining_run_ms: limits.max_run_ms.saturating_sub(run_ms),
-        remaining_strokes: limits.max_strokes.saturating_sub(strokes),
+        remaining_run_ms: remaining.run_ms,
+        remaining_strokes: remaining.strokes,
         lot_recalled: row.get(12)?,
         registered_at_ms: row.get(8)?,
         bound_at_ms: row.get(9)?,
@@ -194,9 +157,9 @@ fn lot_is_recalled(conn: &Connection, lot: &str) -> Result<bool, LedgerError> {
         .is_some())
 }
 
-/// Every check a cartridge must pass before it may be (or stay) used. `own_session` is the
-/// session the cartridge may already be bound to. Returns the record if the cartridge is
-/// registered, `None` if it is new to the ledger (and acceptable).
+/// Every check of [`cartridge::check_usable`] on the cartridge an authenticated `tag` names.
+/// `own_session` is the session the cartridge may already be bound to. Returns the record if
+/// the cartridge is registered, `None` if it is new to the ledger (and acceptable).
 pub(super) fn check(
     conn: &Connection,
     tag: &Tag,
@@ -204,42 +167,37 @@ pub(super) fn check(
     limits: &CartridgeLimits,
     own_session: Option<SessionId>,
 ) -> Result<Option<CartridgeRecord>, LedgerError> {
-    let id = tag.id().to_owned();
     let record = load(conn, tag.id(), limits)?;
-    if let Some(r) = &record {
-        if r.lot != tag.lot() || r.needles != tag.needles() || r.expiry != tag.expiry() {
-            return Err(LedgerError::CartridgeMismatch { id });
-        }
-        match (r.state, r.session_id) {
-            (CartridgeState::Spent, _) => return Err(LedgerError::CartridgeSpent { id }),
-            (CartridgeState::InUse, Some(bound)) if Some(bound) != own_session => {
-                return Err(LedgerError::CartridgeInUse {
-                    id,
-                    session_id: bound,
-                })
-            }
-            _ => {}
-        }
-    }
-    if lot_is_recalled(conn, tag.lot())? {
-        return Err(LedgerError::LotRecalled {
+    let recalled = lot_is_recalled(conn, tag.lot())?;
+    let registered = record.as_ref().map(CartridgeRecord::registered);
+    cartridge::check_usable(
+        tag.data(),
+        registered.as_ref(),
+        recalled,
+        today,
+        limits,
+        own_session,
+    )
+    .map_err(|refusal| refused(tag, refusal))?;
+    Ok(record)
+}
+
+/// The ledger's refusal for a rule's refusal of the cartridge named by `tag`.
+fn refused(tag: &Tag, refusal: Refusal) -> LedgerError {
+    let id = tag.id().to_owned();
+    match refusal {
+        Refusal::Mismatch => LedgerError::CartridgeMismatch { id },
+        Refusal::Spent => LedgerError::CartridgeSpent { id },
+        Refusal::InUse { session_id } => LedgerError::CartridgeInUse { id, session_id },
+        Refusal::LotRecalled => LedgerError::LotRecalled {
             lot: tag.lot().to_owned(),
-        });
-    }
-    if tag.expiry() < today {
-        return Err(LedgerError::CartridgeExpired {
+        },
+        Refusal::Expired => LedgerError::CartridgeExpired {
             id,
             expiry: tag.expiry(),
-        });
+        },
+        Refusal::BudgetExhausted => LedgerError::BudgetExhausted { id },
     }
-    let exhausted = match &record {
-        Some(r) => r.budget_exhausted(),
-        None => limits.max_run_ms == 0 || limits.max_strokes == 0,
-    };
-    if exhausted {
-        return Err(LedgerError::BudgetExhausted { id });
-    }
-    Ok(record)
 }
 
 /// Registers a cartridge seen for the first time, as new, with its event.
@@ -354,7 +312,7 @@ impl Store {
     ) -> Result<CartridgeRecord, LedgerError> {
         self.read(|tx| {
             let session = sessions::require(tx, session_id)?;
-            if session.cartridge_id.as_deref() != Some(tag.id()) {
+            if !cartridge::seated_is_bound(session.cartridge_id.as_deref(), tag.id()) {
                 return Err(LedgerError::WrongCartridge {
                     session_id,
                     bound: session.cartridge_id,
@@ -391,7 +349,7 @@ impl Store {
         let strokes = validate::counter("strokes", strokes)?;
         self.write(|tx| {
             let record = require(tx, cartridge_id, limits)?;
-            if record.state == CartridgeState::New {
+            if !record.state.counts_usage() {
                 return Err(LedgerError::InvalidInput(format!(
                     "cartridge {cartridge_id} is not bound to a session"
                 )));
@@ -429,7 +387,7 @@ impl Store {
         validate::time("now_ms", now_ms)?;
         self.write(|tx| {
             let record = require(tx, cartridge_id, &CartridgeLimits::default())?;
-            if record.state == CartridgeState::Spent {
+            if !record.state.can_move_to(CartridgeState::Spent) {
                 return Err(LedgerError::CartridgeSpent {
                     id: record.id.clone(),
                 });

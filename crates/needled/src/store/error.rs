@@ -1,6 +1,6 @@
 //! The ledger's errors, each with a stable machine code.
 
-use crate::tag::Date;
+use crate::cartridge::Date;
 
 use super::{SessionId, SessionState};
 

@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
-use crate::tag::Date;
+use crate::cartridge::Date;
 
 pub use cartridges::{CartridgeLimits, CartridgeRecord, CartridgeState, InUseCartridge};
 pub use error::{LedgerError, StoreError};

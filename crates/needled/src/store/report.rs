@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::tag::{Date, Needles};
+use crate::cartridge::{Date, Needles};
 
 use super::cartridges::{self, CartridgeLimits, CartridgeState};
 use super::events::{self, kinds, EventRecord};

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::tag::Tag;
+use crate::cartridge::Tag;
 
 use super::cartridges::{self, CartridgeLimits, CartridgeRecord, CartridgeState};
 use super::events::{self, kinds, Event};

@@ -87,7 +87,7 @@ pub(super) fn counter(field: &str, value: u64) -> Result<i64, LedgerError> {
 
 /// A cartridge id or lot (same rules as on the tag).
 pub(super) fn identifier(field: &'static str, value: &str) -> Result<(), LedgerError> {
-    crate::tag::validate_identifier(field, value).map_err(|e| invalid(e.to_string()))
+    crate::cartridge::validate_identifier(field, value).map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]

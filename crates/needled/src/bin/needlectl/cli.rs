@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use needled::tag::{Date, Needles};
+use needled::cartridge::{Date, Needles};
 
 use crate::client::TokenRole;
 

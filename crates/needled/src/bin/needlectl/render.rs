@@ -3,7 +3,7 @@
 //! These read the JSON loosely (a missing field shows as `-`), so that a newer service with
 //! more fields, or an older one with fewer, still shows what it has. Scripts use `--json`.
 
-use needled::tag::Date;
+use needled::cartridge::Date;
 use serde_json::Value;
 
 /// Plain text columns with comfy-table: no borders, two spaces between columns, the last
