@@ -5,7 +5,7 @@
 //! dead-man's progress stamp with it. So the [`Store`] that writes lives on one dedicated
 //! thread (`needle-ledger`) and a second connection that only reads lives on another
 //! (`needle-ledger-read`, WAL lets it read while the writer commits), each a
-//! [`Worker`](crate::worker::Worker). Writes come from the session owner
+//! [`crate::worker::Worker`]. Writes come from the session owner
 //! ([`crate::session`]); reads come from anywhere.
 
 use crate::store::{LedgerError, Store};

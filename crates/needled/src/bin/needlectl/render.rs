@@ -3,7 +3,6 @@
 //! These read the JSON loosely (a missing field shows as `-`), so that a newer service with
 //! more fields, or an older one with fewer, still shows what it has. Scripts use `--json`.
 
-use needled::cartridge::Date;
 use serde_json::Value;
 
 /// Plain text columns with comfy-table: no borders, two spaces between columns, the last
@@ -112,20 +111,12 @@ pub fn time(v: &Value) -> String {
     }
 }
 
-/// Unix milliseconds as an ISO 8601 UTC time.
+/// Unix milliseconds as an ISO 8601 UTC time (jiff's calendar); out of its range, the number.
 pub fn format_unix_ms(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let in_day = ms.rem_euclid(86_400_000);
-    let Some(date) = Date::from_days_since_epoch(days) else {
-        return format!("{ms} ms (unix)");
-    };
-    let (h, m, s, milli) = (
-        in_day / 3_600_000,
-        in_day / 60_000 % 60,
-        in_day / 1000 % 60,
-        in_day % 1000,
-    );
-    format!("{date}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        Err(_) => format!("{ms} ms (unix)"),
+    }
 }
 
 /// A duration in ms for people: `12.345 s`, `29 min 58.120 s`, `2 h 03 min 00.000 s`.
@@ -594,6 +585,8 @@ mod tests {
             format_unix_ms(1_763_766_605_123),
             "2025-11-21T23:10:05.123Z"
         );
+        assert_eq!(format_unix_ms(-1), "1969-12-31T23:59:59.999Z");
+        assert_eq!(format_unix_ms(i64::MAX), format!("{} ms (unix)", i64::MAX));
     }
 
     #[test]
