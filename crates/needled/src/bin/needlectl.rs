@@ -7,10 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
-use needled::cartridge::{self, Date, DeviceKey, TagData};
 use serde_json::{json, Map, Value};
 
 #[path = "needlectl/cli.rs"]
@@ -19,14 +18,18 @@ mod cli;
 mod client;
 #[path = "needlectl/failure.rs"]
 mod failure;
+#[path = "needlectl/offline.rs"]
+mod offline;
 #[path = "needlectl/render.rs"]
 mod render;
+#[path = "needlectl/wait.rs"]
+mod wait;
 
-use cli::{
-    CartridgeCmd, Cli, Cmd, FaultsCmd, LotCmd, SessionCmd, SimCmd, Stuck, TagCmd, WaitState,
-};
+use cli::{CartridgeCmd, Cli, Cmd, FaultsCmd, LotCmd, SessionCmd, SimCmd, Stuck};
 use client::{segment, Api, TokenRole};
 use failure::{emit, Exit, Failure};
+use offline::{tag_cmd, tag_hex_of_file};
+use wait::{wait, Wait};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -464,198 +467,4 @@ fn sim(ctx: &Ctx, cmd: SimCmd) -> Result<(), Failure> {
     };
     let reply = api.post("/v1/sim/inject", Some(&body))?;
     ctx.show(&reply, |_| done)
-}
-
-/// A tag file's content as hex: hex text is passed on (trimmed), raw bytes (starting with the
-/// tag magic `NDLT`) are hex-encoded.
-fn tag_hex_of_file(path: &Path) -> Result<String, Failure> {
-    let bytes = client::read_input(path, "tag file")?;
-    if bytes.starts_with(&cartridge::TAG_MAGIC) {
-        return Ok(cartridge::to_hex(&bytes));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        Failure::usage(
-            "bad_tag_file",
-            format!("{}: neither hex text nor a raw tag", path.display()),
-        )
-    })?;
-    Ok(text.trim().to_string())
-}
-
-/// What `wait` waits for.
-#[derive(Debug, Clone, Copy)]
-struct Wait {
-    state: WaitState,
-    settled: bool,
-    ignore_faults: bool,
-}
-
-/// How long the controller may sit in Fault/EStop before `wait` gives up on another state.
-const FAULT_GRACE: Duration = Duration::from_millis(500);
-
-fn wait(ctx: &Ctx, until: Wait, timeout: Duration, interval: Duration) -> Result<(), Failure> {
-    let api = ctx.api(TokenRole::Operator)?;
-    let started = Instant::now();
-    let target = until.state.as_str();
-    let latching = |s: &str| s == "Fault" || s == "EStop";
-    let mut faulted_since: Option<Instant> = None;
-    loop {
-        let reply = api.get("/v1/status")?;
-        let v = reply.json()?;
-        let state = render::text(&v["state"]);
-        let moving = v["depth"]["moving"].as_bool() != Some(false);
-        if state == target && !(until.settled && moving) {
-            return ctx.show(&reply, |v| {
-                let mut s = format!(
-                    "state {target} after {:.2} s",
-                    started.elapsed().as_secs_f64()
-                );
-                if until.settled {
-                    s.push_str(&format!(
-                        ", depth settled at {}",
-                        render::depth(&v["depth"]["position_um"])
-                    ));
-                }
-                s
-            });
-        }
-        if latching(&state) && !latching(target) && !until.ignore_faults {
-            let since = *faulted_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= FAULT_GRACE {
-                let faults: Vec<String> = v["faults"]
-                    .as_array()
-                    .map(|a| a.iter().map(render::text).collect())
-                    .unwrap_or_default();
-                return Err(Failure::new(
-                    Exit::NotReached,
-                    "wait_faulted",
-                    format!(
-                        "the controller is in {state} (faults: {}) while waiting for {target}",
-                        if faults.is_empty() { "none".to_string() } else { faults.join(", ") }
-                    ),
-                )
-                .hint("remove the cause, then `needlectl faults clear --reason ...`; --ignore-faults keeps waiting"));
-            }
-        } else {
-            faulted_since = None;
-        }
-        if started.elapsed() >= timeout {
-            let detail = if state == target {
-                " (depth still moving)".to_string()
-            } else {
-                String::new()
-            };
-            return Err(Failure::new(
-                Exit::NotReached,
-                "wait_timeout",
-                format!(
-                    "state {target} not reached within {} ms; last seen: {state}{detail}",
-                    timeout.as_millis()
-                ),
-            ));
-        }
-        std::thread::sleep(
-            interval
-                .min(timeout.saturating_sub(started.elapsed()))
-                .max(Duration::from_millis(1)),
-        );
-    }
-}
-
-/// Loads the device key; creates it only when asked to.
-fn device_key(path: &Path, create: bool) -> Result<DeviceKey, Failure> {
-    if !create && !path.exists() {
-        return Err(Failure::usage("no_device_key", format!("device key file {} does not exist", path.display())).hint(
-            "needled creates it in its data directory on first start: pass --key-file <data-dir>/device.key",
-        ));
-    }
-    DeviceKey::load_or_create(path).map_err(|e| {
-        Failure::usage(
-            "bad_device_key",
-            format!("device key {}: {e}", path.display()),
-        )
-    })
-}
-
-fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
-    match cmd {
-        TagCmd::Make {
-            id,
-            lot,
-            needles,
-            expiry,
-            key_file,
-            create_key,
-            output,
-        } => {
-            let data = TagData::new(id, lot, needles.into(), expiry)
-                .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
-            let key = device_key(&key_file, create_key)?;
-            let hex = cartridge::to_hex(&cartridge::encode(&data, &key));
-            let described = json!({
-                "hex": hex, "id": data.id(), "lot": data.lot(),
-                "needles": data.needles().as_str(), "expiry": data.expiry().to_string(),
-            });
-            if let Some(file) = &output {
-                std::fs::write(file, format!("{hex}\n")).map_err(|e| {
-                    Failure::local(
-                        "output_failed",
-                        format!("cannot write the tag to {}: {e}", file.display()),
-                    )
-                })?;
-            }
-            match (ctx.json, &output) {
-                (true, _) => emit(&described.to_string()),
-                (false, None) => emit(&hex),
-                (false, Some(file)) => emit(&format!(
-                    "tag {} (lot {}, {}, expires {}) written to {}",
-                    data.id(),
-                    data.lot(),
-                    data.needles(),
-                    data.expiry(),
-                    file.display()
-                )),
-            }
-        }
-        TagCmd::Verify {
-            hex,
-            file,
-            key_file,
-        } => {
-            let hex = match (hex, file) {
-                (Some(h), _) => h,
-                (None, Some(f)) => tag_hex_of_file(&f)?,
-                (None, None) => return Err(Failure::usage("no_tag", "give --hex or --file")),
-            };
-            let key = device_key(&key_file, false)?;
-            let tag = cartridge::parse_hex(&hex, &key)
-                .map_err(|e| Failure::new(Exit::Refused, e.code(), e.to_string()))?;
-            let today = Date::from_unix_ms(needled::session::unix_ms());
-            let expired = today.is_some_and(|t| tag.expiry() < t);
-            let v = json!({
-                "authentic": true, "id": tag.id(), "lot": tag.lot(), "needles": tag.needles().as_str(),
-                "expiry": tag.expiry().to_string(), "expired": expired,
-            });
-            if ctx.json {
-                return emit(&v.to_string());
-            }
-            let mut kv = render::Kv::new();
-            kv.add(
-                "tag",
-                format!("authentic (signed with {})", key_file.display()),
-            )
-            .add("cartridge", tag.id())
-            .add("lot", tag.lot())
-            .add("needles", tag.needles().as_str())
-            .add(
-                "expiry",
-                format!(
-                    "{}{}",
-                    tag.expiry(),
-                    if expired { " (EXPIRED)" } else { "" }
-                ),
-            );
-            emit(&kv.render())
-        }
-    }
 }
