@@ -397,6 +397,7 @@ impl Driver {
                 pen,
                 config_hash,
                 next_seq,
+                ..
             } => {
                 if !matches!(self.phase, Phase::Identifying { .. }) {
                     return;
