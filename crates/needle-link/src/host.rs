@@ -53,6 +53,9 @@ pub enum FromPen {
     },
     /// Newer telemetry than any before.
     Telemetry(Telemetry),
+    /// A delta telemetry frame from a key frame this end does not have (it was lost):
+    /// unusable, but the pen is configured and sending.
+    Unanchored,
     /// A clock probe's answer (already added to [`HostLink::clock`]).
     Clock {
         /// The pen's clock.
@@ -252,7 +255,7 @@ impl HostLink {
                         }
                         Err(Unusable::Unanchored) => {
                             self.counters.unanchored = self.counters.unanchored.saturating_add(1);
-                            return None;
+                            return Some(FromPen::Unanchored);
                         }
                     }
                 }
@@ -277,6 +280,7 @@ impl HostLink {
                 // The pen may have restarted: its clock and telemetry start again.
                 self.newest = None;
                 self.anchor = None;
+                self.clock = ClockSync::new();
                 if version != PROTOCOL_VERSION {
                     self.counters.version = self.counters.version.saturating_add(1);
                 }

@@ -16,15 +16,15 @@
 //! ```
 //!
 //! Most fields barely move between ticks and the clock and counters that grow large move by
-//! little, so a delta frame is about 30 bytes where postcard's varints of the whole values
+//! little, so a delta frame is about 28 bytes where postcard's varints of the whole values
 //! took 46. The pen sends a key frame first after every handshake and then every
 //! [`KEY_EVERY`] frames or [`KEY_PERIOD`] of its clock, whichever comes first; the host keeps
 //! the last key frame it received and uses a delta frame only when it names that key and the
 //! key came at most [`ANCHOR_FOR`] ago (host clock). Key numbers wrap after 256 keys, which
-//! take at least 2.56 s (100 frames at the fastest tick, 100 µs, per key), so a delta frame
+//! take at least 1.28 s (50 frames at the fastest tick, 100 µs, per key), so a delta frame
 //! within [`ANCHOR_FOR`] of its key cannot name an older key of the same number. A lost key
-//! frame costs the delta frames up to the next one (counted as `unanchored`), never a wrong
-//! value.
+//! frame costs the delta frames up to the next one (counted as `unanchored`, and still
+//! proof that the pen is configured and sending), never a wrong value.
 
 use needle_core::units::{
     Micrometers, Micros, MilliAmps, MilliCelsius, MilliHertz, MilliVolts, Permyriad,
@@ -32,11 +32,11 @@ use needle_core::units::{
 use needle_core::{ArmingLimit, Fault, Faults, Interlock, Interlocks, State, Telemetry};
 
 /// The pen sends a key frame at least every this many telemetry frames...
-pub const KEY_EVERY: u16 = 100;
+pub const KEY_EVERY: u16 = 50;
 /// ...and at least this often (pen clock).
-pub const KEY_PERIOD: Micros = Micros(250_000);
+pub const KEY_PERIOD: Micros = Micros(100_000);
 /// The host uses a delta frame only within this long (host clock) of its key frame.
-pub const ANCHOR_FOR: Micros = Micros(1_000_000);
+pub const ANCHOR_FOR: Micros = Micros(500_000);
 /// The numbers a frame carries.
 const NUMBERS: usize = 17;
 /// Longest encoding: flags, key, limits, faults (3), interlocks, 17 varints of 10 bytes.

@@ -9,7 +9,15 @@
 //! the control snapshot. When the pen falls silent for `lost_after_ms` the link is lost: the
 //! snapshot shows a latched `HostTimeout` fault with the motor off (what the pen's own
 //! dead-man does by then) until the pen speaks again. A reconnect never resumes a treatment:
-//! the pen stays faulted until the operator clears it.
+//! the pen stays faulted until the operator clears it. A pen that comes back restarted
+//! (unconfigured, or its clock behind what it said before) or another pen altogether is
+//! latched as that same fault by needled until the operator clears faults, and meanwhile
+//! every command but a heartbeat or a fault clear is refused. [`health`] is what
+//! `GET /v1/health` shows of all this.
+
+mod health;
+
+pub use health::{current as health, LinkHealth, PenEvent, Refusal};
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -19,9 +27,9 @@ use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::time::Duration;
 
 use needle_core::units::Micros;
-use needle_core::{Controller, ControllerConfig, Fault, Rejected, State, Telemetry};
+use needle_core::{Command, Controller, ControllerConfig, Fault, Rejected, State, Telemetry};
 use needle_link::{
-    config_hash, ConfigRefusal, FromPen, HostLink, Outcome, Reliable, PROTOCOL_VERSION,
+    config_hash, ConfigRefusal, FromPen, HostLink, Outcome, PenId, Reliable, PROTOCOL_VERSION,
 };
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
@@ -105,6 +113,17 @@ pub enum LinkRefusal {
     Invalid,
 }
 
+impl LinkRefusal {
+    /// A stable code for the API.
+    pub fn code(&self) -> &'static str {
+        match self {
+            LinkRefusal::Version { .. } => "version",
+            LinkRefusal::Config { .. } => "config_hash",
+            LinkRefusal::Invalid => "config_invalid",
+        }
+    }
+}
+
 fn open_port(device: &Path, baud: BaudRate) -> nix::Result<OwnedFd> {
     let fd = open(
         device,
@@ -133,6 +152,18 @@ enum Phase {
     Up,
     /// Will not drive this pen.
     Refused(LinkRefusal),
+}
+
+impl Phase {
+    fn code(&self) -> &'static str {
+        match self {
+            Phase::Closed { .. } => "closed",
+            Phase::Identifying { .. } => "identifying",
+            Phase::Configuring { .. } => "configuring",
+            Phase::Up => "up",
+            Phase::Refused(_) => "refused",
+        }
+    }
 }
 
 /// What the control snapshot shows while the pen is not heard: a latched `HostTimeout` (the
@@ -226,6 +257,14 @@ struct Driver {
     tag_queue: Receiver<Sender<TagAnswer>>,
     tags_waiting: Vec<TagWait>,
     next_tag_request: u8,
+    /// The pen driven last and the latest pen time it told (telemetry, clock, identity).
+    driven: Option<(PenId, Micros)>,
+    /// The number of the fault clear sent to a faulted pen while a restart is latched.
+    clearing: Option<u8>,
+    /// The pen's own telemetry (the snapshot shows it overlaid while a restart is latched).
+    pen_telemetry: Telemetry,
+    health: LinkHealth,
+    health_at: Micros,
 }
 
 impl Driver {
@@ -237,6 +276,7 @@ impl Driver {
         tag_queue: Receiver<Sender<TagAnswer>>,
     ) -> Self {
         let rto = Micros(u64::from(config.retransmit_ms) * 1_000);
+        let health = LinkHealth::new(config.device.display().to_string());
         Self {
             config,
             baud,
@@ -258,6 +298,11 @@ impl Driver {
             tag_queue,
             tags_waiting: Vec::new(),
             next_tag_request: 0,
+            driven: None,
+            clearing: None,
+            pen_telemetry: boot,
+            health,
+            health_at: Micros::ZERO,
         }
     }
 
@@ -316,6 +361,22 @@ impl Driver {
         }
         self.link.poll(now);
         self.write();
+        self.report(now);
+    }
+
+    /// Publishes the link's health when its state changed, at once after [`Self::changed`],
+    /// or every 100 ms for its counters.
+    fn report(&mut self, now: Micros) {
+        let state = self.phase.code();
+        if state == self.health.state && now.since(self.health_at) < Micros(100_000) {
+            return;
+        }
+        self.health.state = state;
+        self.health.received = self.link.counters();
+        self.health.retransmissions = self.link.retransmissions();
+        self.health.clock(self.link.clock());
+        self.health.publish();
+        self.health_at = now;
     }
 
     fn open(&mut self, now: Micros) {
@@ -338,6 +399,9 @@ impl Driver {
 
     /// The pen is not heard: fail what waits, show the fault, and ask again who is there.
     fn lose(&mut self, now: Micros, end: &RemoteEnd) {
+        if matches!(self.phase, Phase::Up | Phase::Configuring { .. }) {
+            self.health.losses += 1;
+        }
         self.replies.clear();
         self.telemetry = link_lost(&self.telemetry);
         self.publish(end);
@@ -397,11 +461,12 @@ impl Driver {
                 pen,
                 config_hash,
                 next_seq,
-                ..
+                pen_time,
             } => {
                 if !matches!(self.phase, Phase::Identifying { .. }) {
                     return;
                 }
+                self.health.pen = Some(String::from_utf8_lossy(&pen.0).into_owned());
                 let refusal = if version != PROTOCOL_VERSION {
                     Some(LinkRefusal::Version {
                         pen: version,
@@ -417,9 +482,10 @@ impl Driver {
                 };
                 if let Some(r) = refusal {
                     tracing::error!(pen = %String::from_utf8_lossy(&pen.0), "link: {r}");
-                    self.phase = Phase::Refused(r);
+                    self.refuse(r, now);
                     return;
                 }
+                self.restarted(pen, config_hash, pen_time, now, end);
                 tracing::info!(pen = %String::from_utf8_lossy(&pen.0), configured = config_hash.is_some(), "link: pen identified; configuring");
                 self.link.start(next_seq);
                 let configure = Reliable::Configure {
@@ -434,36 +500,49 @@ impl Driver {
             }
             FromPen::Verdict { seq, outcome, .. } => {
                 if self.phase == (Phase::Configuring { seq }) {
-                    self.phase = match outcome {
+                    let refusal = match outcome {
                         Outcome::Configured(h) if h == self.hash => {
                             tracing::info!("link: pen configured; driving it");
-                            Phase::Up
+                            self.phase = Phase::Up;
+                            return;
                         }
                         Outcome::Configured(h)
                         | Outcome::ConfigRefused(ConfigRefusal::AlreadyConfigured(h)) => {
-                            Phase::Refused(LinkRefusal::Config {
+                            LinkRefusal::Config {
                                 pen: h,
                                 host: self.hash,
-                            })
+                            }
                         }
-                        _ => Phase::Refused(LinkRefusal::Invalid),
+                        _ => LinkRefusal::Invalid,
                     };
-                    if let Phase::Refused(r) = &self.phase {
-                        tracing::error!("link: {r}");
-                    }
+                    tracing::error!("link: {refusal}");
+                    self.refuse(refusal, now);
                     return;
                 }
-                if let (Some(reply), Outcome::Command(verdict)) =
-                    (self.replies.remove(&seq), outcome)
-                {
+                let Some(reply) = self.replies.remove(&seq) else {
+                    return;
+                };
+                if let Outcome::Command(verdict) = outcome {
+                    if verdict.is_ok() && self.clearing == Some(seq) {
+                        self.unlatch(end);
+                    }
                     let _ = reply.send(verdict);
                 }
             }
             FromPen::Telemetry(t) => {
                 if self.phase == Phase::Up {
                     self.last_rx = now;
-                    self.telemetry = t;
-                    self.publish(end);
+                    if self
+                        .health
+                        .observe(&self.pen_telemetry, &t, self.link.clock())
+                    {
+                        self.changed();
+                    }
+                    self.pen_telemetry = t;
+                    if let Some((_, seen)) = &mut self.driven {
+                        *seen = t.now;
+                    }
+                    self.show(end);
                 }
             }
             FromPen::Tag { request, image } => {
@@ -472,8 +551,81 @@ impl Driver {
                     let _ = wait.reply.send(image.map(|t| t.as_bytes().to_vec()));
                 }
             }
-            FromPen::Clock { .. } | FromPen::Counters(_) => {}
+            // Telemetry that lost its key frame to noise: the pen is up and configured.
+            FromPen::Unanchored if self.phase == Phase::Up => self.last_rx = now,
+            FromPen::Clock { pen_time } => {
+                if let Some((_, seen)) = &mut self.driven {
+                    *seen = (*seen).max(pen_time);
+                }
+            }
+            FromPen::Counters(_) | FromPen::Unanchored => {}
         }
+    }
+
+    /// Has the next [`Self::report`] publish the health.
+    fn changed(&mut self) {
+        self.health_at = Micros::ZERO;
+    }
+
+    fn refuse(&mut self, refusal: LinkRefusal, now: Micros) {
+        self.changed();
+        self.health.refusal = Some(Refusal {
+            code: refusal.code(),
+            message: refusal.to_string(),
+            host_time_us: now.0,
+        });
+        self.phase = Phase::Refused(refusal);
+    }
+
+    /// Whether the pen that identified itself is not the one driven before, unchanged: if
+    /// it is another pen, or ours unconfigured (pens are configured once per power-up) or
+    /// with its clock behind what it told us, latches the restart.
+    fn restarted(
+        &mut self,
+        pen: PenId,
+        config_hash: Option<u32>,
+        pen_time: Micros,
+        now: Micros,
+        end: &RemoteEnd,
+    ) {
+        let before = self.driven.replace((pen, pen_time));
+        let Some((was, seen)) = before else { return };
+        let what = if was != pen {
+            "replaced"
+        } else if config_hash.is_none() || pen_time < seen {
+            "restarted"
+        } else {
+            return;
+        };
+        tracing::error!(pen = %String::from_utf8_lossy(&pen.0), "link: the pen {what} since needled drove it; latched as a fault until faults are cleared");
+        self.health.pen_restarts += 1;
+        self.health.last_restart = Some(PenEvent {
+            what,
+            pen_time_us: pen_time.0,
+            host_time_us: Some(now.0),
+        });
+        self.health.restart_latched = true;
+        self.changed();
+        self.show(end);
+    }
+
+    /// Publishes the pen's telemetry, overlaid with a latched `HostTimeout` while a restart
+    /// is latched.
+    fn show(&mut self, end: &RemoteEnd) {
+        self.telemetry = if self.health.restart_latched {
+            link_lost(&self.pen_telemetry)
+        } else {
+            self.pen_telemetry
+        };
+        self.publish(end);
+    }
+
+    fn unlatch(&mut self, end: &RemoteEnd) {
+        tracing::info!("link: the pen's restart cleared by the operator");
+        self.clearing = None;
+        self.health.restart_latched = false;
+        self.changed();
+        self.show(end);
     }
 
     /// Tag reads: new ones asked now, unanswered ones asked again; given up on by the
@@ -515,12 +667,39 @@ impl Driver {
                 // Dropping the reply tells the caller the controller is out of reach.
                 continue;
             }
+            let mut clearing = false;
+            if self.health.restart_latched {
+                match request.command {
+                    Command::Heartbeat => {}
+                    // The pen's own faults, if any, are cleared by the pen; a pen without
+                    // any (a restarted one is in Boot) has nothing to clear.
+                    Command::ClearFaults
+                        if matches!(self.pen_telemetry.state, State::Fault | State::EStop) =>
+                    {
+                        clearing = true;
+                    }
+                    Command::ClearFaults => {
+                        self.unlatch(end);
+                        let _ = request.reply.send(Ok(()));
+                        continue;
+                    }
+                    _ => {
+                        let _ = request
+                            .reply
+                            .send(Err(Rejected::FaultLatched(Fault::HostTimeout)));
+                        continue;
+                    }
+                }
+            }
             let now = control::monotonic_now();
             match self
                 .link
                 .send_reliable(Reliable::Command(request.command), now)
             {
                 Ok(seq) => {
+                    if clearing {
+                        self.clearing = Some(seq);
+                    }
                     self.replies.insert(seq, request.reply);
                 }
                 Err(_) => continue,
