@@ -15,16 +15,21 @@
 //! every command but a heartbeat or a fault clear is refused. [`health`] is what
 //! `GET /v1/health` shows of all this.
 
+mod config;
 mod health;
+mod restart;
+mod tags;
 
+pub use config::{baud_rate, LinkConfig, LinkRefusal};
 pub use health::{current as health, LinkHealth, PenEvent, Refusal};
+pub use tags::LinkTags;
+use tags::{TagAnswer, TagWait};
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
 use needle_core::units::Micros;
 use needle_core::{Command, Controller, ControllerConfig, Fault, Rejected, State, Telemetry};
@@ -35,94 +40,9 @@ use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::sys::termios::{self, BaudRate, SetArg};
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::control::{self, LoopStats, RemoteEnd, Snapshot};
-
-/// `[link]`: the serial link to a pen MCU (with `hardware.backend = "link"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LinkConfig {
-    /// `device`: the pen's serial device, e.g. `/dev/ttyACM0` (USB-CDC) or a pty's path.
-    pub device: PathBuf,
-    /// `baud`: line rate (ignored by USB-CDC and ptys). Default 1,000,000.
-    pub baud: u32,
-    /// `retransmit_ms`: resend unanswered commands after this long. Default 20.
-    pub retransmit_ms: u32,
-    /// `sync_ms`: clock probe and keep-alive period. Default 10 (well inside the pen's
-    /// `host_timeout`).
-    pub sync_ms: u32,
-    /// `lost_after_ms`: no frame from the pen for this long is a lost link. Default 100.
-    pub lost_after_ms: u32,
-    /// `telemetry_every`: the pen sends telemetry every this many ticks. Default 1 (1 kHz,
-    /// for 1,000,000 baud); use 10 at 115,200 baud.
-    pub telemetry_every: u16,
-}
-
-impl Default for LinkConfig {
-    fn default() -> Self {
-        Self {
-            device: PathBuf::new(),
-            baud: 1_000_000,
-            retransmit_ms: 20,
-            sync_ms: 10,
-            lost_after_ms: 100,
-            telemetry_every: 1,
-        }
-    }
-}
-
-/// The baud rates the link accepts.
-pub fn baud_rate(baud: u32) -> Option<BaudRate> {
-    Some(match baud {
-        115_200 => BaudRate::B115200,
-        230_400 => BaudRate::B230400,
-        460_800 => BaudRate::B460800,
-        921_600 => BaudRate::B921600,
-        1_000_000 => BaudRate::B1000000,
-        2_000_000 => BaudRate::B2000000,
-        _ => return None,
-    })
-}
-
-/// Why the host will not drive the pen on the other end.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkRefusal {
-    /// The pen speaks another protocol version.
-    #[error("the pen speaks link protocol version {pen}, this needled version {host}: update one of them")]
-    Version {
-        /// The pen's.
-        pen: u16,
-        /// Ours.
-        host: u16,
-    },
-    /// The pen runs another controller configuration.
-    #[error(
-        "the pen runs a controller configuration with hash {pen:08x}, not this needled's \
-         {host:08x}: restart the pen, or fix the configuration"
-    )]
-    Config {
-        /// The pen's.
-        pen: u32,
-        /// Ours.
-        host: u32,
-    },
-    /// The pen found the configuration invalid.
-    #[error("the pen refused the controller configuration as invalid")]
-    Invalid,
-}
-
-impl LinkRefusal {
-    /// A stable code for the API.
-    pub fn code(&self) -> &'static str {
-        match self {
-            LinkRefusal::Version { .. } => "version",
-            LinkRefusal::Config { .. } => "config_hash",
-            LinkRefusal::Invalid => "config_invalid",
-        }
-    }
-}
 
 fn open_port(device: &Path, baud: BaudRate) -> nix::Result<OwnedFd> {
     let fd = open(
@@ -178,40 +98,6 @@ fn link_lost(last: &Telemetry) -> Telemetry {
     t.duty = needle_core::units::Permyriad(0);
     t.rate_measured = needle_core::units::MilliHertz(0);
     t
-}
-
-/// How long a tag read waits for the pen.
-const TAG_PATIENCE: Duration = Duration::from_millis(1_000);
-/// A tag read is asked again this often until answered.
-const TAG_RETRY: Micros = Micros(50_000);
-
-type TagAnswer = Option<Vec<u8>>;
-
-/// Reads the seated cartridge's tag through the pen (its EEPROM is on the pen's I2C bus).
-pub struct LinkTags {
-    requests: SyncSender<Sender<TagAnswer>>,
-    device: PathBuf,
-}
-
-impl crate::hal::TagReader for LinkTags {
-    fn read_tag(&mut self) -> Result<Option<Vec<u8>>, crate::hal::HalError> {
-        let unanswered = || {
-            crate::hal::HalError::device(
-                self.device.display().to_string(),
-                "link.device",
-                "the pen did not answer a tag read (link down?)",
-            )
-        };
-        let (reply, answer) = mpsc::channel();
-        self.requests.try_send(reply).map_err(|_| unanswered())?;
-        answer.recv_timeout(TAG_PATIENCE).map_err(|_| unanswered())
-    }
-}
-
-struct TagWait {
-    request: u8,
-    reply: Sender<TagAnswer>,
-    asked_at: Micros,
 }
 
 /// Starts the link thread; the handle works as with any backend, and the tag reader reads
@@ -575,86 +461,6 @@ impl Driver {
             host_time_us: now.0,
         });
         self.phase = Phase::Refused(refusal);
-    }
-
-    /// Whether the pen that identified itself is not the one driven before, unchanged: if
-    /// it is another pen, or ours unconfigured (pens are configured once per power-up) or
-    /// with its clock behind what it told us, latches the restart.
-    fn restarted(
-        &mut self,
-        pen: PenId,
-        config_hash: Option<u32>,
-        pen_time: Micros,
-        now: Micros,
-        end: &RemoteEnd,
-    ) {
-        let before = self.driven.replace((pen, pen_time));
-        let Some((was, seen)) = before else { return };
-        let what = if was != pen {
-            "replaced"
-        } else if config_hash.is_none() || pen_time < seen {
-            "restarted"
-        } else {
-            return;
-        };
-        tracing::error!(pen = %String::from_utf8_lossy(&pen.0), "link: the pen {what} since needled drove it; latched as a fault until faults are cleared");
-        self.health.pen_restarts += 1;
-        self.health.last_restart = Some(PenEvent {
-            what,
-            pen_time_us: pen_time.0,
-            host_time_us: Some(now.0),
-        });
-        self.health.restart_latched = true;
-        self.changed();
-        self.show(end);
-    }
-
-    /// Publishes the pen's telemetry, overlaid with a latched `HostTimeout` while a restart
-    /// is latched.
-    fn show(&mut self, end: &RemoteEnd) {
-        self.telemetry = if self.health.restart_latched {
-            link_lost(&self.pen_telemetry)
-        } else {
-            self.pen_telemetry
-        };
-        self.publish(end);
-    }
-
-    fn unlatch(&mut self, end: &RemoteEnd) {
-        tracing::info!("link: the pen's restart cleared by the operator");
-        self.clearing = None;
-        self.health.restart_latched = false;
-        self.changed();
-        self.show(end);
-    }
-
-    /// Tag reads: new ones asked now, unanswered ones asked again; given up on by the
-    /// reader's own timeout (its reply channel closes).
-    fn ask_tags(&mut self, now: Micros) {
-        if self.phase != Phase::Up {
-            // Dropping the replies tells the readers the pen is out of reach.
-            self.tags_waiting.clear();
-            while self.tag_queue.try_recv().is_ok() {}
-            return;
-        }
-        while let Ok(reply) = self.tag_queue.try_recv() {
-            let request = self.next_tag_request;
-            self.next_tag_request = request.wrapping_add(1);
-            self.link.read_tag(request);
-            self.tags_waiting.push(TagWait {
-                request,
-                reply,
-                asked_at: now,
-            });
-        }
-        self.tags_waiting
-            .retain(|w| now.since(w.asked_at) < Micros(TAG_PATIENCE.as_micros() as u64));
-        for w in &mut self.tags_waiting {
-            if now.since(w.asked_at) >= TAG_RETRY {
-                self.link.read_tag(w.request);
-                w.asked_at = now;
-            }
-        }
     }
 
     fn take_requests(&mut self, end: &RemoteEnd) {
