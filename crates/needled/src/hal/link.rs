@@ -101,10 +101,13 @@ fn link_lost(last: &Telemetry) -> Telemetry {
 }
 
 /// Starts the link thread; the handle works as with any backend, and the tag reader reads
-/// through the pen.
+/// through the pen. With `realtime` (`control.realtime_priority`) the thread asks for
+/// SCHED_FIFO at the control thread's priority: it carries the commands and heartbeats that
+/// refresh the pen's dead-man, as the control thread does in-process.
 pub fn spawn(
     link: LinkConfig,
     core: ControllerConfig,
+    realtime: bool,
 ) -> Result<(control::ControlHandle, LinkTags), String> {
     let baud = baud_rate(link.baud).ok_or(format!("link.baud: unsupported rate {}", link.baud))?;
     // The telemetry before any pen spoke: a controller at power-up (Boot, motor off).
@@ -121,6 +124,9 @@ pub fn spawn(
         device: link.device.clone(),
     };
     let handle = control::spawn_remote("needle-link", initial, move |end| {
+        if realtime {
+            control::try_realtime(50);
+        }
         Driver::new(link, baud, core, boot, tag_queue).serve(end)
     })
     .map_err(|e| format!("link thread: {e}"))?;
