@@ -75,9 +75,12 @@ pub enum RigKind {
     Sim,
     /// The real rig on the bench jig.
     Pi,
+    /// `needled` driving the pen firmware's host build over a pty (`NEEDLE_RIG=link`).
+    Link,
 }
 
-/// Reads `NEEDLE_RIG`: unset, empty or `sim` is the sim; `pi` the bench; anything else an error.
+/// Reads `NEEDLE_RIG`: unset, empty or `sim` is the sim; `pi` the bench; `link` needled and
+/// the pen firmware over a pty; anything else an error.
 pub fn rig_kind_from_env() -> Result<RigKind> {
     match std::env::var(RIG_ENV) {
         Err(std::env::VarError::NotPresent) => parse_rig_kind(None),
@@ -91,8 +94,9 @@ pub fn parse_rig_kind(value: Option<&str>) -> Result<RigKind> {
     match value {
         None | Some("" | "sim") => Ok(RigKind::Sim),
         Some("pi") => Ok(RigKind::Pi),
+        Some("link") => Ok(RigKind::Link),
         Some(other) => Err(HilError::Config(format!(
-            "{RIG_ENV}={other}: expected sim or pi"
+            "{RIG_ENV}={other}: expected sim, link or pi"
         ))),
     }
 }
@@ -110,6 +114,10 @@ impl Bench {
         let (rig, jig): (Box<dyn Rig>, Box<dyn Jig>) = match kind {
             RigKind::Sim => {
                 let (rig, jig) = SimRig::start(options)?;
+                (Box::new(rig), Box::new(jig))
+            }
+            RigKind::Link => {
+                let (rig, jig) = SimRig::start_link(options)?;
                 (Box::new(rig), Box::new(jig))
             }
             RigKind::Pi => {
@@ -503,7 +511,7 @@ mod tests {
         assert_eq!(parse_rig_kind(Some("pi")).unwrap(), RigKind::Pi);
         let e = parse_rig_kind(Some("PI")).unwrap_err().to_string();
         assert!(
-            e.contains("NEEDLE_RIG=PI") && e.contains("expected sim or pi"),
+            e.contains("NEEDLE_RIG=PI") && e.contains("expected sim, link or pi"),
             "{e}"
         );
     }

@@ -8,7 +8,8 @@
 //!
 //! Module map:
 //! - [`rig`]: the `Rig` and `Jig` traits and what they measure.
-//! - [`sim`]: `SimRig` (the real `needled` binary on the sim backend) and `SimJig`.
+//! - [`sim`]: `SimRig` (the real `needled` binary on the sim backend, or on the link backend
+//!   driving the pen firmware over a pty: `NEEDLE_RIG=link`) and `SimJig`.
 //! - [`pi`]: `PiRig`, `PiJig`, and the jig's instrument adapters (drivers behind `pi`).
 //! - [`bench`]: a rig and a jig opened from `NEEDLE_RIG` / `NEEDLE_JIG_CONFIG`, and the steps
 //!   scenarios share.

@@ -262,6 +262,7 @@ pub fn run_scenario_on(
         rec.report.rig = match k {
             RigKind::Sim => "sim".into(),
             RigKind::Pi => "pi".into(),
+            RigKind::Link => "link".into(),
         };
     }
     let outcome: std::result::Result<(), String> =

@@ -14,9 +14,10 @@ use crate::clock::ClockSync;
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
 use crate::message::{
-    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION, TELEMETRY_TAG,
 };
 pub use crate::pen::WINDOW;
+use crate::telemetry::{self, Key, Unusable, ANCHOR_FOR};
 
 /// Bytes the transmit queue holds.
 pub const TX_QUEUE: usize = 4096;
@@ -34,6 +35,8 @@ pub enum FromPen {
         config_hash: Option<u32>,
         /// The next sequence number it expects.
         next_seq: u8,
+        /// The pen's clock when it answered.
+        pen_time: Micros,
     },
     /// The verdict on a numbered message, once per message.
     Verdict {
@@ -50,6 +53,9 @@ pub enum FromPen {
     },
     /// Newer telemetry than any before.
     Telemetry(Telemetry),
+    /// A delta telemetry frame from a key frame this end does not have (it was lost):
+    /// unusable, but the pen is configured and sending.
+    Unanchored,
     /// A clock probe's answer (already added to [`HostLink::clock`]).
     Clock {
         /// The pen's clock.
@@ -93,7 +99,10 @@ pub struct HostLink {
     in_flight: [Option<InFlight>; WINDOW as usize],
     retransmit_after: Micros,
     retransmissions: u32,
-    last_pen_seq: Option<u8>,
+    /// The pen clock of the newest telemetry passed on: older telemetry is stale.
+    newest: Option<Micros>,
+    /// The last key telemetry frame and the host time it came: what delta frames are from.
+    anchor: Option<(Key, Micros)>,
     counters: Counters,
     clock: ClockSync,
     tx: crate::queue::TxQueue<TX_QUEUE>,
@@ -109,7 +118,8 @@ impl HostLink {
             in_flight: [None; WINDOW as usize],
             retransmit_after,
             retransmissions: 0,
-            last_pen_seq: None,
+            newest: None,
+            anchor: None,
             counters: Counters::default(),
             clock: ClockSync::new(),
             tx: crate::queue::TxQueue::new(),
@@ -220,35 +230,57 @@ impl HostLink {
     /// Takes one received byte at host time `now`; returns what the pen said when it
     /// completes a frame worth passing on.
     pub fn receive(&mut self, byte: u8, now: Micros) -> Option<FromPen> {
-        let (header, message) = match self.decoder.push(byte)? {
+        let message = match self.decoder.push(byte)? {
             Err(why) => {
                 self.counters.reject(why);
                 return None;
             }
-            Ok(frame) => match postcard::take_from_bytes::<PenMessage>(frame.payload) {
-                Ok((message, [])) => (frame.header, message),
-                _ => {
-                    self.counters.reject(Rejection::Decode);
-                    return None;
+            Ok(frame) => match frame.payload.split_first() {
+                Some((&TELEMETRY_TAG, compact)) => {
+                    let anchor = self
+                        .anchor
+                        .as_ref()
+                        .filter(|(_, at)| now.since(*at) <= ANCHOR_FOR)
+                        .map(|(k, _)| k);
+                    match telemetry::decode(compact, anchor) {
+                        Ok((t, key)) => {
+                            if let Some(k) = key {
+                                self.anchor = Some((k, now));
+                            }
+                            PenMessage::Telemetry(t)
+                        }
+                        Err(Unusable::Malformed) => {
+                            self.counters.reject(Rejection::Decode);
+                            return None;
+                        }
+                        Err(Unusable::Unanchored) => {
+                            self.counters.unanchored = self.counters.unanchored.saturating_add(1);
+                            return Some(FromPen::Unanchored);
+                        }
+                    }
                 }
+                _ => match postcard::take_from_bytes::<PenMessage>(frame.payload) {
+                    Ok((message, [])) => message,
+                    _ => {
+                        self.counters.reject(Rejection::Decode);
+                        return None;
+                    }
+                },
             },
         };
         self.counters.frames = self.counters.frames.saturating_add(1);
-        let newer = self
-            .last_pen_seq
-            .is_none_or(|last| (header.seq.wrapping_sub(last) as i8) > 0);
-        if newer {
-            self.last_pen_seq = Some(header.seq);
-        }
         match message {
             PenMessage::Identity {
                 version,
                 pen,
                 config_hash,
                 next_seq,
+                pen_time,
             } => {
-                // The pen may have restarted: its frame numbers start again.
-                self.last_pen_seq = Some(header.seq);
+                // The pen may have restarted: its clock and telemetry start again.
+                self.newest = None;
+                self.anchor = None;
+                self.clock = ClockSync::new();
                 if version != PROTOCOL_VERSION {
                     self.counters.version = self.counters.version.saturating_add(1);
                 }
@@ -257,6 +289,7 @@ impl HostLink {
                     pen,
                     config_hash,
                     next_seq,
+                    pen_time,
                 })
             }
             PenMessage::Verdict {
@@ -281,7 +314,10 @@ impl HostLink {
                 }
             }
             PenMessage::Telemetry(t) => {
-                if newer {
+                // Newest wins by the pen's clock, which (unlike the 8-bit frame numbers) no
+                // gap in reception makes ambiguous.
+                if self.newest.is_none_or(|n| t.now > n) {
+                    self.newest = Some(t.now);
                     Some(FromPen::Telemetry(t))
                 } else {
                     self.counters.stale = self.counters.stale.saturating_add(1);
@@ -301,21 +337,14 @@ impl HostLink {
     }
 
     fn send(&mut self, seq: u8, message: &HostMessage) -> bool {
-        let mut payload = [0u8; frame::MAX_PAYLOAD];
-        let mut wire = [0u8; frame::MAX_ENCODED];
-        // The pen's frames are not numbered for us to acknowledge; `ack` says what we saw last.
-        let header = Header {
-            seq,
-            ack: self.last_pen_seq.unwrap_or(0),
-        };
-        let bytes = postcard::to_slice(message, &mut payload)
+        self.tx.push_with(frame::MAX_ENCODED, |room| {
+            frame::encode_with(
+                Header { seq },
+                |payload| postcard::to_slice(message, payload).ok().map(|p| p.len()),
+                room,
+            )
             .ok()
-            .and_then(|p| frame::encode(header, p, &mut wire).ok())
-            .and_then(|n| wire.get(..n));
-        let Some(bytes) = bytes else {
-            return false;
-        };
-        self.tx.push(bytes)
+        })
     }
 
     /// The queued bytes, oldest first.

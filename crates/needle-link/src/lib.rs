@@ -5,8 +5,9 @@
 //! `#![no_std]`, no heap: both ends are plain state machines fed one byte at a time, which
 //! queue their frames for the caller to write to the serial port.
 //!
-//! - [`frame`]: COBS frames with a length, sequence and ack numbers and a CRC-32C, ended by a
+//! - [`frame`]: COBS frames with a length, a sequence number and a CRC-32C, ended by a
 //!   `0x00` sync byte, so a receiver resynchronises after noise.
+//! - [`telemetry`]: the compact layout of the telemetry sent every pen tick.
 //! - [`message`]: what travels inside: the handshake (protocol version, pen identity,
 //!   [`config_hash`]), numbered commands and their verdicts, telemetry, clock probes.
 //! - [`pen`]: [`PenLink`], the pen's end: in order, exactly once, verdicts kept for repeats.
@@ -47,6 +48,7 @@ pub mod host;
 pub mod message;
 pub mod pen;
 pub mod queue;
+pub mod telemetry;
 
 pub use clock::ClockSync;
 pub use counters::Counters;
@@ -54,6 +56,6 @@ pub use hash::config_hash;
 pub use host::{FromPen, HostLink, SendError};
 pub use message::{
     ConfigRefusal, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
-    TAG_BYTES,
+    TAG_BYTES, TELEMETRY_TAG,
 };
 pub use pen::{PenLink, Received};

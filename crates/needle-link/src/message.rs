@@ -9,7 +9,7 @@ use needle_core::{Command, ControllerConfig, Rejected, Telemetry};
 use serde::{Deserialize, Serialize};
 
 /// The link protocol's version. Raise it with any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A pen's identity: a serial number burned in at manufacture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -142,6 +142,9 @@ pub enum PenMessage {
         config_hash: Option<u32>,
         /// The next sequence number it expects.
         next_seq: u8,
+        /// The pen's clock when it answered: earlier than a pen time the host saw before
+        /// means the pen restarted in between.
+        pen_time: Micros,
     },
     /// What became of the numbered message `seq`; resent for a duplicate.
     Verdict {
@@ -154,7 +157,9 @@ pub enum PenMessage {
         /// The pen's clock when it was applied.
         at: Micros,
     },
-    /// The controller after a tick. Not acknowledged: the host keeps the newest.
+    /// The controller after a tick. Not acknowledged: the host keeps the newest. On the wire
+    /// this variant's tag ([`TELEMETRY_TAG`]) is followed by the compact layout of
+    /// [`crate::telemetry`], not by postcard.
     Telemetry(Telemetry),
     /// The answer to a [`HostMessage::Sync`].
     Clock {
@@ -173,3 +178,6 @@ pub enum PenMessage {
         image: Option<TagImage>,
     },
 }
+
+/// The first payload byte of a telemetry frame: postcard's tag of [`PenMessage::Telemetry`].
+pub const TELEMETRY_TAG: u8 = 2;

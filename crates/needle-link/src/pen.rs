@@ -15,8 +15,9 @@ use needle_core::Telemetry;
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
 use crate::message::{
-    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION, TELEMETRY_TAG,
 };
+use crate::telemetry::{self, Key, Kind, KEY_EVERY, KEY_PERIOD};
 
 /// Most numbered messages in flight (the host's window); verdicts of this many are kept.
 pub const WINDOW: u8 = 8;
@@ -71,6 +72,12 @@ pub struct PenLink {
     tx_seq: u8,
     tx: crate::queue::TxQueue<TX_QUEUE>,
     tx_dropped: u32,
+    /// The last key telemetry frame sent and when (pen clock); `None` sends one next.
+    key: Option<(Key, Micros)>,
+    /// Telemetry frames since that key.
+    since_key: u16,
+    /// The next key frame's number.
+    next_key: u8,
     counters: Counters,
 }
 
@@ -86,6 +93,9 @@ impl PenLink {
             tx_seq: 0,
             tx: crate::queue::TxQueue::new(),
             tx_dropped: 0,
+            key: None,
+            since_key: 0,
+            next_key: 0,
             counters: Counters::default(),
         }
     }
@@ -192,13 +202,16 @@ impl PenLink {
         });
     }
 
-    /// Answers [`Received::Identify`]; `config_hash` is the hash of the configuration in force.
-    pub fn identity(&mut self, config_hash: Option<u32>) {
+    /// Answers [`Received::Identify`] at pen time `now`; `config_hash` is the hash of the
+    /// configuration in force. The next telemetry frame is a full one, for the new host.
+    pub fn identity(&mut self, config_hash: Option<u32>, now: Micros) {
+        self.key = None;
         self.send(&PenMessage::Identity {
             version: PROTOCOL_VERSION,
             pen: self.pen,
             config_hash,
             next_seq: self.expected,
+            pen_time: now,
         });
     }
 
@@ -215,9 +228,33 @@ impl PenLink {
         self.send(&PenMessage::Tag { request, image });
     }
 
-    /// Queues a telemetry frame.
-    pub fn telemetry(&mut self, telemetry: &Telemetry) {
-        self.send(&PenMessage::Telemetry(*telemetry));
+    /// Queues a telemetry frame in the compact layout ([`crate::telemetry`]): a key frame
+    /// first after a handshake and then every [`KEY_EVERY`] frames or [`KEY_PERIOD`] of the
+    /// telemetry's clock, delta frames from the last key between.
+    pub fn telemetry(&mut self, t: &Telemetry) {
+        let key = self
+            .key
+            .filter(|(_, at)| self.since_key < KEY_EVERY && t.now.since(*at) < KEY_PERIOD);
+        let number = self.next_key;
+        let kind = match &key {
+            Some((k, _)) => Kind::Delta(k),
+            None => Kind::Key(number),
+        };
+        let sent = self.queue(|room| {
+            let (tag, rest) = room.split_first_mut()?;
+            *tag = TELEMETRY_TAG;
+            Some(1 + telemetry::encode(t, kind, rest)?)
+        });
+        if !sent {
+            return;
+        }
+        if key.is_some() {
+            self.since_key += 1;
+        } else {
+            self.key = Some((Key::of(t, number), t.now));
+            self.since_key = 1;
+            self.next_key = number.wrapping_add(1);
+        }
     }
 
     /// Queues a frame with the link's counters.
@@ -228,25 +265,25 @@ impl PenLink {
     /// Queues `message` as one frame; a frame that does not fit the queue is dropped whole
     /// and counted ([`PenLink::tx_dropped`]), never sent in part.
     pub fn send(&mut self, message: &PenMessage) {
-        let mut payload = [0u8; frame::MAX_PAYLOAD];
-        let mut wire = [0u8; frame::MAX_ENCODED];
-        let header = Header {
-            seq: self.tx_seq,
-            ack: self.expected,
-        };
-        let encoded = postcard::to_slice(message, &mut payload)
-            .ok()
-            .and_then(|p| frame::encode(header, p, &mut wire).ok())
-            .and_then(|n| wire.get(..n));
-        let Some(bytes) = encoded else {
-            self.tx_dropped = self.tx_dropped.saturating_add(1);
-            return;
-        };
-        if !self.tx.push(bytes) {
-            self.tx_dropped = self.tx_dropped.saturating_add(1);
-            return;
+        if let PenMessage::Telemetry(t) = message {
+            return self.telemetry(t);
         }
-        self.tx_seq = self.tx_seq.wrapping_add(1);
+        self.queue(|room| postcard::to_slice(message, room).ok().map(|p| p.len()));
+    }
+
+    /// Queues the frame whose payload `fill` writes, COBS-encoded straight into the transmit
+    /// queue; returns whether it was queued (a frame that does not fit is counted).
+    fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
+        let header = Header { seq: self.tx_seq };
+        let queued = self.tx.push_with(frame::MAX_ENCODED, |room| {
+            frame::encode_with(header, fill, room).ok()
+        });
+        if queued {
+            self.tx_seq = self.tx_seq.wrapping_add(1);
+        } else {
+            self.tx_dropped = self.tx_dropped.saturating_add(1);
+        }
+        queued
     }
 
     /// The queued bytes, oldest first.

@@ -42,6 +42,32 @@ impl<const N: usize> TxQueue<N> {
         true
     }
 
+    /// Appends what `write` puts into the queue's free space (at least `want` bytes of it
+    /// when the queue has that much room), so a frame is encoded straight into the queue.
+    /// `write` returns how many bytes it wrote, or `None` to append nothing; returns whether
+    /// something was appended.
+    pub fn push_with(
+        &mut self,
+        want: usize,
+        write: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> bool {
+        if N - self.end < want && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let Some(room) = self.buf.get_mut(self.end..) else {
+            return false;
+        };
+        match write(room) {
+            Some(n) if n <= N - self.end => {
+                self.end += n;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Bytes queued.
     pub fn len(&self) -> usize {
         self.end - self.start
@@ -81,5 +107,20 @@ mod tests {
         assert!(!q.push(b"xy"), "a frame that does not fit is refused whole");
         q.consume(100);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn push_with_writes_into_the_free_space_after_compacting() {
+        let mut q = TxQueue::<8>::new();
+        assert!(q.push(b"abcdef"));
+        q.consume(4);
+        assert!(q.push_with(5, |room| {
+            assert!(room.len() >= 5, "compacted to make room");
+            room[..3].copy_from_slice(b"xyz");
+            Some(3)
+        }));
+        assert_eq!(q.pending(), b"efxyz");
+        assert!(!q.push_with(1, |_| None), "a failed write appends nothing");
+        assert_eq!(q.pending(), b"efxyz");
     }
 }

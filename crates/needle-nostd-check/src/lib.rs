@@ -130,7 +130,7 @@ pub extern "C" fn needle_check_link(seed: u32, len: u32) -> u32 {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let byte = (x >> 16) as u8;
         if let Some(Received::Identify) = pen.receive(byte) {
-            pen.identity(Some(config_hash(&ControllerConfig::default())));
+            pen.identity(Some(config_hash(&ControllerConfig::default())), Micros(0));
         }
         let _ = host.receive(byte, Micros(u64::from(x)));
     }

@@ -297,15 +297,30 @@ fn main() {
         frames_out += usize::from(sent > 0);
     }
     let counters = host.counters();
-    // One telemetry frame on the wire, with the clock and counters ten hours in (their
-    // varints are then as long as a treatment day makes them).
+    // Telemetry frames on the wire, with the clock and counters ten hours in (their
+    // varints are then as long as a treatment day makes them): the key frame sent first
+    // after a handshake and every `KEY_EVERY` frames, then the last delta frame from it,
+    // `KEY_EVERY - 1` ticks later (the same ticks in both run lengths, so they cancel).
+    let ten_hours = |mut t: needle_core::Telemetry| {
+        t.now = Micros(t.now.0 + 36_000_000_000);
+        t.ticks += 36_000_000;
+        t.stroke_count += 4_320_000;
+        t
+    };
+    let key = ten_hours(pen.controller().map(|c| c.telemetry()).expect("configured"));
+    for _ in 1..needle_link::telemetry::KEY_EVERY {
+        tick(&mut pen, &mut host, &mut now);
+    }
+    let t = ten_hours(pen.controller().map(|c| c.telemetry()).expect("configured"));
     let mut link = needle_link::PenLink::new(PenId(*b"BENCHPEN"));
-    let mut t = pen.controller().map(|c| c.telemetry()).expect("configured");
-    t.now = Micros(36_000_000_000);
-    t.ticks = 36_000_000;
-    t.stroke_count = 4_320_000;
+    link.telemetry(&key);
+    let key_bytes = link.pending().len();
+    link.consume(key_bytes);
     link.telemetry(&t);
-    println!("telemetry_frame_bytes={}", link.pending().len());
+    println!(
+        "telemetry_frame_bytes={} key_frame_bytes={key_bytes}",
+        link.pending().len()
+    );
     assert_eq!(counters.damaged(), 0);
     let allocations = STEP_ALLOCATIONS.load(Ordering::Relaxed) - before;
     let state = pen.controller().map(|c| c.state());

@@ -112,7 +112,7 @@ impl<H: Hardware> Pen<H> {
     fn dispatch(&mut self, event: Received, now: Micros) {
         self.last_host_frame = Some(now);
         match event {
-            Received::Identify => self.link.identity(self.config_hash()),
+            Received::Identify => self.link.identity(self.config_hash(), now),
             Received::Sync { host_time } => self.link.clock(host_time, now),
             Received::Apply { seq, message } => {
                 let outcome = self.apply(message);

@@ -144,7 +144,7 @@ fn a_host_of_another_protocol_version_learns_the_pens_and_is_not_obeyed() {
         version: PROTOCOL_VERSION + 1,
     };
     let p = postcard::to_slice(&identify, &mut payload).unwrap();
-    let n = frame::encode(Header { seq: 0, ack: 0 }, p, &mut wire).unwrap();
+    let n = frame::encode(Header { seq: 0 }, p, &mut wire).unwrap();
     host.port.write_all(&wire[..n]).unwrap();
     let start = Instant::now();
     let version = loop {

@@ -308,7 +308,11 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         }
         // The pen MCU drives its own outputs and keeps them safe; the link opens here.
         Rig::Link => {
-            let (handle, tags) = needled::hal::link::spawn(config.link.clone(), core)?;
+            let (handle, tags) = needled::hal::link::spawn(
+                config.link.clone(),
+                core,
+                config.control.realtime_priority,
+            )?;
             (handle, None, Box::new(tags))
         }
         #[cfg(feature = "rppal")]

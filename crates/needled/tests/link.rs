@@ -183,7 +183,23 @@ fn wait_status(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value
         if until(&s) {
             return s;
         }
-        assert!(start.elapsed() < PATIENCE, "waited in vain for {what}: {s}");
+        if start.elapsed() > PATIENCE {
+            let log = std::fs::read_to_string(&n.log).unwrap_or_default();
+            panic!("waited in vain for {what}: {s}\nneedled's log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until `GET /v1/health`'s `link` object satisfies `until`; returns it.
+fn wait_health(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, h) = call(n, "GET", "/v1/health");
+        if until(&h["link"]) {
+            return h["link"].clone();
+        }
+        assert!(start.elapsed() < PATIENCE, "waited in vain for {what}: {h}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -273,7 +289,7 @@ fn needled_drives_the_pen_over_a_pty_and_its_status_is_the_pens() {
 }
 
 #[test]
-fn a_lost_pen_is_a_fault_in_the_api_and_a_new_pen_is_driven_from_boot() {
+fn a_lost_pen_is_a_fault_in_the_api_and_a_restarted_pen_is_driven_from_boot_once_cleared() {
     let dir = tempfile::tempdir().unwrap();
     let mut pen = Pen::spawn(dir.path());
     let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
@@ -293,10 +309,143 @@ fn a_lost_pen_is_a_fault_in_the_api_and_a_new_pen_is_driven_from_boot() {
     assert_eq!(s["motor_enabled"], false);
     // Commands are refused while the pen is out of reach.
     assert_ne!(call(&n, "POST", "/v1/home").0, 200);
-    // A pen comes back on the same path: driven again, from its own power-up state.
+    let link = wait_health(&n, "the loss", |l| l["losses"] == 1);
+    assert_eq!(link["pen_restarts"], 0, "{link}");
+    // The pen comes back on the same path, restarted: driven again, but latched as a fault
+    // until the operator clears it.
     let _pen = Pen::spawn(dir.path());
+    let link = wait_health(&n, "the restart", |l| {
+        l["pen_restarts"] == 1 && l["state"] == "up"
+    });
+    assert_eq!(link["restart_latched"], true, "{link}");
+    assert_eq!(link["last_restart"]["what"], "restarted", "{link}");
+    let s = wait_status(&n, "the new pen, latched", |s| {
+        driving(s) && s["homed"] == false
+    });
+    assert_eq!(s["state"], "Fault", "{s}");
+    assert_eq!(call(&n, "POST", "/v1/home").0, 409, "refused while latched");
+    ok(
+        &n,
+        "POST",
+        "/v1/faults/clear",
+        Some(json!({ "reason": "pen restarted; checked it" })),
+    );
     let s = wait_status(&n, "the new pen", |s| s["state"] == "Boot" && driving(s));
     assert_eq!(s["homed"], false, "{s}");
+    assert_eq!(
+        call(&n, "GET", "/v1/health").1["link"]["restart_latched"],
+        false
+    );
+    assert_eq!(call(&n, "POST", "/v1/home").0, 200);
+    wait_status(&n, "the new pen homed", |s| s["state"] == "Idle");
+}
+
+#[test]
+fn a_pen_restarted_mid_treatment_is_a_fault_and_the_treatment_does_not_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pen = Pen::spawn(dir.path());
+    let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
+    let id = run_session(&n, &pen);
+    pen.child.kill().unwrap();
+    pen.child.wait().unwrap();
+    let pen = Pen::spawn(dir.path());
+    wait_health(&n, "the restart", |l| {
+        l["pen_restarts"] == 1 && l["state"] == "up"
+    });
+    let s = wait_status(&n, "the new pen", driving);
+    assert_eq!(s["state"], "Fault", "{s}");
+    assert_eq!(s["motor_enabled"], false, "{s}");
+    let (code, body) = send(&n, "POST", &format!("/v1/sessions/{id}/start"), None);
+    assert_ne!(code, 200, "{body}");
+    std::thread::sleep(Duration::from_millis(300));
+    let t = pen.truth();
+    assert_eq!(t["motor_powered"], false, "{t}");
+    assert_eq!(t["strokes"], 0, "the new pen's needles never moved: {t}");
+}
+
+#[test]
+fn pen_fault_and_stop_times_are_reported_on_the_hosts_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let pen = Pen::spawn(dir.path());
+    let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
+    run_session(&n, &pen);
+    let before = needled::control::monotonic_now().0;
+    pen.ask(json!({"op": "inject", "what": "estop", "on": true}));
+    let after = needled::control::monotonic_now().0;
+    wait_status(&n, "the e-stop", |s| s["state"] == "EStop");
+    let link = wait_health(&n, "the fault's time", |l| {
+        l["last_fault"]["what"] == "estop" && l["last_stop"]["host_time_us"].is_u64()
+    });
+    let at = link["last_fault"]["host_time_us"].as_u64().unwrap();
+    let slack = link["clock"]["uncertainty_us"].as_u64().unwrap() + 1_000;
+    eprintln!(
+        "e-stop injected in [{before}, {after}] µs, latched on the pen at {at} µs (host clock)"
+    );
+    assert!(at + slack >= before, "before the injection: {link}");
+    // The pen latches it at its next tick; a busy machine may run that tick late.
+    assert!(at <= after + slack + 50_000, "{link}");
+    // The stop, on the pen's clock, is the tick the rig's truth saw the motor go off.
+    let stop = link["last_stop"]["pen_time_us"].as_u64().unwrap();
+    let off = pen.truth()["motor_off_at_us"].as_u64().unwrap();
+    assert!(
+        stop.abs_diff(off) <= 1_000,
+        "stop {stop} vs off {off}: {link}"
+    );
+}
+
+/// A pen that answers every `Identify` claiming another protocol version.
+fn fake_pen_of_another_version(dir: &Path) -> (PathBuf, std::thread::JoinHandle<()>) {
+    use needle_link::frame::{self, Decoder, Header};
+    use needle_link::{HostMessage, PenId, PenMessage, PROTOCOL_VERSION};
+    let pty = nix::pty::openpty(None, None).unwrap();
+    raw_nonblocking(&pty.slave);
+    raw_nonblocking(&pty.master);
+    let tty = dir.join("fake.tty");
+    std::os::unix::fs::symlink(nix::unistd::ttyname(&pty.slave).unwrap(), &tty).unwrap();
+    let thread = std::thread::spawn(move || {
+        let _keep = pty.slave;
+        let mut decoder = Decoder::new();
+        let mut buf = [0u8; 512];
+        let start = Instant::now();
+        while start.elapsed() < PATIENCE {
+            let n = nix::unistd::read(&pty.master, &mut buf).unwrap_or(0);
+            for b in &buf[..n] {
+                let Some(Ok(f)) = decoder.push(*b) else {
+                    continue;
+                };
+                let Ok(HostMessage::Identify { .. }) = postcard::from_bytes(f.payload) else {
+                    continue;
+                };
+                let identity = PenMessage::Identity {
+                    version: PROTOCOL_VERSION + 1,
+                    pen: PenId(*b"FAKEPEN1"),
+                    config_hash: None,
+                    next_seq: 0,
+                    pen_time: needle_core::units::Micros(1_000),
+                };
+                let mut payload = [0u8; frame::MAX_PAYLOAD];
+                let p = postcard::to_slice(&identity, &mut payload).unwrap();
+                let mut wire = [0u8; frame::MAX_ENCODED];
+                let k = frame::encode(Header { seq: 0 }, p, &mut wire).unwrap();
+                let _ = nix::unistd::write(&pty.master, &wire[..k]);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    (tty, thread)
+}
+
+#[test]
+fn a_pen_of_another_protocol_version_is_refused_and_health_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tty, _fake) = fake_pen_of_another_version(dir.path());
+    let n = start_needled(&dir.path().join("data"), &config(&tty, 500));
+    let link = wait_health(&n, "the refusal", |l| l["state"] == "refused");
+    assert_eq!(link["refusal"]["code"], "version", "{link}");
+    let message = link["refusal"]["message"].as_str().unwrap();
+    assert!(message.contains("update one of them"), "{link}");
+    assert_eq!(link["pen"], "FAKEPEN1", "{link}");
+    assert_ne!(call(&n, "POST", "/v1/home").0, 200);
 }
 
 #[test]
@@ -317,6 +466,10 @@ fn a_pen_configured_differently_is_refused_with_a_clear_error() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(log.contains("configuration with hash"), "{log}");
+    let link = wait_health(&second, "the refusal", |l| l["state"] == "refused");
+    assert_eq!(link["refusal"]["code"], "config_hash", "{link}");
+    let message = link["refusal"]["message"].as_str().unwrap();
+    assert!(message.contains("restart the pen"), "{link}");
     let (_, s) = call(&second, "GET", "/v1/status");
     assert!(
         !driving(&s),

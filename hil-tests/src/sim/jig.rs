@@ -1,5 +1,6 @@
 //! The jig on the sim: the physics' truth (`GET /v1/sim/truth`) and the sim's actuators
-//! (`POST /v1/sim/inject`), through the API. Never the controller's telemetry.
+//! (`POST /v1/sim/inject`), through the API; on the link rig the same truth and actuators on
+//! the pen's truth socket ([`PenSocket`]). Never the controller's telemetry.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -47,10 +48,62 @@ impl Truth {
     }
 }
 
-/// The jig on the sim: the physics' truth and the sim's injections, through the API.
+/// The jig on the sim: the physics' truth and the sim's injections, through the API (or
+/// the pen's truth socket on the link rig).
 pub struct SimJig {
     endpoint: Arc<RwLock<Endpoint>>,
     api: Mutex<Option<Api>>,
+    pen: Option<PenSocket>,
+}
+
+/// The link rig's jig channel: the pen firmware's truth socket, one JSON request a line.
+#[derive(Debug, Clone)]
+pub struct PenSocket {
+    path: std::path::PathBuf,
+}
+
+impl PenSocket {
+    /// Asks the pen; an `error` in the answer is an error.
+    pub fn ask(&self, request: &Value) -> Result<Value> {
+        use std::io::{BufRead, BufReader, Write};
+        let failed = |e: std::io::Error| HilError::io(&self.path, e);
+        let mut s = std::os::unix::net::UnixStream::connect(&self.path).map_err(failed)?;
+        s.set_read_timeout(Some(REQUEST_TIMEOUT)).map_err(failed)?;
+        writeln!(s, "{request}").map_err(failed)?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).map_err(failed)?;
+        let v: Value = serde_json::from_str(&line)
+            .map_err(|e| HilError::Jig(format!("the pen's truth socket answered {line:?}: {e}")))?;
+        match v["error"].as_str() {
+            Some(e) => Err(HilError::Jig(format!("the pen refused {request}: {e}"))),
+            None => Ok(v),
+        }
+    }
+
+    /// The pen's truth in the sim's terms (its clock is the rig's, `sim_time_us`).
+    fn truth(&self) -> Result<Value> {
+        let mut v = self.ask(&json!({ "op": "truth" }))?;
+        v["sim_time_us"] = v["pen_time_us"].clone();
+        Ok(v)
+    }
+
+    /// A sim injection body as the pen's request; its answer as the sim's.
+    fn inject(&self, body: &Value) -> Result<Value> {
+        let on = |key: &str| body[key].as_bool().unwrap_or(true);
+        let request = match body["action"].as_str() {
+            Some("estop") => json!({ "op": "inject", "what": "estop", "on": on("pressed") }),
+            Some("seat_cartridge") => {
+                json!({ "op": "inject", "what": "cartridge", "on": true, "tag_hex": body["tag_hex"] })
+            }
+            Some("pull_cartridge") => json!({ "op": "inject", "what": "cartridge", "on": false }),
+            Some("jam") => json!({ "op": "inject", "what": "jam", "on": on("on") }),
+            // The host link cut is a cut in the serial line.
+            Some("host_silence") => json!({ "op": "inject", "what": "host_link", "on": on("on") }),
+            other => return Err(HilError::Jig(format!("no pen injection for {other:?}"))),
+        };
+        let reply = self.ask(&request)?;
+        Ok(json!({ "applied_at_us": reply["at_us"] }))
+    }
 }
 
 impl std::fmt::Debug for SimJig {
@@ -69,10 +122,12 @@ struct EdgeBracket {
 }
 
 impl SimJig {
-    pub(super) fn new(endpoint: Arc<RwLock<Endpoint>>) -> Self {
+    /// `truth`: the pen's truth socket on the link rig; `None` reads the sim through the API.
+    pub(super) fn new(endpoint: Arc<RwLock<Endpoint>>, truth: Option<std::path::PathBuf>) -> Self {
         Self {
             endpoint,
             api: Mutex::new(None),
+            pen: truth.map(|path| PenSocket { path }),
         }
     }
 
@@ -95,6 +150,9 @@ impl SimJig {
 
     /// The physics' truth now.
     pub fn truth(&self) -> Result<Truth> {
+        if let Some(pen) = &self.pen {
+            return Truth::from_json(&pen.truth()?);
+        }
         Truth::from_json(
             &self
                 .api()
@@ -103,6 +161,9 @@ impl SimJig {
     }
 
     fn inject(&self, body: &Value) -> Result<Value> {
+        if let Some(pen) = &self.pen {
+            return pen.inject(body);
+        }
         let reply =
             self.api()
                 .call(Some(Role::Technician), "POST", "/v1/sim/inject", Some(body))?;
@@ -213,6 +274,9 @@ fn rate_between(a: EdgeBracket, b: EdgeBracket) -> RateMeasurement {
 
 impl Jig for SimJig {
     fn describe(&self) -> String {
+        if let Some(pen) = &self.pen {
+            return format!("link jig: the pen's truth socket {} (depth_um, strokes, pen_time_us, motor_powered, injections)", pen.path.display());
+        }
         "sim jig: GET /v1/sim/truth (depth_um, strokes, sim_time_us, motor_powered), POST /v1/sim/inject".into()
     }
 
@@ -312,6 +376,15 @@ impl Jig for SimJig {
     fn control_ticks(&mut self, after_us: u64, until_us: u64) -> Result<Option<u64>> {
         if until_us <= after_us {
             return Ok(Some(0));
+        }
+        if let Some(pen) = &self.pen {
+            let v =
+                pen.ask(&json!({ "op": "ticks_between", "after": after_us, "until": until_us }))?;
+            return v["ticks"].as_u64().map(Some).ok_or_else(|| {
+                HilError::Jig(format!(
+                    "the pen's ticks_between has no numeric 'ticks': {v}"
+                ))
+            });
         }
         let v = self.api().ok(
             Role::Technician,

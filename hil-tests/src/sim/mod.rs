@@ -3,6 +3,11 @@
 //! endpoints only: `GET /v1/sim/truth` (the physics' truth) and `POST /v1/sim/inject` (the
 //! jig's actuators). It never reads the controller's telemetry.
 //!
+//! The link rig (`NEEDLE_RIG=link`, [`SimRig::start_link`]) is the same with the controller
+//! across a serial line: the pen firmware's host build (`needle-pen`, the sim's physics) on a
+//! pseudo-terminal, `needled` on `hardware.backend = "link"` driving it, and the jig on the
+//! pen's truth socket (the same truth and actuators, a Unix socket instead of the API).
+//!
 //! - [`workspace`]: the `needled` binary under test.
 //! - [`jig`]: the sim jig and the truth it reads.
 
@@ -20,7 +25,10 @@ use needled::cartridge::DeviceKey;
 use serde_json::Value;
 
 pub use jig::{SimJig, Truth};
-pub use workspace::{git_revision, needled_binary, target_dir, workspace_root, NEEDLED_BIN_ENV};
+pub use workspace::{
+    git_revision, needled_binary, pen_binary, target_dir, workspace_root, NEEDLED_BIN_ENV,
+    PEN_BIN_ENV,
+};
 
 use crate::api::{Api, Endpoint};
 use crate::config::RigSettings;
@@ -34,6 +42,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The sim rig's dead-man timeout unless a scenario asks for another, ms: the product default.
 pub const SIM_HOST_TIMEOUT_MS: u32 = 100;
+
+/// The link rig's, unless a scenario asks for another (the dead-man scenario asks for 100):
+/// its heartbeats cross two processes and a pty, which this shared machine sometimes leaves
+/// unscheduled for longer than 100 ms, and a dead-man rightly tripped in the middle of an
+/// unrelated scenario proves nothing about that scenario.
+pub const LINK_HOST_TIMEOUT_MS: u32 = 500;
 
 /// Overrides where the sim rig's data directories are made.
 pub const SIM_TMPDIR_ENV: &str = "HIL_SIM_TMPDIR";
@@ -83,9 +97,17 @@ pub fn sim_config_text(options: &RigOptions) -> String {
     text
 }
 
-/// The service under test on the sim: a real `needled` child process.
+/// The link rig's pen: a `needle-pen` child process on a pty, its truth on a Unix socket.
+struct LinkPen {
+    child: Child,
+    truth: PathBuf,
+}
+
+/// The service under test on the sim: a real `needled` child process (and on the link rig
+/// the pen it drives, another).
 pub struct SimRig {
     data: tempfile::TempDir,
+    pen: Option<LinkPen>,
     binary: PathBuf,
     config_path: PathBuf,
     settings: RigSettings,
@@ -106,9 +128,38 @@ impl std::fmt::Debug for SimRig {
 impl SimRig {
     /// Starts `needled` on the sim with a fresh data directory and waits until it answers.
     pub fn start(options: RigOptions) -> Result<(SimRig, SimJig)> {
+        Self::start_with(options, false)
+    }
+
+    /// Starts `needle-pen` on a pty and `needled` driving it over the link, and waits until
+    /// needled drives the pen.
+    pub fn start_link(options: RigOptions) -> Result<(SimRig, SimJig)> {
+        Self::start_with(options, true)
+    }
+
+    fn start_with(options: RigOptions, link: bool) -> Result<(SimRig, SimJig)> {
         let binary = needled_binary()?;
         let data = sim_data_dir()?;
-        let text = sim_config_text(&options);
+        let mut text = if link {
+            sim_config_text(&RigOptions {
+                host_timeout_ms: options.host_timeout_ms.or(Some(LINK_HOST_TIMEOUT_MS)),
+                ..options
+            })
+        } else {
+            sim_config_text(&options)
+        };
+        let pen = if link {
+            let pen = spawn_pen(data.path())?;
+            // As max_tick_gap_ms above: this shared machine stalls whole processes for
+            // hundreds of milliseconds at times; a silence that short is not a lost link here.
+            text.push_str(&format!(
+                "\n[hardware]\nbackend = \"link\"\n\n[link]\ndevice = \"{}\"\nlost_after_ms = 1000\n",
+                data.path().join("pen.tty").display()
+            ));
+            Some(pen)
+        } else {
+            None
+        };
         let config_path = data.path().join("needled.toml");
         std::fs::write(&config_path, &text).map_err(|e| HilError::io(&config_path, e))?;
         let settings = RigSettings::from_needled_config(&text, &config_path.display().to_string())?;
@@ -127,8 +178,10 @@ impl SimRig {
             operator_token: String::new(),
             technician_token: String::new(),
         }));
+        let truth = pen.as_ref().map(|p| p.truth.clone());
         let mut rig = SimRig {
             data,
+            pen,
             binary,
             config_path,
             settings,
@@ -137,7 +190,7 @@ impl SimRig {
             firmware,
         };
         rig.start_service()?;
-        let jig = SimJig::new(endpoint);
+        let jig = SimJig::new(endpoint, truth);
         Ok((rig, jig))
     }
 
@@ -214,12 +267,51 @@ impl SimRig {
 impl Drop for SimRig {
     fn drop(&mut self) {
         let _ = self.kill_service();
+        if let Some(mut pen) = self.pen.take() {
+            let _ = pen.child.kill();
+            let _ = pen.child.wait();
+        }
     }
+}
+
+/// Starts the pen firmware's host build with its pty at `<dir>/pen.tty` and its truth socket
+/// at `<dir>/pen.truth`, and waits until both exist.
+fn spawn_pen(dir: &Path) -> Result<LinkPen> {
+    let binary = pen_binary()?;
+    let (tty, truth) = (dir.join("pen.tty"), dir.join("pen.truth"));
+    let log_path = dir.join("needle-pen.log");
+    let log = std::fs::File::create(&log_path).map_err(|e| HilError::io(&log_path, e))?;
+    let mut child = Command::new(&binary)
+        .arg("--pty")
+        .arg(&tty)
+        .arg("--truth")
+        .arg(&truth)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| HilError::Service(format!("cannot start {}: {e}", binary.display())))?;
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !(tty.exists() && truth.exists()) {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(HilError::Service(format!(
+                "needle-pen made no pty and truth socket within {START_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(LinkPen { child, truth })
 }
 
 impl Rig for SimRig {
     fn kind(&self) -> &'static str {
-        "sim"
+        if self.pen.is_some() {
+            "link"
+        } else {
+            "sim"
+        }
     }
 
     fn api(&self) -> Api {
@@ -282,7 +374,14 @@ impl Rig for SimRig {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             match api.call(None, "GET", "/v1/health", None) {
-                Ok(r) if r.status == 200 && r.body["status"] == "ok" => return Ok(()),
+                // On the link rig, once needled drives the pen.
+                Ok(r)
+                    if r.status == 200
+                        && r.body["status"] == "ok"
+                        && (self.pen.is_none() || r.body["link"]["state"] == "up") =>
+                {
+                    return Ok(())
+                }
                 _ if Instant::now() > deadline => {
                     return Err(HilError::Service(format!(
                         "needled did not become healthy; log:\n{}",
@@ -300,7 +399,7 @@ impl Rig for SimRig {
 
     fn versions(&self) -> Versions {
         Versions {
-            rig: "sim".into(),
+            rig: self.kind().into(),
             firmware: self.firmware.clone(),
             rig_config_sha256: self.settings.config_sha256.clone(),
             suite: format!(

@@ -1,5 +1,6 @@
-//! Where the `needled` under test comes from: `NEEDLED_BIN`, or the workspace's own build,
-//! rebuilt first if any of its sources is newer.
+//! Where the `needled` under test (and, on the link rig, the `needle-pen` firmware) comes
+//! from: `NEEDLED_BIN` (`NEEDLE_PEN_BIN`), or the workspace's own build, rebuilt first if any
+//! of its sources is newer.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,6 +11,39 @@ use crate::error::{HilError, Result};
 
 /// Environment variable naming a `needled` binary to test instead of the workspace's own.
 pub const NEEDLED_BIN_ENV: &str = "NEEDLED_BIN";
+/// Environment variable naming a `needle-pen` binary (the link rig's pen) instead of the
+/// workspace's own.
+pub const PEN_BIN_ENV: &str = "NEEDLE_PEN_BIN";
+
+/// A binary of the workspace: its package (and binary) name, the crates it is built from,
+/// and the variable that names another build to use.
+struct Binary {
+    name: &'static str,
+    crates: &'static [&'static str],
+    env: &'static str,
+}
+
+const NEEDLED: Binary = Binary {
+    name: "needled",
+    crates: &[
+        "crates/needled",
+        "crates/needle-core",
+        "crates/needle-sim",
+        "crates/needle-link",
+    ],
+    env: NEEDLED_BIN_ENV,
+};
+
+const PEN: Binary = Binary {
+    name: "needle-pen",
+    crates: &[
+        "crates/needle-pen",
+        "crates/needle-core",
+        "crates/needle-sim",
+        "crates/needle-link",
+    ],
+    env: PEN_BIN_ENV,
+};
 
 /// The workspace's root directory.
 pub fn workspace_root() -> PathBuf {
@@ -50,14 +84,14 @@ fn newest_mtime(path: &Path, newest: &mut SystemTime) {
     }
 }
 
-/// Whether `binary` is newer than every source it is built from.
-fn is_fresh(binary: &Path) -> bool {
+/// Whether `binary` is newer than every source of `crates` it is built from.
+fn is_fresh(binary: &Path, crates: &[&str]) -> bool {
     let Ok(built) = std::fs::metadata(binary).and_then(|m| m.modified()) else {
         return false;
     };
     let root = workspace_root();
     let mut sources = vec![root.join("Cargo.lock"), root.join("Cargo.toml")];
-    for krate in ["crates/needled", "crates/needle-core", "crates/needle-sim"] {
+    for krate in crates {
         for part in ["Cargo.toml", "src", "assets"] {
             sources.push(root.join(krate).join(part));
         }
@@ -75,26 +109,33 @@ fn is_fresh(binary: &Path) -> bool {
 pub fn needled_binary() -> Result<PathBuf> {
     static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     FOUND
-        .get_or_init(find_or_build_needled)
+        .get_or_init(|| find_or_build(&NEEDLED))
         .clone()
         .map_err(HilError::Service)
 }
 
-fn find_or_build_needled() -> std::result::Result<PathBuf, String> {
-    if let Some(path) = std::env::var_os(NEEDLED_BIN_ENV) {
+/// The `needle-pen` binary for the link rig, as [`needled_binary`] (`NEEDLE_PEN_BIN`).
+pub fn pen_binary() -> Result<PathBuf> {
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| find_or_build(&PEN))
+        .clone()
+        .map_err(HilError::Service)
+}
+
+fn find_or_build(b: &Binary) -> std::result::Result<PathBuf, String> {
+    let (name, env) = (b.name, b.env);
+    if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
         return if path.is_file() {
             Ok(path)
         } else {
-            Err(format!(
-                "{NEEDLED_BIN_ENV}={} is not a file",
-                path.display()
-            ))
+            Err(format!("{env}={} is not a file", path.display()))
         };
     }
     let dir = profile_dir();
-    let binary = dir.join("needled");
-    if is_fresh(&binary) {
+    let binary = dir.join(name);
+    if is_fresh(&binary, b.crates) {
         return Ok(binary);
     }
     let profile = dir
@@ -105,7 +146,7 @@ fn find_or_build_needled() -> std::result::Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(workspace_root())
-        .args(["build", "-p", "needled", "--bin", "needled"]);
+        .args(["build", "-p", name, "--bin", name]);
     match profile.as_str() {
         "debug" => {}
         "release" => {
@@ -117,7 +158,7 @@ fn find_or_build_needled() -> std::result::Result<PathBuf, String> {
     }
     let out = cmd
         .output()
-        .map_err(|e| format!("cannot run cargo to build needled: {e}"))?;
+        .map_err(|e| format!("cannot run cargo to build {name}: {e}"))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr
@@ -129,7 +170,7 @@ fn find_or_build_needled() -> std::result::Result<PathBuf, String> {
             .rev()
             .collect();
         return Err(format!(
-            "the needled binary at {} is missing or older than its sources, and `cargo build -p needled` failed:\n{}",
+            "the {name} binary at {} is missing or older than its sources, and `cargo build -p {name}` failed:\n{}",
             binary.display(),
             tail.join("\n")
         ));
@@ -138,7 +179,7 @@ fn find_or_build_needled() -> std::result::Result<PathBuf, String> {
         Ok(binary)
     } else {
         Err(format!(
-            "cargo built needled but {} does not exist",
+            "cargo built {name} but {} does not exist",
             binary.display()
         ))
     }

@@ -8,17 +8,22 @@
 //!
 //! With `--pty` the pen makes a pseudo-terminal and links its device path at the given name,
 //! as a USB-CDC pen appears as `/dev/ttyACM0`: the host opens that path. The pen keeps
-//! ticking when the host goes away; its dead-man stops the needles.
+//! ticking when the host goes away; its dead-man stops the needles. The main loop asks for
+//! SCHED_FIFO real-time priority where the system grants it: an MCU's main loop is never
+//! preempted for long, and a starved host build would judge the host late for its own delay.
 //!
 //! The truth socket answers one JSON request a line, with one JSON line:
 //! `{"op":"truth"}`, `{"op":"inject","what":"cartridge","on":true}` (`estop`, `pedal`,
-//! `jam`, `cartridge`; a seated cartridge may carry `"tag_hex"`, its tag's EEPROM image),
-//! `{"op":"ticks_between","after":µs,"until":µs}`.
+//! `jam`, `cartridge`; a seated cartridge may carry `"tag_hex"`, its tag's EEPROM image;
+//! `host_link` cuts the serial line both ways while on, as a relay in the wire would),
+//! `{"op":"ticks_between","after":µs,"until":µs}`. An injection answers the pen's clock when
+//! it took effect, `at_us`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use needle_core::units::Micros;
@@ -165,6 +170,15 @@ struct PenView {
 /// The seated cartridge's tag image, as the jig seated it.
 type TagSlot = Mutex<Option<Vec<u8>>>;
 
+/// What the jig works besides the rig's physics.
+#[derive(Default)]
+struct Wires {
+    /// The seated cartridge's tag image.
+    tag: TagSlot,
+    /// Whether the serial line is cut.
+    cut: AtomicBool,
+}
+
 fn from_hex(hex: &str) -> Option<Vec<u8>> {
     let hex = hex.as_bytes();
     if !hex.len().is_multiple_of(2) {
@@ -175,7 +189,7 @@ fn from_hex(hex: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-fn answer(rig: &SimRig, view: &Mutex<PenView>, tag: &TagSlot, request: &str) -> Value {
+fn answer(rig: &SimRig, view: &Mutex<PenView>, wires: &Wires, request: &str) -> Value {
     let request: Value = match serde_json::from_str(request) {
         Ok(v) => v,
         Err(e) => return json!({ "error": format!("bad request: {e}") }),
@@ -210,8 +224,12 @@ fn answer(rig: &SimRig, view: &Mutex<PenView>, tag: &TagSlot, request: &str) -> 
             let injection = match request["what"].as_str() {
                 Some("cartridge") => {
                     let image = request["tag_hex"].as_str().and_then(from_hex);
-                    *tag.lock().unwrap_or_else(|p| p.into_inner()) = image.filter(|_| on);
+                    *wires.tag.lock().unwrap_or_else(|p| p.into_inner()) = image.filter(|_| on);
                     Injection::Cartridge(on)
+                }
+                Some("host_link") => {
+                    wires.cut.store(on, Ordering::Release);
+                    return json!({ "at_us": rig.truth().now.0 });
                 }
                 Some("estop") => Injection::EStop(on),
                 Some("pedal") => Injection::Pedal(on),
@@ -229,22 +247,22 @@ fn answer(rig: &SimRig, view: &Mutex<PenView>, tag: &TagSlot, request: &str) -> 
     }
 }
 
-fn serve_truth(listener: UnixListener, rig: SimRig, view: Arc<Mutex<PenView>>, tag: Arc<TagSlot>) {
+fn serve_truth(listener: UnixListener, rig: SimRig, view: Arc<Mutex<PenView>>, wires: Arc<Wires>) {
     for stream in listener.incoming().flatten() {
         let rig = rig.clone();
         let view = Arc::clone(&view);
-        let tag = Arc::clone(&tag);
-        std::thread::spawn(move || serve_client(stream, &rig, &view, &tag));
+        let wires = Arc::clone(&wires);
+        std::thread::spawn(move || serve_client(stream, &rig, &view, &wires));
     }
 }
 
-fn serve_client(stream: UnixStream, rig: &SimRig, view: &Mutex<PenView>, tag: &TagSlot) {
+fn serve_client(stream: UnixStream, rig: &SimRig, view: &Mutex<PenView>, wires: &Wires) {
     let Ok(mut out) = stream.try_clone() else {
         return;
     };
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { return };
-        let reply = answer(rig, view, tag, &line);
+        let reply = answer(rig, view, wires, &line);
         if writeln!(out, "{reply}").is_err() {
             return;
         }
@@ -283,19 +301,34 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let tag = Arc::new(TagSlot::default());
+    let wires = Arc::new(Wires::default());
     {
-        let (rig, view, tag) = (rig.clone(), Arc::clone(&view), Arc::clone(&tag));
-        std::thread::spawn(move || serve_truth(listener, rig, view, tag));
+        let (rig, view, wires) = (rig.clone(), Arc::clone(&view), Arc::clone(&wires));
+        std::thread::spawn(move || serve_truth(listener, rig, view, wires));
     }
+    realtime();
     eprintln!("needle-pen: ready");
     run(
         &port.io,
         &rig,
         &view,
-        &tag,
+        &wires,
         Pen::new(rig.hardware(), args.pen),
     );
+}
+
+/// Asks for SCHED_FIFO (priority 50, as needled's control thread) for this thread.
+fn realtime() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let policy = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+    let level = 50u8.try_into().map(ThreadPriority::Crossplatform);
+    match level.map(|l| set_thread_priority_and_policy(thread_native_id(), l, policy)) {
+        Ok(Ok(())) => eprintln!("needle-pen: main loop at SCHED_FIFO priority 50"),
+        _ => eprintln!("needle-pen: no real-time priority; running at normal priority"),
+    }
 }
 
 /// The firmware's main loop: the pen's clock is the rig's (time since power-up).
@@ -303,7 +336,7 @@ fn run(
     io: &OwnedFd,
     rig: &SimRig,
     view: &Mutex<PenView>,
-    tag: &TagSlot,
+    wires: &Wires,
     mut pen: Pen<needle_sim::SimHardware>,
 ) -> ! {
     let start = monotonic();
@@ -322,14 +355,28 @@ fn run(
         let now = wake.since(start);
         rig.tick_to(now);
         // As an MCU's main reads the EEPROM when the cartridge switch closes.
-        pen.seat_tag(tag.lock().unwrap_or_else(|p| p.into_inner()).as_deref());
+        pen.seat_tag(
+            wires
+                .tag
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_deref(),
+        );
+        let cut = wires.cut.load(Ordering::Acquire);
         loop {
             match nix::unistd::read(io, &mut buf) {
                 Ok(0) | Err(_) => break,
+                // A cut line: what the host sent never arrives.
+                Ok(_) if cut => {}
                 Ok(n) => pen.receive(buf.get(..n).unwrap_or(&[]), now),
             }
         }
         pen.tick(now);
+        if cut {
+            // Nor does what the pen sends.
+            let n = pen.pending().len();
+            pen.consume(n);
+        }
         while !pen.pending().is_empty() {
             match nix::unistd::write(io, pen.pending()) {
                 Ok(n) => pen.consume(n),

@@ -25,12 +25,16 @@ pub(super) async fn health(State(s): State<AppState>) -> Json<Value> {
         MonitorHealth::Ok if !storage.ok => "storage_unavailable",
         MonitorHealth::Ok => "ok",
     };
-    Json(json!({
+    let mut body = json!({
         "status": status,
         "control_alive": alive,
         "monitor": monitor.code(),
         "storage": storage,
-    }))
+    });
+    if let Some(link) = crate::hal::link::health() {
+        body["link"] = json!(link);
+    }
+    Json(body)
 }
 
 pub(super) fn telemetry_json(t: &Telemetry) -> Value {

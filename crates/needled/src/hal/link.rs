@@ -9,101 +9,40 @@
 //! the control snapshot. When the pen falls silent for `lost_after_ms` the link is lost: the
 //! snapshot shows a latched `HostTimeout` fault with the motor off (what the pen's own
 //! dead-man does by then) until the pen speaks again. A reconnect never resumes a treatment:
-//! the pen stays faulted until the operator clears it.
+//! the pen stays faulted until the operator clears it. A pen that comes back restarted
+//! (unconfigured, or its clock behind what it said before) or another pen altogether is
+//! latched as that same fault by needled until the operator clears faults, and meanwhile
+//! every command but a heartbeat or a fault clear is refused. [`health`] is what
+//! `GET /v1/health` shows of all this.
+
+mod config;
+mod health;
+mod restart;
+mod tags;
+
+pub use config::{baud_rate, LinkConfig, LinkRefusal};
+pub use health::{current as health, LinkHealth, PenEvent, Refusal};
+pub use tags::LinkTags;
+use tags::{TagAnswer, TagWait};
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
-use std::time::Duration;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 
 use needle_core::units::Micros;
-use needle_core::{Controller, ControllerConfig, Fault, Rejected, State, Telemetry};
+use needle_core::{Command, Controller, ControllerConfig, Fault, Rejected, State, Telemetry};
 use needle_link::{
-    config_hash, ConfigRefusal, FromPen, HostLink, Outcome, Reliable, PROTOCOL_VERSION,
+    config_hash, ConfigRefusal, FromPen, HostLink, Outcome, PenId, Reliable, PROTOCOL_VERSION,
 };
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::sys::termios::{self, BaudRate, SetArg};
-use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use crate::control::{self, LoopStats, RemoteEnd, Snapshot};
-
-/// `[link]`: the serial link to a pen MCU (with `hardware.backend = "link"`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LinkConfig {
-    /// `device`: the pen's serial device, e.g. `/dev/ttyACM0` (USB-CDC) or a pty's path.
-    pub device: PathBuf,
-    /// `baud`: line rate (ignored by USB-CDC and ptys). Default 1,000,000.
-    pub baud: u32,
-    /// `retransmit_ms`: resend unanswered commands after this long. Default 20.
-    pub retransmit_ms: u32,
-    /// `sync_ms`: clock probe and keep-alive period. Default 10 (well inside the pen's
-    /// `host_timeout`).
-    pub sync_ms: u32,
-    /// `lost_after_ms`: no frame from the pen for this long is a lost link. Default 100.
-    pub lost_after_ms: u32,
-    /// `telemetry_every`: the pen sends telemetry every this many ticks. Default 1 (1 kHz,
-    /// for 1,000,000 baud); use 10 at 115,200 baud.
-    pub telemetry_every: u16,
-}
-
-impl Default for LinkConfig {
-    fn default() -> Self {
-        Self {
-            device: PathBuf::new(),
-            baud: 1_000_000,
-            retransmit_ms: 20,
-            sync_ms: 10,
-            lost_after_ms: 100,
-            telemetry_every: 1,
-        }
-    }
-}
-
-/// The baud rates the link accepts.
-pub fn baud_rate(baud: u32) -> Option<BaudRate> {
-    Some(match baud {
-        115_200 => BaudRate::B115200,
-        230_400 => BaudRate::B230400,
-        460_800 => BaudRate::B460800,
-        921_600 => BaudRate::B921600,
-        1_000_000 => BaudRate::B1000000,
-        2_000_000 => BaudRate::B2000000,
-        _ => return None,
-    })
-}
-
-/// Why the host will not drive the pen on the other end.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LinkRefusal {
-    /// The pen speaks another protocol version.
-    #[error("the pen speaks link protocol version {pen}, this needled version {host}: update one of them")]
-    Version {
-        /// The pen's.
-        pen: u16,
-        /// Ours.
-        host: u16,
-    },
-    /// The pen runs another controller configuration.
-    #[error(
-        "the pen runs a controller configuration with hash {pen:08x}, not this needled's \
-         {host:08x}: restart the pen, or fix the configuration"
-    )]
-    Config {
-        /// The pen's.
-        pen: u32,
-        /// Ours.
-        host: u32,
-    },
-    /// The pen found the configuration invalid.
-    #[error("the pen refused the controller configuration as invalid")]
-    Invalid,
-}
 
 fn open_port(device: &Path, baud: BaudRate) -> nix::Result<OwnedFd> {
     let fd = open(
@@ -135,6 +74,18 @@ enum Phase {
     Refused(LinkRefusal),
 }
 
+impl Phase {
+    fn code(&self) -> &'static str {
+        match self {
+            Phase::Closed { .. } => "closed",
+            Phase::Identifying { .. } => "identifying",
+            Phase::Configuring { .. } => "configuring",
+            Phase::Up => "up",
+            Phase::Refused(_) => "refused",
+        }
+    }
+}
+
 /// What the control snapshot shows while the pen is not heard: a latched `HostTimeout` (the
 /// fault the pen's own dead-man latches when armed or running and cut off from its host) with
 /// the motor off, so the API and console show the lost link as a fault.
@@ -149,45 +100,14 @@ fn link_lost(last: &Telemetry) -> Telemetry {
     t
 }
 
-/// How long a tag read waits for the pen.
-const TAG_PATIENCE: Duration = Duration::from_millis(1_000);
-/// A tag read is asked again this often until answered.
-const TAG_RETRY: Micros = Micros(50_000);
-
-type TagAnswer = Option<Vec<u8>>;
-
-/// Reads the seated cartridge's tag through the pen (its EEPROM is on the pen's I2C bus).
-pub struct LinkTags {
-    requests: SyncSender<Sender<TagAnswer>>,
-    device: PathBuf,
-}
-
-impl crate::hal::TagReader for LinkTags {
-    fn read_tag(&mut self) -> Result<Option<Vec<u8>>, crate::hal::HalError> {
-        let unanswered = || {
-            crate::hal::HalError::device(
-                self.device.display().to_string(),
-                "link.device",
-                "the pen did not answer a tag read (link down?)",
-            )
-        };
-        let (reply, answer) = mpsc::channel();
-        self.requests.try_send(reply).map_err(|_| unanswered())?;
-        answer.recv_timeout(TAG_PATIENCE).map_err(|_| unanswered())
-    }
-}
-
-struct TagWait {
-    request: u8,
-    reply: Sender<TagAnswer>,
-    asked_at: Micros,
-}
-
 /// Starts the link thread; the handle works as with any backend, and the tag reader reads
-/// through the pen.
+/// through the pen. With `realtime` (`control.realtime_priority`) the thread asks for
+/// SCHED_FIFO at the control thread's priority: it carries the commands and heartbeats that
+/// refresh the pen's dead-man, as the control thread does in-process.
 pub fn spawn(
     link: LinkConfig,
     core: ControllerConfig,
+    realtime: bool,
 ) -> Result<(control::ControlHandle, LinkTags), String> {
     let baud = baud_rate(link.baud).ok_or(format!("link.baud: unsupported rate {}", link.baud))?;
     // The telemetry before any pen spoke: a controller at power-up (Boot, motor off).
@@ -204,6 +124,9 @@ pub fn spawn(
         device: link.device.clone(),
     };
     let handle = control::spawn_remote("needle-link", initial, move |end| {
+        if realtime {
+            control::try_realtime(50);
+        }
         Driver::new(link, baud, core, boot, tag_queue).serve(end)
     })
     .map_err(|e| format!("link thread: {e}"))?;
@@ -226,6 +149,14 @@ struct Driver {
     tag_queue: Receiver<Sender<TagAnswer>>,
     tags_waiting: Vec<TagWait>,
     next_tag_request: u8,
+    /// The pen driven last and the latest pen time it told (telemetry, clock, identity).
+    driven: Option<(PenId, Micros)>,
+    /// The number of the fault clear sent to a faulted pen while a restart is latched.
+    clearing: Option<u8>,
+    /// The pen's own telemetry (the snapshot shows it overlaid while a restart is latched).
+    pen_telemetry: Telemetry,
+    health: LinkHealth,
+    health_at: Micros,
 }
 
 impl Driver {
@@ -237,6 +168,7 @@ impl Driver {
         tag_queue: Receiver<Sender<TagAnswer>>,
     ) -> Self {
         let rto = Micros(u64::from(config.retransmit_ms) * 1_000);
+        let health = LinkHealth::new(config.device.display().to_string());
         Self {
             config,
             baud,
@@ -258,6 +190,11 @@ impl Driver {
             tag_queue,
             tags_waiting: Vec::new(),
             next_tag_request: 0,
+            driven: None,
+            clearing: None,
+            pen_telemetry: boot,
+            health,
+            health_at: Micros::ZERO,
         }
     }
 
@@ -316,6 +253,22 @@ impl Driver {
         }
         self.link.poll(now);
         self.write();
+        self.report(now);
+    }
+
+    /// Publishes the link's health when its state changed, at once after [`Self::changed`],
+    /// or every 100 ms for its counters.
+    fn report(&mut self, now: Micros) {
+        let state = self.phase.code();
+        if state == self.health.state && now.since(self.health_at) < Micros(100_000) {
+            return;
+        }
+        self.health.state = state;
+        self.health.received = self.link.counters();
+        self.health.retransmissions = self.link.retransmissions();
+        self.health.clock(self.link.clock());
+        self.health.publish();
+        self.health_at = now;
     }
 
     fn open(&mut self, now: Micros) {
@@ -338,6 +291,9 @@ impl Driver {
 
     /// The pen is not heard: fail what waits, show the fault, and ask again who is there.
     fn lose(&mut self, now: Micros, end: &RemoteEnd) {
+        if matches!(self.phase, Phase::Up | Phase::Configuring { .. }) {
+            self.health.losses += 1;
+        }
         self.replies.clear();
         self.telemetry = link_lost(&self.telemetry);
         self.publish(end);
@@ -397,10 +353,12 @@ impl Driver {
                 pen,
                 config_hash,
                 next_seq,
+                pen_time,
             } => {
                 if !matches!(self.phase, Phase::Identifying { .. }) {
                     return;
                 }
+                self.health.pen = Some(String::from_utf8_lossy(&pen.0).into_owned());
                 let refusal = if version != PROTOCOL_VERSION {
                     Some(LinkRefusal::Version {
                         pen: version,
@@ -416,9 +374,10 @@ impl Driver {
                 };
                 if let Some(r) = refusal {
                     tracing::error!(pen = %String::from_utf8_lossy(&pen.0), "link: {r}");
-                    self.phase = Phase::Refused(r);
+                    self.refuse(r, now);
                     return;
                 }
+                self.restarted(pen, config_hash, pen_time, now, end);
                 tracing::info!(pen = %String::from_utf8_lossy(&pen.0), configured = config_hash.is_some(), "link: pen identified; configuring");
                 self.link.start(next_seq);
                 let configure = Reliable::Configure {
@@ -433,36 +392,49 @@ impl Driver {
             }
             FromPen::Verdict { seq, outcome, .. } => {
                 if self.phase == (Phase::Configuring { seq }) {
-                    self.phase = match outcome {
+                    let refusal = match outcome {
                         Outcome::Configured(h) if h == self.hash => {
                             tracing::info!("link: pen configured; driving it");
-                            Phase::Up
+                            self.phase = Phase::Up;
+                            return;
                         }
                         Outcome::Configured(h)
                         | Outcome::ConfigRefused(ConfigRefusal::AlreadyConfigured(h)) => {
-                            Phase::Refused(LinkRefusal::Config {
+                            LinkRefusal::Config {
                                 pen: h,
                                 host: self.hash,
-                            })
+                            }
                         }
-                        _ => Phase::Refused(LinkRefusal::Invalid),
+                        _ => LinkRefusal::Invalid,
                     };
-                    if let Phase::Refused(r) = &self.phase {
-                        tracing::error!("link: {r}");
-                    }
+                    tracing::error!("link: {refusal}");
+                    self.refuse(refusal, now);
                     return;
                 }
-                if let (Some(reply), Outcome::Command(verdict)) =
-                    (self.replies.remove(&seq), outcome)
-                {
+                let Some(reply) = self.replies.remove(&seq) else {
+                    return;
+                };
+                if let Outcome::Command(verdict) = outcome {
+                    if verdict.is_ok() && self.clearing == Some(seq) {
+                        self.unlatch(end);
+                    }
                     let _ = reply.send(verdict);
                 }
             }
             FromPen::Telemetry(t) => {
                 if self.phase == Phase::Up {
                     self.last_rx = now;
-                    self.telemetry = t;
-                    self.publish(end);
+                    if self
+                        .health
+                        .observe(&self.pen_telemetry, &t, self.link.clock())
+                    {
+                        self.changed();
+                    }
+                    self.pen_telemetry = t;
+                    if let Some((_, seen)) = &mut self.driven {
+                        *seen = t.now;
+                    }
+                    self.show(end);
                 }
             }
             FromPen::Tag { request, image } => {
@@ -471,37 +443,30 @@ impl Driver {
                     let _ = wait.reply.send(image.map(|t| t.as_bytes().to_vec()));
                 }
             }
-            FromPen::Clock { .. } | FromPen::Counters(_) => {}
+            // Telemetry that lost its key frame to noise: the pen is up and configured.
+            FromPen::Unanchored if self.phase == Phase::Up => self.last_rx = now,
+            FromPen::Clock { pen_time } => {
+                if let Some((_, seen)) = &mut self.driven {
+                    *seen = (*seen).max(pen_time);
+                }
+            }
+            FromPen::Counters(_) | FromPen::Unanchored => {}
         }
     }
 
-    /// Tag reads: new ones asked now, unanswered ones asked again; given up on by the
-    /// reader's own timeout (its reply channel closes).
-    fn ask_tags(&mut self, now: Micros) {
-        if self.phase != Phase::Up {
-            // Dropping the replies tells the readers the pen is out of reach.
-            self.tags_waiting.clear();
-            while self.tag_queue.try_recv().is_ok() {}
-            return;
-        }
-        while let Ok(reply) = self.tag_queue.try_recv() {
-            let request = self.next_tag_request;
-            self.next_tag_request = request.wrapping_add(1);
-            self.link.read_tag(request);
-            self.tags_waiting.push(TagWait {
-                request,
-                reply,
-                asked_at: now,
-            });
-        }
-        self.tags_waiting
-            .retain(|w| now.since(w.asked_at) < Micros(TAG_PATIENCE.as_micros() as u64));
-        for w in &mut self.tags_waiting {
-            if now.since(w.asked_at) >= TAG_RETRY {
-                self.link.read_tag(w.request);
-                w.asked_at = now;
-            }
-        }
+    /// Has the next [`Self::report`] publish the health.
+    fn changed(&mut self) {
+        self.health_at = Micros::ZERO;
+    }
+
+    fn refuse(&mut self, refusal: LinkRefusal, now: Micros) {
+        self.changed();
+        self.health.refusal = Some(Refusal {
+            code: refusal.code(),
+            message: refusal.to_string(),
+            host_time_us: now.0,
+        });
+        self.phase = Phase::Refused(refusal);
     }
 
     fn take_requests(&mut self, end: &RemoteEnd) {
@@ -514,12 +479,39 @@ impl Driver {
                 // Dropping the reply tells the caller the controller is out of reach.
                 continue;
             }
+            let mut clearing = false;
+            if self.health.restart_latched {
+                match request.command {
+                    Command::Heartbeat => {}
+                    // The pen's own faults, if any, are cleared by the pen; a pen without
+                    // any (a restarted one is in Boot) has nothing to clear.
+                    Command::ClearFaults
+                        if matches!(self.pen_telemetry.state, State::Fault | State::EStop) =>
+                    {
+                        clearing = true;
+                    }
+                    Command::ClearFaults => {
+                        self.unlatch(end);
+                        let _ = request.reply.send(Ok(()));
+                        continue;
+                    }
+                    _ => {
+                        let _ = request
+                            .reply
+                            .send(Err(Rejected::FaultLatched(Fault::HostTimeout)));
+                        continue;
+                    }
+                }
+            }
             let now = control::monotonic_now();
             match self
                 .link
                 .send_reliable(Reliable::Command(request.command), now)
             {
                 Ok(seq) => {
+                    if clearing {
+                        self.clearing = Some(seq);
+                    }
                     self.replies.insert(seq, request.reply);
                 }
                 Err(_) => continue,
