@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use needled::tag::{self, DeviceKey, Needles, TagData};
 use serde_json::{json, Value};
+use vm_rig::api::{checklist, Api};
 use vm_rig::{i2c_dev_of_rig, pwm_applied, pwm_chip_of_rig, write, SimChip, I2C_PARAMS, RIG_TOML};
 
 // Lines of config/linux-rig.toml.
@@ -32,61 +33,6 @@ const STROKE: u32 = 17;
 fn pwm0() -> (u64, bool) {
     let (_, duty, enabled, _) = pwm_applied(0);
     (duty, enabled)
-}
-
-struct Api {
-    base: String,
-    token: String,
-}
-
-impl Api {
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let req = ureq::request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.token))
-            .timeout(Duration::from_secs(30));
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        match resp {
-            Ok(r) => {
-                let status = r.status();
-                (status, r.into_json().unwrap_or(Value::Null))
-            }
-            Err(ureq::Error::Status(status, r)) => (status, r.into_json().unwrap_or(Value::Null)),
-            Err(e) => panic!("{method} {path}: {e}"),
-        }
-    }
-
-    fn ok(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method, path, body);
-        assert!(status < 300, "{method} {path}: {status} {v}");
-        v
-    }
-
-    fn wait(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let s = self.ok("GET", "/v1/status", None);
-            if pred(&s) {
-                return s;
-            }
-            assert!(start.elapsed() < timeout, "{what}: timed out; status {s}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn checklist() -> Value {
-    let config = needled::config::parse("", "defaults").unwrap();
-    Value::Object(
-        config
-            .session
-            .checklist
-            .iter()
-            .map(|c| (c.id.clone(), Value::Bool(true)))
-            .collect(),
-    )
 }
 
 #[test]
