@@ -42,16 +42,18 @@ const CUT_WINDOW_MS: u64 = 12_000;
 
 /// needled in the guest (`vm/guest/powercut.sh` runs it with `--bind 0.0.0.0:8080`): the sim
 /// backend with the guest settings of vm/README.md (a TCG guest stalls for a second or two).
-const GUEST_CONFIG: &str = r#"[service]
+fn guest_config() -> String {
+    format!(
+        r#"[service]
 log_format = "human"
 
 [[service.tokens]]
-token = "powercut-operator-0123456789abcdef"
+token = "{OPERATOR_TOKEN}"
 role = "operator"
 name = "powercut operator"
 
 [[service.tokens]]
-token = "powercut-technician-0123456789abcdef"
+token = "{TECHNICIAN_TOKEN}"
 role = "technician"
 name = "powercut technician"
 
@@ -66,7 +68,9 @@ stall_window_ms = 2000
 
 [hardware]
 backend = "sim"
-"#;
+"#
+    )
+}
 
 // -------------------------------------------------------------------------------------------
 // The rig: the repository's scripts and the built guest
@@ -128,8 +132,8 @@ fn rig(test: &str) -> Option<Rig> {
 }
 
 impl Rig {
-    /// A fresh ext4 image holding the data directory with the device key `key` writes into it;
-    /// needled, its configuration and the guest script into the share.
+    /// A fresh ext4 image holding the data directory with a new device key, which it returns;
+    /// needled and its configuration into the share (vm-boot.sh copies the guest script).
     fn prepare(&self) -> DeviceKey {
         let _ = fs::remove_dir_all(&self.work);
         let _ = fs::remove_dir_all(&self.share);
@@ -146,8 +150,9 @@ impl Rig {
             .output()
             .unwrap();
         assert!(out.status.success(), "mkfs.ext4: {out:?}");
-        needled::config::parse(GUEST_CONFIG, "powercut needled.toml").expect("a valid config");
-        fs::write(self.share.join("needled.toml"), GUEST_CONFIG).unwrap();
+        let config = guest_config();
+        needled::config::parse(&config, "powercut needled.toml").expect("a valid config");
+        fs::write(self.share.join("needled.toml"), config).unwrap();
         // Without its debug info (a tenth of the size) needled loads from the 9p share in a
         // fraction of the boot; as it is when there is no `strip`.
         let needled = self.share.join("needled");
@@ -647,6 +652,13 @@ fn power_cut_at_random_moments_keeps_every_acknowledged_record() {
         listen_times.push(listening);
         let (op, tech) = (guest.api(OPERATOR_TOKEN), guest.api(TECHNICIAN_TOKEN));
         if cycle > 0 {
+            // Every cut left ext4 mounted: the kernel must have replayed its journal.
+            let console = fs::read_to_string(&guest.console).unwrap_or_default();
+            assert!(
+                console.contains("EXT4-fs (vda): recovery complete"),
+                "boot {boots}: ext4 found no journal to replay after a cut ({})",
+                guest.console.display()
+            );
             let mut a = acked.lock().unwrap();
             check_file(&rig.share.join("pre"), &a, boots);
             check_api(&op, &mut a, boots);
@@ -666,6 +678,7 @@ fn power_cut_at_random_moments_keeps_every_acknowledged_record() {
             break; // the last boot only checks
         }
 
+        let events_before = acked.lock().unwrap().events.len();
         let (ready_tx, ready) = mpsc::channel();
         let driver = {
             let (acked, key, mut rng) = (Arc::clone(&acked), Arc::clone(&key), Rng(rng.next() | 1));
@@ -681,20 +694,20 @@ fn power_cut_at_random_moments_keeps_every_acknowledged_record() {
         guest.assert_alive("before the cut");
         guest.cut();
         let at = t0.elapsed();
-        let step = acked.lock().unwrap().step;
+        let (step, events) = {
+            let a = acked.lock().unwrap();
+            (a.step, a.events.len() - events_before)
+        };
         *cut_in.entry(step).or_default() += 1;
-        match driver.join().expect("the driver thread panicked") {
-            Err(why) => println!(
-                "cycle {}: cut {:.1} s into the session, in {step} ({why})",
-                cycle + 1,
-                at.as_secs_f64()
-            ),
-            Ok(()) => println!(
-                "cycle {}: cut {:.1} s into the session, after its flow",
-                cycle + 1,
-                at.as_secs_f64()
-            ),
-        }
+        let how = match driver.join().expect("the driver thread panicked") {
+            Err(why) => format!("the flow's next call: {why}"),
+            Ok(()) => "after the flow".into(),
+        };
+        println!(
+            "cycle {}: cut {:.1} s into the session, in {step}, {events} events acknowledged in it ({how})",
+            cycle + 1,
+            at.as_secs_f64()
+        );
     }
     let a = acked.lock().unwrap();
     let total = campaign.elapsed().as_secs_f64();
