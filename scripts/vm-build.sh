@@ -76,7 +76,8 @@ ln -sf ../bin/busybox "$I/sbin/modprobe"
 # Kernel modules the guest needs, with their dependencies, in load order.
 MODDIR=$K/kroot/lib/modules/$ABI
 [ -f "$MODDIR/modules.dep" ] || depmod -b "$K/kroot" "$ABI"
-wanted=(configfs virtio_pci virtio_blk 9pnet_virtio 9p i2c-dev ext4 crc32c_generic)
+# virtio_net: the power-cut suite reaches needled in the guest through QEMU's user network.
+wanted=(configfs virtio_pci virtio_blk virtio_net 9pnet_virtio 9p i2c-dev ext4 crc32c_generic)
 declare -A seen=()
 order=()
 add_mod() { # path relative to MODDIR

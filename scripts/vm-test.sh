@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The VM tests (vm/README.md): builds the rig (scripts/vm-build.sh), the guest's test
 # binaries, and boots the guest once per suite.
-#   scripts/vm-test.sh [suite...]     suites: linux-backend needled pi-jig (default: all)
+#   scripts/vm-test.sh [suite...]     suites: linux-backend needled pi-jig powercut (default: all)
+# powercut boots the guest many times from the host-side test vm_powercut
+# (NEEDLE_POWERCUT_CYCLES, default 6; NEEDLE_POWERCUT_SEED replays one).
 # Under CI=true a missing piece (no apt, no QEMU, a module that does not build) fails;
 # elsewhere the VM tests are skipped with the reason printed. NEEDLE_VM=0 skips them
 # outside CI.
@@ -37,7 +39,7 @@ built=$(date +%s)
 echo "== vm-test: guest binaries (needled --all-features, which includes linux)"
 bins=$OUT/share/bin
 mkdir -p "$bins"
-artifacts=$(cargo test -p needled --all-features --test vm_linux --test vm_needled --no-run --message-format=json 2>/dev/null \
+artifacts=$(cargo test -p needled --all-features --test vm_linux --test vm_needled --test vm_powercut --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)
@@ -56,20 +58,35 @@ for t in vm_linux vm_needled vm_pi_jig; do
   cp "$exe" "$bins/$t"
 done
 cp target/debug/needled "$bins/needled"
+# The power-cut campaign's test runs on the host (it copies needled into the share itself).
+powercut=$(echo "$artifacts" | awk '$1=="vm_powercut" {print $2}')
+[ -n "$powercut" ] || { echo "vm-test: the vm_powercut test binary did not build" >&2; exit 1; }
 
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(linux-backend needled pi-jig)
+[ ${#suites[@]} -gt 0 ] || suites=(linux-backend needled pi-jig powercut)
 failed=0
 for s in "${suites[@]}"; do
   t0=$(date +%s)
-  echo "== vm-test: $s (booting the guest)"
   set +e
-  VM_LOG=$OUT/console-$s.log VM_TIMEOUT=${VM_TIMEOUT:-180} bash scripts/vm-boot.sh "$s.sh"
-  rc=$?
+  if [ "$s" = powercut ]; then
+    # The host side of the campaign boots and cuts the guest itself (one console per boot).
+    echo "== vm-test: powercut (the host-side test boots the guest ${NEEDLE_POWERCUT_CYCLES:-6} times and more)"
+    rm -f "$OUT"/powercut/console-*.log
+    NEEDLE_VM_POWERCUT=1 "$powercut" --test-threads=1 --nocapture
+    rc=$?
+    consoles=("$OUT"/powercut/console-*.log)
+    shown="target/vm/powercut/console-*.log"
+  else
+    echo "== vm-test: $s (booting the guest)"
+    VM_LOG=$OUT/console-$s.log VM_TIMEOUT=${VM_TIMEOUT:-180} bash scripts/vm-boot.sh "$s.sh"
+    rc=$?
+    consoles=("$OUT/console-$s.log")
+    shown="target/vm/console-$s.log"
+  fi
   set -e
-  echo "== vm-test: $s: exit $rc in $(( $(date +%s) - t0 )) s (console: target/vm/console-$s.log)"
+  echo "== vm-test: $s: exit $rc in $(( $(date +%s) - t0 )) s (console: $shown)"
   # A kernel oops or warning in the guest fails the suite even when the tests passed.
-  if grep -E 'Oops|BUG:|WARNING:|Call Trace' "$OUT/console-$s.log"; then
+  if grep -E 'Oops|BUG:|WARNING:|Call Trace' "${consoles[@]}"; then
     echo "vm-test: $s: the guest kernel complained (above)" >&2
     rc=1
   fi

@@ -1,7 +1,9 @@
 //! What the VM tests share (vm/README.md): the rig's paths in the guest, a gpio-sim chip made
-//! through configfs, and the rig modules' sysfs files. Each test file that uses it declares
-//! `mod vm_rig;`; not every file uses every item.
+//! through configfs, the rig modules' sysfs files, and needled's API client ([`api`]). Each
+//! test file that uses it declares `mod vm_rig;`; not every file uses every item.
 #![allow(dead_code)]
+
+pub mod api;
 
 use std::fs;
 use std::path::{Path, PathBuf};
