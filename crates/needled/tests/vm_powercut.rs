@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use needled::tag::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, DeviceKey, Needles, TagData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -382,7 +382,7 @@ fn drive(
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    let tag_hex = tag::to_hex(&tag::encode(&data, key));
+    let tag_hex = cartridge::to_hex(&cartridge::encode(&data, key));
     let (status, v) = tech.try_call(
         "POST",
         "/v1/sim/inject",
