@@ -271,7 +271,7 @@ impl PenLink {
         self.queue(|room| postcard::to_slice(message, room).ok().map(|p| p.len()));
     }
 
-    /// Queues the frame whose payload `fill` writes, COBS-encoded straight into the transmit
+    /// Queues the frame whose payload `fill` writes, framed straight into the transmit
     /// queue; returns whether it was queued (a frame that does not fit is counted).
     fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
         let header = Header { seq: self.tx_seq };
