@@ -15,7 +15,8 @@ use needle_core::Telemetry;
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
 use crate::message::{
-    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION, TELEMETRY_TAG,
+    self, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+    TELEMETRY_TAG,
 };
 use crate::telemetry::{self, Key, Kind, KEY_EVERY, KEY_PERIOD};
 
@@ -115,7 +116,20 @@ impl PenLink {
         self.host_identified
     }
 
+    /// Takes received bytes up to the first that completes a valid host frame; returns how
+    /// many it took and that frame's event, or all of them and `None`. One call per batch
+    /// of bytes, not per byte: most bytes complete nothing.
+    pub fn receive_some(&mut self, bytes: &[u8]) -> (usize, Option<Received>) {
+        for (i, byte) in bytes.iter().enumerate() {
+            if let Some(event) = self.receive(*byte) {
+                return (i + 1, Some(event));
+            }
+        }
+        (bytes.len(), None)
+    }
+
     /// Takes one received byte; returns an event when it completes a valid host frame.
+    #[inline]
     pub fn receive(&mut self, byte: u8) -> Option<Received> {
         let header;
         let message = match self.decoder.push(byte)? {
@@ -125,11 +139,15 @@ impl PenLink {
             }
             Ok(frame) => {
                 header = frame.header;
-                match postcard::take_from_bytes::<HostMessage>(frame.payload) {
-                    Ok((message, [])) => message,
-                    _ => {
-                        self.counters.reject(Rejection::Decode);
-                        return None;
+                if let Some(host_time) = message::sync_time(frame.payload) {
+                    HostMessage::Sync { host_time }
+                } else {
+                    match postcard::take_from_bytes::<HostMessage>(frame.payload) {
+                        Ok((message, [])) => message,
+                        _ => {
+                            self.counters.reject(Rejection::Decode);
+                            return None;
+                        }
                     }
                 }
             }
@@ -217,10 +235,8 @@ impl PenLink {
 
     /// Answers [`Received::Sync`] with the pen's clock now.
     pub fn clock(&mut self, host_time: Micros, pen_time: Micros) {
-        self.send(&PenMessage::Clock {
-            host_time,
-            pen_time,
-        });
+        self.tx
+            .queue(|room| message::encode_clock(host_time, pen_time, room));
     }
 
     /// Answers [`Received::ReadTag`] with the seated cartridge's tag image, if any.

@@ -117,19 +117,20 @@ pub enum Kind<'a> {
     Delta(&'a Key),
 }
 
-struct Writer<'a> {
-    out: &'a mut [u8],
-    at: usize,
+/// Writes bytes and LEB128 varints into a buffer, refusing to run past its end.
+pub(crate) struct Writer<'a> {
+    pub(crate) out: &'a mut [u8],
+    pub(crate) at: usize,
 }
 
 impl Writer<'_> {
-    fn byte(&mut self, b: u8) -> Option<()> {
+    pub(crate) fn byte(&mut self, b: u8) -> Option<()> {
         *self.out.get_mut(self.at)? = b;
         self.at += 1;
         Some(())
     }
 
-    fn varint(&mut self, mut v: u64) -> Option<()> {
+    pub(crate) fn varint(&mut self, mut v: u64) -> Option<()> {
         while v >= 0x80 {
             self.byte((v as u8) | 0x80)?;
             v >>= 7;
@@ -195,19 +196,20 @@ pub enum Unusable {
     Unanchored,
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// Reads bytes and LEB128 varints from a payload.
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
 }
 
 impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, Unusable> {
+    pub(crate) fn byte(&mut self) -> Result<u8, Unusable> {
         let (first, rest) = self.bytes.split_first().ok_or(Unusable::Malformed)?;
         self.bytes = rest;
         Ok(*first)
     }
 
     /// A varint of at most `bits` bits; longer or larger is malformed.
-    fn varint(&mut self, bits: u32) -> Result<u64, Unusable> {
+    pub(crate) fn varint(&mut self, bits: u32) -> Result<u64, Unusable> {
         let mut v = 0u64;
         let mut shift = 0u32;
         loop {
