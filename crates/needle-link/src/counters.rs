@@ -9,11 +9,11 @@ use crate::frame::Rejection;
 pub struct Counters {
     /// Frames accepted (sound and decoded).
     pub frames: u32,
-    /// Runs of bytes longer than a frame without a sync byte.
+    /// Runs of more bytes than a frame holds discarded while looking for a sync byte.
     pub overlong: u32,
-    /// Frames that were not valid COBS.
+    /// Frames without a sync byte where their length said they end.
     pub framing: u32,
-    /// Frames whose length field disagreed with their size.
+    /// Frames whose length field was over the largest payload.
     pub length: u32,
     /// Frames whose CRC did not match.
     pub crc: u32,

@@ -1,14 +1,15 @@
 //! The frame format on the byte stream, and a decoder that resynchronises after noise.
 //!
-//! A frame is a body, COBS-encoded, followed by one `0x00` sync byte. COBS leaves no zero
-//! inside a frame, so after any noise the receiver starts afresh at the next `0x00`.
+//! Klipper's block framing (klippy docs/Protocol.md), with our CRC: the length comes first
+//! and a sync byte ends every frame, and nothing is stuffed, so the sender writes a frame
+//! straight into its transmit queue in one pass.
 //!
 //! ```text
-//! body = len: u8 | seq: u8 | payload: [u8; len] | crc: u32 (little endian)
+//! frame = len: u8 | seq: u8 | payload: [u8; len] | crc: u32 (little endian) | sync: 0x7E
 //! ```
 //!
-//! - `len`: the payload's length, checked against what arrived (a dropped or doubled byte
-//!   inside a frame changes the length).
+//! - `len`: the payload's length, at most [`MAX_PAYLOAD`]; the receiver takes exactly
+//!   `len + 7` bytes as the frame and checks that the last is the sync byte.
 //! - `seq`: the sender's sequence number ([`crate::host`] numbers its reliable messages; the
 //!   pen numbers every frame, for whoever reads the wire; the host orders telemetry by the
 //!   pen's clock inside it, which no gap in reception makes ambiguous). There is no
@@ -20,6 +21,15 @@
 //!   We chose CRC-32C over Klipper's CRC-16: four bytes a frame buy a 2^-32 chance that a
 //!   corrupted frame passes instead of 2^-16, and CRC-32C keeps Hamming distance 6 at our
 //!   frame lengths.
+//!
+//! The sync byte may also occur inside a frame (no stuffing), so it marks where a frame ends
+//! only for a receiver that knows where the frame began. A receiver in step reads the length
+//! and takes that many bytes; when a frame fails (a length over [`MAX_PAYLOAD`], no sync byte
+//! where the length says the frame ends) it has lost its place and discards bytes up to the
+//! next sync byte, then starts afresh. A sync byte inside a payload can make it start at the
+//! wrong place: that frame fails its checks too and it discards again, so it is back in step
+//! at most a few frames after the noise stops (Klipper's receiver works the same way). A
+//! frame whose sync byte is where it should be but whose CRC fails leaves it in step.
 //!
 //! ```
 //! use needle_link::frame::{encode, Decoder, Header};
@@ -37,18 +47,18 @@
 
 use crc::{Crc, Table, CRC_32_ISCSI};
 
-/// The sync byte that ends every frame.
-pub const SYNC: u8 = 0x00;
+/// The sync byte that ends every frame (Klipper's).
+pub const SYNC: u8 = 0x7E;
 /// Largest payload a frame carries.
 pub const MAX_PAYLOAD: usize = 240;
-/// Bytes of the body before the payload: `len` and `seq`.
+/// Bytes of the frame before the payload: `len` and `seq`.
 pub const HEAD: usize = 2;
-/// Bytes of the body around the payload: `len`, `seq` and the CRC.
-pub const OVERHEAD: usize = HEAD + 4;
-/// Largest body.
-pub const MAX_BODY: usize = MAX_PAYLOAD + OVERHEAD;
-/// Largest frame on the wire: the body with COBS's worst-case overhead, and the sync byte.
-pub const MAX_ENCODED: usize = MAX_BODY + MAX_BODY / 254 + 1 + 1;
+/// Bytes of the frame after the payload: the CRC and the sync byte.
+const TAIL: usize = 4 + 1;
+/// Bytes of the frame around the payload: `len`, `seq`, the CRC and the sync byte.
+pub const OVERHEAD: usize = HEAD + TAIL;
+/// Largest frame on the wire.
+pub const MAX_ENCODED: usize = MAX_PAYLOAD + OVERHEAD;
 
 // Slice-by-16: 16 KiB of tables (in flash on an MCU), about 4x fewer instructions a byte
 // than the 256-entry table.
@@ -82,11 +92,11 @@ pub enum EncodeError {
 /// Why received bytes were rejected. Every rejection is counted by the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rejection {
-    /// More bytes than a frame can hold came without a sync byte.
+    /// More bytes than a frame can hold were discarded, looking for a sync byte.
     Overlong,
-    /// The bytes are not valid COBS.
+    /// No sync byte where the frame's length says it ends.
     Framing,
-    /// The body is shorter than a header and CRC, or its `len` disagrees with its size.
+    /// The frame's `len` is over [`MAX_PAYLOAD`].
     Length,
     /// The CRC does not match.
     Crc,
@@ -109,44 +119,49 @@ pub fn encode(header: Header, payload: &[u8], out: &mut [u8]) -> Result<usize, E
     )
 }
 
-/// Encodes a frame whose payload `fill` writes in place (into the [`MAX_PAYLOAD`] bytes it is
-/// given, returning how many it wrote, or `None` when it cannot) into `out`, COBS and sync
-/// byte included; returns the bytes written to `out`. One copy: the body is built once and
-/// COBS-encoded straight into `out` (the transmit queue's free space).
+/// Encodes a frame whose payload `fill` writes in place (into at most [`MAX_PAYLOAD`] bytes
+/// of `out` it is given, returning how many it wrote, or `None` when it cannot) into `out`;
+/// returns the bytes written to `out`, sync byte included. No copy and no stuffing: the
+/// payload is written where it goes on the wire (the transmit queue's free space) and the
+/// length, CRC and sync byte around it.
 pub fn encode_with(
     header: Header,
     fill: impl FnOnce(&mut [u8]) -> Option<usize>,
     out: &mut [u8],
 ) -> Result<usize, EncodeError> {
-    let mut body = [0u8; MAX_BODY];
-    let (head, rest) = body.split_at_mut(HEAD);
-    let room = rest
-        .get_mut(..MAX_PAYLOAD)
-        .ok_or(EncodeError::BufferTooSmall)?;
-    let n = fill(room).ok_or(EncodeError::PayloadTooLong)?;
-    let len = u8::try_from(n)
-        .ok()
-        .filter(|_| n <= MAX_PAYLOAD)
-        .ok_or(EncodeError::PayloadTooLong)?;
-    head.copy_from_slice(&[len, header.seq]);
+    let room = out.len().saturating_sub(OVERHEAD).min(MAX_PAYLOAD);
+    let n = {
+        let space = out
+            .get_mut(HEAD..HEAD + room)
+            .ok_or(EncodeError::BufferTooSmall)?;
+        match fill(space) {
+            Some(n) if n <= room => n,
+            _ if room < MAX_PAYLOAD => return Err(EncodeError::BufferTooSmall),
+            _ => return Err(EncodeError::PayloadTooLong),
+        }
+    };
+    let len = u8::try_from(n).map_err(|_| EncodeError::PayloadTooLong)?;
     let end = HEAD + n;
-    let content = body.get(..end).ok_or(EncodeError::PayloadTooLong)?;
-    let crc = CRC.checksum(content).to_le_bytes();
-    body.get_mut(end..end + 4)
-        .ok_or(EncodeError::PayloadTooLong)?
-        .copy_from_slice(&crc);
-    let body = body.get(..end + 4).ok_or(EncodeError::BufferTooSmall)?;
-    let n = cobs::try_encode(body, out).map_err(|_| EncodeError::BufferTooSmall)?;
-    let sync = out.get_mut(n).ok_or(EncodeError::BufferTooSmall)?;
-    *sync = SYNC;
-    Ok(n + 1)
+    let content = out.get_mut(..end).ok_or(EncodeError::BufferTooSmall)?;
+    if let Some(head) = content.first_chunk_mut::<HEAD>() {
+        *head = [len, header.seq];
+    }
+    let [a, b, c, d] = CRC.checksum(content).to_le_bytes();
+    *out.get_mut(end..end + TAIL)
+        .and_then(|t| t.first_chunk_mut::<TAIL>())
+        .ok_or(EncodeError::BufferTooSmall)? = [a, b, c, d, SYNC];
+    Ok(end + TAIL)
 }
 
-/// Collects bytes up to each sync byte and checks the frame they make.
+/// Collects each frame's bytes as its length says and checks the frame they make; after a
+/// failed frame, discards bytes up to the next sync byte.
 pub struct Decoder {
     buf: [u8; MAX_ENCODED],
     len: usize,
-    overlong: bool,
+    /// Whether it lost its place and is discarding up to a sync byte.
+    hunting: bool,
+    /// Bytes discarded while hunting.
+    discarded: usize,
 }
 
 impl Default for Decoder {
@@ -161,57 +176,61 @@ impl Decoder {
         Self {
             buf: [0; MAX_ENCODED],
             len: 0,
-            overlong: false,
+            hunting: false,
+            discarded: 0,
         }
     }
 
-    /// Takes one byte. At a sync byte, returns the frame it ended, or why that was rejected;
-    /// an empty frame (two sync bytes in a row, as a sender may send to flush noise) is
-    /// skipped silently. Returns `None` within a frame.
+    /// Takes one byte. When it completes a frame, returns the frame, or why that was
+    /// rejected; a run of more than [`MAX_ENCODED`] bytes discarded looking for a sync byte
+    /// is one [`Rejection::Overlong`]. Returns `None` within a frame.
     pub fn push(&mut self, byte: u8) -> Option<Result<Frame<'_>, Rejection>> {
-        if byte != SYNC {
-            match self.buf.get_mut(self.len) {
-                Some(slot) if !self.overlong => {
-                    *slot = byte;
-                    self.len += 1;
-                }
-                _ => self.overlong = true,
+        if self.hunting {
+            if byte != SYNC {
+                self.discarded = self.discarded.saturating_add(1);
+                return None;
             }
+            self.hunting = false;
+            let discarded = core::mem::take(&mut self.discarded);
+            return (discarded > MAX_ENCODED).then_some(Err(Rejection::Overlong));
+        }
+        let Some(slot) = self.buf.get_mut(self.len) else {
+            // Not reached: a frame is checked as soon as its last byte is in.
+            return Some(Err(self.lost(Rejection::Length)));
+        };
+        *slot = byte;
+        self.len += 1;
+        let len = usize::from(self.buf.first().copied().unwrap_or(0));
+        if len > MAX_PAYLOAD {
+            return Some(Err(self.lost(Rejection::Length)));
+        }
+        let size = len + OVERHEAD;
+        if self.len < size {
             return None;
         }
-        let len = core::mem::take(&mut self.len);
-        if core::mem::take(&mut self.overlong) {
-            return Some(Err(Rejection::Overlong));
+        self.len = 0;
+        if byte != SYNC {
+            return Some(Err(self.lost(Rejection::Framing)));
         }
-        if len == 0 {
-            return None;
+        let content = self.buf.get(..HEAD + len)?;
+        let crc = self.buf.get(HEAD + len..HEAD + len + 4)?;
+        if CRC.checksum(content).to_le_bytes() != crc {
+            // The sync byte was where it belongs: still in step.
+            return Some(Err(Rejection::Crc));
         }
-        let encoded = self.buf.get_mut(..len)?;
-        Some(check(encoded))
+        let [_, seq] = *content.first_chunk::<HEAD>()?;
+        Some(Ok(Frame {
+            header: Header { seq },
+            payload: content.get(HEAD..)?,
+        }))
     }
-}
 
-/// Decodes a COBS frame in place and checks its length and CRC.
-fn check(encoded: &mut [u8]) -> Result<Frame<'_>, Rejection> {
-    let n = cobs::decode_in_place(encoded).map_err(|_| Rejection::Framing)?;
-    let body = encoded.get(..n).ok_or(Rejection::Framing)?;
-    if body.len() < OVERHEAD {
-        return Err(Rejection::Length);
+    /// The frame failed where the decoder thought it began: discard to the next sync byte.
+    fn lost(&mut self, why: Rejection) -> Rejection {
+        self.len = 0;
+        self.hunting = true;
+        why
     }
-    let (content, crc) = body.split_at(body.len() - 4);
-    let [len, seq] = *content.first_chunk::<HEAD>().ok_or(Rejection::Length)?;
-    let payload = content.get(HEAD..).ok_or(Rejection::Length)?;
-    if usize::from(len) != payload.len() {
-        return Err(Rejection::Length);
-    }
-    let crc = u32::from_le_bytes(crc.try_into().map_err(|_| Rejection::Length)?);
-    if CRC.checksum(content) != crc {
-        return Err(Rejection::Crc);
-    }
-    Ok(Frame {
-        header: Header { seq },
-        payload,
-    })
 }
 
 #[cfg(test)]
@@ -266,6 +285,8 @@ mod tests {
     fn a_dropped_byte_is_rejected() {
         let mut bytes = wire(1, b"payload");
         bytes.remove(4);
+        // The frame is one byte short: it is rejected when the next bytes complete it.
+        bytes.extend(wire(2, b"next"));
         assert!(decode_all(&bytes)[0].is_err());
     }
 
@@ -274,9 +295,54 @@ mod tests {
         let mut bytes = std::vec![0x55u8; MAX_ENCODED * 3];
         bytes.push(SYNC);
         bytes.extend(wire(4, b"ok"));
+        // The first garbage byte reads as a length, its frame has no sync byte where it
+        // should end; the rest is discarded up to the sync byte, counted once.
         assert_eq!(
             decode_all(&bytes),
-            [Err(Rejection::Overlong), Ok((4, b"ok".to_vec()))]
+            [
+                Err(Rejection::Framing),
+                Err(Rejection::Overlong),
+                Ok((4, b"ok".to_vec()))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sync_byte_inside_a_payload_and_a_length_of_the_sync_byte_are_plain_data() {
+        let with_sync = [SYNC, 1, SYNC, SYNC];
+        let long = [SYNC; SYNC as usize];
+        let mut bytes = wire(1, &with_sync);
+        bytes.extend(wire(2, &long));
+        assert_eq!(
+            decode_all(&bytes),
+            [Ok((1, with_sync.to_vec())), Ok((2, long.to_vec()))]
+        );
+    }
+
+    #[test]
+    fn a_dropped_byte_costs_at_most_the_next_frame_and_the_decoder_is_back_in_step() {
+        let mut bytes = wire(1, b"first");
+        bytes.remove(4);
+        for seq in 2..6 {
+            bytes.extend(wire(seq, b"later"));
+        }
+        let got = decode_all(&bytes);
+        assert_eq!(got[0], Err(Rejection::Framing));
+        let ok: std::vec::Vec<u8> = got
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(ok, [3, 4, 5]);
+    }
+
+    #[test]
+    fn a_length_over_the_largest_payload_is_rejected_at_once() {
+        let mut bytes = std::vec![MAX_PAYLOAD as u8 + 1, SYNC];
+        bytes.extend(wire(3, b"next"));
+        assert_eq!(
+            decode_all(&bytes),
+            [Err(Rejection::Length), Ok((3, b"next".to_vec()))]
         );
     }
 }

@@ -5,8 +5,9 @@
 //! `#![no_std]`, no heap: both ends are plain state machines fed one byte at a time, which
 //! queue their frames for the caller to write to the serial port.
 //!
-//! - [`frame`]: COBS frames with a length, a sequence number and a CRC-32C, ended by a
-//!   `0x00` sync byte, so a receiver resynchronises after noise.
+//! - [`frame`]: Klipper's framing: a length, a sequence number, the payload, a CRC-32C and
+//!   a `0x7E` sync byte, with no byte stuffing; a receiver that loses its place discards up
+//!   to the next sync byte, so it resynchronises after noise.
 //! - [`telemetry`]: the compact layout of the telemetry sent every pen tick.
 //! - [`message`]: what travels inside: the handshake (protocol version, pen identity,
 //!   [`config_hash`]), numbered commands and their verdicts, telemetry, clock probes.

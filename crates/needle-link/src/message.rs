@@ -9,7 +9,7 @@ use needle_core::{Command, ControllerConfig, Rejected, Telemetry};
 use serde::{Deserialize, Serialize};
 
 /// The link protocol's version. Raise it with any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A pen's identity: a serial number burned in at manufacture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -181,3 +181,69 @@ pub enum PenMessage {
 
 /// The first payload byte of a telemetry frame: postcard's tag of [`PenMessage::Telemetry`].
 pub const TELEMETRY_TAG: u8 = 2;
+
+/// Postcard's tag of [`HostMessage::Sync`].
+const SYNC_TAG: u8 = 2;
+/// Postcard's tag of [`PenMessage::Clock`].
+const CLOCK_TAG: u8 = 3;
+
+/// Writes postcard's encoding of [`PenMessage::Clock`] into `out`, by hand: the pen answers
+/// a probe every few milliseconds, and serde's path costs it about 300 instructions a reply.
+/// Returns the bytes written, or `None` when `out` is too short.
+pub(crate) fn encode_clock(host_time: Micros, pen_time: Micros, out: &mut [u8]) -> Option<usize> {
+    let mut w = crate::telemetry::Writer { out, at: 0 };
+    w.byte(CLOCK_TAG)?;
+    w.varint(host_time.0)?;
+    w.varint(pen_time.0)?;
+    Some(w.at)
+}
+
+/// The host time in `payload` when it is exactly postcard's encoding of a
+/// [`HostMessage::Sync`], read by hand for the same reason; `None` for any other payload
+/// (which then goes to postcard).
+pub(crate) fn sync_time(payload: &[u8]) -> Option<Micros> {
+    let (&SYNC_TAG, rest) = payload.split_first()? else {
+        return None;
+    };
+    let mut r = crate::telemetry::Reader { bytes: rest };
+    let t = r.varint(64).ok()?;
+    r.bytes.is_empty().then_some(Micros(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hand_written_clock_and_sync_are_postcards_own() {
+        for (a, b) in [(0, 0), (1, 127), (128, 16_383), (36_000_123_456, u64::MAX)] {
+            let mut ours = [0u8; 32];
+            let n = encode_clock(Micros(a), Micros(b), &mut ours).unwrap();
+            let clock = PenMessage::Clock {
+                host_time: Micros(a),
+                pen_time: Micros(b),
+            };
+            let theirs = postcard::to_slice(&clock, &mut [0u8; 32]).unwrap().to_vec();
+            assert_eq!(&ours[..n], theirs.as_slice());
+            assert_eq!(encode_clock(Micros(a), Micros(b), &mut ours[..n - 1]), None);
+            let sync = HostMessage::Sync {
+                host_time: Micros(b),
+            };
+            let bytes = postcard::to_slice(&sync, &mut [0u8; 32]).unwrap().to_vec();
+            assert_eq!(sync_time(&bytes), Some(Micros(b)));
+            assert_eq!(sync_time(&bytes[..bytes.len() - 1]), None, "cut short");
+            let mut long = bytes.clone();
+            long.push(0);
+            assert_eq!(sync_time(&long), None, "trailing bytes");
+        }
+        let identify = postcard::to_slice(&HostMessage::Identify { version: 2 }, &mut [0u8; 8])
+            .unwrap()
+            .to_vec();
+        assert_eq!(sync_time(&identify), None);
+        // Eleven bytes of varint: more than a u64.
+        assert_eq!(
+            sync_time(&[SYNC_TAG, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            None
+        );
+    }
+}

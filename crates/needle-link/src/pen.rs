@@ -15,7 +15,8 @@ use needle_core::Telemetry;
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
 use crate::message::{
-    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION, TELEMETRY_TAG,
+    self, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
+    TELEMETRY_TAG,
 };
 use crate::telemetry::{self, Key, Kind, KEY_EVERY, KEY_PERIOD};
 
@@ -69,9 +70,7 @@ pub struct PenLink {
     /// Whether the host identified itself with our protocol version.
     host_identified: bool,
     kept: [Option<Kept>; WINDOW as usize],
-    tx_seq: u8,
-    tx: crate::queue::TxQueue<TX_QUEUE>,
-    tx_dropped: u32,
+    tx: Tx,
     /// The last key telemetry frame sent and when (pen clock); `None` sends one next.
     key: Option<(Key, Micros)>,
     /// Telemetry frames since that key.
@@ -90,9 +89,11 @@ impl PenLink {
             expected: 0,
             host_identified: false,
             kept: [None; WINDOW as usize],
-            tx_seq: 0,
-            tx: crate::queue::TxQueue::new(),
-            tx_dropped: 0,
+            tx: Tx {
+                queue: crate::queue::TxQueue::new(),
+                seq: 0,
+                dropped: 0,
+            },
             key: None,
             since_key: 0,
             next_key: 0,
@@ -107,7 +108,7 @@ impl PenLink {
 
     /// Frames dropped because the transmit queue was full.
     pub fn tx_dropped(&self) -> u32 {
-        self.tx_dropped
+        self.tx.dropped
     }
 
     /// Whether a host of our version has identified itself since power-up.
@@ -115,7 +116,20 @@ impl PenLink {
         self.host_identified
     }
 
+    /// Takes received bytes up to the first that completes a valid host frame; returns how
+    /// many it took and that frame's event, or all of them and `None`. One call per batch
+    /// of bytes, not per byte: most bytes complete nothing.
+    pub fn receive_some(&mut self, bytes: &[u8]) -> (usize, Option<Received>) {
+        for (i, byte) in bytes.iter().enumerate() {
+            if let Some(event) = self.receive(*byte) {
+                return (i + 1, Some(event));
+            }
+        }
+        (bytes.len(), None)
+    }
+
     /// Takes one received byte; returns an event when it completes a valid host frame.
+    #[inline]
     pub fn receive(&mut self, byte: u8) -> Option<Received> {
         let header;
         let message = match self.decoder.push(byte)? {
@@ -125,11 +139,15 @@ impl PenLink {
             }
             Ok(frame) => {
                 header = frame.header;
-                match postcard::take_from_bytes::<HostMessage>(frame.payload) {
-                    Ok((message, [])) => message,
-                    _ => {
-                        self.counters.reject(Rejection::Decode);
-                        return None;
+                if let Some(host_time) = message::sync_time(frame.payload) {
+                    HostMessage::Sync { host_time }
+                } else {
+                    match postcard::take_from_bytes::<HostMessage>(frame.payload) {
+                        Ok((message, [])) => message,
+                        _ => {
+                            self.counters.reject(Rejection::Decode);
+                            return None;
+                        }
                     }
                 }
             }
@@ -217,10 +235,8 @@ impl PenLink {
 
     /// Answers [`Received::Sync`] with the pen's clock now.
     pub fn clock(&mut self, host_time: Micros, pen_time: Micros) {
-        self.send(&PenMessage::Clock {
-            host_time,
-            pen_time,
-        });
+        self.tx
+            .queue(|room| message::encode_clock(host_time, pen_time, room));
     }
 
     /// Answers [`Received::ReadTag`] with the seated cartridge's tag image, if any.
@@ -232,15 +248,19 @@ impl PenLink {
     /// first after a handshake and then every [`KEY_EVERY`] frames or [`KEY_PERIOD`] of the
     /// telemetry's clock, delta frames from the last key between.
     pub fn telemetry(&mut self, t: &Telemetry) {
+        // By reference: a key is 144 bytes, not worth a copy a tick.
+        let since_key = self.since_key;
         let key = self
             .key
-            .filter(|(_, at)| self.since_key < KEY_EVERY && t.now.since(*at) < KEY_PERIOD);
+            .as_ref()
+            .filter(|(_, at)| since_key < KEY_EVERY && t.now.since(*at) < KEY_PERIOD);
         let number = self.next_key;
-        let kind = match &key {
+        let delta = key.is_some();
+        let kind = match key {
             Some((k, _)) => Kind::Delta(k),
             None => Kind::Key(number),
         };
-        let sent = self.queue(|room| {
+        let sent = self.tx.queue(|room| {
             let (tag, rest) = room.split_first_mut()?;
             *tag = TELEMETRY_TAG;
             Some(1 + telemetry::encode(t, kind, rest)?)
@@ -248,7 +268,7 @@ impl PenLink {
         if !sent {
             return;
         }
-        if key.is_some() {
+        if delta {
             self.since_key += 1;
         } else {
             self.key = Some((Key::of(t, number), t.now));
@@ -268,31 +288,41 @@ impl PenLink {
         if let PenMessage::Telemetry(t) = message {
             return self.telemetry(t);
         }
-        self.queue(|room| postcard::to_slice(message, room).ok().map(|p| p.len()));
-    }
-
-    /// Queues the frame whose payload `fill` writes, COBS-encoded straight into the transmit
-    /// queue; returns whether it was queued (a frame that does not fit is counted).
-    fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
-        let header = Header { seq: self.tx_seq };
-        let queued = self.tx.push_with(frame::MAX_ENCODED, |room| {
-            frame::encode_with(header, fill, room).ok()
-        });
-        if queued {
-            self.tx_seq = self.tx_seq.wrapping_add(1);
-        } else {
-            self.tx_dropped = self.tx_dropped.saturating_add(1);
-        }
-        queued
+        self.tx
+            .queue(|room| postcard::to_slice(message, room).ok().map(|p| p.len()));
     }
 
     /// The queued bytes, oldest first.
     pub fn pending(&self) -> &[u8] {
-        self.tx.pending()
+        self.tx.queue.pending()
     }
 
     /// Drops the first `n` queued bytes, once the serial port took them.
     pub fn consume(&mut self, n: usize) {
-        self.tx.consume(n);
+        self.tx.queue.consume(n);
+    }
+}
+
+/// The pen's transmit side: the queue, the next frame's number and the frames dropped.
+struct Tx {
+    queue: crate::queue::TxQueue<TX_QUEUE>,
+    seq: u8,
+    dropped: u32,
+}
+
+impl Tx {
+    /// Queues the frame whose payload `fill` writes, framed straight into the transmit
+    /// queue; returns whether it was queued (a frame that does not fit is counted).
+    fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
+        let header = Header { seq: self.seq };
+        let queued = self.queue.push_with(frame::MAX_ENCODED, |room| {
+            frame::encode_with(header, fill, room).ok()
+        });
+        if queued {
+            self.seq = self.seq.wrapping_add(1);
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+        queued
     }
 }

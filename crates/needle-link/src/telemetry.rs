@@ -8,16 +8,18 @@
 //! limits: u8     bits 0-3 last_fault (0 none, n + 1 the fault with discriminant n),
 //!                bits 4-5 arming_ended_by (0 none, 1 run time, 2 strokes), bits 6-7 zero
 //! faults: varint, interlocks: u8 (bit n the interlock with discriminant n)
-//! 17 numbers:    now, ticks, stroke_count, depth_setpoint, depth_position, depth_ceiling,
-//!                depth_lash, rate_setpoint, rate_measured, duty, current, temperature, supply,
-//!                cartridge_openings, arming_run, arming_strokes, late_ticks; each a zigzag
-//!                LEB128 varint of its difference (wrapping, 64 bits) from the key frame's,
-//!                or from 0 in a key frame itself
+//! present: u24   little endian, bit n set when number n follows (bits 17-23 zero)
+//! 17 numbers:    now, ticks, stroke_count, arming_run, arming_strokes, rate_measured,
+//!                depth_position, duty, current, temperature, supply, depth_setpoint,
+//!                depth_ceiling, depth_lash, rate_setpoint, cartridge_openings, late_ticks;
+//!                each its difference (wrapping, 64 bits) from the key frame's, or from 0 in
+//!                a key frame itself; only those present, each a zigzag LEB128 varint; a
+//!                number not present did not change (its difference is 0)
 //! ```
 //!
-//! Most fields barely move between ticks and the clock and counters that grow large move by
-//! little, so a delta frame is about 28 bytes where postcard's varints of the whole values
-//! took 46. The pen sends a key frame first after every handshake and then every
+//! Most fields do not move between ticks (setpoints, limits, counters of rare events) and
+//! the clock and counters that grow large move by little, so a delta frame carries a handful
+//! of short differences: about 20 bytes where postcard's varints of the whole values took 46. The pen sends a key frame first after every handshake and then every
 //! [`KEY_EVERY`] frames or [`KEY_PERIOD`] of its clock, whichever comes first; the host keeps
 //! the last key frame it received and uses a delta frame only when it names that key and the
 //! key came at most [`ANCHOR_FOR`] ago (host clock). Key numbers wrap after 256 keys, which
@@ -39,8 +41,11 @@ pub const KEY_PERIOD: Micros = Micros(100_000);
 pub const ANCHOR_FOR: Micros = Micros(500_000);
 /// The numbers a frame carries.
 const NUMBERS: usize = 17;
-/// Longest encoding: flags, key, limits, faults (3), interlocks, 17 varints of 10 bytes.
-pub const MAX_LEN: usize = 1 + 1 + 1 + 3 + 1 + NUMBERS * 10;
+/// Bytes of the `present` mask.
+const PRESENT: usize = 3;
+/// Longest encoding: flags, key, limits, faults (3), interlocks, the mask, 17 varints of 10
+/// bytes.
+pub const MAX_LEN: usize = 1 + 1 + 1 + 3 + 1 + PRESENT + NUMBERS * 10;
 
 const STATES: [State; 8] = [
     State::Boot,
@@ -84,19 +89,19 @@ impl Key {
                 t.now.0,
                 t.ticks,
                 u64::from(t.stroke_count),
-                wide(t.depth_setpoint.0),
-                wide(t.depth_position.0),
-                wide(t.depth_ceiling.0),
-                wide(t.depth_lash.0),
-                u64::from(t.rate_setpoint.0),
+                t.arming_run.0,
+                u64::from(t.arming_strokes),
                 u64::from(t.rate_measured.0),
+                wide(t.depth_position.0),
                 u64::from(t.duty.0),
                 wide(t.current.0),
                 wide(t.temperature.0),
                 wide(t.supply.0),
+                wide(t.depth_setpoint.0),
+                wide(t.depth_ceiling.0),
+                wide(t.depth_lash.0),
+                u64::from(t.rate_setpoint.0),
                 u64::from(t.cartridge_openings),
-                t.arming_run.0,
-                u64::from(t.arming_strokes),
                 u64::from(t.late_ticks),
             ],
         }
@@ -112,19 +117,20 @@ pub enum Kind<'a> {
     Delta(&'a Key),
 }
 
-struct Writer<'a> {
-    out: &'a mut [u8],
-    at: usize,
+/// Writes bytes and LEB128 varints into a buffer, refusing to run past its end.
+pub(crate) struct Writer<'a> {
+    pub(crate) out: &'a mut [u8],
+    pub(crate) at: usize,
 }
 
 impl Writer<'_> {
-    fn byte(&mut self, b: u8) -> Option<()> {
+    pub(crate) fn byte(&mut self, b: u8) -> Option<()> {
         *self.out.get_mut(self.at)? = b;
         self.at += 1;
         Some(())
     }
 
-    fn varint(&mut self, mut v: u64) -> Option<()> {
+    pub(crate) fn varint(&mut self, mut v: u64) -> Option<()> {
         while v >= 0x80 {
             self.byte((v as u8) | 0x80)?;
             v >>= 7;
@@ -162,10 +168,22 @@ pub fn encode(t: &Telemetry, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
     w.byte(last_fault | ended << 4)?;
     w.varint(u64::from(t.faults.bits()))?;
     w.byte(interlocks)?;
-    for (v, b) in Key::of(t, number).values.iter().zip(base) {
+    // The mask goes before the numbers but is known after them: its bytes are reserved and
+    // filled in at the end, so the numbers are written in one pass.
+    let mask_at = w.at;
+    w.at += PRESENT;
+    let mut present = 0u32;
+    for (i, (v, b)) in Key::of(t, number).values.iter().zip(base).enumerate() {
         let d = v.wrapping_sub(*b) as i64;
-        w.varint(((d << 1) ^ (d >> 63)) as u64)?;
+        if d != 0 {
+            present |= 1 << i;
+            w.varint(((d << 1) ^ (d >> 63)) as u64)?;
+        }
     }
+    let [m0, m1, m2, _] = present.to_le_bytes();
+    *w.out
+        .get_mut(mask_at..mask_at + PRESENT)?
+        .first_chunk_mut()? = [m0, m1, m2];
     Some(w.at)
 }
 
@@ -178,19 +196,20 @@ pub enum Unusable {
     Unanchored,
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
+/// Reads bytes and LEB128 varints from a payload.
+pub(crate) struct Reader<'a> {
+    pub(crate) bytes: &'a [u8],
 }
 
 impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, Unusable> {
+    pub(crate) fn byte(&mut self) -> Result<u8, Unusable> {
         let (first, rest) = self.bytes.split_first().ok_or(Unusable::Malformed)?;
         self.bytes = rest;
         Ok(*first)
     }
 
     /// A varint of at most `bits` bits; longer or larger is malformed.
-    fn varint(&mut self, bits: u32) -> Result<u64, Unusable> {
+    pub(crate) fn varint(&mut self, bits: u32) -> Result<u64, Unusable> {
         let mut v = 0u64;
         let mut shift = 0u32;
         loop {
@@ -263,10 +282,17 @@ pub fn decode(bytes: &[u8], key: Option<&Key>) -> Result<(Telemetry, Option<Key>
     if interlock_bits & !known != 0 {
         return Err(Unusable::Malformed);
     }
+    let [m0, m1, m2] = [r.byte()?, r.byte()?, r.byte()?];
+    let present = u32::from_le_bytes([m0, m1, m2, 0]);
+    if present >> NUMBERS != 0 {
+        return Err(Unusable::Malformed);
+    }
     let mut values = [0u64; NUMBERS];
-    for v in &mut values {
-        let z = r.varint(64)?;
-        *v = ((z >> 1) as i64 ^ -((z & 1) as i64)) as u64;
+    for (i, v) in values.iter_mut().enumerate() {
+        if present & 1 << i != 0 {
+            let z = r.varint(64)?;
+            *v = ((z >> 1) as i64 ^ -((z & 1) as i64)) as u64;
+        }
     }
     if !r.bytes.is_empty() {
         return Err(Unusable::Malformed);
@@ -280,7 +306,7 @@ pub fn decode(bytes: &[u8], key: Option<&Key>) -> Result<(Telemetry, Option<Key>
             *v = v.wrapping_add(b);
         }
     }
-    let [now, ticks, strokes, setpoint, position, ceiling, lash, rate_set, rate, duty, current, temperature, supply, openings, run, arming_strokes, late] =
+    let [now, ticks, strokes, run, arming_strokes, rate, position, duty, current, temperature, supply, setpoint, ceiling, lash, rate_set, openings, late] =
         values;
     let t = Telemetry {
         now: Micros(now),
@@ -410,6 +436,26 @@ mod tests {
         let mut long = out[..n].to_vec();
         long.push(0);
         assert_eq!(decode(&long, Some(&key)), Err(Unusable::Malformed));
+    }
+
+    #[test]
+    fn only_the_numbers_that_changed_travel_and_unknown_mask_bits_are_malformed() {
+        let t = running();
+        let key = Key::of(&t, 5);
+        let mut out = [0u8; MAX_LEN];
+        let n = encode(&t, Kind::Delta(&key), &mut out).unwrap();
+        assert_eq!(n, 8, "header and an empty mask");
+        assert_eq!(decode(&out[..n], Some(&key)), Ok((t, None)));
+        let mut later = t;
+        later.now = Micros(t.now.0 + 1_000);
+        later.late_ticks = 3;
+        let n = encode(&later, Kind::Delta(&key), &mut out).unwrap();
+        assert_eq!(out[5..8], [1, 0, 1], "now (bit 0) and late_ticks (bit 16)");
+        assert_eq!(n, 8 + 2 + 1);
+        assert_eq!(decode(&out[..n], Some(&key)), Ok((later, None)));
+        let mut unknown = out;
+        unknown[7] |= 0x02; // bit 17: there are 17 numbers
+        assert_eq!(decode(&unknown[..n], Some(&key)), Err(Unusable::Malformed));
     }
 
     #[test]

@@ -399,6 +399,36 @@ proptest! {
         }
     }
 
+    /// Arbitrary bytes, then a run of good frames: the decoder is back in step within it
+    /// (a half-read frame ends and fails within a frame's length; discarding stops at a
+    /// good frame's sync byte), and receives every frame after that.
+    #[test]
+    fn after_arbitrary_bytes_the_decoder_resynchronises(
+        noise in proptest::collection::vec(any::<u8>(), 0..1024),
+    ) {
+        let mut decoder = Decoder::new();
+        for b in &noise {
+            let _ = decoder.push(*b);
+        }
+        let mut wire = [0u8; frame::MAX_ENCODED];
+        let n = frame::encode(Header { seq: 42 }, b"resync", &mut wire).unwrap();
+        // Its only sync byte is its last, so discarding always stops at a frame's end.
+        prop_assert!(!wire[..n - 1].contains(&frame::SYNC));
+        let frames = 2 * frame::MAX_ENCODED / n + 2;
+        let mut got = Vec::new();
+        for i in 0..frames {
+            for b in &wire[..n] {
+                if let Some(Ok(f)) = decoder.push(*b) {
+                    prop_assert_eq!((f.header.seq, f.payload), (42, &b"resync"[..]));
+                    got.push(i);
+                }
+            }
+        }
+        let first = *got.first().unwrap_or(&frames);
+        prop_assert!(first <= frame::MAX_ENCODED / n + 2, "back in step at frame {}", first);
+        prop_assert_eq!(got, (first..frames).collect::<Vec<_>>(), "every frame after");
+    }
+
     /// A stream of frames with bits flipped, bytes dropped, doubled and swapped: every frame
     /// the decoder accepts is one that was sent, byte for byte.
     #[test]

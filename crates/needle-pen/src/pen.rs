@@ -102,13 +102,17 @@ impl<H: Hardware> Pen<H> {
 
     /// Takes bytes from the serial port, received by pen time `now`.
     pub fn receive(&mut self, bytes: &[u8], now: Micros) {
-        for byte in bytes {
-            if let Some(event) = self.link.receive(*byte) {
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let (took, event) = self.link.receive_some(rest);
+            rest = rest.get(took..).unwrap_or(&[]);
+            if let Some(event) = event {
                 self.dispatch(event, now);
             }
         }
     }
 
+    #[inline(never)]
     fn dispatch(&mut self, event: Received, now: Micros) {
         self.last_host_frame = Some(now);
         match event {
