@@ -22,7 +22,6 @@ PURPOSE = {
     "serde_json": "JSON of the HTTP API, events and reports",
     "postcard": "compact encoding of protocol types for a serial link",
     "crc": "CRC-32C of link frames and the link's configuration hash",
-    "cobs": "COBS framing of link frames (resynchronisation after noise)",
     "heapless": "fixed-capacity queues of the no_std link",
     "proptest": "property tests (test only)",
     "embedded-hal-mock": "pin-level mocks (test only)",
