@@ -2,6 +2,7 @@
 //!
 //! Module map (see `docs/architecture.md`):
 //! - [`control`]: the real-time control thread running the core at a fixed rate.
+//! - [`realtime`]: memory locking, the control thread's own CPU, a pre-faulted stack.
 //! - [`service`]: sessions, the ledger and the controller kept in step.
 //! - [`api`], [`auth`], [`error`]: the HTTP API, its tokens and its error codes.
 //! - [`console`]: the operator web console served at `/` from embedded assets.
@@ -20,6 +21,7 @@ pub mod control;
 pub mod error;
 pub mod hal;
 pub mod ledger;
+pub mod realtime;
 pub mod service;
 pub mod startup;
 pub mod store;
