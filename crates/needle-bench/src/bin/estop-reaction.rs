@@ -49,7 +49,9 @@ fn wait(
         if Instant::now() > deadline {
             return Err(format!("timed out waiting for {what}: {:?}", h.snapshot()));
         }
-        std::thread::sleep(Duration::from_micros(200));
+        // Sparse polls: every look at the rig or the snapshot takes a lock the control thread
+        // also takes.
+        std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
 }
