@@ -128,3 +128,45 @@ fn status_reports_the_memory_lock_cpu_and_priority_the_process_really_has() {
         }
     }
 }
+
+/// Whether this test process runs as root (`Uid:` of `/proc/self/status`, effective uid).
+fn is_root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    field(&status, "Uid:").split_whitespace().nth(1) == Some("0")
+}
+
+#[test]
+fn require_memory_lock_refuses_to_start_when_memory_cannot_be_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("test.toml");
+    std::fs::write(
+        &file,
+        format!("{}require_memory_lock = true\n", common::CI_CONFIG),
+    )
+    .unwrap();
+    // A finite memlock limit and, as root, no CAP_IPC_LOCK: what an unprivileged service
+    // without LimitMEMLOCK=infinity has (util-linux's prlimit and setpriv).
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.arg("--memlock=65536:65536");
+    if is_root() {
+        cmd.args([
+            "setpriv",
+            "--bounding-set=-ipc_lock",
+            "--inh-caps=-ipc_lock",
+        ]);
+    }
+    let out = cmd
+        .arg(env!("CARGO_BIN_EXE_needled"))
+        .args(["--config", file.to_str().unwrap(), "--bind", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("prlimit (util-linux)");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("control.require_memory_lock is set but memory cannot be locked"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
