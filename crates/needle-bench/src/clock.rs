@@ -1,6 +1,5 @@
 //! CLOCK_MONOTONIC for the benchmarks: nanoseconds for fine timing, and needled's own
-//! microsecond clock. The floor loop sleeps and takes real-time priority through needled's
-//! control-thread functions, so it is the same code path minus the controller.
+//! microsecond clock.
 
 use nix::time::{clock_gettime, ClockId};
 

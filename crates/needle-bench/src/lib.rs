@@ -1,23 +1,23 @@
 //! Service-level benchmarks of needled (BENCHMARKS.md sections 2 to 4).
 //!
 //! Binaries (each prints what it measured and how, then one `RESULT {json}` line):
-//! - `estop-reaction`: wall time from an E-stop press on the simulated rig to the motor being
-//!   off, on needled's own control stack built in-process (section 2).
-//! - `floor`: a bare `clock_nanosleep(TIMER_ABSTIME)` loop at 1 kHz, the OS floor (section 3).
+//! - `estop-reaction`: time from an E-stop press on the simulated rig to the motor being off,
+//!   by the sim's own timestamps on the control clock, on needled's own control stack built
+//!   in-process, beside `cyclictest` and optionally a CPU hog (section 2b).
 //! - `loadgen`: a bounded HTTP/1.1 keep-alive load generator for loopback only (section 4).
 //! - `sse-fanout`: N clients on the telemetry stream (section 4).
 //! - `service-bench`: starts the real needled per phase (idle, GET /v1/status load from a
-//!   second process, SSE fan-out) with a floor loop beside it, several runs, medians
-//!   (sections 3 and 4).
+//!   second process, SSE fan-out, any of them beside `stress-ng --cpu N`) with `cyclictest`
+//!   beside it as the floor, several runs, medians (sections 3 and 4).
 //!
-//! Every figure here is measured by the bench itself on CLOCK_MONOTONIC, or read from
-//! needled's own loop statistics where that is the figure asked for (tick lateness); nothing
-//! is assumed or copied.
+//! Every figure here is measured by the bench itself on CLOCK_MONOTONIC, by the sim rig's own
+//! timestamps, by cyclictest, or read from needled's own loop statistics where that is the
+//! figure asked for (tick lateness); nothing is assumed or copied.
 
 pub mod clock;
-pub mod floor;
 pub mod http;
 pub mod proc;
+pub mod rt_tools;
 pub mod stats;
 
 /// Parses `--key value` pairs (and bare `--flag`s, as "true") from the command line.

@@ -5,6 +5,10 @@
 //!
 //! The async side refreshes the core's dead-man timer; if the service hangs, the heartbeats
 //! stop and the core faults `HostTimeout` on its own.
+//!
+//! Before its first tick the thread takes what [`crate::realtime`] can give it: its own CPU
+//! (`control.cpu`), a pre-faulted stack, SCHED_FIFO at [`CONTROL_PRIORITY`]; with the
+//! process's memory lock, that is what it reports in [`LoopStats`] and logs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -28,6 +32,8 @@ const COMMANDS_PER_TICK: usize = 16;
 const HISTOGRAM_US: usize = 20_000;
 /// Loop statistics are recomputed this often, in ticks.
 const STATS_EVERY: u64 = 100;
+/// The control thread's SCHED_FIFO priority (the heartbeat thread runs below it).
+pub const CONTROL_PRIORITY: u8 = 50;
 
 /// The controller's monotonic clock, in microseconds (CLOCK_MONOTONIC, the clock the kernel
 /// timestamps GPIO events with).
@@ -64,6 +70,8 @@ pub struct LoopConfig {
     pub period: Duration,
     /// Try SCHED_FIFO real-time priority.
     pub realtime: bool,
+    /// Pin the thread to this CPU (`control.cpu`).
+    pub cpu: Option<u32>,
 }
 
 /// Timing of the control loop.
@@ -83,6 +91,12 @@ pub struct LoopStats {
     pub lateness_max_us: u64,
     /// Whether the thread got real-time priority.
     pub realtime: bool,
+    /// The SCHED_FIFO priority granted, if any.
+    pub priority: Option<u8>,
+    /// Whether the process's memory is locked (`mlockall`).
+    pub memory_locked: bool,
+    /// The CPU the thread is pinned to, if it is.
+    pub cpu: Option<u32>,
 }
 
 /// What the control thread publishes after every tick.
@@ -343,6 +357,39 @@ impl Histogram {
     }
 }
 
+/// Takes the CPU, the stack and the priority for the calling (control) thread; returns what
+/// was granted, with the process's memory lock, and logs it.
+fn claim(config: &LoopConfig) -> LoopStats {
+    let cpu = config
+        .cpu
+        .and_then(|cpu| match crate::realtime::pin_to(cpu) {
+            Ok(()) => Some(cpu),
+            Err(e) => {
+                tracing::warn!(cpu, error = %e, "control thread not pinned to its CPU");
+                None
+            }
+        });
+    crate::realtime::prefault_stack();
+    let priority = (config.realtime && try_realtime(CONTROL_PRIORITY)).then_some(CONTROL_PRIORITY);
+    let memory_locked = crate::realtime::memory_locked();
+    tracing::info!(
+        priority = ?priority,
+        cpu = ?cpu,
+        memory_locked,
+        "control thread granted: {}, {}, memory {}",
+        priority.map_or("normal priority".to_string(), |p| format!("SCHED_FIFO {p}")),
+        cpu.map_or("not pinned".to_string(), |c| format!("pinned to CPU {c}")),
+        if memory_locked { "locked" } else { "not locked" },
+    );
+    LoopStats {
+        realtime: priority.is_some(),
+        priority,
+        memory_locked,
+        cpu,
+        ..LoopStats::default()
+    }
+}
+
 fn run<H: Hardware, C: TickClock>(
     mut ctrl: Controller<H>,
     mut clock: C,
@@ -352,7 +399,7 @@ fn run<H: Hardware, C: TickClock>(
     alive: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
-    let realtime = config.realtime && try_realtime(50);
+    let grant = claim(&config);
     let period = Micros(
         u64::try_from(config.period.as_micros())
             .unwrap_or(1_000)
@@ -360,8 +407,7 @@ fn run<H: Hardware, C: TickClock>(
     );
     let mut stats = LoopStats {
         rate_hz: u32::try_from(1_000_000 / period.0).unwrap_or(0),
-        realtime,
-        ..LoopStats::default()
+        ..grant
     };
     let mut histogram = Histogram::new();
     let mut deadline = monotonic_now().saturating_add(period);

@@ -2,6 +2,7 @@
 //!
 //! Module map (see `docs/architecture.md`):
 //! - [`control`]: the real-time control thread running the core at a fixed rate.
+//! - [`realtime`]: memory locking, the control thread's own CPU, a pre-faulted stack.
 //! - [`session`]: treatment sessions, the ledger and the controller kept in step by one owner
 //!   task that API handlers and the monitor's timer send messages to.
 //! - [`api`], [`auth`], [`error`]: the HTTP API, its tokens and its error codes.
@@ -24,6 +25,7 @@ pub mod control;
 pub mod error;
 pub mod hal;
 pub mod ledger;
+pub mod realtime;
 pub mod session;
 pub mod startup;
 pub mod store;

@@ -108,6 +108,12 @@ fn main() -> ExitCode {
         None => config.service.log_format == LogFormat::Json,
     };
     init_logging(json);
+    // Before any other thread: they inherit the affinity that keeps them off control.cpu.
+    if let Err(e) = needled::realtime::prepare(&config.control) {
+        tracing::error!("{e}");
+        eprintln!("needled: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -290,6 +296,7 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     let loop_config = LoopConfig {
         period: Duration::from_micros(core.safety.tick_period.0),
         realtime: config.control.realtime_priority,
+        cpu: config.control.cpu,
     };
 
     let (control, sim, tags): (

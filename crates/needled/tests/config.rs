@@ -401,3 +401,47 @@ fn hardware_only_load_names_file_line_and_key() {
     );
     assert!(e.message.contains("[hardware.linux]"), "{e}");
 }
+
+/// The CPUs present, as `control.cpu` is validated against them.
+fn online_cpus() -> Vec<u32> {
+    needled::realtime::online_cpus().expect("/sys/devices/system/cpu/online")
+}
+
+#[test]
+fn control_cpu_not_present_is_refused_with_file_line_and_key() {
+    let cpus = online_cpus();
+    let absent = cpus.iter().max().copied().unwrap_or(0) + 1;
+    let e = refuse(&format!("[control]\nrate_hz = 1000\ncpu = {absent}\n"));
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "test.toml:3: key 'control.cpu': expected one of the CPUs present ({}), got {absent}",
+            needled::realtime::format_cpu_list(&cpus)
+        )
+    );
+    let e = refuse("[control]\ncpu = -1\n");
+    assert_eq!(e.line, Some(2));
+    assert_eq!(e.key.as_deref(), Some("control.cpu"));
+}
+
+#[test]
+fn control_cpu_present_is_accepted_and_absent_means_not_pinned() {
+    assert_eq!(config::parse("", "test.toml").unwrap().control.cpu, None);
+    let cpus = online_cpus();
+    let last = *cpus.last().expect("a CPU");
+    let parsed = config::parse(&format!("[control]\ncpu = {last}\n"), "test.toml");
+    if cpus.len() >= 2 {
+        assert_eq!(parsed.unwrap().control.cpu, Some(last));
+    } else {
+        let e = parsed.unwrap_err();
+        assert!(e.to_string().contains("this machine has one CPU"), "{e}");
+    }
+}
+
+#[test]
+fn require_memory_lock_is_off_by_default() {
+    let c = config::parse("", "test.toml").unwrap();
+    assert!(!c.control.require_memory_lock);
+    let c = config::parse("[control]\nrequire_memory_lock = true\n", "test.toml").unwrap();
+    assert!(c.control.require_memory_lock);
+}

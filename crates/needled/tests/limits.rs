@@ -34,6 +34,7 @@ fn service(
         LoopConfig {
             period: Duration::from_millis(1),
             realtime: false,
+            cpu: None,
         },
     )
     .unwrap();

@@ -5,6 +5,8 @@ use needle_core::config::{DepthConfig, SafetyConfig, StrokeConfig};
 use needle_core::units::{Micrometers, Micros};
 use serde::Deserialize;
 
+use super::error::{invalid, Invalid};
+
 /// `[control]`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -22,6 +24,16 @@ pub struct ControlConfig {
     /// `realtime_priority`: run the control and heartbeat threads with SCHED_FIFO. Default
     /// true.
     pub realtime_priority: bool,
+    /// `cpu`: the CPU the control thread runs on, alone: every other thread of needled is kept
+    /// off it. One of the CPUs present (`/sys/devices/system/cpu/online`), on a machine with
+    /// at least two. Pair it with `isolcpus=`, `nohz_full=` and `rcu_nocbs=` on the kernel
+    /// command line so nothing else runs there either. Default: not set, the scheduler
+    /// places the thread.
+    pub cpu: Option<u32>,
+    /// `require_memory_lock`: refuse to start when the process's memory cannot be locked
+    /// (`mlockall`; needs root, CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK). Default false:
+    /// the failure is logged and reported in `/v1/status`, and needled runs on.
+    pub require_memory_lock: bool,
 }
 
 impl Default for ControlConfig {
@@ -32,6 +44,8 @@ impl Default for ControlConfig {
             max_tick_gap_ms: 50,
             service_stall_ms: 1_000,
             realtime_priority: true,
+            cpu: None,
+            require_memory_lock: false,
         }
     }
 }
@@ -40,6 +54,32 @@ impl ControlConfig {
     /// The tick period, rounded down to whole microseconds.
     pub fn tick_period(&self) -> Micros {
         Micros(1_000_000 / u64::from(self.rate_hz.max(1)))
+    }
+
+    /// `control.cpu` must name a CPU present, on a machine with another one for the rest.
+    pub(super) fn validate_cpu(&self) -> Result<(), Invalid> {
+        let Some(cpu) = self.cpu else {
+            return Ok(());
+        };
+        let online = crate::realtime::online_cpus()
+            .map_err(|e| invalid("control.cpu", format!("cannot list the CPUs present: {e}")))?;
+        let list = crate::realtime::format_cpu_list(&online);
+        if !online.contains(&cpu) {
+            return Err(invalid(
+                "control.cpu",
+                format!("expected one of the CPUs present ({list}), got {cpu}"),
+            ));
+        }
+        if online.len() < 2 {
+            return Err(invalid(
+                "control.cpu",
+                format!(
+                    "this machine has one CPU ({list}): the control thread cannot have one to \
+                     itself; leave control.cpu out"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -99,7 +99,8 @@ impl Config {
         in_range("control.rate_hz", c.rate_hz, 100..=10_000)?;
         in_range("control.host_timeout_ms", c.host_timeout_ms, 1..=5_000)?;
         in_range("control.max_tick_gap_ms", c.max_tick_gap_ms, 1..=1_000)?;
-        in_range("control.service_stall_ms", c.service_stall_ms, 50..=10_000)
+        in_range("control.service_stall_ms", c.service_stall_ms, 50..=10_000)?;
+        c.validate_cpu()
     }
 
     fn validate_motion(&self) -> Result<(), Invalid> {
