@@ -313,7 +313,28 @@ pub fn status(v: &Value) -> String {
         ));
     }
     kv.add("backend", backend);
+    if ctl.is_object() {
+        kv.add("control thread", grants(ctl));
+    }
     kv.render()
+}
+
+/// What the control thread was granted: its scheduling, its CPU, and the memory lock.
+fn grants(ctl: &Value) -> String {
+    let scheduling = match ctl["priority"].as_u64() {
+        Some(p) => format!("SCHED_FIFO {p}"),
+        None => "normal scheduling".to_string(),
+    };
+    let cpu = match ctl["cpu"].as_u64() {
+        Some(c) => format!("pinned to CPU {c}"),
+        None => "not pinned".to_string(),
+    };
+    let memory = match ctl["memory_locked"].as_bool() {
+        Some(true) => "memory locked",
+        Some(false) => "memory not locked",
+        None => "memory lock unknown",
+    };
+    format!("{scheduling}, {cpu}, {memory}")
 }
 
 /// One line of the telemetry stream.
@@ -596,6 +617,24 @@ mod tests {
         assert_eq!(duration_ms(&json!(1_798_120)), "29 min 58.120 s");
         assert_eq!(duration_ms(&json!(812)), "0.812 s");
         assert_eq!(duration_ms(&json!(7_380_000)), "2 h 03 min 00.000 s");
+    }
+
+    #[test]
+    fn control_grants_are_spelled_out() {
+        let granted = json!({"priority": 50, "cpu": 1, "memory_locked": true});
+        assert_eq!(
+            grants(&granted),
+            "SCHED_FIFO 50, pinned to CPU 1, memory locked"
+        );
+        let refused = json!({"priority": null, "cpu": null, "memory_locked": false});
+        assert_eq!(
+            grants(&refused),
+            "normal scheduling, not pinned, memory not locked"
+        );
+        assert_eq!(
+            grants(&json!({})),
+            "normal scheduling, not pinned, memory lock unknown"
+        );
     }
 
     #[test]
