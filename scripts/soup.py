@@ -28,6 +28,7 @@ PURPOSE = {
     "toml": "configuration file parsing",
     "toml_edit": "line of a configuration key, from the document's spans",
     "serde_path_to_error": "dotted key of a configuration value refused while deserializing",
+    "seqlock": "the control thread publishes its snapshot without waiting for a reader (no priority inversion)",
     "thiserror": "error types with stable codes",
     "tokio": "async runtime of the host service",
     "axum": "HTTP server of the API and console",

@@ -1,7 +1,16 @@
 //! The control thread: one dedicated OS thread runs `Controller::tick` at the configured rate
 //! with an absolute-deadline sleep (`clock_nanosleep(TIMER_ABSTIME)` on CLOCK_MONOTONIC),
 //! counts overruns, keeps a lateness histogram, and exchanges commands and telemetry with the
-//! async side through a bounded channel and a watch channel.
+//! async side through a bounded channel and a [`SnapshotCell`].
+//!
+//! The thread never waits for a lock that a normal-priority thread can hold: commands come
+//! through the channel's `try_recv`, and the snapshot it publishes every tick goes into a
+//! sequence lock whose only writer is this thread, so readers (the API, the monitor) retry
+//! instead of blocking it (a reader preempted while holding a read lock, as with a watch
+//! channel's `RwLock`, would otherwise hold a SCHED_FIFO thread behind normal-priority work:
+//! priority inversion). What it does not avoid: the verdict of a command wakes its async
+//! task, and tokio's wake takes the scheduler's queue lock (only on ticks that answer a
+//! command, never on the heartbeat's, whose answer nobody awaits).
 //!
 //! The async side refreshes the core's dead-man timer; if the service hangs, the heartbeats
 //! stop and the core faults `HostTimeout` on its own.
@@ -21,8 +30,9 @@ use needle_core::units::Micros;
 use needle_core::{Command, Controller, Rejected, Telemetry};
 use nix::sys::time::TimeSpec;
 use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+use seqlock::SeqLock;
 use serde::Serialize;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 /// Commands queued between the async side and the control thread.
 const QUEUE: usize = 64;
@@ -108,6 +118,31 @@ pub struct Snapshot {
     pub stats: LoopStats,
 }
 
+/// Where the control thread (or the link thread) publishes its [`Snapshot`] and where
+/// everyone else reads the latest one. A sequence lock with a single writer: publishing
+/// never waits for a reader, and a read that overlapped a write is retried, so no reader
+/// sees a torn snapshot.
+#[derive(Clone)]
+pub struct SnapshotCell(Arc<SeqLock<Snapshot>>);
+
+impl SnapshotCell {
+    /// A cell holding `initial`.
+    pub fn new(initial: Snapshot) -> Self {
+        SnapshotCell(Arc::new(SeqLock::new(initial)))
+    }
+
+    /// Replaces the snapshot. Meant for one writing thread: a second writer would wait for
+    /// the first (never for a reader).
+    pub fn publish(&self, snapshot: Snapshot) {
+        *self.0.lock_write() = snapshot;
+    }
+
+    /// The latest snapshot.
+    pub fn latest(&self) -> Snapshot {
+        self.0.read()
+    }
+}
+
 /// Why a command did not reach the controller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
@@ -136,7 +171,7 @@ pub struct RemoteEnd {
     /// Commands from the async side.
     pub requests: Receiver<Request>,
     /// Where the thread publishes what it knows of the controller.
-    pub publish: watch::Sender<Snapshot>,
+    pub snapshots: SnapshotCell,
     /// Stamp with [`monotonic_now`] each loop, for the watchdog.
     pub alive: Arc<AtomicU64>,
     /// Set when the handle shuts down: leave the rig safe and return.
@@ -151,12 +186,12 @@ pub fn spawn_remote(
     serve: impl FnOnce(RemoteEnd) + Send + 'static,
 ) -> std::io::Result<ControlHandle> {
     let (commands, requests) = mpsc::sync_channel(QUEUE);
-    let (publish, snapshots) = watch::channel(initial);
+    let snapshots = SnapshotCell::new(initial);
     let alive = Arc::new(AtomicU64::new(monotonic_now().0));
     let stop = Arc::new(AtomicBool::new(false));
     let end = RemoteEnd {
         requests,
-        publish,
+        snapshots: snapshots.clone(),
         alive: Arc::clone(&alive),
         stop: Arc::clone(&stop),
     };
@@ -175,7 +210,7 @@ pub fn spawn_remote(
 /// The async side's handle on the control thread.
 pub struct ControlHandle {
     commands: SyncSender<Request>,
-    snapshots: watch::Receiver<Snapshot>,
+    snapshots: SnapshotCell,
     alive: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -208,12 +243,7 @@ impl ControlHandle {
 
     /// The latest snapshot.
     pub fn snapshot(&self) -> Snapshot {
-        *self.snapshots.borrow()
-    }
-
-    /// A receiver that sees every new snapshot.
-    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
-        self.snapshots.clone()
+        self.snapshots.latest()
     }
 
     /// Whether the control thread completed a tick within `within` (for the systemd watchdog).
@@ -254,12 +284,13 @@ where
         telemetry: controller.telemetry(),
         stats: LoopStats::default(),
     };
-    let (publish, snapshots) = watch::channel(initial);
+    let snapshots = SnapshotCell::new(initial);
     let alive = Arc::new(AtomicU64::new(monotonic_now().0));
     let stop = Arc::new(AtomicBool::new(false));
     let thread = {
         let alive = Arc::clone(&alive);
         let stop = Arc::clone(&stop);
+        let publish = snapshots.clone();
         std::thread::Builder::new()
             .name("needle-control".into())
             .spawn(move || run(controller, clock, config, requests, publish, alive, stop))?
@@ -395,7 +426,7 @@ fn run<H: Hardware, C: TickClock>(
     mut clock: C,
     config: LoopConfig,
     requests: Receiver<Request>,
-    publish: watch::Sender<Snapshot>,
+    publish: SnapshotCell,
     alive: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) {
@@ -429,7 +460,7 @@ fn run<H: Hardware, C: TickClock>(
         if handled > 0 {
             // Publish what the commands changed before answering, so whoever gets a verdict
             // never reads an older snapshot afterwards.
-            publish.send_replace(Snapshot {
+            publish.publish(Snapshot {
                 telemetry: ctrl.telemetry(),
                 stats,
             });
@@ -450,7 +481,7 @@ fn run<H: Hardware, C: TickClock>(
             stats.lateness_p99_us = histogram.percentile(990);
             stats.lateness_max_us = histogram.max;
         }
-        publish.send_replace(Snapshot {
+        publish.publish(Snapshot {
             telemetry: ctrl.telemetry(),
             stats,
         });
@@ -459,7 +490,7 @@ fn run<H: Hardware, C: TickClock>(
     // Leave the rig safe: disarm and write the safe outputs once more.
     let _ = ctrl.handle(Command::Disarm);
     ctrl.tick(clock.controller_time(monotonic_now()));
-    publish.send_replace(Snapshot {
+    publish.publish(Snapshot {
         telemetry: ctrl.telemetry(),
         stats,
     });
@@ -481,6 +512,69 @@ mod tests {
         h.record(1_000_000);
         assert_eq!(h.max, 1_000_000);
         assert_eq!(h.percentile(1000), HISTOGRAM_US as u64);
+    }
+
+    /// Readers running beside the single writer never see a snapshot half of one write and
+    /// half of another, and always see the writes in order.
+    #[test]
+    fn snapshot_cell_reads_are_never_torn() {
+        let telemetry = Controller::new(
+            needle_sim::SimRig::new(Default::default()).hardware(),
+            needle_core::config::ControllerConfig::default(),
+        )
+        .expect("default config")
+        .telemetry();
+        let stamped = |n: u64| {
+            let mut s = Snapshot {
+                telemetry,
+                stats: LoopStats::default(),
+            };
+            s.stats.ticks = n;
+            s.stats.overruns = n;
+            s.stats.lateness_p50_us = n;
+            s.stats.lateness_p99_us = n;
+            s.stats.lateness_max_us = n;
+            s
+        };
+        let cell = SnapshotCell::new(stamped(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (cell, done) = (cell.clone(), Arc::clone(&done));
+                std::thread::spawn(move || {
+                    let (mut last, mut reads) = (0, 0u64);
+                    while !done.load(Ordering::Acquire) {
+                        let s = cell.latest().stats;
+                        assert_eq!(
+                            [
+                                s.overruns,
+                                s.lateness_p50_us,
+                                s.lateness_p99_us,
+                                s.lateness_max_us
+                            ],
+                            [s.ticks; 4],
+                            "torn snapshot"
+                        );
+                        assert!(
+                            s.ticks >= last,
+                            "snapshot went back from {last} to {}",
+                            s.ticks
+                        );
+                        last = s.ticks;
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for n in 1..=200_000 {
+            cell.publish(stamped(n));
+        }
+        done.store(true, Ordering::Release);
+        for r in readers {
+            assert!(r.join().expect("reader") > 0);
+        }
+        assert_eq!(cell.latest().stats.ticks, 200_000);
     }
 
     #[test]

@@ -302,7 +302,7 @@ impl Driver {
     }
 
     fn publish(&self, end: &RemoteEnd) {
-        end.publish.send_replace(Snapshot {
+        end.snapshots.publish(Snapshot {
             telemetry: self.telemetry,
             stats: self.stats,
         });
