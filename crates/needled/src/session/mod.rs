@@ -374,10 +374,11 @@ impl Service {
         actor: &Actor,
         id: SessionId,
     ) -> Result<CartridgeRecord, ApiError> {
+        // An unknown session is 404 whoever holds the pen: the session is read first.
+        let area = self.session(id).await?.area;
         rules::check_pen_free(self.active_session(), id)?;
         check_writable(&self.storage_health())?;
         let tag = self.read_tag().await?;
-        let area = self.session(id).await?.area;
         // The owner checks the pen again before it is taken; the ledger binds a cartridge
         // once and a session once.
         let actor = actor.clone();
