@@ -264,6 +264,28 @@ fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
             let reply = api.post("/v1/sessions", Some(&body))?;
             ctx.show(&reply, render::session)
         }
+        SessionCmd::Checklist {
+            id,
+            checks,
+            unchecks,
+            all_checked,
+            checklist_config,
+        } => {
+            let mut checklist = Map::new();
+            if all_checked {
+                for item in checklist_ids(checklist_config.as_deref())? {
+                    checklist.insert(item, Value::Bool(true));
+                }
+            }
+            for item in checks {
+                checklist.insert(item, Value::Bool(true));
+            }
+            for item in unchecks {
+                checklist.insert(item, Value::Bool(false));
+            }
+            let body = json!({ "checklist": checklist });
+            ctx.show(&api.put(&path(id, "/checklist"), &body)?, render::session)
+        }
         SessionCmd::Show { id } => ctx.show(&api.get(&path(id, ""))?, render::session),
         SessionCmd::Bind { id } => {
             ctx.show(&api.post(&path(id, "/cartridge"), None)?, render::cartridge)

@@ -60,7 +60,7 @@ use monitor::Stamp;
 use storage::{check_writable, ledger_error};
 pub use types::{
     Actor, ChecklistSpec, CreateSession, MonitorFault, MonitorHealth, Policy, Role, Setpoints,
-    StorageHealth,
+    StorageHealth, UpdateChecklist,
 };
 
 /// What the sim has stepped the wall clock by, ms (only the sim backend sets it).
@@ -333,6 +333,32 @@ impl Service {
         self.ask(|reply| Msg::CreateSession {
             new,
             override_,
+            reply,
+        })
+        .await
+    }
+
+    /// Confirms (or withdraws) checklist answers of a created or bound session, merged into
+    /// those it has and recorded with the actor (event `checklist_updated`): a session
+    /// created with an incomplete checklist can be completed before arming, and arming still
+    /// refuses `checklist_incomplete` until every required item is confirmed. Refuses 404
+    /// for an unknown session, 400 for no answers or an unknown item, 409
+    /// `session_wrong_state` once armed or finished.
+    #[tracing::instrument(skip_all, fields(session = id, actor = %actor.name))]
+    pub async fn update_checklist(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+        req: UpdateChecklist,
+    ) -> Result<SessionRecord, ApiError> {
+        self.session(id).await?;
+        let answers = rules::checklist_update(&self.policy, &req.checklist)?;
+        check_writable(&self.storage_health())?;
+        let actor = actor.clone();
+        self.ask(|reply| Msg::Checklist {
+            actor,
+            id,
+            answers,
             reply,
         })
         .await
