@@ -29,7 +29,10 @@ fn walkthrough_commands(readme: &str) -> Vec<String> {
                 continue;
             }
             END => {
-                assert!(inside && pending.is_empty(), "unbalanced walkthrough markers");
+                assert!(
+                    inside && pending.is_empty(),
+                    "unbalanced walkthrough markers"
+                );
                 inside = false;
                 continue;
             }
@@ -87,10 +90,7 @@ fn readme_walkthrough_runs_as_written() {
     let mut script = String::from("set -euo pipefail\n");
     for (i, c) in commands.iter().enumerate() {
         let c = c.replace("http://127.0.0.1:7878", &n.base);
-        script.push_str(&format!(
-            "echo '== step {}' >&2\n{c}\n",
-            i + 1
-        ));
+        script.push_str(&format!("echo '== step {}' >&2\n{c}\n", i + 1));
     }
     script.push_str("echo '== walkthrough done' >&2\n");
     let out = Command::new("bash")
