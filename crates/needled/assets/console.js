@@ -262,12 +262,7 @@ function buildForms(c) {
   const list = $("checklist");
   list.querySelectorAll("label").forEach((l) => l.remove());
   for (const item of c.checklist) {
-    const label = document.createElement("label");
-    const box = document.createElement("input");
-    box.type = "checkbox";
-    box.name = item.id;
-    box.id = `check-${item.id}`;
-    label.append(box, ` ${item.text}`);
+    const label = checkboxLabel(item, "check");
     if (!item.required) {
       const opt = document.createElement("span");
       opt.className = "req";
@@ -637,15 +632,18 @@ function renderMissingChecklist(s) {
   if (list.dataset.key === key) return; // keep what the operator has ticked
   list.dataset.key = key;
   list.querySelectorAll("label").forEach((l) => l.remove());
-  for (const item of missing) {
-    const label = document.createElement("label");
-    const box = document.createElement("input");
-    box.type = "checkbox";
-    box.name = item.id;
-    box.id = `missing-${item.id}`;
-    label.append(box, ` ${item.text}`);
-    list.append(label);
-  }
+  for (const item of missing) list.append(checkboxLabel(item, "missing"));
+}
+
+// A checklist item as a labelled checkbox named by its id.
+function checkboxLabel(item, prefix) {
+  const label = document.createElement("label");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.name = item.id;
+  box.id = `${prefix}-${item.id}`;
+  label.append(box, ` ${item.text}`);
+  return label;
 }
 
 function show(id, visible) {
