@@ -8,7 +8,14 @@ cd "$(dirname "$0")/.."
 venv=target/python-kit
 export PYTHONDONTWRITEBYTECODE=1
 if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
+  # Debian splits venv (with its pip) into python3-venv.
+  if ! python3 -m venv "$venv" >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+    rm -rf "$venv"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    python3 -m venv "$venv"
+  fi
+  [ -x "$venv/bin/python" ] || { echo "python-kit: cannot make a venv with python3" >&2; exit 1; }
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check ./clients/python 'openhtf==1.6.3' 'pytest>=7'
 "$venv/bin/python" -c 'import openhtf, needlepen.htf; print("openhtf", openhtf.__version__ if hasattr(openhtf, "__version__") else "1.6.3", "needlepen", needlepen.__version__)'
@@ -34,13 +41,18 @@ with SimNeedled() as n:
                           "--token", n.technician_token, "--sim-new-cartridge",
                           "--from-um", "250", "--to-um", "1500", "--step-um", "250",
                           "--rate-hz", "120", "--json", f"{out}/sweep.json", "--out", f"{out}/sweep.csv"])
-    cartridge_states = [c["state"] for c in [n.operator().status().get("cartridge") or {}]]
+    # The test ended its session: the pen is free and the cartridge was spent.
+    api = n.operator()
+    left_open = api.status()["session"]
+    spent = [e for e in api.events(limit=1000) if e["kind"] == "cartridge_spent"]
 record = json.load(open(f"{out}/sweep.json"))
 measurements = {k: m for p in record["phases"] for k, m in p["measurements"].items()}
 depth = [k for k in measurements if k.startswith("depth_") and k.endswith("um") and k != "depth_max_abs_error_um"]
 problems = []
 if run.returncode != 0:
     problems.append(f"depth_sweep.py exited {run.returncode}")
+if left_open is not None or len(spent) != 1:
+    problems.append(f"session left open ({left_open}) or {len(spent)} cartridges spent, expected 1")
 if record["outcome"] != "PASS":
     problems.append(f"outcome {record['outcome']}")
 if len(depth) != 11:
