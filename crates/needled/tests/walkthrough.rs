@@ -121,12 +121,15 @@ fn readme_walkthrough_runs_as_written() {
 
     // What the walkthrough did, from the service: one session, ended, its cartridge spent, the
     // late checklist confirmation recorded, and the report on disk.
-    let events: Value = ureq::get(&format!("{}/v1/events?after=0&limit=1000", n.base))
-        .set("Authorization", &format!("Bearer {}", n.operator))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap();
+    let get = |path: &str| -> Value {
+        ureq::get(&format!("{}{path}", n.base))
+            .set("Authorization", &format!("Bearer {}", n.operator))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_json()
+            .unwrap()
+    };
+    let events = get("/v1/events?after=0&limit=1000");
     let events = events["events"].as_array().unwrap().clone();
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["kind"].as_str()).collect();
     assert!(kinds.contains(&"checklist_updated"), "{kinds:?}");
@@ -135,20 +138,10 @@ fn readme_walkthrough_runs_as_written() {
         .find(|e| e["kind"] == "session_created")
         .and_then(|e| e["session_id"].as_i64())
         .expect("a session was created");
-    let session: Value = ureq::get(&format!("{}/v1/sessions/{id}", n.base))
-        .set("Authorization", &format!("Bearer {}", n.operator))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap();
+    let session = get(&format!("/v1/sessions/{id}"));
     assert_eq!(session["state"], "ended", "{session}");
     assert!(session["started_at_ms"].is_i64(), "it ran: {session}");
-    let cartridge: Value = ureq::get(&format!("{}/v1/cartridges/C-0001", n.base))
-        .set("Authorization", &format!("Bearer {}", n.operator))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap();
+    let cartridge = get("/v1/cartridges/C-0001");
     assert_eq!(cartridge["state"], "spent", "{cartridge}");
     let csv = std::fs::read_to_string(dir.path().join("session.csv")).expect("session.csv");
     assert!(
