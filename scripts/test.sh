@@ -8,6 +8,8 @@ echo "== no_std proof: needle-core linked into a #![no_std] staticlib"
 cargo build --manifest-path crates/needle-nostd-check/Cargo.toml --release
 echo "== doctests"
 cargo test --workspace --all-features --doc
+echo "== Python jig kit: clients/python, examples/jig against the sim (scripts/python-kit.sh)"
+bash scripts/python-kit.sh
 echo "== tests (nextest)"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast

@@ -128,7 +128,10 @@ fn jig_script(b: &mut Bench, r: &mut Recorder) -> hil_tests::Result<()> {
     let out = out_dir.path().join("sweep.csv");
     let (cartridge, tag) = b.new_cartridge()?;
     let endpoint = b.api().endpoint().clone();
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // The script is an OpenHTF test on needlepen: it runs in the kit's venv, which
+    // scripts/python-kit.sh makes (scripts/test.sh runs it first), or under $PYTHON.
+    let kit = hil_tests::sim::workspace_root().join("target/python-kit/bin/python");
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| kit.display().to_string());
     let (from, to, step) = (250u32, 2_500u32, 250u32);
     let run = Command::new(&python)
         .arg(&script)
@@ -152,7 +155,7 @@ fn jig_script(b: &mut Bench, r: &mut Recorder) -> hil_tests::Result<()> {
         .output()
         .map_err(|e| {
             HilError::Service(format!(
-                "cannot run {python} {}: {e} (CI needs python3)",
+                "cannot run {python} {}: {e} (run bash scripts/python-kit.sh first, or set PYTHON to a python with needlepen and openhtf)",
                 script.display()
             ))
         })?;

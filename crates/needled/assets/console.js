@@ -262,12 +262,7 @@ function buildForms(c) {
   const list = $("checklist");
   list.querySelectorAll("label").forEach((l) => l.remove());
   for (const item of c.checklist) {
-    const label = document.createElement("label");
-    const box = document.createElement("input");
-    box.type = "checkbox";
-    box.name = item.id;
-    box.id = `check-${item.id}`;
-    label.append(box, ` ${item.text}`);
+    const label = checkboxLabel(item, "check");
     if (!item.required) {
       const opt = document.createElement("span");
       opt.className = "req";
@@ -610,6 +605,7 @@ function renderSession() {
   }
 
   const st = s.state;
+  renderMissingChecklist(s);
   show("bind", st === "created");
   show("start", st === "armed" || st === "paused");
   $("start").textContent = st === "paused" ? "Resume" : "Start";
@@ -622,6 +618,32 @@ function renderSession() {
   show("new-session", !open);
   renderCartridge();
   renderTimer();
+}
+
+// The required checklist items a created or bound session has not confirmed: arming refuses
+// until they are, so the card offers them (PUT /v1/sessions/{id}/checklist).
+function renderMissingChecklist(s) {
+  const missing = ["created", "bound"].includes(s.state)
+    ? (app.config?.checklist ?? []).filter((c) => c.required && !s.checklist.some((a) => a.item === c.id && a.confirmed))
+    : [];
+  $("checklist-form").hidden = missing.length === 0;
+  const list = $("checklist-missing");
+  const key = `${s.id}:${missing.map((c) => c.id).join(",")}`;
+  if (list.dataset.key === key) return; // keep what the operator has ticked
+  list.dataset.key = key;
+  list.querySelectorAll("label").forEach((l) => l.remove());
+  for (const item of missing) list.append(checkboxLabel(item, "missing"));
+}
+
+// A checklist item as a labelled checkbox named by its id.
+function checkboxLabel(item, prefix) {
+  const label = document.createElement("label");
+  const box = document.createElement("input");
+  box.type = "checkbox";
+  box.name = item.id;
+  box.id = `${prefix}-${item.id}`;
+  label.append(box, ` ${item.text}`);
+  return label;
 }
 
 function show(id, visible) {
@@ -810,6 +832,16 @@ function wire() {
     }, "Session created. Seat a cartridge and bind it.");
   });
 
+  $("checklist-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const checklist = {};
+    for (const box of $("checklist-missing").querySelectorAll("input[type=checkbox]")) if (box.checked) checklist[box.name] = true;
+    act("confirm the checklist", $("confirm-checklist"), async () => {
+      if (Object.keys(checklist).length === 0) throw new Error("tick the items you have checked");
+      app.session = await api("PUT", sessionPath("/checklist"), { checklist });
+      renderSession();
+    }, "Checklist items confirmed.");
+  });
   $("bind").addEventListener("click", (e) =>
     act("bind the seated cartridge", e.currentTarget, () => api("POST", sessionPath("/cartridge")), "Cartridge bound to the session."),
   );

@@ -983,7 +983,7 @@ fn phase1_cases(f: &Fixture) -> Vec<Case> {
         inject,
         tech,
         j(json!({ "action": "seat_cartridge", "tag_hex": "zz" })),
-        409,
+        400,
         Code::Json(&["tag_unknown_format"]),
     ));
     c.push(case(
@@ -992,7 +992,7 @@ fn phase1_cases(f: &Fixture) -> Vec<Case> {
         inject,
         tech,
         j(json!({ "action": "seat_cartridge", "tag_hex": "ab".repeat(300) })),
-        409,
+        400,
         Code::Json(&["tag_unknown_format"]),
     ));
 
@@ -1209,6 +1209,16 @@ fn phase1_cases(f: &Fixture) -> Vec<Case> {
         &format!("/v1/sessions/{none}/arm"),
         op,
         j(json!({ "depth_um": 500, "rate_mhz": 120000 })),
+        404,
+        NOT_FOUND,
+    ));
+    c.push(case(
+        // The fixture's active session holds the pen: still 404, not pen_in_use.
+        "bind a missing session while the pen is held",
+        "POST",
+        &format!("/v1/sessions/{none}/cartridge"),
+        op,
+        Body::None,
         404,
         NOT_FOUND,
     ));

@@ -511,11 +511,18 @@ async fn console_runs_a_whole_session_on_the_sim_and_clears_an_estop_fault() {
         fill(&c, "#operator", "dr-browser").await;
         fill(&c, "#subject", "subject-web-001").await;
         c.find(Locator::Css("#area")).await.unwrap().select_by_value("face").await.unwrap();
-        for box_ in c.find_all(Locator::Css("#checklist input[type=checkbox]")).await.unwrap() {
+        // Every item but consent: the session card then offers it, to confirm before arming.
+        for box_ in c.find_all(Locator::Css("#checklist input[type=checkbox]:not(#check-consent)")).await.unwrap() {
             box_.click().await.unwrap();
         }
         click(&c, "#create").await;
         wait_text(&c, "#s-state", "created").await;
+        wait_visible(&c, "#checklist-form").await;
+        let missing = c.find_all(Locator::Css("#checklist-missing input[type=checkbox]")).await.unwrap();
+        assert_eq!(missing.len(), 1, "only consent is missing");
+        click(&c, "#missing-consent").await;
+        click(&c, "#confirm-checklist").await;
+        wait_js(&c, "the checklist form to go", "return document.getElementById('checklist-form').hidden;").await;
         let id = text(&c, "#s-id").await.trim_start_matches('#').parse::<i64>().expect("a session id");
 
         // Seat a cartridge from the sim panel and bind it.

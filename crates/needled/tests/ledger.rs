@@ -1460,14 +1460,18 @@ fn session_report_csv_has_a_header_and_one_quoted_row_per_event() {
     let mut l = ledger();
     let session = reported_session(&mut l);
     let report = l.store.session_report(session).expect("report");
-    let csv = report_csv(&report);
+    let csv = report_csv(&report, "No makeup for 24 hours; sunscreen.");
     let lines: Vec<&str> = csv.split("\r\n").collect();
     assert_eq!(lines[0], CSV_HEADER);
     assert_eq!(CSV_HEADER, "at_ms,kind,depth_um,rate_mhz,actor,reason");
     assert_eq!(
         lines.len(),
-        1 + report.timeline.len() + 1,
-        "rows + trailing CRLF"
+        1 + report.timeline.len() + 1 + 1,
+        "rows + the after-care row + trailing CRLF"
+    );
+    assert_eq!(
+        lines[lines.len() - 2],
+        ",post_care,,,,No makeup for 24 hours; sunscreen."
     );
     assert_eq!(lines.last(), Some(&""));
     assert_eq!(
@@ -1492,6 +1496,52 @@ fn session_report_csv_has_a_header_and_one_quoted_row_per_event() {
         lines[11],
         format!("{},session_state,,,op-anna,completed", T0 + DAY + 5)
     );
+}
+
+#[test]
+fn session_report_csv_neutralises_spreadsheet_formulas() {
+    let mut l = ledger();
+    let session = l
+        .store
+        .create_session(&new_session("subj-csv"), T0, INTERVAL_28_DAYS, None)
+        .expect("created")
+        .id;
+    l.store
+        .append_event(
+            &Event::new(T0 + 1, "@evil", kinds::OVERRIDE)
+                .session(session)
+                .reason("=HYPERLINK(\"http://x\",\"click\")"),
+        )
+        .expect("event");
+    l.store
+        .append_event(
+            &Event::new(T0 + 2, "+op", kinds::OVERRIDE)
+                .session(session)
+                .reason("-1+1"),
+        )
+        .expect("event");
+    let report = l.store.session_report(session).expect("report");
+    let csv = report_csv(&report, "=cmd|' /C calc'!A0");
+    let lines: Vec<&str> = csv.split("\r\n").collect();
+    assert_eq!(
+        lines[2],
+        format!(
+            "{},override,,,'@evil,\"'=HYPERLINK(\"\"http://x\"\",\"\"click\"\")\"",
+            T0 + 1
+        )
+    );
+    assert_eq!(lines[3], format!("{},override,,,'+op,'-1+1", T0 + 2));
+    assert_eq!(lines[4], ",post_care,,,,'=cmd|' /C calc'!A0");
+    // No cell of any row starts with a formula character.
+    for line in &lines {
+        for cell in line.split(',') {
+            let cell = cell.trim_start_matches('"');
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t']),
+                "{cell:?} in {line:?}"
+            );
+        }
+    }
 }
 
 #[test]

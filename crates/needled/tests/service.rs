@@ -220,6 +220,12 @@ fn full_session_on_the_sim_runs_at_setpoint_and_spends_the_cartridge() {
     );
     assert_eq!(status, 200);
     assert!(csv.as_str().unwrap().lines().count() > 2, "{csv}");
+    // The CSV carries the after-care advice as the JSON does, in its last row.
+    let last = csv.as_str().unwrap().lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(",post_care,") && last.contains("24 to 48 hours"),
+        "{csv}"
+    );
     // Reuse is refused: a new session cannot bind the spent cartridge.
     let id2 = create(&n, "subject-002", "face");
     assert_eq!(
@@ -1024,4 +1030,105 @@ fn clear_faults_with_a_reason_the_ledger_refuses_clears_nothing() {
     );
     assert_ne!(op(&n, "GET", "/v1/status", None)["state"], "Fault");
     assert_eq!(overrides(&n), 1);
+}
+
+#[test]
+fn incomplete_checklist_is_completed_before_arming_and_keeps_the_cartridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    // Created with one answer of the seven required: bound, but arming is refused.
+    let id = op(
+        &n,
+        "POST",
+        "/v1/sessions",
+        Some(json!({
+            "operator": "dr-test", "subject_ref": "subject-chk", "area": "face",
+            "checklist": { "consent": true }
+        })),
+    )["id"]
+        .as_i64()
+        .unwrap();
+    seat(&n, &make_tag(&n, "C-CHK", "LOT-CHK", "2099-12-31"));
+    op(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    let arm = || {
+        call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/arm"),
+            Some(&n.operator),
+            Some(json!({ "depth_um": 500, "rate_mhz": 120000 })),
+        )
+    };
+    assert_eq!(refusal(arm()), (409, "checklist_incomplete".into()));
+    let put = |token: &str, body: Value| {
+        call(
+            &n,
+            "PUT",
+            &format!("/v1/sessions/{id}/checklist"),
+            Some(token),
+            Some(body),
+        )
+    };
+    // Refusals change nothing: an unknown item, no answers, an unknown session.
+    let before = op(&n, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(
+        refusal(put(
+            &n.operator,
+            json!({ "checklist": { "no_eczema": true, "bogus": true } })
+        )),
+        (400, "unknown_checklist_item".into())
+    );
+    assert_eq!(
+        refusal(put(&n.operator, json!({ "checklist": {} }))),
+        (400, "invalid_request".into())
+    );
+    assert_eq!(
+        refusal(call(
+            &n,
+            "PUT",
+            "/v1/sessions/999999/checklist",
+            Some(&n.operator),
+            Some(json!({ "checklist": { "consent": true } })),
+        )),
+        (404, "not_found".into())
+    );
+    assert_eq!(op(&n, "GET", &format!("/v1/sessions/{id}"), None), before);
+    // Part of the rest: still refused; then the rest, by another person: armed.
+    let (status, partial) = put(&n.operator, json!({ "checklist": { "no_eczema": true } }));
+    assert_eq!(status, 200, "{partial}");
+    assert_eq!(refusal(arm()), (409, "checklist_incomplete".into()));
+    let rest: serde_json::Map<String, Value> = [
+        "no_active_acne",
+        "no_rosacea",
+        "no_keloid_history",
+        "no_sunburn_or_tan",
+        "no_recent_actives",
+    ]
+    .iter()
+    .map(|id| (id.to_string(), Value::Bool(true)))
+    .collect();
+    let (status, done) = put(&n.technician, json!({ "checklist": rest }));
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["state"], "bound", "{done}");
+    let (status, armed) = arm();
+    assert_eq!(status, 200, "{armed}");
+    assert_eq!(armed["state"], "armed", "{armed}");
+    // Each update is an event with its actor; armed, the checklist is frozen.
+    let events = op(&n, "GET", "/v1/events?after=0&limit=1000", None)["events"].clone();
+    let updates: Vec<&Value> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "checklist_updated" && e["session_id"] == id)
+        .collect();
+    assert_eq!(updates.len(), 2, "{events}");
+    assert_ne!(updates[0]["actor"], updates[1]["actor"], "{updates:?}");
+    assert_eq!(
+        refusal(put(
+            &n.operator,
+            json!({ "checklist": { "numbing": true } })
+        )),
+        (409, "session_wrong_state".into())
+    );
 }

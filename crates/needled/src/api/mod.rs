@@ -73,6 +73,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/pause", post(sessions::pause))
         .route("/v1/sessions/{id}/end", post(sessions::end))
         .route("/v1/sessions/{id}/setpoints", put(sessions::setpoints))
+        .route(
+            "/v1/sessions/{id}/checklist",
+            put(sessions::update_checklist),
+        )
         .route("/v1/sessions/{id}/report", get(sessions::report))
         .route("/v1/cartridges/{id}", get(sessions::cartridge))
         .route("/v1/lots/{lot}/recall", post(sessions::recall))

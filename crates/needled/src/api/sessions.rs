@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::{AppState, Authed, Body, NoBody, Param, QueryOf, Technician};
 use crate::error::ApiError;
-use crate::session::{CreateSession, Setpoints};
+use crate::session::{CreateSession, Setpoints, UpdateChecklist};
 use crate::store::{report_csv, SessionId, MAX_EVENTS_PAGE};
 
 #[derive(Deserialize)]
@@ -59,6 +59,15 @@ pub(super) async fn get_session(
     Param(id): Param<SessionId>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.session(id).await?)))
+}
+
+pub(super) async fn update_checklist(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Param(id): Param<SessionId>,
+    Body(req): Body<UpdateChecklist>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(s.service.update_checklist(&a, id, req).await?)))
 }
 
 pub(super) async fn bind_cartridge(
@@ -165,7 +174,7 @@ pub(super) async fn report(
                     format!("attachment; filename=\"session-{id}.csv\""),
                 ),
             ],
-            report_csv(&report),
+            report_csv(&report, &s.service.policy().post_care),
         )
             .into_response()),
         other => Err(ApiError::bad_request(

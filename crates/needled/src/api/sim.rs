@@ -184,7 +184,12 @@ pub(super) async fn sim_inject(
     let applied_at = match &action {
         SimAction::SeatCartridge { tag_hex } => {
             let image = match tag_hex {
-                Some(h) => Some(crate::cartridge::from_hex(h)?),
+                // A malformed `tag_hex` is a bad request (400), not a cartridge the
+                // ledger refuses (409): nothing was seated.
+                Some(h) => Some(
+                    crate::cartridge::from_hex(h)
+                        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?,
+                ),
                 None => None,
             };
             backend.seat_cartridge(image)

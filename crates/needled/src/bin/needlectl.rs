@@ -248,21 +248,26 @@ fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
             checklist_config,
             override_reason,
         } => {
-            let mut checklist = Map::new();
-            if all_checked {
-                for id in checklist_ids(checklist_config.as_deref())? {
-                    checklist.insert(id, Value::Bool(true));
-                }
-            }
-            for id in checks {
-                checklist.insert(id, Value::Bool(true));
-            }
+            let checklist =
+                checklist_answers(all_checked, checklist_config.as_deref(), checks, Vec::new())?;
             let mut body = json!({ "operator": operator, "subject_ref": subject, "area": area, "checklist": checklist });
             if let Some(reason) = override_reason {
                 body["override_reason"] = Value::String(reason);
             }
             let reply = api.post("/v1/sessions", Some(&body))?;
             ctx.show(&reply, render::session)
+        }
+        SessionCmd::Checklist {
+            id,
+            checks,
+            unchecks,
+            all_checked,
+            checklist_config,
+        } => {
+            let checklist =
+                checklist_answers(all_checked, checklist_config.as_deref(), checks, unchecks)?;
+            let body = json!({ "checklist": checklist });
+            ctx.show(&api.put(&path(id, "/checklist"), &body)?, render::session)
         }
         SessionCmd::Show { id } => ctx.show(&api.get(&path(id, ""))?, render::session),
         SessionCmd::Bind { id } => {
@@ -330,6 +335,29 @@ fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
 
 /// The checklist ids that `--all-checked` confirms: from the given configuration, else from
 /// `config/default.toml` when present, else needled's built-in checklist.
+/// Checklist answers by item id: every configured item with `all_checked`, then `checks`
+/// confirmed and `unchecks` withdrawn.
+fn checklist_answers(
+    all_checked: bool,
+    config: Option<&Path>,
+    checks: Vec<String>,
+    unchecks: Vec<String>,
+) -> Result<Map<String, Value>, Failure> {
+    let mut answers = Map::new();
+    if all_checked {
+        for item in checklist_ids(config)? {
+            answers.insert(item, Value::Bool(true));
+        }
+    }
+    for item in checks {
+        answers.insert(item, Value::Bool(true));
+    }
+    for item in unchecks {
+        answers.insert(item, Value::Bool(false));
+    }
+    Ok(answers)
+}
+
 fn checklist_ids(config: Option<&Path>) -> Result<Vec<String>, Failure> {
     let default = Path::new("config/default.toml");
     let file = match config {

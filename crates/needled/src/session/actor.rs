@@ -17,7 +17,9 @@ use crate::cartridge::Tag;
 use crate::control::{ControlError, ControlHandle};
 use crate::error::ApiError;
 use crate::ledger::Ledger;
-use crate::store::{CartridgeRecord, Event, NewSession, Override, SessionId, SessionRecord};
+use crate::store::{
+    CartridgeRecord, ChecklistItem, Event, NewSession, Override, SessionId, SessionRecord,
+};
 
 /// Where the owner sends its answer to one message.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
@@ -52,6 +54,13 @@ pub(super) enum Msg {
         tag: Tag,
         area: String,
         reply: Reply<CartridgeRecord>,
+    },
+    /// Merge (checked) checklist answers into a created or bound session.
+    Checklist {
+        actor: Actor,
+        id: SessionId,
+        answers: Vec<ChecklistItem>,
+        reply: Reply<SessionRecord>,
     },
     /// Arm a bound session; `tag` is the seated cartridge's, read by the handle.
     Arm {
@@ -350,6 +359,14 @@ impl Owner {
                 reply,
             } => {
                 let _ = reply.send(self.bind(&actor, id, tag, &area).await);
+            }
+            Msg::Checklist {
+                actor,
+                id,
+                answers,
+                reply,
+            } => {
+                let _ = reply.send(self.update_checklist(&actor, id, answers).await);
             }
             Msg::Arm {
                 actor,

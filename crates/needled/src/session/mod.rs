@@ -60,7 +60,7 @@ use monitor::Stamp;
 use storage::{check_writable, ledger_error};
 pub use types::{
     Actor, ChecklistSpec, CreateSession, MonitorFault, MonitorHealth, Policy, Role, Setpoints,
-    StorageHealth,
+    StorageHealth, UpdateChecklist,
 };
 
 /// What the sim has stepped the wall clock by, ms (only the sim backend sets it).
@@ -338,6 +338,32 @@ impl Service {
         .await
     }
 
+    /// Confirms (or withdraws) checklist answers of a created or bound session, merged into
+    /// those it has and recorded with the actor (event `checklist_updated`): a session
+    /// created with an incomplete checklist can be completed before arming, and arming still
+    /// refuses `checklist_incomplete` until every required item is confirmed. Refuses 404
+    /// for an unknown session, 400 for no answers or an unknown item, 409
+    /// `session_wrong_state` once armed or finished.
+    #[tracing::instrument(skip_all, fields(session = id, actor = %actor.name))]
+    pub async fn update_checklist(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+        req: UpdateChecklist,
+    ) -> Result<SessionRecord, ApiError> {
+        self.session(id).await?;
+        let answers = rules::checklist_update(&self.policy, &req.checklist)?;
+        check_writable(&self.storage_health())?;
+        let actor = actor.clone();
+        self.ask(|reply| Msg::Checklist {
+            actor,
+            id,
+            answers,
+            reply,
+        })
+        .await
+    }
+
     /// A session by id.
     pub async fn session(&self, id: SessionId) -> Result<SessionRecord, ApiError> {
         read_session(&self.ledger, id).await
@@ -374,10 +400,11 @@ impl Service {
         actor: &Actor,
         id: SessionId,
     ) -> Result<CartridgeRecord, ApiError> {
+        // An unknown session is 404 whoever holds the pen: the session is read first.
+        let area = self.session(id).await?.area;
         rules::check_pen_free(self.active_session(), id)?;
         check_writable(&self.storage_health())?;
         let tag = self.read_tag().await?;
-        let area = self.session(id).await?.area;
         // The owner checks the pen again before it is taken; the ledger binds a cartridge
         // once and a session once.
         let actor = actor.clone();

@@ -14,8 +14,8 @@ use crate::cartridge::Tag;
 use crate::control::monotonic_now;
 use crate::error::ApiError;
 use crate::store::{
-    kinds, CartridgeLimits, CartridgeRecord, Event, LedgerError, NewSession, Override, SessionId,
-    SessionRecord, SessionState, Store,
+    kinds, CartridgeLimits, CartridgeRecord, ChecklistItem, Event, LedgerError, NewSession,
+    Override, SessionId, SessionRecord, SessionState, Store,
 };
 
 impl Owner {
@@ -135,6 +135,20 @@ impl Owner {
             .unwrap_or(self.policy.time_limit);
         self.hold(Active::new(id, record.id.clone(), time_limit));
         Ok(record)
+    }
+
+    /// Merges checklist answers into a created or bound session, recorded with the actor.
+    /// Arming still checks the whole checklist.
+    pub(super) async fn update_checklist(
+        &mut self,
+        actor: &Actor,
+        id: SessionId,
+        answers: Vec<ChecklistItem>,
+    ) -> Result<SessionRecord, ApiError> {
+        let (name, at) = (actor.name.clone(), unix_ms());
+        self.records
+            .write(move |s| s.update_checklist(id, &answers, at, &name))
+            .await
     }
 
     fn require_active(&self, id: SessionId) -> Result<Active, ApiError> {

@@ -1,6 +1,8 @@
 //! The session rules as plain functions: who may hold the pen, which states allow what, the
 //! area's depth ceiling, the checklist, and the checks on a new session.
 
+use std::collections::BTreeMap;
+
 use needle_core::units::Micrometers;
 
 use super::types::{Actor, CreateSession, MonitorHealth, Policy, Role};
@@ -147,6 +149,42 @@ pub(super) fn require_checklist(policy: &Policy, session: &SessionRecord) -> Res
     }
 }
 
+/// 400 `unknown_checklist_item` unless every id answered is on the configured checklist.
+fn require_known_items(policy: &Policy, answers: &BTreeMap<String, bool>) -> Result<(), ApiError> {
+    match answers
+        .keys()
+        .find(|id| !policy.checklist.iter().any(|c| &c.id == *id))
+    {
+        Some(id) => Err(ApiError::bad_request(
+            "unknown_checklist_item",
+            format!("unknown checklist item '{id}'"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Checklist answers given after creation, checked against the policy: at least one, every
+/// one a configured item (400 `invalid_request`, `unknown_checklist_item`).
+pub(super) fn checklist_update(
+    policy: &Policy,
+    answers: &BTreeMap<String, bool>,
+) -> Result<Vec<ChecklistItem>, ApiError> {
+    if answers.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "checklist: give at least one answer",
+        ));
+    }
+    require_known_items(policy, answers)?;
+    Ok(answers
+        .iter()
+        .map(|(item, confirmed)| ChecklistItem {
+            item: item.clone(),
+            confirmed: *confirmed,
+        })
+        .collect())
+}
+
 /// A request to create a session checked against the policy: a known area, known checklist
 /// items, an interval override only from a technician.
 pub(super) fn new_session(
@@ -161,14 +199,7 @@ pub(super) fn new_session(
             format!("unknown treatment area '{}'; known: {known:?}", req.area),
         ));
     }
-    for id in req.checklist.keys() {
-        if !policy.checklist.iter().any(|c| &c.id == id) {
-            return Err(ApiError::bad_request(
-                "unknown_checklist_item",
-                format!("unknown checklist item '{id}'"),
-            ));
-        }
-    }
+    require_known_items(policy, &req.checklist)?;
     let checklist = policy
         .checklist
         .iter()

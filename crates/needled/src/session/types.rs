@@ -93,6 +93,16 @@ pub struct CreateSession {
     pub override_reason: Option<String>,
 }
 
+/// Checklist answers given after a session was created (`PUT /v1/sessions/{id}/checklist`):
+/// merged into the session's answers, so a session created with an incomplete checklist can
+/// still be completed before it is armed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateChecklist {
+    /// Answers by item id: `true` confirms an item, `false` withdraws a confirmation.
+    pub checklist: BTreeMap<String, bool>,
+}
+
 /// Setpoints to arm with or change to.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -102,8 +102,10 @@ pub enum LedgerError {
     },
     /// The subject had a session that reached running less than the minimum interval ago.
     #[error(
-        "subject had a session started at {last_started_at_ms} ms; the next may start at \
-         {earliest_allowed_ms} ms unless overridden with a reason"
+        "subject had a session started at {}; the next may start at {} unless overridden \
+         with a reason",
+        utc(*.last_started_at_ms),
+        utc(*.earliest_allowed_ms)
     )]
     SessionInterval {
         /// Earliest unix ms at which a session may be created without an override.
@@ -130,6 +132,13 @@ pub enum LedgerError {
     /// A stored value does not parse: the database was changed outside the ledger.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+}
+
+/// A unix-ms wall-clock time as a UTC RFC 3339 date and time (`2026-12-02T05:17:35Z`), for
+/// people reading a refusal; the raw number where it is outside jiff's range.
+pub(crate) fn utc(unix_ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(unix_ms)
+        .map_or_else(|_| format!("{unix_ms} ms after 1970"), |t| t.to_string())
 }
 
 impl LedgerError {
@@ -176,5 +185,28 @@ impl LedgerError {
             LedgerError::InvalidInput(_) => "invalid_input",
             LedgerError::Db(_) | LedgerError::Corrupt(_) => "storage_error",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_interval_refusal_names_utc_times_not_unix_ms() {
+        let e = LedgerError::SessionInterval {
+            earliest_allowed_ms: 1_767_225_600_000,
+            last_started_at_ms: 1_764_806_400_123,
+        };
+        let text = e.to_string();
+        assert!(text.contains("2026-01-01T00:00:00Z"), "{text}");
+        assert!(text.contains("2025-12-04T00:00:00.123Z"), "{text}");
+        assert!(!text.contains("1767225600000"), "{text}");
+        assert_eq!(e.code(), "session_interval");
+    }
+
+    #[test]
+    fn a_time_outside_the_calendar_is_still_shown() {
+        assert_eq!(utc(i64::MAX), format!("{} ms after 1970", i64::MAX));
     }
 }

@@ -27,8 +27,12 @@ pub mod kinds {
     /// New depth and stroke-rate setpoints (detail: depth_um, rate_mhz).
     pub const SETPOINTS: &str = "setpoints";
 
+    /// Checklist answers of a created or bound session were confirmed or withdrawn after it
+    /// was created (actor; detail: the answers given, the checklist after them).
+    pub const CHECKLIST_UPDATED: &str = "checklist_updated";
+
     /// Kinds only the ledger itself writes.
-    pub const LEDGER_OWNED: [&str; 8] = [
+    pub const LEDGER_OWNED: [&str; 9] = [
         CARTRIDGE_REGISTERED,
         CARTRIDGE_BOUND,
         CARTRIDGE_SPENT,
@@ -37,6 +41,7 @@ pub mod kinds {
         SESSION_STATE,
         INTERVAL_OVERRIDE,
         SETPOINTS,
+        CHECKLIST_UPDATED,
     ];
 
     /// A fault (appended by the service; listed in session reports).

@@ -41,6 +41,7 @@ pub use error::{LedgerError, StoreError};
 pub use events::{kinds, Event, EventRecord, MAX_EVENTS_PAGE};
 pub use report::{
     report_csv, ReportCartridge, SessionReport, SetpointEntry, TimelineEntry, CSV_HEADER,
+    CSV_POST_CARE_KIND,
 };
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{ChecklistItem, NewSession, Override, SessionId, SessionRecord, SessionState};

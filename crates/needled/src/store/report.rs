@@ -192,18 +192,36 @@ impl Store {
 /// The header row of [`report_csv`].
 pub const CSV_HEADER: &str = "at_ms,kind,depth_um,rate_mhz,actor,reason";
 
-/// Quotes a CSV field if it contains a comma, a quote or a line break (RFC 4180).
+/// The `kind` of the CSV's last row, which carries the after-care advice in its `reason`
+/// cell (the JSON report's `post_care`).
+pub const CSV_POST_CARE_KIND: &str = "post_care";
+
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP's CSV
+/// injection list): `=`, `+`, `-`, `@`, tab and carriage return.
+const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
+
+/// A text cell of the CSV: neutralised against formula injection as OWASP recommends (a cell
+/// that starts with one of [`FORMULA_STARTS`] gets a leading `'`, so a spreadsheet shows it
+/// as text), then quoted if it contains a comma, a quote or a line break (RFC 4180, quotes
+/// doubled). Numbers the ledger wrote are not text cells and are written as they are.
 fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(FORMULA_STARTS) {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
     if value.contains([',', '"', '\r', '\n']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
-        value.to_owned()
+        value
     }
 }
 
 /// The report's timeline as CSV (RFC 4180, CRLF line ends): the header [`CSV_HEADER`], then
-/// one row per timeline entry. Empty cells for absent values.
-pub fn report_csv(report: &SessionReport) -> String {
+/// one row per timeline entry, then one row of kind [`CSV_POST_CARE_KIND`] with the
+/// after-care advice `post_care` as its reason. Empty cells for absent values; text cells
+/// (kind, actor, reason) are neutralised against spreadsheet formula injection.
+pub fn report_csv(report: &SessionReport, post_care: &str) -> String {
     let mut out = String::new();
     out.push_str(CSV_HEADER);
     out.push_str("\r\n");
@@ -219,6 +237,10 @@ pub fn report_csv(report: &SessionReport) -> String {
         out.push_str(&cells.join(","));
         out.push_str("\r\n");
     }
+    out.push_str(&format!(
+        ",{CSV_POST_CARE_KIND},,,,{}\r\n",
+        csv_field(post_care)
+    ));
     out
 }
 
@@ -234,6 +256,20 @@ mod tests {
         assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
         assert_eq!(csv_field("cr\rhere"), "\"cr\rhere\"");
         assert_eq!(csv_field(""), "");
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_as_formulas_are_neutralised() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1+1"), "'+1+1");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\t=1"), "'\t=1");
+        assert_eq!(csv_field("\r=1"), "\"'\r=1\"");
+        assert_eq!(csv_field("=1,2"), "\"'=1,2\"");
+        // Only the first character matters.
+        assert_eq!(csv_field("a=b"), "a=b");
+        assert_eq!(csv_field("dr-chen"), "dr-chen");
     }
 
     #[test]
@@ -257,6 +293,9 @@ mod tests {
             overrides: Vec::new(),
             timeline: Vec::new(),
         };
-        assert_eq!(report_csv(&report), format!("{CSV_HEADER}\r\n"));
+        assert_eq!(
+            report_csv(&report, "Keep it clean, \"dry\"."),
+            format!("{CSV_HEADER}\r\n,post_care,,,,\"Keep it clean, \"\"dry\"\".\"\r\n")
+        );
     }
 }

@@ -512,6 +512,67 @@ impl Store {
         })
     }
 
+    /// Merges checklist `answers` into a created or bound session's checklist (an item given
+    /// takes the answer given; the others keep theirs), with event `checklist_updated` naming
+    /// the actor, in one transaction. Refuses `not_found`, `session_wrong_state` (armed or
+    /// later: the checklist is what arming was allowed on), `invalid_input` (no answers, an
+    /// item the session's checklist does not have, an item twice).
+    pub fn update_checklist(
+        &mut self,
+        session_id: SessionId,
+        answers: &[ChecklistItem],
+        now_ms: i64,
+        actor: &str,
+    ) -> Result<SessionRecord, LedgerError> {
+        validate::text("actor", actor)?;
+        validate::time("now_ms", now_ms)?;
+        if answers.is_empty() {
+            return Err(LedgerError::InvalidInput(
+                "no checklist answers given".to_owned(),
+            ));
+        }
+        let mut seen = HashSet::new();
+        for a in answers {
+            if !seen.insert(a.item.as_str()) {
+                return Err(LedgerError::InvalidInput(format!(
+                    "checklist item {:?} appears twice",
+                    a.item
+                )));
+            }
+        }
+        self.write(|tx| {
+            let mut session = require(tx, session_id)?;
+            if !matches!(session.state, SessionState::Created | SessionState::Bound) {
+                return Err(wrong_state(&session, "change its checklist"));
+            }
+            for a in answers {
+                let entry = session
+                    .checklist
+                    .iter_mut()
+                    .find(|c| c.item == a.item)
+                    .ok_or_else(|| {
+                        LedgerError::InvalidInput(format!(
+                            "session {session_id} has no checklist item {:?}",
+                            a.item
+                        ))
+                    })?;
+                entry.confirmed = a.confirmed;
+            }
+            let checklist = serde_json::to_string(&session.checklist)
+                .map_err(|e| LedgerError::InvalidInput(format!("checklist: {e}")))?;
+            tx.execute(
+                "UPDATE sessions SET checklist = ?2 WHERE id = ?1",
+                params![session_id, checklist],
+            )?;
+            let mut event = Event::new(now_ms, actor, kinds::CHECKLIST_UPDATED)
+                .session(session_id)
+                .detail(json!({ "answers": answers, "checklist": session.checklist }));
+            event.cartridge_id = session.cartridge_id.clone();
+            events::insert(tx, &event)?;
+            require(tx, session_id)
+        })
+    }
+
     /// Records new depth (µm) and stroke-rate (mHz) setpoints of an unfinished session
     /// (event `setpoints`); returns the event's seq. Refuses `not_found`,
     /// `session_wrong_state` (finished).

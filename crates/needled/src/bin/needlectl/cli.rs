@@ -205,6 +205,24 @@ pub enum SessionCmd {
         #[arg(long, value_name = "REASON")]
         override_reason: Option<String>,
     },
+    /// Confirm (or withdraw) checklist items of a created or bound session, before arming
+    #[command(group(ArgGroup::new("answers").args(["checks", "unchecks", "all_checked"]).required(true).multiple(true)))]
+    Checklist {
+        /// Session id
+        id: i64,
+        /// Confirm a checklist item by id (repeat for each item)
+        #[arg(long = "check", value_name = "ID")]
+        checks: Vec<String>,
+        /// Withdraw the confirmation of a checklist item by id (repeat for each item)
+        #[arg(long = "uncheck", value_name = "ID")]
+        unchecks: Vec<String>,
+        /// Confirm every checklist item. For bench jigs and tests only
+        #[arg(long)]
+        all_checked: bool,
+        /// With --all-checked: the service configuration whose checklist is confirmed
+        #[arg(long, value_name = "FILE", requires = "all_checked")]
+        checklist_config: Option<PathBuf>,
+    },
     /// Show a session
     Show {
         /// Session id
