@@ -20,12 +20,15 @@ fn service(
     limits: CartridgeLimits,
 ) -> (Service, DeviceKey) {
     let sim = SimBackend::new(SimParams::default());
-    // Tests share 2 loaded cores with other tests and a browser: give the dead-man and the
-    // tick-gap check a margin so a starved runtime does not end the session early. The
-    // dead-man itself is proven by cut_host_link_faults_host_timeout_and_stops_motor.
+    // Tests share 2 loaded cores with other tests and a browser, and this control thread runs
+    // at normal priority (realtime: false): give the dead-man and the tick-gap check a margin
+    // so a starved test process does not fault the session before its limit (one run beside
+    // six builds, load average 19, saw a 1 s test drop back to `bound`). These tests are about
+    // the monitor's limits; the dead-man is proven by
+    // cut_host_link_faults_host_timeout_and_stops_motor and the tick gap by the core's tests.
     let mut config = ControllerConfig::default();
-    config.safety.host_timeout = needle_core::units::Micros::from_millis(1_000);
-    config.safety.max_tick_gap = needle_core::units::Micros::from_millis(500);
+    config.safety.host_timeout = needle_core::units::Micros::from_millis(5_000);
+    config.safety.max_tick_gap = needle_core::units::Micros::from_millis(5_000);
     let ctrl = Controller::new(sim.rig.hardware(), config).unwrap();
     let clock = sim.clock(control::monotonic_now());
     let handle = control::spawn(
