@@ -17,7 +17,8 @@
 //!   nothing the pen sends is acknowledged.
 //! - `payload`: one message ([`crate::message`]), postcard-encoded, except telemetry, which
 //!   has its own compact layout ([`crate::telemetry`]).
-//! - `crc`: CRC-32C (Castagnoli) of `len | seq | payload`, table-driven 16 bytes at a time.
+//! - `crc`: CRC-32C (Castagnoli) of `len | seq | payload`, table-driven 8 bytes at a time
+//!   ([`crate::crc32c`]).
 //!   We chose CRC-32C over Klipper's CRC-16: four bytes a frame buy a 2^-32 chance that a
 //!   corrupted frame passes instead of 2^-16, and CRC-32C keeps Hamming distance 6 at our
 //!   frame lengths.
@@ -45,7 +46,7 @@
 //! assert_eq!(got, Some((Header { seq: 7 }, 5)));
 //! ```
 
-use crc::{Crc, Table, CRC_32_ISCSI};
+use crate::crc32c;
 
 /// The sync byte that ends every frame (Klipper's).
 pub const SYNC: u8 = 0x7E;
@@ -59,10 +60,6 @@ const TAIL: usize = 4 + 1;
 pub const OVERHEAD: usize = HEAD + TAIL;
 /// Largest frame on the wire.
 pub const MAX_ENCODED: usize = MAX_PAYLOAD + OVERHEAD;
-
-// Slice-by-16: 16 KiB of tables (in flash on an MCU), about 4x fewer instructions a byte
-// than the 256-entry table.
-const CRC: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
 /// The frame's header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,7 +143,7 @@ pub fn encode_with(
     if let Some(head) = content.first_chunk_mut::<HEAD>() {
         *head = [len, header.seq];
     }
-    let [a, b, c, d] = CRC.checksum(content).to_le_bytes();
+    let [a, b, c, d] = crc32c::checksum(content).to_le_bytes();
     *out.get_mut(end..end + TAIL)
         .and_then(|t| t.first_chunk_mut::<TAIL>())
         .ok_or(EncodeError::BufferTooSmall)? = [a, b, c, d, SYNC];
@@ -214,7 +211,7 @@ impl Decoder {
         }
         let content = self.buf.get(..HEAD + len)?;
         let crc = self.buf.get(HEAD + len..HEAD + len + 4)?;
-        if CRC.checksum(content).to_le_bytes() != crc {
+        if crc32c::checksum(content).to_le_bytes() != crc {
             // The sync byte was where it belongs: still in step.
             return Some(Err(Rejection::Crc));
         }
