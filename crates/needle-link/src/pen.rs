@@ -315,9 +315,16 @@ impl Tx {
     /// queue; returns whether it was queued (a frame that does not fit is counted).
     fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
         let header = Header { seq: self.seq };
-        let queued = self.queue.push_with(frame::MAX_ENCODED, |room| {
-            frame::encode_with(header, fill, room).ok()
-        });
+        let queued = if self.queue.room() >= frame::MAX_ENCODED {
+            self.queue
+                .push_chunk::<{ frame::MAX_ENCODED }>(|room| frame::encode_into(header, fill, room))
+                == Some(true)
+        } else {
+            // Nearly full: a short frame may still fit the room left.
+            self.queue.push_with(frame::MAX_ENCODED, |room| {
+                frame::encode_with(header, fill, room).ok()
+            })
+        };
         if queued {
             self.seq = self.seq.wrapping_add(1);
         } else {
