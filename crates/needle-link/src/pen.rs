@@ -10,7 +10,6 @@
 //! dispatcher refreshes the controller's dead-man timer on each one, and on nothing else.
 
 use needle_core::units::Micros;
-use needle_core::Telemetry;
 
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
@@ -18,7 +17,7 @@ use crate::message::{
     self, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
     TELEMETRY_TAG,
 };
-use crate::telemetry::{self, Key, Kind, KEY_EVERY, KEY_PERIOD};
+use crate::telemetry::{self, Fields, Key, Kind, KEY_EVERY, KEY_PERIOD};
 
 /// Most numbered messages in flight (the host's window); verdicts of this many are kept.
 pub const WINDOW: u8 = 8;
@@ -247,13 +246,17 @@ impl PenLink {
     /// Queues a telemetry frame in the compact layout ([`crate::telemetry`]): a key frame
     /// first after a handshake and then every [`KEY_EVERY`] frames or [`KEY_PERIOD`] of the
     /// telemetry's clock, delta frames from the last key between.
-    pub fn telemetry(&mut self, t: &Telemetry) {
+    ///
+    /// `t` is a [`Telemetry`](needle_core::Telemetry) snapshot or, on the pen, the controller itself
+    /// ([`telemetry::Fields`]), read where its state is.
+    pub fn telemetry<F: Fields + ?Sized>(&mut self, t: &F) {
         // By reference: a key is 144 bytes, not worth a copy a tick.
         let since_key = self.since_key;
+        let now = t.now();
         let key = self
             .key
             .as_ref()
-            .filter(|(_, at)| since_key < KEY_EVERY && t.now.since(*at) < KEY_PERIOD);
+            .filter(|(_, at)| since_key < KEY_EVERY && now.since(*at) < KEY_PERIOD);
         let number = self.next_key;
         let delta = key.is_some();
         let kind = match key {
@@ -271,7 +274,7 @@ impl PenLink {
         if delta {
             self.since_key += 1;
         } else {
-            self.key = Some((Key::of(t, number), t.now));
+            self.key = Some((Key::of(t, number), now));
             self.since_key = 1;
             self.next_key = number.wrapping_add(1);
         }

@@ -31,7 +31,10 @@
 use needle_core::units::{
     Micrometers, Micros, MilliAmps, MilliCelsius, MilliHertz, MilliVolts, Permyriad,
 };
-use needle_core::{ArmingLimit, Fault, Faults, Interlock, Interlocks, State, Telemetry};
+use needle_core::hal::Hardware;
+use needle_core::{
+    ArmingLimit, Controller, Fault, Faults, Interlock, Interlocks, State, Telemetry,
+};
 
 /// The pen sends a key frame at least every this many telemetry frames...
 pub const KEY_EVERY: u16 = 50;
@@ -71,6 +74,280 @@ fn state_code(state: State) -> u8 {
     }
 }
 
+/// What a telemetry frame is written from: the fields of [`Telemetry`], one accessor each.
+/// Implemented for a [`Telemetry`] snapshot (the host's tests, [`crate::PenLink::send`]) and
+/// for the [`Controller`] itself, whose accessors read its state where it is: the pen
+/// encodes each tick's frame straight from the controller, with no snapshot of it built
+/// (the snapshot and its copy were about 180 instructions of a 1 kHz tick).
+pub trait Fields {
+    /// The time of the latest tick ([`Telemetry::now`]).
+    fn now(&self) -> Micros;
+    /// The supervisor's state ([`Telemetry::state`]).
+    fn state(&self) -> State;
+    /// Latched faults ([`Telemetry::faults`]).
+    fn faults(&self) -> Faults;
+    /// The most recent fault latched ([`Telemetry::last_fault`]).
+    fn last_fault(&self) -> Option<Fault>;
+    /// Active interlocks ([`Telemetry::interlocks`]).
+    fn interlocks(&self) -> Interlocks;
+    /// Whether the depth axis is referenced ([`Telemetry::homed`]).
+    fn homed(&self) -> bool;
+    /// The depth setpoint ([`Telemetry::depth_setpoint`]).
+    fn depth_setpoint(&self) -> Micrometers;
+    /// The depth position ([`Telemetry::depth_position`]).
+    fn depth_position(&self) -> Micrometers;
+    /// The depth ceiling ([`Telemetry::depth_ceiling`]).
+    fn depth_ceiling(&self) -> Micrometers;
+    /// Whether the depth axis moves ([`Telemetry::depth_moving`]).
+    fn depth_moving(&self) -> bool;
+    /// The lead screw's lash ([`Telemetry::depth_lash`]).
+    fn depth_lash(&self) -> Micrometers;
+    /// The stroke rate setpoint ([`Telemetry::rate_setpoint`]).
+    fn rate_setpoint(&self) -> MilliHertz;
+    /// The stroke rate measured ([`Telemetry::rate_measured`]).
+    fn rate_measured(&self) -> MilliHertz;
+    /// The motor's PWM duty ([`Telemetry::duty`]).
+    fn duty(&self) -> Permyriad;
+    /// Whether the motor driver is enabled ([`Telemetry::motor_enabled`]).
+    fn motor_enabled(&self) -> bool;
+    /// Strokes since start-up ([`Telemetry::stroke_count`]).
+    fn stroke_count(&self) -> u32;
+    /// Motor current ([`Telemetry::current`]).
+    fn current(&self) -> MilliAmps;
+    /// Temperature ([`Telemetry::temperature`]).
+    fn temperature(&self) -> MilliCelsius;
+    /// Supply voltage ([`Telemetry::supply`]).
+    fn supply(&self) -> MilliVolts;
+    /// Whether the pedal is pressed ([`Telemetry::pedal`]).
+    fn pedal(&self) -> bool;
+    /// Times the cartridge switch opened ([`Telemetry::cartridge_openings`]).
+    fn cartridge_openings(&self) -> u32;
+    /// The arming's run time ([`Telemetry::arming_run`]).
+    fn arming_run(&self) -> Micros;
+    /// The arming's strokes ([`Telemetry::arming_strokes`]).
+    fn arming_strokes(&self) -> u32;
+    /// The limit that ended the arming ([`Telemetry::arming_ended_by`]).
+    fn arming_ended_by(&self) -> Option<ArmingLimit>;
+    /// Ticks since start-up ([`Telemetry::ticks`]).
+    fn ticks(&self) -> u64;
+    /// Late ticks ([`Telemetry::late_ticks`]).
+    fn late_ticks(&self) -> u32;
+}
+
+impl Fields for Telemetry {
+    #[inline]
+    fn now(&self) -> Micros {
+        self.now
+    }
+    #[inline]
+    fn state(&self) -> State {
+        self.state
+    }
+    #[inline]
+    fn faults(&self) -> Faults {
+        self.faults
+    }
+    #[inline]
+    fn last_fault(&self) -> Option<Fault> {
+        self.last_fault
+    }
+    #[inline]
+    fn interlocks(&self) -> Interlocks {
+        self.interlocks
+    }
+    #[inline]
+    fn homed(&self) -> bool {
+        self.homed
+    }
+    #[inline]
+    fn depth_setpoint(&self) -> Micrometers {
+        self.depth_setpoint
+    }
+    #[inline]
+    fn depth_position(&self) -> Micrometers {
+        self.depth_position
+    }
+    #[inline]
+    fn depth_ceiling(&self) -> Micrometers {
+        self.depth_ceiling
+    }
+    #[inline]
+    fn depth_moving(&self) -> bool {
+        self.depth_moving
+    }
+    #[inline]
+    fn depth_lash(&self) -> Micrometers {
+        self.depth_lash
+    }
+    #[inline]
+    fn rate_setpoint(&self) -> MilliHertz {
+        self.rate_setpoint
+    }
+    #[inline]
+    fn rate_measured(&self) -> MilliHertz {
+        self.rate_measured
+    }
+    #[inline]
+    fn duty(&self) -> Permyriad {
+        self.duty
+    }
+    #[inline]
+    fn motor_enabled(&self) -> bool {
+        self.motor_enabled
+    }
+    #[inline]
+    fn stroke_count(&self) -> u32 {
+        self.stroke_count
+    }
+    #[inline]
+    fn current(&self) -> MilliAmps {
+        self.current
+    }
+    #[inline]
+    fn temperature(&self) -> MilliCelsius {
+        self.temperature
+    }
+    #[inline]
+    fn supply(&self) -> MilliVolts {
+        self.supply
+    }
+    #[inline]
+    fn pedal(&self) -> bool {
+        self.pedal
+    }
+    #[inline]
+    fn cartridge_openings(&self) -> u32 {
+        self.cartridge_openings
+    }
+    #[inline]
+    fn arming_run(&self) -> Micros {
+        self.arming_run
+    }
+    #[inline]
+    fn arming_strokes(&self) -> u32 {
+        self.arming_strokes
+    }
+    #[inline]
+    fn arming_ended_by(&self) -> Option<ArmingLimit> {
+        self.arming_ended_by
+    }
+    #[inline]
+    fn ticks(&self) -> u64 {
+        self.ticks
+    }
+    #[inline]
+    fn late_ticks(&self) -> u32 {
+        self.late_ticks
+    }
+}
+
+impl<H: Hardware> Fields for Controller<H> {
+    #[inline]
+    fn now(&self) -> Micros {
+        Controller::now(self)
+    }
+    #[inline]
+    fn state(&self) -> State {
+        Controller::state(self)
+    }
+    #[inline]
+    fn faults(&self) -> Faults {
+        Controller::faults(self)
+    }
+    #[inline]
+    fn last_fault(&self) -> Option<Fault> {
+        Controller::last_fault(self)
+    }
+    #[inline]
+    fn interlocks(&self) -> Interlocks {
+        Controller::interlocks(self)
+    }
+    #[inline]
+    fn homed(&self) -> bool {
+        Controller::homed(self)
+    }
+    #[inline]
+    fn depth_setpoint(&self) -> Micrometers {
+        Controller::depth_setpoint(self)
+    }
+    #[inline]
+    fn depth_position(&self) -> Micrometers {
+        Controller::depth_position(self)
+    }
+    #[inline]
+    fn depth_ceiling(&self) -> Micrometers {
+        Controller::depth_ceiling(self)
+    }
+    #[inline]
+    fn depth_moving(&self) -> bool {
+        Controller::depth_moving(self)
+    }
+    #[inline]
+    fn depth_lash(&self) -> Micrometers {
+        Controller::depth_lash(self)
+    }
+    #[inline]
+    fn rate_setpoint(&self) -> MilliHertz {
+        Controller::rate_setpoint(self)
+    }
+    #[inline]
+    fn rate_measured(&self) -> MilliHertz {
+        Controller::rate_measured(self)
+    }
+    #[inline]
+    fn duty(&self) -> Permyriad {
+        Controller::duty(self)
+    }
+    #[inline]
+    fn motor_enabled(&self) -> bool {
+        Controller::motor_enabled(self)
+    }
+    #[inline]
+    fn stroke_count(&self) -> u32 {
+        Controller::stroke_count(self)
+    }
+    #[inline]
+    fn current(&self) -> MilliAmps {
+        Controller::current(self)
+    }
+    #[inline]
+    fn temperature(&self) -> MilliCelsius {
+        Controller::temperature(self)
+    }
+    #[inline]
+    fn supply(&self) -> MilliVolts {
+        Controller::supply(self)
+    }
+    #[inline]
+    fn pedal(&self) -> bool {
+        Controller::pedal(self)
+    }
+    #[inline]
+    fn cartridge_openings(&self) -> u32 {
+        Controller::cartridge_openings(self)
+    }
+    #[inline]
+    fn arming_run(&self) -> Micros {
+        Controller::arming_run(self)
+    }
+    #[inline]
+    fn arming_strokes(&self) -> u32 {
+        Controller::arming_strokes(self)
+    }
+    #[inline]
+    fn arming_ended_by(&self) -> Option<ArmingLimit> {
+        Controller::arming_ended_by(self)
+    }
+    #[inline]
+    fn ticks(&self) -> u64 {
+        Controller::ticks(self)
+    }
+    #[inline]
+    fn late_ticks(&self) -> u32 {
+        Controller::late_ticks(self)
+    }
+}
+
 /// A key frame's numbers, which delta frames are differences from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
@@ -81,28 +358,28 @@ pub struct Key {
 
 impl Key {
     /// The key of telemetry `t`, numbered `number`.
-    pub fn of(t: &Telemetry, number: u8) -> Self {
+    pub fn of<F: Fields + ?Sized>(t: &F, number: u8) -> Self {
         let wide = |v: i32| i64::from(v) as u64;
         Self {
             number,
             values: [
-                t.now.0,
-                t.ticks,
-                u64::from(t.stroke_count),
-                t.arming_run.0,
-                u64::from(t.arming_strokes),
-                u64::from(t.rate_measured.0),
-                wide(t.depth_position.0),
-                u64::from(t.duty.0),
-                wide(t.current.0),
-                wide(t.temperature.0),
-                wide(t.supply.0),
-                wide(t.depth_setpoint.0),
-                wide(t.depth_ceiling.0),
-                wide(t.depth_lash.0),
-                u64::from(t.rate_setpoint.0),
-                u64::from(t.cartridge_openings),
-                u64::from(t.late_ticks),
+                t.now().0,
+                t.ticks(),
+                u64::from(t.stroke_count()),
+                t.arming_run().0,
+                u64::from(t.arming_strokes()),
+                u64::from(t.rate_measured().0),
+                wide(t.depth_position().0),
+                u64::from(t.duty().0),
+                wide(t.current().0),
+                wide(t.temperature().0),
+                wide(t.supply().0),
+                wide(t.depth_setpoint().0),
+                wide(t.depth_ceiling().0),
+                wide(t.depth_lash().0),
+                u64::from(t.rate_setpoint().0),
+                u64::from(t.cartridge_openings()),
+                u64::from(t.late_ticks()),
             ],
         }
     }
@@ -170,32 +447,33 @@ impl Numbers<'_, '_> {
 /// [`Key`]), and the rare numbers (setpoints, limits, counters of rare events) are tested
 /// as one block, since during a treatment they do not move for thousands of ticks.
 #[inline]
-pub fn encode(t: &Telemetry, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
+pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
     let (key, number, base) = match kind {
         Kind::Key(n) => (true, n, &[0; NUMBERS]),
         Kind::Delta(k) => (false, k.number, &k.values),
     };
     let flags = u8::from(key)
-        | state_code(t.state) << 1
-        | u8::from(t.homed) << 4
-        | u8::from(t.depth_moving) << 5
-        | u8::from(t.motor_enabled) << 6
-        | u8::from(t.pedal) << 7;
-    let last_fault = t.last_fault.map_or(0, |f| f as u8 + 1);
-    let ended = match t.arming_ended_by {
+        | state_code(t.state()) << 1
+        | u8::from(t.homed()) << 4
+        | u8::from(t.depth_moving()) << 5
+        | u8::from(t.motor_enabled()) << 6
+        | u8::from(t.pedal()) << 7;
+    let last_fault = t.last_fault().map_or(0, |f| f as u8 + 1);
+    let ended = match t.arming_ended_by() {
         None => 0,
         Some(ArmingLimit::RunTime) => 1,
         Some(ArmingLimit::Strokes) => 2,
     };
+    let active = t.interlocks();
     let mut interlocks = 0u8;
     for i in Interlock::ALL {
-        interlocks |= u8::from(t.interlocks.contains(i)) << (i as u8);
+        interlocks |= u8::from(active.contains(i)) << (i as u8);
     }
     let mut w = Writer { out, at: 0 };
     w.byte(flags)?;
     w.byte(number)?;
     w.byte(last_fault | ended << 4)?;
-    w.varint(u64::from(t.faults.bits()))?;
+    w.varint(u64::from(t.faults().bits()))?;
     w.byte(interlocks)?;
     // The mask goes before the numbers but is known after them: its bytes are reserved and
     // filled in at the end, so the numbers are written in one pass.
@@ -207,25 +485,25 @@ pub fn encode(t: &Telemetry, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
         base,
         present: 0,
     };
-    n.put(0, t.now.0)?;
-    n.put(1, t.ticks)?;
-    n.put(2, u64::from(t.stroke_count))?;
-    n.put(3, t.arming_run.0)?;
-    n.put(4, u64::from(t.arming_strokes))?;
-    n.put(5, u64::from(t.rate_measured.0))?;
-    n.put(6, wide(t.depth_position.0))?;
-    n.put(7, u64::from(t.duty.0))?;
-    n.put(8, wide(t.current.0))?;
-    n.put(9, wide(t.temperature.0))?;
-    n.put(10, wide(t.supply.0))?;
+    n.put(0, t.now().0)?;
+    n.put(1, t.ticks())?;
+    n.put(2, u64::from(t.stroke_count()))?;
+    n.put(3, t.arming_run().0)?;
+    n.put(4, u64::from(t.arming_strokes()))?;
+    n.put(5, u64::from(t.rate_measured().0))?;
+    n.put(6, wide(t.depth_position().0))?;
+    n.put(7, u64::from(t.duty().0))?;
+    n.put(8, wide(t.current().0))?;
+    n.put(9, wide(t.temperature().0))?;
+    n.put(10, wide(t.supply().0))?;
     let [.., c0, c1, c2, c3, c4, c5] = *base;
     let [r0, r1, r2, r3, r4, r5] = [
-        wide(t.depth_setpoint.0),
-        wide(t.depth_ceiling.0),
-        wide(t.depth_lash.0),
-        u64::from(t.rate_setpoint.0),
-        u64::from(t.cartridge_openings),
-        u64::from(t.late_ticks),
+        wide(t.depth_setpoint().0),
+        wide(t.depth_ceiling().0),
+        wide(t.depth_lash().0),
+        u64::from(t.rate_setpoint().0),
+        u64::from(t.cartridge_openings()),
+        u64::from(t.late_ticks()),
     ];
     if (r0 ^ c0) | (r1 ^ c1) | (r2 ^ c2) | (r3 ^ c3) | (r4 ^ c4) | (r5 ^ c5) != 0 {
         n.put(11, r0)?;
