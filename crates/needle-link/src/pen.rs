@@ -12,7 +12,7 @@
 use needle_core::units::Micros;
 
 use crate::counters::Counters;
-use crate::frame::{self, Decoder, Header, Rejection};
+use crate::frame::{self, Decoder, Frame, Header, Rejection};
 use crate::message::{
     self, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
     TELEMETRY_TAG,
@@ -117,11 +117,17 @@ impl PenLink {
 
     /// Takes received bytes up to the first that completes a valid host frame; returns how
     /// many it took and that frame's event, or all of them and `None`. One call per batch
-    /// of bytes, not per byte: most bytes complete nothing.
+    /// of bytes, not per byte: most bytes complete nothing, and the decoder takes a frame's
+    /// bytes in one copy ([`Decoder::push_slice`]).
     pub fn receive_some(&mut self, bytes: &[u8]) -> (usize, Option<Received>) {
-        for (i, byte) in bytes.iter().enumerate() {
-            if let Some(event) = self.receive(*byte) {
-                return (i + 1, Some(event));
+        let mut at = 0;
+        while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
+            let (took, got) = self.decoder.push_slice(rest);
+            at += took;
+            let Some(got) = got else { continue };
+            let parsed = parse(got);
+            if let Some(event) = self.accept(parsed) {
+                return (at, Some(event));
             }
         }
         (bytes.len(), None)
@@ -130,25 +136,17 @@ impl PenLink {
     /// Takes one received byte; returns an event when it completes a valid host frame.
     #[inline]
     pub fn receive(&mut self, byte: u8) -> Option<Received> {
-        let header;
-        let message = match self.decoder.push(byte)? {
+        let parsed = parse(self.decoder.push(byte)?);
+        self.accept(parsed)
+    }
+
+    /// Counts a frame or its rejection; returns the event of a valid host frame.
+    fn accept(&mut self, parsed: Result<(Header, HostMessage), Rejection>) -> Option<Received> {
+        let (header, message) = match parsed {
+            Ok(parsed) => parsed,
             Err(why) => {
                 self.counters.reject(why);
                 return None;
-            }
-            Ok(frame) => {
-                header = frame.header;
-                if let Some(host_time) = message::sync_time(frame.payload) {
-                    HostMessage::Sync { host_time }
-                } else {
-                    match postcard::take_from_bytes::<HostMessage>(frame.payload) {
-                        Ok((message, [])) => message,
-                        _ => {
-                            self.counters.reject(Rejection::Decode);
-                            return None;
-                        }
-                    }
-                }
             }
         };
         self.counters.frames = self.counters.frames.saturating_add(1);
@@ -303,6 +301,18 @@ impl PenLink {
     /// Drops the first `n` queued bytes, once the serial port took them.
     pub fn consume(&mut self, n: usize) {
         self.tx.queue.consume(n);
+    }
+}
+
+/// The host message in a frame the decoder passed (or why there is none).
+fn parse(got: Result<Frame<'_>, Rejection>) -> Result<(Header, HostMessage), Rejection> {
+    let frame = got?;
+    if let Some(host_time) = message::sync_time(frame.payload) {
+        return Ok((frame.header, HostMessage::Sync { host_time }));
+    }
+    match postcard::take_from_bytes::<HostMessage>(frame.payload) {
+        Ok((message, [])) => Ok((frame.header, message)),
+        _ => Err(Rejection::Decode),
     }
 }
 
