@@ -404,7 +404,6 @@ impl<H: Hardware> Controller<H> {
         true
     }
 
-
     /// Ends the arming when its run time or strokes are used up: motor off in this tick,
     /// depth move braked, state `Idle`. A new `Arm` is needed to run again.
     fn end_arming_at_its_limits(&mut self) {

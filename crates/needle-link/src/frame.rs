@@ -351,6 +351,16 @@ mod tests {
         r.map(|f| (f.header.seq, f.payload.to_vec()))
     }
 
+    /// What `push` returns for `bytes` one at a time, with the byte each result came at.
+    fn decode_bytewise(bytes: &[u8]) -> std::vec::Vec<(usize, Owned)> {
+        let mut d = Decoder::new();
+        bytes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| d.push(*b).map(|r| (i, owned(r))))
+            .collect()
+    }
+
     /// What `push_slice` returns for `bytes` given in chunks of the lengths `cuts` cycles
     /// through, with the byte each result came at.
     fn decode_sliced(bytes: &[u8], cuts: &[usize]) -> std::vec::Vec<(usize, Owned)> {
@@ -391,33 +401,32 @@ mod tests {
             cuts in proptest::collection::vec(1usize..300, 1..8),
         ) {
             let bytes: std::vec::Vec<u8> = parts.concat();
-            let mut d = Decoder::new();
-            let one_by_one: std::vec::Vec<(usize, Owned)> = bytes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, b)| d.push(*b).map(|r| (i, owned(r))))
-                .collect();
+            let one_by_one = decode_bytewise(&bytes);
             prop_assert_eq!(decode_sliced(&bytes, &cuts), one_by_one);
         }
     }
 
     #[test]
     fn push_slice_counts_overlong_discards_as_push_does_at_the_boundary() {
-        for discarded in [MAX_ENCODED - 1, MAX_ENCODED, MAX_ENCODED + 1, 3 * MAX_ENCODED] {
+        for discarded in [
+            MAX_ENCODED - 1,
+            MAX_ENCODED,
+            MAX_ENCODED + 1,
+            3 * MAX_ENCODED,
+        ] {
             // A length over the largest payload loses the place; the garbage after it is
             // discarded up to the sync byte, then a good frame.
             let mut bytes = std::vec![MAX_PAYLOAD as u8 + 1];
             bytes.extend(std::iter::repeat_n(0x55, discarded));
             bytes.push(SYNC);
             bytes.extend(wire(8, b"after"));
-            let mut d = Decoder::new();
-            let one_by_one: std::vec::Vec<(usize, Owned)> = bytes
-                .iter()
-                .enumerate()
-                .filter_map(|(i, b)| d.push(*b).map(|r| (i, owned(r))))
-                .collect();
+            let one_by_one = decode_bytewise(&bytes);
             for cuts in [&[1][..], &[7], &[1_000], &[3, 250, 1]] {
-                assert_eq!(decode_sliced(&bytes, cuts), one_by_one, "{discarded} {cuts:?}");
+                assert_eq!(
+                    decode_sliced(&bytes, cuts),
+                    one_by_one,
+                    "{discarded} {cuts:?}"
+                );
             }
             let overlong = one_by_one
                 .iter()
@@ -433,7 +442,10 @@ mod tests {
         bytes.extend(wire(6, b"second"));
         let mut d = Decoder::new();
         let (took, r) = d.push_slice(&bytes);
-        assert_eq!((took, r.map(owned)), (first, Some(Ok((5, b"first".to_vec())))));
+        assert_eq!(
+            (took, r.map(owned)),
+            (first, Some(Ok((5, b"first".to_vec()))))
+        );
         let (took, r) = d.push_slice(&bytes[first..]);
         assert_eq!(
             (took, r.map(owned)),

@@ -157,7 +157,11 @@ mod tests {
         );
         assert_eq!(q.pending(), b"efxyz");
         assert_eq!(q.push_chunk::<2>(|_| None), Some(false));
-        assert_eq!(q.push_chunk::<2>(|_| Some(3)), Some(false), "more than the chunk");
+        assert_eq!(
+            q.push_chunk::<2>(|_| Some(3)),
+            Some(false),
+            "more than the chunk"
+        );
         assert_eq!(q.pending(), b"efxyz");
     }
 

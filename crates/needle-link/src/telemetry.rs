@@ -28,10 +28,10 @@
 //! frame costs the delta frames up to the next one (counted as `unanchored`, and still
 //! proof that the pen is configured and sending), never a wrong value.
 
+use needle_core::hal::Hardware;
 use needle_core::units::{
     Micrometers, Micros, MilliAmps, MilliCelsius, MilliHertz, MilliVolts, Permyriad,
 };
-use needle_core::hal::Hardware;
 use needle_core::{
     ArmingLimit, Controller, Fault, Faults, Interlock, Interlocks, State, Telemetry,
 };
@@ -74,278 +74,88 @@ fn state_code(state: State) -> u8 {
     }
 }
 
-/// What a telemetry frame is written from: the fields of [`Telemetry`], one accessor each.
-/// Implemented for a [`Telemetry`] snapshot (the host's tests, [`crate::PenLink::send`]) and
-/// for the [`Controller`] itself, whose accessors read its state where it is: the pen
-/// encodes each tick's frame straight from the controller, with no snapshot of it built
-/// (the snapshot and its copy were about 180 instructions of a 1 kHz tick).
-pub trait Fields {
+/// Declares [`Fields`] and implements it for [`Telemetry`] (its fields) and [`Controller`]
+/// (its accessors of the same names), from one list of the fields.
+macro_rules! fields {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty,)*) => {
+        /// What a telemetry frame is written from: the fields of [`Telemetry`], one accessor each.
+        /// Implemented for a [`Telemetry`] snapshot (the host's tests, [`crate::PenLink::send`]) and
+        /// for the [`Controller`] itself, whose accessors read its state where it is: the pen
+        /// encodes each tick's frame straight from the controller, with no snapshot of it built
+        /// (the snapshot and its copy were about 180 instructions of a 1 kHz tick).
+        pub trait Fields {
+            $($(#[$doc])* fn $name(&self) -> $ty;)*
+        }
+
+        impl Fields for Telemetry {
+            $(#[inline]
+            fn $name(&self) -> $ty {
+                self.$name
+            })*
+        }
+
+        impl<H: Hardware> Fields for Controller<H> {
+            $(#[inline]
+            fn $name(&self) -> $ty {
+                Controller::$name(self)
+            })*
+        }
+    };
+}
+
+fields! {
     /// The time of the latest tick ([`Telemetry::now`]).
-    fn now(&self) -> Micros;
+    now: Micros,
     /// The supervisor's state ([`Telemetry::state`]).
-    fn state(&self) -> State;
+    state: State,
     /// Latched faults ([`Telemetry::faults`]).
-    fn faults(&self) -> Faults;
+    faults: Faults,
     /// The most recent fault latched ([`Telemetry::last_fault`]).
-    fn last_fault(&self) -> Option<Fault>;
+    last_fault: Option<Fault>,
     /// Active interlocks ([`Telemetry::interlocks`]).
-    fn interlocks(&self) -> Interlocks;
+    interlocks: Interlocks,
     /// Whether the depth axis is referenced ([`Telemetry::homed`]).
-    fn homed(&self) -> bool;
+    homed: bool,
     /// The depth setpoint ([`Telemetry::depth_setpoint`]).
-    fn depth_setpoint(&self) -> Micrometers;
+    depth_setpoint: Micrometers,
     /// The depth position ([`Telemetry::depth_position`]).
-    fn depth_position(&self) -> Micrometers;
+    depth_position: Micrometers,
     /// The depth ceiling ([`Telemetry::depth_ceiling`]).
-    fn depth_ceiling(&self) -> Micrometers;
+    depth_ceiling: Micrometers,
     /// Whether the depth axis moves ([`Telemetry::depth_moving`]).
-    fn depth_moving(&self) -> bool;
+    depth_moving: bool,
     /// The lead screw's lash ([`Telemetry::depth_lash`]).
-    fn depth_lash(&self) -> Micrometers;
+    depth_lash: Micrometers,
     /// The stroke rate setpoint ([`Telemetry::rate_setpoint`]).
-    fn rate_setpoint(&self) -> MilliHertz;
+    rate_setpoint: MilliHertz,
     /// The stroke rate measured ([`Telemetry::rate_measured`]).
-    fn rate_measured(&self) -> MilliHertz;
+    rate_measured: MilliHertz,
     /// The motor's PWM duty ([`Telemetry::duty`]).
-    fn duty(&self) -> Permyriad;
+    duty: Permyriad,
     /// Whether the motor driver is enabled ([`Telemetry::motor_enabled`]).
-    fn motor_enabled(&self) -> bool;
+    motor_enabled: bool,
     /// Strokes since start-up ([`Telemetry::stroke_count`]).
-    fn stroke_count(&self) -> u32;
+    stroke_count: u32,
     /// Motor current ([`Telemetry::current`]).
-    fn current(&self) -> MilliAmps;
+    current: MilliAmps,
     /// Temperature ([`Telemetry::temperature`]).
-    fn temperature(&self) -> MilliCelsius;
+    temperature: MilliCelsius,
     /// Supply voltage ([`Telemetry::supply`]).
-    fn supply(&self) -> MilliVolts;
+    supply: MilliVolts,
     /// Whether the pedal is pressed ([`Telemetry::pedal`]).
-    fn pedal(&self) -> bool;
+    pedal: bool,
     /// Times the cartridge switch opened ([`Telemetry::cartridge_openings`]).
-    fn cartridge_openings(&self) -> u32;
+    cartridge_openings: u32,
     /// The arming's run time ([`Telemetry::arming_run`]).
-    fn arming_run(&self) -> Micros;
+    arming_run: Micros,
     /// The arming's strokes ([`Telemetry::arming_strokes`]).
-    fn arming_strokes(&self) -> u32;
+    arming_strokes: u32,
     /// The limit that ended the arming ([`Telemetry::arming_ended_by`]).
-    fn arming_ended_by(&self) -> Option<ArmingLimit>;
+    arming_ended_by: Option<ArmingLimit>,
     /// Ticks since start-up ([`Telemetry::ticks`]).
-    fn ticks(&self) -> u64;
+    ticks: u64,
     /// Late ticks ([`Telemetry::late_ticks`]).
-    fn late_ticks(&self) -> u32;
-}
-
-impl Fields for Telemetry {
-    #[inline]
-    fn now(&self) -> Micros {
-        self.now
-    }
-    #[inline]
-    fn state(&self) -> State {
-        self.state
-    }
-    #[inline]
-    fn faults(&self) -> Faults {
-        self.faults
-    }
-    #[inline]
-    fn last_fault(&self) -> Option<Fault> {
-        self.last_fault
-    }
-    #[inline]
-    fn interlocks(&self) -> Interlocks {
-        self.interlocks
-    }
-    #[inline]
-    fn homed(&self) -> bool {
-        self.homed
-    }
-    #[inline]
-    fn depth_setpoint(&self) -> Micrometers {
-        self.depth_setpoint
-    }
-    #[inline]
-    fn depth_position(&self) -> Micrometers {
-        self.depth_position
-    }
-    #[inline]
-    fn depth_ceiling(&self) -> Micrometers {
-        self.depth_ceiling
-    }
-    #[inline]
-    fn depth_moving(&self) -> bool {
-        self.depth_moving
-    }
-    #[inline]
-    fn depth_lash(&self) -> Micrometers {
-        self.depth_lash
-    }
-    #[inline]
-    fn rate_setpoint(&self) -> MilliHertz {
-        self.rate_setpoint
-    }
-    #[inline]
-    fn rate_measured(&self) -> MilliHertz {
-        self.rate_measured
-    }
-    #[inline]
-    fn duty(&self) -> Permyriad {
-        self.duty
-    }
-    #[inline]
-    fn motor_enabled(&self) -> bool {
-        self.motor_enabled
-    }
-    #[inline]
-    fn stroke_count(&self) -> u32 {
-        self.stroke_count
-    }
-    #[inline]
-    fn current(&self) -> MilliAmps {
-        self.current
-    }
-    #[inline]
-    fn temperature(&self) -> MilliCelsius {
-        self.temperature
-    }
-    #[inline]
-    fn supply(&self) -> MilliVolts {
-        self.supply
-    }
-    #[inline]
-    fn pedal(&self) -> bool {
-        self.pedal
-    }
-    #[inline]
-    fn cartridge_openings(&self) -> u32 {
-        self.cartridge_openings
-    }
-    #[inline]
-    fn arming_run(&self) -> Micros {
-        self.arming_run
-    }
-    #[inline]
-    fn arming_strokes(&self) -> u32 {
-        self.arming_strokes
-    }
-    #[inline]
-    fn arming_ended_by(&self) -> Option<ArmingLimit> {
-        self.arming_ended_by
-    }
-    #[inline]
-    fn ticks(&self) -> u64 {
-        self.ticks
-    }
-    #[inline]
-    fn late_ticks(&self) -> u32 {
-        self.late_ticks
-    }
-}
-
-impl<H: Hardware> Fields for Controller<H> {
-    #[inline]
-    fn now(&self) -> Micros {
-        Controller::now(self)
-    }
-    #[inline]
-    fn state(&self) -> State {
-        Controller::state(self)
-    }
-    #[inline]
-    fn faults(&self) -> Faults {
-        Controller::faults(self)
-    }
-    #[inline]
-    fn last_fault(&self) -> Option<Fault> {
-        Controller::last_fault(self)
-    }
-    #[inline]
-    fn interlocks(&self) -> Interlocks {
-        Controller::interlocks(self)
-    }
-    #[inline]
-    fn homed(&self) -> bool {
-        Controller::homed(self)
-    }
-    #[inline]
-    fn depth_setpoint(&self) -> Micrometers {
-        Controller::depth_setpoint(self)
-    }
-    #[inline]
-    fn depth_position(&self) -> Micrometers {
-        Controller::depth_position(self)
-    }
-    #[inline]
-    fn depth_ceiling(&self) -> Micrometers {
-        Controller::depth_ceiling(self)
-    }
-    #[inline]
-    fn depth_moving(&self) -> bool {
-        Controller::depth_moving(self)
-    }
-    #[inline]
-    fn depth_lash(&self) -> Micrometers {
-        Controller::depth_lash(self)
-    }
-    #[inline]
-    fn rate_setpoint(&self) -> MilliHertz {
-        Controller::rate_setpoint(self)
-    }
-    #[inline]
-    fn rate_measured(&self) -> MilliHertz {
-        Controller::rate_measured(self)
-    }
-    #[inline]
-    fn duty(&self) -> Permyriad {
-        Controller::duty(self)
-    }
-    #[inline]
-    fn motor_enabled(&self) -> bool {
-        Controller::motor_enabled(self)
-    }
-    #[inline]
-    fn stroke_count(&self) -> u32 {
-        Controller::stroke_count(self)
-    }
-    #[inline]
-    fn current(&self) -> MilliAmps {
-        Controller::current(self)
-    }
-    #[inline]
-    fn temperature(&self) -> MilliCelsius {
-        Controller::temperature(self)
-    }
-    #[inline]
-    fn supply(&self) -> MilliVolts {
-        Controller::supply(self)
-    }
-    #[inline]
-    fn pedal(&self) -> bool {
-        Controller::pedal(self)
-    }
-    #[inline]
-    fn cartridge_openings(&self) -> u32 {
-        Controller::cartridge_openings(self)
-    }
-    #[inline]
-    fn arming_run(&self) -> Micros {
-        Controller::arming_run(self)
-    }
-    #[inline]
-    fn arming_strokes(&self) -> u32 {
-        Controller::arming_strokes(self)
-    }
-    #[inline]
-    fn arming_ended_by(&self) -> Option<ArmingLimit> {
-        Controller::arming_ended_by(self)
-    }
-    #[inline]
-    fn ticks(&self) -> u64 {
-        Controller::ticks(self)
-    }
-    #[inline]
-    fn late_ticks(&self) -> u32 {
-        Controller::late_ticks(self)
-    }
+    late_ticks: u32,
 }
 
 /// A key frame's numbers, which delta frames are differences from.
@@ -513,9 +323,7 @@ pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Opti
         n.put(15, r4)?;
         n.put(16, r5)?;
     }
-    let Numbers {
-        w, present, ..
-    } = n;
+    let Numbers { w, present, .. } = n;
     let [m0, m1, m2, _] = present.to_le_bytes();
     *w.out
         .get_mut(mask_at..mask_at + PRESENT)?
@@ -780,7 +588,11 @@ mod tests {
             let mask = u32::from_le_bytes([out[5], out[6], out[7], 0]);
             assert_eq!(mask, 1 << i, "number {i}");
             assert_eq!(n, 8 + 1, "number {i}: its difference, 1, in one byte");
-            assert_eq!(decode(&out[..n], Some(&key)), Ok((later, None)), "number {i}");
+            assert_eq!(
+                decode(&out[..n], Some(&key)),
+                Ok((later, None)),
+                "number {i}"
+            );
         }
     }
 

@@ -16,12 +16,7 @@ fn check(ctrl: &Controller<SimHardware>, key: &Key) {
         let (mut direct, mut copied) = ([0u8; MAX_LEN], [0u8; MAX_LEN]);
         let n = telemetry::encode(ctrl, kind, &mut direct).expect("fits");
         let m = telemetry::encode(&snapshot, kind, &mut copied).expect("fits");
-        assert_eq!(
-            direct[..n],
-            copied[..m],
-            "{kind:?} in {:?}",
-            snapshot.state
-        );
+        assert_eq!(direct[..n], copied[..m], "{kind:?} in {:?}", snapshot.state);
     }
     assert_eq!(Key::of(ctrl, key.number), Key::of(&snapshot, key.number));
 }
@@ -66,7 +61,13 @@ fn frames_from_the_controller_are_the_frames_of_its_snapshot_through_a_session()
     assert_eq!(ctrl.state(), State::Running);
     rig.inject(Injection::EStop(true));
     run(&mut ctrl, 5);
-    for want in [State::Homing, State::Idle, State::Armed, State::Running, State::EStop] {
+    for want in [
+        State::Homing,
+        State::Idle,
+        State::Armed,
+        State::Running,
+        State::EStop,
+    ] {
         assert!(states.contains(&want), "{want:?} not reached: {states:?}");
     }
 }
