@@ -170,6 +170,7 @@ impl Key {
     /// The key of telemetry `t`, numbered `number`.
     pub fn of<F: Fields + ?Sized>(t: &F, number: u8) -> Self {
         let wide = |v: i32| i64::from(v) as u64;
+        let [r0, r1, r2, r3, r4, r5] = rare(t);
         Self {
             number,
             values: [
@@ -184,15 +185,29 @@ impl Key {
                 wide(t.current().0),
                 wide(t.temperature().0),
                 wide(t.supply().0),
-                wide(t.depth_setpoint().0),
-                wide(t.depth_ceiling().0),
-                wide(t.depth_lash().0),
-                u64::from(t.rate_setpoint().0),
-                u64::from(t.cartridge_openings()),
-                u64::from(t.late_ticks()),
+                r0,
+                r1,
+                r2,
+                r3,
+                r4,
+                r5,
             ],
         }
     }
+}
+
+/// The six rare numbers, the last of the 17: setpoints, limits and counters of rare events.
+#[inline(always)]
+fn rare<F: Fields + ?Sized>(t: &F) -> [u64; 6] {
+    let wide = |v: i32| i64::from(v) as u64;
+    [
+        wide(t.depth_setpoint().0),
+        wide(t.depth_ceiling().0),
+        wide(t.depth_lash().0),
+        u64::from(t.rate_setpoint().0),
+        u64::from(t.cartridge_openings()),
+        u64::from(t.late_ticks()),
+    ]
 }
 
 /// What a telemetry frame is.
@@ -307,14 +322,7 @@ pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Opti
     n.put(9, wide(t.temperature().0))?;
     n.put(10, wide(t.supply().0))?;
     let [.., c0, c1, c2, c3, c4, c5] = *base;
-    let [r0, r1, r2, r3, r4, r5] = [
-        wide(t.depth_setpoint().0),
-        wide(t.depth_ceiling().0),
-        wide(t.depth_lash().0),
-        u64::from(t.rate_setpoint().0),
-        u64::from(t.cartridge_openings()),
-        u64::from(t.late_ticks()),
-    ];
+    let [r0, r1, r2, r3, r4, r5] = rare(t);
     if (r0 ^ c0) | (r1 ^ c1) | (r2 ^ c2) | (r3 ^ c3) | (r4 ^ c4) | (r5 ^ c5) != 0 {
         n.put(11, r0)?;
         n.put(12, r1)?;
