@@ -12,10 +12,14 @@
 use crate::config::{ConfigError, ControllerConfig};
 use crate::depth::{AxisEvent, AxisOutput, DepthAxis, MoveError, MoveSpeed};
 use crate::hal::{Analog, Hardware, InputPin, OutputPin, SetDutyCycle, StrokeSample, StrokeSensor};
-use crate::protocol::{ArmingLimit, Command, Fault, Faults, Interlock, Rejected, State, Telemetry};
+use crate::protocol::{
+    ArmingLimit, Command, Fault, Faults, Interlock, Interlocks, Rejected, State, Telemetry,
+};
 use crate::safety::{self, Inputs, Loops, Timers};
 use crate::stroke::StrokeLoop;
-use crate::units::{Micrometers, Micros, MilliAmps, MilliCelsius, MilliVolts, Permyriad};
+use crate::units::{
+    Micrometers, Micros, MilliAmps, MilliCelsius, MilliHertz, MilliVolts, Permyriad,
+};
 
 /// The needle pen controller over a [`Hardware`].
 pub struct Controller<H: Hardware> {
@@ -121,6 +125,166 @@ impl<H: Hardware> Controller<H> {
     /// Gives the hardware back, as a HAL driver's `free()` does.
     pub fn into_hardware(self) -> H {
         self.hw
+    }
+
+    // Telemetry's fields one at a time, for a reader that wants a few of them each tick
+    // without the snapshot of all of them (the pen's link encodes a frame from these).
+    // `telemetry()` is built from the same accessors, so the two cannot disagree.
+
+    /// [`Telemetry::now`]: the time of the latest tick.
+    #[inline]
+    pub fn now(&self) -> Micros {
+        self.now
+    }
+
+    /// [`Telemetry::faults`]: latched faults.
+    #[inline]
+    pub fn faults(&self) -> Faults {
+        self.faults
+    }
+
+    /// [`Telemetry::last_fault`]: the most recent fault latched.
+    #[inline]
+    pub fn last_fault(&self) -> Option<Fault> {
+        self.last_fault
+    }
+
+    /// [`Telemetry::interlocks`]: active interlocks (computed from the latest inputs).
+    #[inline]
+    pub fn interlocks(&self) -> Interlocks {
+        safety::interlocks(
+            &self.config.safety,
+            &self.inputs,
+            self.axis.is_referenced(),
+            self.faults,
+        )
+    }
+
+    /// [`Telemetry::homed`]: whether the depth axis is referenced.
+    #[inline]
+    pub fn homed(&self) -> bool {
+        self.axis.is_referenced()
+    }
+
+    /// [`Telemetry::depth_setpoint`].
+    #[inline]
+    pub fn depth_setpoint(&self) -> Micrometers {
+        self.axis.setpoint()
+    }
+
+    /// [`Telemetry::depth_position`]: from counted steps (open loop).
+    #[inline]
+    pub fn depth_position(&self) -> Micrometers {
+        self.axis.position()
+    }
+
+    /// [`Telemetry::depth_ceiling`]: of the current arming.
+    #[inline]
+    pub fn depth_ceiling(&self) -> Micrometers {
+        self.ceiling
+    }
+
+    /// [`Telemetry::depth_moving`].
+    #[inline]
+    pub fn depth_moving(&self) -> bool {
+        self.axis.is_moving()
+    }
+
+    /// [`Telemetry::depth_lash`]: measured at the latest homing.
+    #[inline]
+    pub fn depth_lash(&self) -> Micrometers {
+        self.axis.lash()
+    }
+
+    /// [`Telemetry::rate_setpoint`].
+    #[inline]
+    pub fn rate_setpoint(&self) -> MilliHertz {
+        self.stroke.target()
+    }
+
+    /// [`Telemetry::rate_measured`].
+    #[inline]
+    pub fn rate_measured(&self) -> MilliHertz {
+        self.stroke.measured()
+    }
+
+    /// [`Telemetry::duty`]: applied to the motor.
+    #[inline]
+    pub fn duty(&self) -> Permyriad {
+        self.duty
+    }
+
+    /// [`Telemetry::motor_enabled`].
+    #[inline]
+    pub fn motor_enabled(&self) -> bool {
+        self.motor_enabled
+    }
+
+    /// [`Telemetry::stroke_count`]: strokes since start-up.
+    #[inline]
+    pub fn stroke_count(&self) -> u32 {
+        self.sample.edges / self.config.stroke.edges_per_stroke.max(1)
+    }
+
+    /// [`Telemetry::current`]: motor current at the latest tick.
+    #[inline]
+    pub fn current(&self) -> MilliAmps {
+        self.inputs.current
+    }
+
+    /// [`Telemetry::temperature`] at the latest tick.
+    #[inline]
+    pub fn temperature(&self) -> MilliCelsius {
+        self.inputs.temperature
+    }
+
+    /// [`Telemetry::supply`]: supply voltage at the latest tick.
+    #[inline]
+    pub fn supply(&self) -> MilliVolts {
+        self.inputs.supply
+    }
+
+    /// [`Telemetry::pedal`]: whether the foot pedal was pressed at the latest tick.
+    #[inline]
+    pub fn pedal(&self) -> bool {
+        self.inputs.pedal
+    }
+
+    /// [`Telemetry::cartridge_openings`].
+    #[inline]
+    pub fn cartridge_openings(&self) -> u32 {
+        self.cartridge_openings
+    }
+
+    /// [`Telemetry::arming_run`].
+    #[inline]
+    pub fn arming_run(&self) -> Micros {
+        self.arming.run
+    }
+
+    /// [`Telemetry::arming_strokes`].
+    #[inline]
+    pub fn arming_strokes(&self) -> u32 {
+        let per_stroke = u64::from(self.config.stroke.edges_per_stroke.max(1));
+        u32::try_from(self.arming.edges / per_stroke).unwrap_or(u32::MAX)
+    }
+
+    /// [`Telemetry::arming_ended_by`].
+    #[inline]
+    pub fn arming_ended_by(&self) -> Option<ArmingLimit> {
+        self.arming.ended_by
+    }
+
+    /// [`Telemetry::ticks`]: ticks since start-up.
+    #[inline]
+    pub fn ticks(&self) -> u64 {
+        self.ticks
+    }
+
+    /// [`Telemetry::late_ticks`].
+    #[inline]
+    pub fn late_ticks(&self) -> u32 {
+        self.late_ticks
     }
 
     /// One control period: read the rig, decide, write the outputs. `now` is the controller's
@@ -238,11 +402,6 @@ impl<H: Hardware> Controller<H> {
             State::Fault
         };
         true
-    }
-
-    fn arming_strokes(&self) -> u32 {
-        let per_stroke = u64::from(self.config.stroke.edges_per_stroke.max(1));
-        u32::try_from(self.arming.edges / per_stroke).unwrap_or(u32::MAX)
     }
 
     /// Ends the arming when its run time or strokes are used up: motor off in this tick,
@@ -516,39 +675,33 @@ impl<H: Hardware> Controller<H> {
 
     /// A snapshot of the controller after the latest tick.
     pub fn telemetry(&self) -> Telemetry {
-        let i = &self.inputs;
         Telemetry {
-            now: self.now,
-            state: self.state,
-            faults: self.faults,
-            last_fault: self.last_fault,
-            interlocks: safety::interlocks(
-                &self.config.safety,
-                i,
-                self.axis.is_referenced(),
-                self.faults,
-            ),
-            homed: self.axis.is_referenced(),
-            depth_setpoint: self.axis.setpoint(),
-            depth_position: self.axis.position(),
-            depth_ceiling: self.ceiling,
-            depth_moving: self.axis.is_moving(),
-            depth_lash: self.axis.lash(),
-            rate_setpoint: self.stroke.target(),
-            rate_measured: self.stroke.measured(),
-            duty: self.duty,
-            motor_enabled: self.motor_enabled,
-            stroke_count: self.sample.edges / self.config.stroke.edges_per_stroke.max(1),
-            current: i.current,
-            temperature: i.temperature,
-            supply: i.supply,
-            pedal: i.pedal,
-            cartridge_openings: self.cartridge_openings,
-            arming_run: self.arming.run,
+            now: self.now(),
+            state: self.state(),
+            faults: self.faults(),
+            last_fault: self.last_fault(),
+            interlocks: self.interlocks(),
+            homed: self.homed(),
+            depth_setpoint: self.depth_setpoint(),
+            depth_position: self.depth_position(),
+            depth_ceiling: self.depth_ceiling(),
+            depth_moving: self.depth_moving(),
+            depth_lash: self.depth_lash(),
+            rate_setpoint: self.rate_setpoint(),
+            rate_measured: self.rate_measured(),
+            duty: self.duty(),
+            motor_enabled: self.motor_enabled(),
+            stroke_count: self.stroke_count(),
+            current: self.current(),
+            temperature: self.temperature(),
+            supply: self.supply(),
+            pedal: self.pedal(),
+            cartridge_openings: self.cartridge_openings(),
+            arming_run: self.arming_run(),
             arming_strokes: self.arming_strokes(),
-            arming_ended_by: self.arming.ended_by,
-            ticks: self.ticks,
-            late_ticks: self.late_ticks,
+            arming_ended_by: self.arming_ended_by(),
+            ticks: self.ticks(),
+            late_ticks: self.late_ticks(),
         }
     }
 }

@@ -167,6 +167,7 @@ impl DepthAxis {
     }
 
     /// Steps to micrometres, rounded to the nearest micrometre.
+    #[inline]
     pub fn to_um(&self, steps: i32) -> Micrometers {
         let scaled = i64::from(steps) * 1000;
         let half = self.steps_per_mm / 2;
@@ -175,11 +176,13 @@ impl DepthAxis {
     }
 
     /// Whether the axis is referenced (homed, position not lost since).
+    #[inline]
     pub fn is_referenced(&self) -> bool {
         self.referenced
     }
 
     /// Whether a move or homing is under way.
+    #[inline]
     pub fn is_moving(&self) -> bool {
         self.phase != Phase::Idle
     }
@@ -198,11 +201,13 @@ impl DepthAxis {
 
     /// The lash the axis compensates: measured at the latest homing (the configured value
     /// until the first homing, when no move is allowed).
+    #[inline]
     pub fn lash(&self) -> Micrometers {
         self.to_um(self.backlash)
     }
 
     /// The depth the depth stop is at, from counted steps and the lash model.
+    #[inline]
     pub fn position(&self) -> Micrometers {
         self.to_um(self.load)
     }
@@ -218,6 +223,7 @@ impl DepthAxis {
     }
 
     /// The depth the axis was last told to go to.
+    #[inline]
     pub fn setpoint(&self) -> Micrometers {
         self.setpoint
     }

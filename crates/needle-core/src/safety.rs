@@ -173,6 +173,7 @@ pub const fn loses_position(fault: Fault) -> bool {
 }
 
 /// The interlocks the readings show.
+#[inline]
 pub fn interlocks(
     config: &SafetyConfig,
     inputs: &Inputs,

@@ -84,6 +84,7 @@ impl StrokeLoop {
     }
 
     /// The rate setpoint.
+    #[inline]
     pub fn target(&self) -> MilliHertz {
         self.target
     }
@@ -94,6 +95,7 @@ impl StrokeLoop {
     }
 
     /// The latest measured rate.
+    #[inline]
     pub fn measured(&self) -> MilliHertz {
         self.measured
     }

@@ -17,7 +17,8 @@
 //!   nothing the pen sends is acknowledged.
 //! - `payload`: one message ([`crate::message`]), postcard-encoded, except telemetry, which
 //!   has its own compact layout ([`crate::telemetry`]).
-//! - `crc`: CRC-32C (Castagnoli) of `len | seq | payload`, table-driven 16 bytes at a time.
+//! - `crc`: CRC-32C (Castagnoli) of `len | seq | payload`, table-driven 8 bytes at a time
+//!   ([`crate::crc32c`]).
 //!   We chose CRC-32C over Klipper's CRC-16: four bytes a frame buy a 2^-32 chance that a
 //!   corrupted frame passes instead of 2^-16, and CRC-32C keeps Hamming distance 6 at our
 //!   frame lengths.
@@ -45,7 +46,7 @@
 //! assert_eq!(got, Some((Header { seq: 7 }, 5)));
 //! ```
 
-use crc::{Crc, Table, CRC_32_ISCSI};
+use crate::crc32c;
 
 /// The sync byte that ends every frame (Klipper's).
 pub const SYNC: u8 = 0x7E;
@@ -59,10 +60,6 @@ const TAIL: usize = 4 + 1;
 pub const OVERHEAD: usize = HEAD + TAIL;
 /// Largest frame on the wire.
 pub const MAX_ENCODED: usize = MAX_PAYLOAD + OVERHEAD;
-
-// Slice-by-16: 16 KiB of tables (in flash on an MCU), about 4x fewer instructions a byte
-// than the 256-entry table.
-const CRC: Crc<u32, Table<16>> = Crc::<u32, Table<16>>::new(&CRC_32_ISCSI);
 
 /// The frame's header fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,11 +143,33 @@ pub fn encode_with(
     if let Some(head) = content.first_chunk_mut::<HEAD>() {
         *head = [len, header.seq];
     }
-    let [a, b, c, d] = CRC.checksum(content).to_le_bytes();
+    let [a, b, c, d] = crc32c::checksum(content).to_le_bytes();
     *out.get_mut(end..end + TAIL)
         .and_then(|t| t.first_chunk_mut::<TAIL>())
         .ok_or(EncodeError::BufferTooSmall)? = [a, b, c, d, SYNC];
     Ok(end + TAIL)
+}
+
+/// [`encode_with`] into a buffer of exactly [`MAX_ENCODED`] bytes (the transmit queue's
+/// free space when it has a whole frame's room, as it nearly always has): every offset is
+/// then within the buffer by its type, so the frame is written with two checks of the
+/// payload's length instead of one per part. Returns the bytes written, sync byte included,
+/// or `None` when `fill` returned `None` or more than [`MAX_PAYLOAD`].
+#[inline]
+pub fn encode_into(
+    header: Header,
+    fill: impl FnOnce(&mut [u8]) -> Option<usize>,
+    out: &mut [u8; MAX_ENCODED],
+) -> Option<usize> {
+    let (head, rest) = out.split_first_chunk_mut::<HEAD>()?;
+    let (space, _) = rest.split_first_chunk_mut::<MAX_PAYLOAD>()?;
+    let n = fill(space).filter(|n| *n <= MAX_PAYLOAD)?;
+    *head = [u8::try_from(n).ok()?, header.seq];
+    let end = HEAD + n;
+    let crc = crc32c::checksum(out.get(..end)?);
+    let [a, b, c, d] = crc.to_le_bytes();
+    *out.get_mut(end..)?.first_chunk_mut::<TAIL>()? = [a, b, c, d, SYNC];
+    Some(end + TAIL)
 }
 
 /// Collects each frame's bytes as its length says and checks the frame they make; after a
@@ -204,25 +223,96 @@ impl Decoder {
         if len > MAX_PAYLOAD {
             return Some(Err(self.lost(Rejection::Length)));
         }
-        let size = len + OVERHEAD;
-        if self.len < size {
+        if self.len < len + OVERHEAD {
             return None;
         }
+        Some(self.complete(len))
+    }
+
+    /// Takes bytes up to the first that [`Decoder::push`] would return something for, all
+    /// at once: the bytes of a frame in step are copied in one go, and bytes discarded while
+    /// hunting are skipped in one scan. Returns how many bytes it took and what `push`
+    /// would have returned for the last of them, so a caller loops until it has passed all
+    /// its bytes. Exactly `push` byte by byte, in fewer instructions a byte.
+    pub fn push_slice(&mut self, bytes: &[u8]) -> (usize, Option<Result<Frame<'_>, Rejection>>) {
+        let mut at = 0;
+        if self.hunting {
+            let rest = bytes.get(at..).unwrap_or(&[]);
+            let Some(sync) = rest.iter().position(|b| *b == SYNC) else {
+                self.discarded = self.discarded.saturating_add(rest.len());
+                return (bytes.len(), None);
+            };
+            self.discarded = self.discarded.saturating_add(sync);
+            at += sync + 1;
+            self.hunting = false;
+            let discarded = core::mem::take(&mut self.discarded);
+            if discarded > MAX_ENCODED {
+                return (at, Some(Err(Rejection::Overlong)));
+            }
+        }
+        let Some(&first) = bytes.get(at) else {
+            return (at, None);
+        };
+        if self.len == 0 {
+            // A frame's first byte, its length.
+            self.len = 1;
+            if let Some(slot) = self.buf.first_mut() {
+                *slot = first;
+            }
+            at += 1;
+            if usize::from(first) > MAX_PAYLOAD {
+                return (at, Some(Err(self.lost(Rejection::Length))));
+            }
+        }
+        let len = usize::from(self.buf.first().copied().unwrap_or(0));
+        let size = len + OVERHEAD;
+        let rest = bytes.get(at..).unwrap_or(&[]);
+        let take = size.saturating_sub(self.len).min(rest.len());
+        let (Some(into), Some(from)) = (
+            self.buf.get_mut(self.len..self.len + take),
+            rest.get(..take),
+        ) else {
+            // Not reached: `size` is at most `MAX_ENCODED`, the buffer's length.
+            return (at, Some(Err(self.lost(Rejection::Length))));
+        };
+        into.copy_from_slice(from);
+        self.len += take;
+        at += take;
+        if self.len < size {
+            return (at, None);
+        }
+        (at, Some(self.complete(len)))
+    }
+
+    /// Checks the frame of payload length `len` whose bytes are all in.
+    fn complete(&mut self, len: usize) -> Result<Frame<'_>, Rejection> {
         self.len = 0;
-        if byte != SYNC {
-            return Some(Err(self.lost(Rejection::Framing)));
+        let end = HEAD + len;
+        let tail = self
+            .buf
+            .get(end..)
+            .and_then(|t| t.first_chunk::<TAIL>())
+            .copied();
+        // `None` is not reached: `len` is at most `MAX_PAYLOAD`.
+        let Some([c0, c1, c2, c3, sync]) = tail else {
+            return Err(self.lost(Rejection::Length));
+        };
+        if sync != SYNC {
+            return Err(self.lost(Rejection::Framing));
         }
-        let content = self.buf.get(..HEAD + len)?;
-        let crc = self.buf.get(HEAD + len..HEAD + len + 4)?;
-        if CRC.checksum(content).to_le_bytes() != crc {
+        let content = self.buf.get(..end).unwrap_or(&[]);
+        if crc32c::checksum(content).to_le_bytes() != [c0, c1, c2, c3] {
             // The sync byte was where it belongs: still in step.
-            return Some(Err(Rejection::Crc));
+            return Err(Rejection::Crc);
         }
-        let [_, seq] = *content.first_chunk::<HEAD>()?;
-        Some(Ok(Frame {
+        let (seq, payload) = match content {
+            [_, seq, payload @ ..] => (*seq, payload),
+            _ => (0, &[][..]),
+        };
+        Ok(Frame {
             header: Header { seq },
-            payload: content.get(HEAD..)?,
-        }))
+            payload,
+        })
     }
 
     /// The frame failed where the decoder thought it began: discard to the next sync byte.
@@ -236,6 +326,7 @@ impl Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn wire(seq: u8, payload: &[u8]) -> std::vec::Vec<u8> {
         let mut out = [0u8; MAX_ENCODED];
@@ -254,6 +345,114 @@ mod tests {
             .collect()
     }
 
+    type Owned = Result<(u8, std::vec::Vec<u8>), Rejection>;
+
+    fn owned(r: Result<Frame<'_>, Rejection>) -> Owned {
+        r.map(|f| (f.header.seq, f.payload.to_vec()))
+    }
+
+    /// What `push` returns for `bytes` one at a time, with the byte each result came at.
+    fn decode_bytewise(bytes: &[u8]) -> std::vec::Vec<(usize, Owned)> {
+        let mut d = Decoder::new();
+        bytes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| d.push(*b).map(|r| (i, owned(r))))
+            .collect()
+    }
+
+    /// What `push_slice` returns for `bytes` given in chunks of the lengths `cuts` cycles
+    /// through, with the byte each result came at.
+    fn decode_sliced(bytes: &[u8], cuts: &[usize]) -> std::vec::Vec<(usize, Owned)> {
+        let mut d = Decoder::new();
+        let mut got = std::vec::Vec::new();
+        let mut at = 0;
+        for cut in cuts.iter().cycle() {
+            if at >= bytes.len() {
+                break;
+            }
+            let chunk = &bytes[at..(at + cut.max(&1)).min(bytes.len())];
+            let mut i = 0;
+            while i < chunk.len() {
+                let (took, r) = d.push_slice(&chunk[i..]);
+                assert!(took > 0 && i + took <= chunk.len(), "took {took}");
+                i += took;
+                if let Some(r) = r {
+                    got.push((at + i - 1, owned(r)));
+                }
+            }
+            at += chunk.len();
+        }
+        got
+    }
+
+    proptest! {
+        #[test]
+        fn push_slice_is_push_byte_by_byte(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..40),
+                    proptest::collection::vec(any::<u8>(), 0..30)
+                        .prop_map(|p| wire(p.len() as u8, &p)),
+                    proptest::collection::vec(prop_oneof![Just(SYNC), any::<u8>()], 0..300),
+                ],
+                0..12,
+            ),
+            cuts in proptest::collection::vec(1usize..300, 1..8),
+        ) {
+            let bytes: std::vec::Vec<u8> = parts.concat();
+            let one_by_one = decode_bytewise(&bytes);
+            prop_assert_eq!(decode_sliced(&bytes, &cuts), one_by_one);
+        }
+    }
+
+    #[test]
+    fn push_slice_counts_overlong_discards_as_push_does_at_the_boundary() {
+        for discarded in [
+            MAX_ENCODED - 1,
+            MAX_ENCODED,
+            MAX_ENCODED + 1,
+            3 * MAX_ENCODED,
+        ] {
+            // A length over the largest payload loses the place; the garbage after it is
+            // discarded up to the sync byte, then a good frame.
+            let mut bytes = std::vec![MAX_PAYLOAD as u8 + 1];
+            bytes.extend(std::iter::repeat_n(0x55, discarded));
+            bytes.push(SYNC);
+            bytes.extend(wire(8, b"after"));
+            let one_by_one = decode_bytewise(&bytes);
+            for cuts in [&[1][..], &[7], &[1_000], &[3, 250, 1]] {
+                assert_eq!(
+                    decode_sliced(&bytes, cuts),
+                    one_by_one,
+                    "{discarded} {cuts:?}"
+                );
+            }
+            let overlong = one_by_one
+                .iter()
+                .any(|(_, r)| *r == Err(Rejection::Overlong));
+            assert_eq!(overlong, discarded > MAX_ENCODED, "{discarded}");
+        }
+    }
+
+    #[test]
+    fn push_slice_takes_a_whole_frame_at_once_and_stops_after_it() {
+        let mut bytes = wire(5, b"first");
+        let first = bytes.len();
+        bytes.extend(wire(6, b"second"));
+        let mut d = Decoder::new();
+        let (took, r) = d.push_slice(&bytes);
+        assert_eq!(
+            (took, r.map(owned)),
+            (first, Some(Ok((5, b"first".to_vec()))))
+        );
+        let (took, r) = d.push_slice(&bytes[first..]);
+        assert_eq!(
+            (took, r.map(owned)),
+            (bytes.len() - first, Some(Ok((6, b"second".to_vec()))))
+        );
+    }
+
     #[test]
     fn a_frame_round_trips_with_zeros_in_its_payload() {
         let got = decode_all(&wire(9, &[0, 1, 0, 0, 255]));
@@ -269,6 +468,31 @@ mod tests {
             encode(Header { seq: 0 }, &[0u8; MAX_PAYLOAD + 1], &mut out),
             Err(EncodeError::PayloadTooLong)
         );
+    }
+
+    #[test]
+    fn encode_into_writes_the_bytes_encode_writes_and_refuses_an_overlong_fill() {
+        let payload: std::vec::Vec<u8> = (0..=MAX_PAYLOAD).map(|i| (i * 31) as u8).collect();
+        for n in 0..=MAX_PAYLOAD {
+            let p = &payload[..n];
+            let mut fixed = [0u8; MAX_ENCODED];
+            let got = encode_into(
+                Header { seq: n as u8 },
+                |room| {
+                    room.get_mut(..n)?.copy_from_slice(p);
+                    Some(n)
+                },
+                &mut fixed,
+            )
+            .unwrap();
+            assert_eq!(&fixed[..got], &wire(n as u8, p)[..], "payload of {n}");
+        }
+        let mut fixed = [0u8; MAX_ENCODED];
+        assert_eq!(
+            encode_into(Header { seq: 0 }, |_| Some(MAX_PAYLOAD + 1), &mut fixed),
+            None
+        );
+        assert_eq!(encode_into(Header { seq: 0 }, |_| None, &mut fixed), None);
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! - [`host`]: [`HostLink`], the host's end: a bounded window with go-back-N retransmission,
 //!   newest-wins telemetry.
 //! - [`clock`]: [`ClockSync`], the pen's clock on the host's, fitted from sync probes.
+//! - [`crc32c`]: the frames' CRC-32C, slice-by-8.
 //! - [`counters`]: [`Counters`], every frame received and every rejection by reason.
 //! - [`queue`]: [`queue::TxQueue`], the bytes waiting for the serial port.
 //!
@@ -43,6 +44,7 @@
 
 pub mod clock;
 pub mod counters;
+pub mod crc32c;
 pub mod frame;
 mod hash;
 pub mod host;

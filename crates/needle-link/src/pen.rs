@@ -10,15 +10,14 @@
 //! dispatcher refreshes the controller's dead-man timer on each one, and on nothing else.
 
 use needle_core::units::Micros;
-use needle_core::Telemetry;
 
 use crate::counters::Counters;
-use crate::frame::{self, Decoder, Header, Rejection};
+use crate::frame::{self, Decoder, Frame, Header, Rejection};
 use crate::message::{
     self, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
     TELEMETRY_TAG,
 };
-use crate::telemetry::{self, Key, Kind, KEY_EVERY, KEY_PERIOD};
+use crate::telemetry::{self, Fields, Key, Kind, KEY_EVERY, KEY_PERIOD};
 
 /// Most numbered messages in flight (the host's window); verdicts of this many are kept.
 pub const WINDOW: u8 = 8;
@@ -118,11 +117,17 @@ impl PenLink {
 
     /// Takes received bytes up to the first that completes a valid host frame; returns how
     /// many it took and that frame's event, or all of them and `None`. One call per batch
-    /// of bytes, not per byte: most bytes complete nothing.
+    /// of bytes, not per byte: most bytes complete nothing, and the decoder takes a frame's
+    /// bytes in one copy ([`Decoder::push_slice`]).
     pub fn receive_some(&mut self, bytes: &[u8]) -> (usize, Option<Received>) {
-        for (i, byte) in bytes.iter().enumerate() {
-            if let Some(event) = self.receive(*byte) {
-                return (i + 1, Some(event));
+        let mut at = 0;
+        while let Some(rest) = bytes.get(at..).filter(|r| !r.is_empty()) {
+            let (took, got) = self.decoder.push_slice(rest);
+            at += took;
+            let Some(got) = got else { continue };
+            let parsed = parse(got);
+            if let Some(event) = self.accept(parsed) {
+                return (at, Some(event));
             }
         }
         (bytes.len(), None)
@@ -131,25 +136,17 @@ impl PenLink {
     /// Takes one received byte; returns an event when it completes a valid host frame.
     #[inline]
     pub fn receive(&mut self, byte: u8) -> Option<Received> {
-        let header;
-        let message = match self.decoder.push(byte)? {
+        let parsed = parse(self.decoder.push(byte)?);
+        self.accept(parsed)
+    }
+
+    /// Counts a frame or its rejection; returns the event of a valid host frame.
+    fn accept(&mut self, parsed: Result<(Header, HostMessage), Rejection>) -> Option<Received> {
+        let (header, message) = match parsed {
+            Ok(parsed) => parsed,
             Err(why) => {
                 self.counters.reject(why);
                 return None;
-            }
-            Ok(frame) => {
-                header = frame.header;
-                if let Some(host_time) = message::sync_time(frame.payload) {
-                    HostMessage::Sync { host_time }
-                } else {
-                    match postcard::take_from_bytes::<HostMessage>(frame.payload) {
-                        Ok((message, [])) => message,
-                        _ => {
-                            self.counters.reject(Rejection::Decode);
-                            return None;
-                        }
-                    }
-                }
             }
         };
         self.counters.frames = self.counters.frames.saturating_add(1);
@@ -247,13 +244,17 @@ impl PenLink {
     /// Queues a telemetry frame in the compact layout ([`crate::telemetry`]): a key frame
     /// first after a handshake and then every [`KEY_EVERY`] frames or [`KEY_PERIOD`] of the
     /// telemetry's clock, delta frames from the last key between.
-    pub fn telemetry(&mut self, t: &Telemetry) {
+    ///
+    /// `t` is a [`Telemetry`](needle_core::Telemetry) snapshot or, on the pen, the controller itself
+    /// ([`telemetry::Fields`]), read where its state is.
+    pub fn telemetry<F: Fields + ?Sized>(&mut self, t: &F) {
         // By reference: a key is 144 bytes, not worth a copy a tick.
         let since_key = self.since_key;
+        let now = t.now();
         let key = self
             .key
             .as_ref()
-            .filter(|(_, at)| since_key < KEY_EVERY && t.now.since(*at) < KEY_PERIOD);
+            .filter(|(_, at)| since_key < KEY_EVERY && now.since(*at) < KEY_PERIOD);
         let number = self.next_key;
         let delta = key.is_some();
         let kind = match key {
@@ -271,7 +272,7 @@ impl PenLink {
         if delta {
             self.since_key += 1;
         } else {
-            self.key = Some((Key::of(t, number), t.now));
+            self.key = Some((Key::of(t, number), now));
             self.since_key = 1;
             self.next_key = number.wrapping_add(1);
         }
@@ -303,6 +304,18 @@ impl PenLink {
     }
 }
 
+/// The host message in a frame the decoder passed (or why there is none).
+fn parse(got: Result<Frame<'_>, Rejection>) -> Result<(Header, HostMessage), Rejection> {
+    let frame = got?;
+    if let Some(host_time) = message::sync_time(frame.payload) {
+        return Ok((frame.header, HostMessage::Sync { host_time }));
+    }
+    match postcard::take_from_bytes::<HostMessage>(frame.payload) {
+        Ok((message, [])) => Ok((frame.header, message)),
+        _ => Err(Rejection::Decode),
+    }
+}
+
 /// The pen's transmit side: the queue, the next frame's number and the frames dropped.
 struct Tx {
     queue: crate::queue::TxQueue<TX_QUEUE>,
@@ -315,9 +328,16 @@ impl Tx {
     /// queue; returns whether it was queued (a frame that does not fit is counted).
     fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {
         let header = Header { seq: self.seq };
-        let queued = self.queue.push_with(frame::MAX_ENCODED, |room| {
-            frame::encode_with(header, fill, room).ok()
-        });
+        let queued = if self.queue.room() >= frame::MAX_ENCODED {
+            self.queue
+                .push_chunk::<{ frame::MAX_ENCODED }>(|room| frame::encode_into(header, fill, room))
+                == Some(true)
+        } else {
+            // Nearly full: a short frame may still fit the room left.
+            self.queue.push_with(frame::MAX_ENCODED, |room| {
+                frame::encode_with(header, fill, room).ok()
+            })
+        };
         if queued {
             self.seq = self.seq.wrapping_add(1);
         } else {

@@ -68,6 +68,39 @@ impl<const N: usize> TxQueue<N> {
         }
     }
 
+    /// Appends what `write` puts into `M` bytes of the queue's free space (compacting first
+    /// when the free space at the end is shorter), so a frame is encoded straight into the
+    /// queue through a buffer whose length is known. `write` returns how many bytes it
+    /// wrote, or `None` to append nothing. Returns `None` when the queue has no `M` bytes of
+    /// room (`write` is not called), or whether something was appended.
+    #[inline]
+    pub fn push_chunk<const M: usize>(
+        &mut self,
+        write: impl FnOnce(&mut [u8; M]) -> Option<usize>,
+    ) -> Option<bool> {
+        if N - self.end < M {
+            if N - self.len() < M {
+                return None;
+            }
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let room = self.buf.get_mut(self.end..)?.first_chunk_mut::<M>()?;
+        Some(match write(room) {
+            Some(n) if n <= M => {
+                self.end += n;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Bytes that can still be queued.
+    pub fn room(&self) -> usize {
+        N - self.len()
+    }
+
     /// Bytes queued.
     pub fn len(&self) -> usize {
         self.end - self.start
@@ -107,6 +140,29 @@ mod tests {
         assert!(!q.push(b"xy"), "a frame that does not fit is refused whole");
         q.consume(100);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn push_chunk_writes_into_a_whole_chunk_after_compacting_or_not_at_all() {
+        let mut q = TxQueue::<8>::new();
+        assert!(q.push(b"abcdef"));
+        assert_eq!(q.push_chunk::<4>(|_| unreachable!("no room")), None);
+        q.consume(4);
+        assert_eq!(
+            q.push_chunk::<4>(|room| {
+                room[..3].copy_from_slice(b"xyz");
+                Some(3)
+            }),
+            Some(true)
+        );
+        assert_eq!(q.pending(), b"efxyz");
+        assert_eq!(q.push_chunk::<2>(|_| None), Some(false));
+        assert_eq!(
+            q.push_chunk::<2>(|_| Some(3)),
+            Some(false),
+            "more than the chunk"
+        );
+        assert_eq!(q.pending(), b"efxyz");
     }
 
     #[test]

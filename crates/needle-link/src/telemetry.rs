@@ -28,10 +28,13 @@
 //! frame costs the delta frames up to the next one (counted as `unanchored`, and still
 //! proof that the pen is configured and sending), never a wrong value.
 
+use needle_core::hal::Hardware;
 use needle_core::units::{
     Micrometers, Micros, MilliAmps, MilliCelsius, MilliHertz, MilliVolts, Permyriad,
 };
-use needle_core::{ArmingLimit, Fault, Faults, Interlock, Interlocks, State, Telemetry};
+use needle_core::{
+    ArmingLimit, Controller, Fault, Faults, Interlock, Interlocks, State, Telemetry,
+};
 
 /// The pen sends a key frame at least every this many telemetry frames...
 pub const KEY_EVERY: u16 = 50;
@@ -71,6 +74,90 @@ fn state_code(state: State) -> u8 {
     }
 }
 
+/// Declares [`Fields`] and implements it for [`Telemetry`] (its fields) and [`Controller`]
+/// (its accessors of the same names), from one list of the fields.
+macro_rules! fields {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty,)*) => {
+        /// What a telemetry frame is written from: the fields of [`Telemetry`], one accessor each.
+        /// Implemented for a [`Telemetry`] snapshot (the host's tests, [`crate::PenLink::send`]) and
+        /// for the [`Controller`] itself, whose accessors read its state where it is: the pen
+        /// encodes each tick's frame straight from the controller, with no snapshot of it built
+        /// (the snapshot and its copy were about 180 instructions of a 1 kHz tick).
+        pub trait Fields {
+            $($(#[$doc])* fn $name(&self) -> $ty;)*
+        }
+
+        impl Fields for Telemetry {
+            $(#[inline]
+            fn $name(&self) -> $ty {
+                self.$name
+            })*
+        }
+
+        impl<H: Hardware> Fields for Controller<H> {
+            $(#[inline]
+            fn $name(&self) -> $ty {
+                Controller::$name(self)
+            })*
+        }
+    };
+}
+
+fields! {
+    /// The time of the latest tick ([`Telemetry::now`]).
+    now: Micros,
+    /// The supervisor's state ([`Telemetry::state`]).
+    state: State,
+    /// Latched faults ([`Telemetry::faults`]).
+    faults: Faults,
+    /// The most recent fault latched ([`Telemetry::last_fault`]).
+    last_fault: Option<Fault>,
+    /// Active interlocks ([`Telemetry::interlocks`]).
+    interlocks: Interlocks,
+    /// Whether the depth axis is referenced ([`Telemetry::homed`]).
+    homed: bool,
+    /// The depth setpoint ([`Telemetry::depth_setpoint`]).
+    depth_setpoint: Micrometers,
+    /// The depth position ([`Telemetry::depth_position`]).
+    depth_position: Micrometers,
+    /// The depth ceiling ([`Telemetry::depth_ceiling`]).
+    depth_ceiling: Micrometers,
+    /// Whether the depth axis moves ([`Telemetry::depth_moving`]).
+    depth_moving: bool,
+    /// The lead screw's lash ([`Telemetry::depth_lash`]).
+    depth_lash: Micrometers,
+    /// The stroke rate setpoint ([`Telemetry::rate_setpoint`]).
+    rate_setpoint: MilliHertz,
+    /// The stroke rate measured ([`Telemetry::rate_measured`]).
+    rate_measured: MilliHertz,
+    /// The motor's PWM duty ([`Telemetry::duty`]).
+    duty: Permyriad,
+    /// Whether the motor driver is enabled ([`Telemetry::motor_enabled`]).
+    motor_enabled: bool,
+    /// Strokes since start-up ([`Telemetry::stroke_count`]).
+    stroke_count: u32,
+    /// Motor current ([`Telemetry::current`]).
+    current: MilliAmps,
+    /// Temperature ([`Telemetry::temperature`]).
+    temperature: MilliCelsius,
+    /// Supply voltage ([`Telemetry::supply`]).
+    supply: MilliVolts,
+    /// Whether the pedal is pressed ([`Telemetry::pedal`]).
+    pedal: bool,
+    /// Times the cartridge switch opened ([`Telemetry::cartridge_openings`]).
+    cartridge_openings: u32,
+    /// The arming's run time ([`Telemetry::arming_run`]).
+    arming_run: Micros,
+    /// The arming's strokes ([`Telemetry::arming_strokes`]).
+    arming_strokes: u32,
+    /// The limit that ended the arming ([`Telemetry::arming_ended_by`]).
+    arming_ended_by: Option<ArmingLimit>,
+    /// Ticks since start-up ([`Telemetry::ticks`]).
+    ticks: u64,
+    /// Late ticks ([`Telemetry::late_ticks`]).
+    late_ticks: u32,
+}
+
 /// A key frame's numbers, which delta frames are differences from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
@@ -81,31 +168,46 @@ pub struct Key {
 
 impl Key {
     /// The key of telemetry `t`, numbered `number`.
-    pub fn of(t: &Telemetry, number: u8) -> Self {
+    pub fn of<F: Fields + ?Sized>(t: &F, number: u8) -> Self {
         let wide = |v: i32| i64::from(v) as u64;
+        let [r0, r1, r2, r3, r4, r5] = rare(t);
         Self {
             number,
             values: [
-                t.now.0,
-                t.ticks,
-                u64::from(t.stroke_count),
-                t.arming_run.0,
-                u64::from(t.arming_strokes),
-                u64::from(t.rate_measured.0),
-                wide(t.depth_position.0),
-                u64::from(t.duty.0),
-                wide(t.current.0),
-                wide(t.temperature.0),
-                wide(t.supply.0),
-                wide(t.depth_setpoint.0),
-                wide(t.depth_ceiling.0),
-                wide(t.depth_lash.0),
-                u64::from(t.rate_setpoint.0),
-                u64::from(t.cartridge_openings),
-                u64::from(t.late_ticks),
+                t.now().0,
+                t.ticks(),
+                u64::from(t.stroke_count()),
+                t.arming_run().0,
+                u64::from(t.arming_strokes()),
+                u64::from(t.rate_measured().0),
+                wide(t.depth_position().0),
+                u64::from(t.duty().0),
+                wide(t.current().0),
+                wide(t.temperature().0),
+                wide(t.supply().0),
+                r0,
+                r1,
+                r2,
+                r3,
+                r4,
+                r5,
             ],
         }
     }
+}
+
+/// The six rare numbers, the last of the 17: setpoints, limits and counters of rare events.
+#[inline(always)]
+fn rare<F: Fields + ?Sized>(t: &F) -> [u64; 6] {
+    let wide = |v: i32| i64::from(v) as u64;
+    [
+        wide(t.depth_setpoint().0),
+        wide(t.depth_ceiling().0),
+        wide(t.depth_lash().0),
+        u64::from(t.rate_setpoint().0),
+        u64::from(t.cartridge_openings()),
+        u64::from(t.late_ticks()),
+    ]
 }
 
 /// What a telemetry frame is.
@@ -124,12 +226,14 @@ pub(crate) struct Writer<'a> {
 }
 
 impl Writer<'_> {
+    #[inline]
     pub(crate) fn byte(&mut self, b: u8) -> Option<()> {
         *self.out.get_mut(self.at)? = b;
         self.at += 1;
         Some(())
     }
 
+    #[inline]
     pub(crate) fn varint(&mut self, mut v: u64) -> Option<()> {
         while v >= 0x80 {
             self.byte((v as u8) | 0x80)?;
@@ -139,47 +243,95 @@ impl Writer<'_> {
     }
 }
 
+/// The numbers' part of a frame being written: each number's difference from the key's,
+/// and the mask of those present.
+struct Numbers<'a, 'b> {
+    w: Writer<'a>,
+    base: &'b [u64; NUMBERS],
+    present: u32,
+}
+
+impl Numbers<'_, '_> {
+    /// Number `i` is `v`: written when it differs from the key's.
+    #[inline(always)]
+    fn put(&mut self, i: usize, v: u64) -> Option<()> {
+        let d = v.wrapping_sub(self.base.get(i).copied().unwrap_or(0)) as i64;
+        if d != 0 {
+            self.present |= 1 << i;
+            self.w.varint(((d << 1) ^ (d >> 63)) as u64)?;
+        }
+        Some(())
+    }
+}
+
 /// Writes `t` into `out` as `kind`; returns the bytes written, or `None` when `out` is
 /// shorter than [`MAX_LEN`] and the encoding did not fit.
-pub fn encode(t: &Telemetry, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
-    let mut w = Writer { out, at: 0 };
+///
+/// Written out field by field, once a pen tick: each number is read from `t` where it is
+/// compared, with no array of the numbers built first (only a key frame keeps one, its
+/// [`Key`]), and the rare numbers (setpoints, limits, counters of rare events) are tested
+/// as one block, since during a treatment they do not move for thousands of ticks.
+#[inline]
+pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
     let (key, number, base) = match kind {
         Kind::Key(n) => (true, n, &[0; NUMBERS]),
         Kind::Delta(k) => (false, k.number, &k.values),
     };
     let flags = u8::from(key)
-        | state_code(t.state) << 1
-        | u8::from(t.homed) << 4
-        | u8::from(t.depth_moving) << 5
-        | u8::from(t.motor_enabled) << 6
-        | u8::from(t.pedal) << 7;
-    let last_fault = t.last_fault.map_or(0, |f| f as u8 + 1);
-    let ended = match t.arming_ended_by {
+        | state_code(t.state()) << 1
+        | u8::from(t.homed()) << 4
+        | u8::from(t.depth_moving()) << 5
+        | u8::from(t.motor_enabled()) << 6
+        | u8::from(t.pedal()) << 7;
+    let last_fault = t.last_fault().map_or(0, |f| f as u8 + 1);
+    let ended = match t.arming_ended_by() {
         None => 0,
         Some(ArmingLimit::RunTime) => 1,
         Some(ArmingLimit::Strokes) => 2,
     };
-    let interlocks = Interlock::ALL
-        .iter()
-        .filter(|i| t.interlocks.contains(**i))
-        .fold(0u8, |bits, i| bits | 1 << (*i as u8));
+    let active = t.interlocks();
+    let mut interlocks = 0u8;
+    for i in Interlock::ALL {
+        interlocks |= u8::from(active.contains(i)) << (i as u8);
+    }
+    let mut w = Writer { out, at: 0 };
     w.byte(flags)?;
     w.byte(number)?;
     w.byte(last_fault | ended << 4)?;
-    w.varint(u64::from(t.faults.bits()))?;
+    w.varint(u64::from(t.faults().bits()))?;
     w.byte(interlocks)?;
     // The mask goes before the numbers but is known after them: its bytes are reserved and
     // filled in at the end, so the numbers are written in one pass.
     let mask_at = w.at;
     w.at += PRESENT;
-    let mut present = 0u32;
-    for (i, (v, b)) in Key::of(t, number).values.iter().zip(base).enumerate() {
-        let d = v.wrapping_sub(*b) as i64;
-        if d != 0 {
-            present |= 1 << i;
-            w.varint(((d << 1) ^ (d >> 63)) as u64)?;
-        }
+    let wide = |v: i32| i64::from(v) as u64;
+    let mut n = Numbers {
+        w,
+        base,
+        present: 0,
+    };
+    n.put(0, t.now().0)?;
+    n.put(1, t.ticks())?;
+    n.put(2, u64::from(t.stroke_count()))?;
+    n.put(3, t.arming_run().0)?;
+    n.put(4, u64::from(t.arming_strokes()))?;
+    n.put(5, u64::from(t.rate_measured().0))?;
+    n.put(6, wide(t.depth_position().0))?;
+    n.put(7, u64::from(t.duty().0))?;
+    n.put(8, wide(t.current().0))?;
+    n.put(9, wide(t.temperature().0))?;
+    n.put(10, wide(t.supply().0))?;
+    let [.., c0, c1, c2, c3, c4, c5] = *base;
+    let [r0, r1, r2, r3, r4, r5] = rare(t);
+    if (r0 ^ c0) | (r1 ^ c1) | (r2 ^ c2) | (r3 ^ c3) | (r4 ^ c4) | (r5 ^ c5) != 0 {
+        n.put(11, r0)?;
+        n.put(12, r1)?;
+        n.put(13, r2)?;
+        n.put(14, r3)?;
+        n.put(15, r4)?;
+        n.put(16, r5)?;
     }
+    let Numbers { w, present, .. } = n;
     let [m0, m1, m2, _] = present.to_le_bytes();
     *w.out
         .get_mut(mask_at..mask_at + PRESENT)?
@@ -411,6 +563,45 @@ mod tests {
         assert_eq!(decode(&out[..n], None), Err(Unusable::Unanchored));
         let other = Key::of(&earlier, 8);
         assert_eq!(decode(&out[..n], Some(&other)), Err(Unusable::Unanchored));
+    }
+
+    #[test]
+    fn a_delta_frame_carries_each_number_alone_at_its_own_mask_bit() {
+        let t = running();
+        let key = Key::of(&t, 9);
+        let changes: [fn(&mut Telemetry); NUMBERS] = [
+            |t| t.now.0 += 1,
+            |t| t.ticks += 1,
+            |t| t.stroke_count += 1,
+            |t| t.arming_run.0 += 1,
+            |t| t.arming_strokes += 1,
+            |t| t.rate_measured.0 += 1,
+            |t| t.depth_position.0 += 1,
+            |t| t.duty.0 += 1,
+            |t| t.current.0 += 1,
+            |t| t.temperature.0 += 1,
+            |t| t.supply.0 += 1,
+            |t| t.depth_setpoint.0 += 1,
+            |t| t.depth_ceiling.0 += 1,
+            |t| t.depth_lash.0 += 1,
+            |t| t.rate_setpoint.0 += 1,
+            |t| t.cartridge_openings += 1,
+            |t| t.late_ticks += 1,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut later = t;
+            change(&mut later);
+            let mut out = [0u8; MAX_LEN];
+            let n = encode(&later, Kind::Delta(&key), &mut out).unwrap();
+            let mask = u32::from_le_bytes([out[5], out[6], out[7], 0]);
+            assert_eq!(mask, 1 << i, "number {i}");
+            assert_eq!(n, 8 + 1, "number {i}: its difference, 1, in one byte");
+            assert_eq!(
+                decode(&out[..n], Some(&key)),
+                Ok((later, None)),
+                "number {i}"
+            );
+        }
     }
 
     #[test]

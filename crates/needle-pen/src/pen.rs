@@ -188,7 +188,8 @@ impl<H: Hardware> Pen<H> {
         {
             ctrl.tick(now);
             if self.ticks.is_multiple_of(u64::from(*telemetry_every)) {
-                self.link.telemetry(&ctrl.telemetry());
+                // Straight from the controller's fields: no snapshot a tick.
+                self.link.telemetry(ctrl);
             }
         }
         if self.ticks.is_multiple_of(COUNTERS_EVERY) {
