@@ -1463,7 +1463,11 @@ fn session_report_csv_has_a_header_and_one_quoted_row_per_event() {
     let csv = report_csv(&report);
     let lines: Vec<&str> = csv.split("\r\n").collect();
     assert_eq!(lines[0], CSV_HEADER);
-    assert_eq!(CSV_HEADER, "at_ms,kind,depth_um,rate_mhz,actor,reason");
+    assert_eq!(
+        CSV_HEADER,
+        "at_ms,kind,depth_um,rate_mhz,actor,reason,plan_id,plan_session,plan_sessions,\
+         next_window_opens_at_ms,next_window_closes_at_ms"
+    );
     assert_eq!(
         lines.len(),
         1 + report.timeline.len() + 1,

@@ -60,6 +60,11 @@ pub struct SessionConfig {
     pub checklist: Vec<ChecklistItem>,
     /// `post_care`: after-care advice printed in every session report.
     pub post_care: String,
+    /// `numbing_item`: the checklist item that records numbing applied. Default `numbing`.
+    pub numbing_item: String,
+    /// `numbing_wait_min`: once the checklist records numbing applied, arming waits this
+    /// long (a technician may override with a reason); 0 turns the wait off. Default 20.
+    pub numbing_wait_min: u32,
 }
 
 /// The default after-care advice (DOMAIN.md: redness for 24 to 48 hours).
@@ -75,6 +80,8 @@ impl Default for SessionConfig {
             min_interval_days: 28,
             checklist: default_checklist(),
             post_care: DEFAULT_POST_CARE.to_string(),
+            numbing_item: "numbing".to_string(),
+            numbing_wait_min: 20,
         }
     }
 }

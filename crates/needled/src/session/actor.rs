@@ -19,6 +19,10 @@ use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::store::{CartridgeRecord, Event, NewSession, Override, SessionId, SessionRecord};
 
+/// A ledger write of a treatment plan, run by the owner.
+pub(super) type PlanJob = dyn FnOnce(&mut crate::store::Store) -> Result<crate::store::PlanRecord, crate::store::LedgerError>
+    + Send;
+
 /// Where the owner sends its answer to one message.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
@@ -43,7 +47,14 @@ pub(super) enum Msg {
     CreateSession {
         new: NewSession,
         override_: Option<Override>,
+        /// The plan it is the next session of.
+        plan: Option<crate::store::PlanId>,
         reply: Reply<SessionRecord>,
+    },
+    /// Write a (checked) change to a treatment plan.
+    PlanWrite {
+        job: Box<PlanJob>,
+        reply: Reply<crate::store::PlanRecord>,
     },
     /// Bind the cartridge whose tag the handle read to a session in `area`.
     Bind {
@@ -338,9 +349,13 @@ impl Owner {
             Msg::CreateSession {
                 new,
                 override_,
+                plan,
                 reply,
             } => {
-                let _ = reply.send(self.create_session(new, override_).await);
+                let _ = reply.send(self.create_session(new, override_, plan).await);
+            }
+            Msg::PlanWrite { job, reply } => {
+                let _ = reply.send(self.records.write(job).await);
             }
             Msg::Bind {
                 actor,
