@@ -216,7 +216,6 @@ fn policy(config: &Config) -> Policy {
             (core.stroke.rate_min, core.stroke.rate_max)
         },
         numbing: (config.session.numbing_wait_min > 0).then(|| needled::session::Numbing {
-            item: config.session.numbing_item.clone(),
             wait: Duration::from_secs(u64::from(config.session.numbing_wait_min) * 60),
         }),
     }

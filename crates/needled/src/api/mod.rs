@@ -78,6 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sessions/{id}/setpoints", put(sessions::setpoints))
         .route("/v1/sessions/{id}/report", get(sessions::report))
         .route("/v1/sessions/{id}/record", get(record::session))
+        .route(
+            "/v1/sessions/{id}/numbing",
+            post(plans::apply_numbing).get(plans::numbing),
+        )
         .route("/v1/plans", post(plans::create).get(plans::list))
         .route("/v1/plans/{id}", get(plans::get))
         .route("/v1/plans/{id}/change", post(plans::change))

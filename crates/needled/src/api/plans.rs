@@ -1,5 +1,6 @@
 //! Treatment plans: create, read, change and stop (a technician, with a reason), and a
-//! subject's plans. Request bodies are the typed structs of `session::plans`.
+//! subject's plans; numbing as a timed step. Request bodies are the typed structs of
+//! `session::plans`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -7,10 +8,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{AppState, Authed, Body, Param, QueryOf, Technician};
+use super::{AppState, Authed, Body, NoBody, Param, QueryOf, Technician};
 use crate::error::ApiError;
 use crate::session::{ChangePlan, CreatePlan};
-use crate::store::PlanId;
+use crate::store::{PlanId, SessionId};
 
 /// `POST /v1/plans/{id}/stop`.
 #[derive(Debug, Deserialize)]
@@ -71,4 +72,35 @@ pub(super) async fn stop(
     Body(req): Body<StopPlan>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!(s.service.stop_plan(&a, id, &req.reason).await?)))
+}
+
+/// `POST /v1/sessions/{id}/numbing`: numbing applied now; arming waits for it to act.
+pub(super) async fn apply_numbing(
+    State(s): State<AppState>,
+    Authed(a): Authed,
+    Param(id): Param<SessionId>,
+    _: NoBody,
+) -> Result<Json<Value>, ApiError> {
+    s.service.apply_numbing(&a, id).await?;
+    numbing_json(&s, id).await.map(Json)
+}
+
+/// `GET /v1/sessions/{id}/numbing`: when the numbing will have acted (the console's countdown).
+pub(super) async fn numbing(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+    Param(id): Param<SessionId>,
+) -> Result<Json<Value>, ApiError> {
+    s.service.session(id).await?;
+    numbing_json(&s, id).await.map(Json)
+}
+
+async fn numbing_json(s: &AppState, id: SessionId) -> Result<Value, ApiError> {
+    let ready = s.service.numbing_ready(id).await?;
+    let now = crate::session::unix_ms();
+    Ok(json!({
+        "session_id": id,
+        "ready_at_ms": ready,
+        "wait_left_ms": ready.map_or(0, |r| (r - now).max(0)),
+    }))
 }

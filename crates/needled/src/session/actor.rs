@@ -51,6 +51,8 @@ pub(super) enum Msg {
         plan: Option<crate::store::PlanId>,
         reply: Reply<SessionRecord>,
     },
+    /// Append a (checked) event from the service.
+    RecordEvent { event: Event, reply: Reply<i64> },
     /// Write a (checked) change to a treatment plan.
     PlanWrite {
         job: Box<PlanJob>,
@@ -353,6 +355,9 @@ impl Owner {
                 reply,
             } => {
                 let _ = reply.send(self.create_session(new, override_, plan).await);
+            }
+            Msg::RecordEvent { event, reply } => {
+                let _ = reply.send(self.records.write(move |s| s.append_event(&event)).await);
             }
             Msg::PlanWrite { job, reply } => {
                 let _ = reply.send(self.records.write(job).await);

@@ -137,20 +137,14 @@ impl Owner {
         arming: bool,
     ) -> Result<(), ApiError> {
         let id = session.id;
-        let planned = self
+        let (planned, numbed) = self
             .records
             .ledger()
-            .read(move |s| super::plans::planned_for(s, id))
+            .read(move |s| super::plans::arming_facts(s, id))
             .await
             .map_err(ledger_error)?;
-        let needed = super::plans::arming_overrides(
-            &self.policy,
-            session,
-            planned,
-            depth,
-            unix_ms(),
-            arming,
-        );
+        let needed =
+            super::plans::arming_overrides(&self.policy, numbed, planned, depth, unix_ms(), arming);
         super::plans::refuse_or_allow(actor, &needed, override_reason)?;
         for (rule, mut detail) in needed {
             if let serde_json::Value::Object(map) = &mut detail {

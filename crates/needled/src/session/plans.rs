@@ -12,7 +12,7 @@ use super::{unix_ms, Service};
 use crate::error::ApiError;
 use crate::store::{
     next_window, plan_done, LedgerError, NewPlan, PlanChange, PlanEvent, PlanId, PlanRecord,
-    PlanSession, PlannedSession, SessionId, SessionRecord, Store,
+    PlanSession, PlannedSession, SessionId, SessionRecord, SessionState, Store,
 };
 
 /// A request to create a plan (the creator is the caller's token, never the body).
@@ -261,7 +261,7 @@ pub fn check_plan(
 /// each rule that would refuse.
 pub fn arming_overrides(
     policy: &Policy,
-    session: &SessionRecord,
+    numbing_applied_at_ms: Option<i64>,
     planned: Option<PlannedSession>,
     depth_um: Option<i32>,
     now_ms: i64,
@@ -277,7 +277,7 @@ pub fn arming_overrides(
         }
     }
     if check_numbing {
-        if let Some(ready) = numbing_ready_at(policy, session) {
+        if let Some(ready) = numbing_ready_at(policy, numbing_applied_at_ms) {
             if now_ms < ready {
                 out.push((
                     "numbing_wait",
@@ -289,16 +289,12 @@ pub fn arming_overrides(
     out
 }
 
-/// When the numbing has acted: the session's creation (where the checklist recorded numbing
-/// applied) plus the configured wait; none if numbing was not recorded or no wait is set.
-pub fn numbing_ready_at(policy: &Policy, session: &SessionRecord) -> Option<i64> {
+/// When the numbing has acted: when it was last recorded applied (`applied_at_ms`) plus the
+/// configured wait; none if it was not recorded or no wait is set.
+pub fn numbing_ready_at(policy: &Policy, applied_at_ms: Option<i64>) -> Option<i64> {
     let numbing = policy.numbing.as_ref()?;
-    let applied = session
-        .checklist
-        .iter()
-        .any(|c| c.item == numbing.item && c.confirmed);
     let wait = i64::try_from(numbing.wait.as_millis()).unwrap_or(i64::MAX);
-    (applied && wait > 0).then(|| session.created_at_ms.saturating_add(wait))
+    (wait > 0).then_some(applied_at_ms?.saturating_add(wait))
 }
 
 /// The refusal for the first rule in `needed` when no override was given, or when the
@@ -423,20 +419,56 @@ impl Service {
     }
 }
 
-/// The plan context of a session, read in the owner (arming).
-pub(super) fn planned_for(
+/// What arming needs to know of a session's plan and numbing, read in the owner: the planned
+/// depth and rate, and when numbing was last recorded applied.
+pub(super) fn arming_facts(
     store: &Store,
     session: SessionId,
-) -> Result<Option<PlannedSession>, LedgerError> {
-    Ok(store
+) -> Result<(Option<PlannedSession>, Option<i64>), LedgerError> {
+    let planned = store
         .plan_of_session(session)?
-        .and_then(|(plan, links, n)| context(&plan, &links, n).planned))
+        .and_then(|(plan, links, n)| context(&plan, &links, n).planned);
+    Ok((planned, store.last_event_at(session, NUMBING_APPLIED)?))
+}
+
+/// Event kind: numbing applied to a session (the wait starts).
+pub const NUMBING_APPLIED: &str = "numbing_applied";
+
+impl Service {
+    /// Records numbing applied to session `id` now (event `numbing_applied`, with when it
+    /// will have acted); arming then waits `session.numbing_wait_min`. Refused once the
+    /// session is armed or finished (`session_wrong_state`).
+    pub async fn apply_numbing(
+        &self,
+        actor: &Actor,
+        id: SessionId,
+    ) -> Result<SessionRecord, ApiError> {
+        let session = self.session(id).await?;
+        if !matches!(session.state, SessionState::Created | SessionState::Bound) {
+            return Err(super::rules::wrong_state(&session));
+        }
+        let now = unix_ms();
+        let ready = numbing_ready_at(&self.policy, Some(now));
+        let event = crate::store::Event::new(now, &actor.name, NUMBING_APPLIED)
+            .session(id)
+            .detail(serde_json::json!({ "ready_at_ms": ready }));
+        self.ask(|reply| Msg::RecordEvent { event, reply }).await?;
+        self.session(id).await
+    }
+
+    /// When session `id`'s numbing will have acted, if numbing was recorded and a wait is set.
+    pub async fn numbing_ready(&self, id: SessionId) -> Result<Option<i64>, ApiError> {
+        let applied = self
+            .read(move |s| s.last_event_at(id, NUMBING_APPLIED))
+            .await?;
+        Ok(numbing_ready_at(&self.policy, applied))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{ChecklistItem, PlanState, SessionState};
+    use crate::store::{ChecklistItem, PlanState};
     use needle_core::units::{Micrometers, MilliHertz};
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -458,7 +490,6 @@ mod tests {
             post_care: String::new(),
             rate_range: (MilliHertz::from_hz(80), MilliHertz::from_hz(160)),
             numbing: Some(super::super::types::Numbing {
-                item: "numbing".into(),
                 wait: Duration::from_secs(20 * 60),
             }),
         }
@@ -577,12 +608,11 @@ mod tests {
             depth_um: 500,
             rate_mhz: 100_000,
         });
-        let s = session(1, SessionState::Bound, 0, true);
         let minute = 60_000;
-        let needed = arming_overrides(&p, &s, planned, Some(600), 5 * minute, true);
+        let needed = arming_overrides(&p, Some(0), planned, Some(600), 5 * minute, true);
         let rules: Vec<&str> = needed.iter().map(|(r, _)| *r).collect();
         assert_eq!(rules, ["depth_above_plan", "numbing_wait"]);
-        assert!(arming_overrides(&p, &s, planned, Some(500), 20 * minute, true).is_empty());
+        assert!(arming_overrides(&p, Some(0), planned, Some(500), 20 * minute, true).is_empty());
         let op = Actor {
             name: "op".into(),
             role: Role::Operator,
@@ -606,7 +636,12 @@ mod tests {
             "reason_required"
         );
         assert!(refuse_or_allow(&tech, &needed, Some("scar tissue")).is_ok());
-        let unnumbed = session(2, SessionState::Bound, 0, false);
-        assert!(arming_overrides(&p, &unnumbed, None, Some(900), 0, true).is_empty());
+        assert!(arming_overrides(&p, None, None, Some(900), 0, true).is_empty());
+        let deep = arming_overrides(&p, Some(0), planned, Some(900), 0, false);
+        assert_eq!(
+            deep.len(),
+            1,
+            "a setpoint change checks the plan, not the numbing"
+        );
     }
 }

@@ -60,16 +60,15 @@ pub struct Policy {
     pub post_care: String,
     /// Stroke rates an operator may set (the core refuses others), lowest and highest.
     pub rate_range: (MilliHertz, MilliHertz),
-    /// The numbing wait: arming waits this long after the checklist recorded numbing applied.
+    /// The numbing wait: arming waits this long after numbing was recorded applied.
     pub numbing: Option<Numbing>,
 }
 
 /// Numbing as a timed step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Numbing {
-    /// The checklist item that records numbing applied.
-    pub item: String,
-    /// How long the numbing takes to act before arming is allowed.
+    /// How long the numbing takes to act: arming waits this long after numbing was recorded
+    /// applied (`POST /v1/sessions/{id}/numbing`).
     pub wait: Duration,
 }
 

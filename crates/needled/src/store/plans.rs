@@ -596,6 +596,21 @@ impl Store {
         })
     }
 
+    /// When the last event of `kind` for session `session` happened, unix ms.
+    pub fn last_event_at(
+        &self,
+        session: SessionId,
+        kind: &str,
+    ) -> Result<Option<i64>, LedgerError> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT max(at_ms) FROM events WHERE session_id = ?1 AND kind = ?2",
+                params![session, kind],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
     /// Plan `id`, if any.
     pub fn plan(&self, id: PlanId) -> Result<Option<PlanRecord>, LedgerError> {
         self.read(|tx| load(tx, id))
