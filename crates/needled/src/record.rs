@@ -85,11 +85,30 @@ pub fn plot_svg(report: &SessionReport, end_ms: i64) -> String {
     };
     let t0 = first.at_ms;
     let t1 = end_ms.max(t0 + 1);
-    let dmax = f64::from(pts.iter().map(|p| p.depth_um).max().unwrap_or(0).max(500));
-    let rmax = f64::from(pts.iter().map(|p| p.rate_mhz).max().unwrap_or(0).max(1_000));
+    // Axes from zero, rounded up with headroom so the two lines rarely lie on each other:
+    // depth in 0.25 mm steps, rate in 10 Hz steps.
+    let round_up = |v: u32, step: u32| v.div_ceil(step).max(1) * step;
+    let dmax = f64::from(round_up(
+        pts.iter()
+            .map(|p| p.depth_um)
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(5)
+            / 4,
+        250,
+    ));
+    let rmax = f64::from(round_up(
+        pts.iter()
+            .map(|p| p.rate_mhz)
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(8)
+            / 5,
+        10_000,
+    ));
     #[allow(clippy::cast_precision_loss)] // milliseconds within a session fit an f64
     let x = |t: i64| L + (t - t0) as f64 / (t1 - t0) as f64 * (W - L - R);
-    let y = |v: f64, max: f64| T + (1.0 - v / (max * 1.1)) * (H - T - B);
+    let y = |v: f64, max: f64| T + (1.0 - v / max) * (H - T - B);
     let step = |value: &dyn Fn(&crate::store::SetpointEntry) -> f64, max: f64| {
         let mut d = String::new();
         for (i, p) in pts.iter().enumerate() {
@@ -212,9 +231,10 @@ fn events_table(
     t
 }
 
-#[allow(clippy::cast_precision_loss)] // a session's run time in ms fits an f64 exactly
-fn minutes(ms: u64) -> f64 {
-    ms as f64 / 60_000.0
+/// A run time as `M min S s`.
+fn minutes(ms: u64) -> String {
+    let s = ms / 1_000;
+    format!("{} min {} s", s / 60, s % 60)
 }
 
 /// One session's record as an HTML fragment (a `<section>`).
@@ -256,7 +276,7 @@ pub fn session_section(
          <tr><td>operator</td><td id=\"record-operator\">{}</td></tr>\
          <tr><td>created / started / ended</td><td>{} / {} / {}</td></tr>\
          <tr><td>outcome</td><td>{} ({})</td></tr>\
-         <tr><td>run time / strokes</td><td>{:.1} min / {}</td></tr></table>",
+         <tr><td>run time / strokes</td><td>{} / {}</td></tr></table>",
         esc(&report.subject_ref),
         esc(&report.area),
         esc(&plan),
