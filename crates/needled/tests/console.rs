@@ -980,6 +980,7 @@ async fn the_printed_record_of_a_plan_session_has_every_part_on_a4_and_letter() 
                 ureq::post(&url)
                     .send_json(json!({ "cmd": "Emulation.setEmulatedMedia", "params": { "media": "" } }))
                     .map(drop)
+                    .map_err(|e| e.to_string())
             }
         })
         .await
