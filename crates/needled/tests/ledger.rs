@@ -1474,27 +1474,28 @@ fn session_report_csv_has_a_header_and_one_quoted_row_per_event() {
         "rows + trailing CRLF"
     );
     assert_eq!(lines.last(), Some(&""));
+    // Outside a plan, the plan context's five cells are empty.
     assert_eq!(
         lines[2],
         format!(
-            "{},interval_override,,,dr-chen,\"follow-up, agreed\"",
+            "{},interval_override,,,dr-chen,\"follow-up, agreed\",,,,,",
             T0 + DAY
         )
     );
     assert_eq!(
         lines[6],
-        format!("{},setpoints,500,120000,op-anna,", T0 + DAY + 1)
+        format!("{},setpoints,500,120000,op-anna,,,,,,", T0 + DAY + 1)
     );
     assert_eq!(
         lines[10],
         format!(
-            "{},fault,,,system,\"stroke stall, \"\"jam\"\" at cam\"",
+            "{},fault,,,system,\"stroke stall, \"\"jam\"\" at cam\",,,,,",
             T0 + DAY + 4
         )
     );
     assert_eq!(
         lines[11],
-        format!("{},session_state,,,op-anna,completed", T0 + DAY + 5)
+        format!("{},session_state,,,op-anna,completed,,,,,", T0 + DAY + 5)
     );
 }
 
