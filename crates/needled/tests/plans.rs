@@ -102,6 +102,14 @@ fn checklist() -> Value {
     )
 }
 
+/// A needled on a fresh data directory, its depth axis homed.
+fn homed() -> (tempfile::TempDir, Needled) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    home(&n);
+    (dir, n)
+}
+
 fn home(n: &Needled) {
     ok(n, Who::Operator, "POST", "/v1/home", None);
     wait_for(n, "homed", |s| s["state"] == "Idle" && s["homed"] == true);
@@ -225,9 +233,7 @@ fn statuses(p: &Value) -> Vec<String> {
 
 #[test]
 fn a_plan_is_followed_to_completion_across_faked_dates() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = start(dir.path());
-    home(&n);
+    let (_dir, n) = homed();
     let depths = [500, 750, 1_000];
     let id = create_plan(&n, "subj-series", &depths);
     let p = plan(&n, id);
@@ -307,9 +313,7 @@ fn a_plan_is_followed_to_completion_across_faked_dates() {
 
 #[test]
 fn an_early_session_is_refused_then_overridden_by_a_technician_with_a_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = start(dir.path());
-    home(&n);
+    let (_dir, n) = homed();
     let id = create_plan(&n, "subj-early", &[500, 600]);
     let s1 = bound(&n, "subj-early", id, "CART-E0");
     run_and_end(&n, s1, 500, None);
@@ -365,9 +369,7 @@ fn an_early_session_is_refused_then_overridden_by_a_technician_with_a_reason() {
 
 #[test]
 fn arming_deeper_than_planned_is_refused_and_changes_nothing_without_an_override() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = start(dir.path());
-    home(&n);
+    let (_dir, n) = homed();
     let id = create_plan(&n, "subj-deep", &[500, 600]);
     let s = bound(&n, "subj-deep", id, "CART-D0");
     let arm = format!("/v1/sessions/{s}/arm");
@@ -431,9 +433,7 @@ fn arming_deeper_than_planned_is_refused_and_changes_nothing_without_an_override
 
 #[test]
 fn a_stopped_plan_is_frozen_and_takes_no_more_sessions() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = start(dir.path());
-    home(&n);
+    let (_dir, n) = homed();
     let id = create_plan(&n, "subj-stop", &[500, 500, 500]);
     let s = bound(&n, "subj-stop", id, "CART-T0");
     let stop = format!("/v1/plans/{id}/stop");
@@ -521,9 +521,7 @@ fn a_stopped_plan_is_frozen_and_takes_no_more_sessions() {
 
 #[test]
 fn arming_waits_for_the_numbing_unless_a_technician_overrides() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = start(dir.path());
-    home(&n);
+    let (_dir, n) = homed();
     let create = |subject: &str| {
         let body = json!({ "operator": "dr-numb", "subject_ref": subject, "area": "face", "checklist": checklist() });
         ok(&n, Who::Operator, "POST", "/v1/sessions", Some(body))["id"]
@@ -655,9 +653,7 @@ fn arming_waits_for_the_numbing_unless_a_technician_overrides() {
 
 #[test]
 fn bad_input_to_the_plan_endpoints_gets_a_stable_code_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let n = start(dir.path());
-    home(&n);
+    let (_dir, n) = homed();
     let id = create_plan(&n, "subj-bad", &[500, 600]);
     let s = bound(&n, "subj-bad", id, "CART-B0");
     run_and_end(&n, s, 500, None);

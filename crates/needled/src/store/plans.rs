@@ -267,6 +267,13 @@ fn validate_new(plan: &NewPlan) -> Result<(), LedgerError> {
     validate_shape(plan.min_days, plan.max_days, &plan.sessions)
 }
 
+/// The checks every recorded change of a plan starts with: an actor, a reason, a time.
+fn check_change(actor: &str, reason: &str, now_ms: i64) -> Result<(), LedgerError> {
+    validate::text("actor", actor)?;
+    validate::reason("reason", reason)?;
+    validate::time("now_ms", now_ms)
+}
+
 /// When a session's time counts for the window: when it first ran, else when it was created.
 pub fn session_time(s: &SessionRecord) -> i64 {
     s.started_at_ms.unwrap_or(s.created_at_ms)
@@ -404,9 +411,7 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<PlanRecord, LedgerError> {
-        validate::text("actor", actor)?;
-        validate::reason("reason", reason)?;
-        validate::time("now_ms", now_ms)?;
+        check_change(actor, reason, now_ms)?;
         self.write(|tx| {
             let before = require(tx, id)?;
             require_active(&before)?;
@@ -459,9 +464,7 @@ impl Store {
         reason: &str,
         now_ms: i64,
     ) -> Result<PlanRecord, LedgerError> {
-        validate::text("actor", actor)?;
-        validate::reason("reason", reason)?;
-        validate::time("now_ms", now_ms)?;
+        check_change(actor, reason, now_ms)?;
         self.write(|tx| {
             let plan = require(tx, id)?;
             require_active(&plan)?;
