@@ -290,6 +290,21 @@ fn a_plan_is_followed_to_completion_across_faked_dates() {
     for row in lines {
         assert!(row.ends_with(&format!(",{id},3,3,,")), "{row}");
     }
+    // The plan's printable record: its summary and history, then each session's record.
+    let resp = ureq::get(&format!("{}/v1/plans/{id}/record", n.base))
+        .set("Authorization", &format!("Bearer {}", n.operator))
+        .call()
+        .unwrap();
+    assert!(resp.content_type().starts_with("text/html"));
+    let html = resp.into_string().unwrap();
+    assert!(html.contains("id=\"plan-history\""), "{html}");
+    assert!(html.contains("3 of 3 done; plan complete"), "{html}");
+    assert_eq!(html.matches("<section class=\"session\"").count(), 3);
+    assert_eq!(html.matches("<svg id=\"plot\"").count(), 3);
+    assert!(
+        html.contains("CART-S2 (LOT-P)"),
+        "the history names each cartridge and lot"
+    );
     // A complete plan takes no fourth session, and nothing was created by asking.
     step_days(&n, 30);
     refused(
