@@ -636,7 +636,7 @@ function renderPlans(plans) {
       head.append(th);
     }
     for (const slot of plan.slots) {
-      const link = plan.sessions.find((l) => l.session.id === slot.session_id);
+      const link = plan.history.find((l) => l.session.id === slot.session_id);
       const s = link?.session;
       const row = table.insertRow();
       const when = s ? fmt.date(s.started_at_ms ?? s.created_at_ms) : slot.n === plan.next_window?.n ? `from ${fmt.date(plan.next_window.opens_at_ms)}` : "";

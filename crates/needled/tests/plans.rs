@@ -276,7 +276,7 @@ fn a_plan_is_followed_to_completion_across_faked_dates() {
     assert_eq!(statuses(&p), ["done", "done", "done"]);
     assert!(p["next_window"].is_null());
     // The CSV report carries the plan context on every row.
-    let last = p["sessions"][2]["session"]["id"].as_i64().unwrap();
+    let last = p["history"][2]["session"]["id"].as_i64().unwrap();
     let csv = ureq::get(&format!("{}/v1/sessions/{last}/report?format=csv", n.base))
         .set("Authorization", &format!("Bearer {}", n.operator))
         .call()
@@ -316,7 +316,7 @@ fn a_plan_is_followed_to_completion_across_faked_dates() {
         409,
         "plan_complete",
     );
-    assert_eq!(plan(&n, id)["sessions"].as_array().unwrap().len(), 3);
+    assert_eq!(plan(&n, id)["history"].as_array().unwrap().len(), 3);
     // An overdue slot: a second plan whose next window closed.
     let late = create_plan(&n, "subj-late", &[500, 500]);
     let s = bound(&n, "subj-late", late, "CART-L0");

@@ -40,7 +40,7 @@ pub(super) async fn plan(
     Param(id): Param<PlanId>,
 ) -> Result<Response, ApiError> {
     let view = s.service.plan(id).await?;
-    let ids: Vec<SessionId> = view.sessions.iter().map(|l| l.session.id).collect();
+    let ids: Vec<SessionId> = view.history.iter().map(|l| l.session.id).collect();
     let reports = s
         .service
         .read(move |st| {

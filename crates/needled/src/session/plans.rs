@@ -109,8 +109,8 @@ pub struct PlanView {
     pub next_window: Option<Window>,
     /// Every planned session.
     pub slots: Vec<PlanSlot>,
-    /// Every session created in the plan (aborted ones too), in order.
-    pub sessions: Vec<PlanSession>,
+    /// Every session created in the plan (aborted ones too), in order: its history.
+    pub history: Vec<PlanSession>,
     /// The plan's log.
     pub events: Vec<PlanEvent>,
 }
@@ -190,7 +190,7 @@ pub fn view(
         total: count(plan.sessions.len()),
         next_window: next,
         slots,
-        sessions: links,
+        history: links,
         events,
         plan,
     }

@@ -58,8 +58,8 @@ pub struct Cli {
     )]
     pub token_file: PathBuf,
 
-    /// Which token of --token-file to use [default: operator; technician for `sim` and
-    /// `lot recall`, which only a technician may call]
+    /// Which token of --token-file to use [default: operator; technician for `sim`,
+    /// `lot recall` and `plan create`, `change` and `stop`, which only a technician may call]
     #[arg(long, global = true, help_heading = "Global options", value_enum)]
     pub role: Option<TokenRole>,
 
