@@ -880,6 +880,16 @@ async fn the_printed_record_of_a_plan_session_has_every_part_on_a4_and_letter() 
         Some(json!({ "action": "jam", "on": true })),
     );
     wait_rig(&n, "the jam's fault", |s| s["state"] == "Fault");
+    // As an operator would: clear once the fault is on the record (the monitor's next pass
+    // writes it; a clear before that leaves the fault only in the clear's own event).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n.tech("GET", &format!("/v1/sessions/{id}/report"), None)["faults"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "the fault is never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     n.tech(
         "POST",
         "/v1/sim/inject",
