@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
                     "area",
                     "checklist",
                     "override_reason",
+                    "plan_id",
                 ],
             );
             if let Ok(v) = serde_json::from_slice::<Value>(body) {
@@ -46,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     } else if let Ok(set) = serde_json::from_slice::<Setpoints>(body) {
-        only_known_keys(body, &["depth_um", "rate_mhz"]);
+        only_known_keys(body, &["depth_um", "rate_mhz", "override_reason"]);
         if let Ok(v) = serde_json::from_slice::<Value>(body) {
             let again = serde_json::from_value::<Setpoints>(v).expect("decodes from its value");
             assert_eq!(

@@ -184,6 +184,7 @@ const fmt = {
     return `${sec} s`;
   },
   time: (ms) => (ms == null ? "–" : new Date(ms).toLocaleTimeString([], { hourCycle: "h23" })),
+  date: (ms) => (ms == null ? "–" : new Date(ms).toISOString().slice(0, 10)),
 };
 
 function setText(id, text) {
@@ -565,7 +566,108 @@ async function refreshOnce() {
     }
     return;
   }
-  if (app.token) renderSession();
+  if (app.token) {
+    renderSession();
+    refreshPlan();
+  }
+}
+
+// ---------------------------------------------------------------- plans, numbing, record
+
+// The session's plan and the subject's history, and the numbing countdown: read again when
+// the session or its state changes, the countdown ticks locally from `ready_at_ms`.
+async function refreshPlan(force) {
+  const s = app.session;
+  const key = s ? `${s.id}:${s.state}` : "";
+  if (!force && key === app.planKey) return renderNumbing();
+  app.planKey = key;
+  if (!s) {
+    $("plan-panel").hidden = true;
+    app.numbingReady = null;
+    return;
+  }
+  try {
+    const [numb, plans, report] = await Promise.all([
+      api("GET", `/v1/sessions/${s.id}/numbing`),
+      api("GET", `/v1/plans?subject_ref=${encodeURIComponent(s.subject_ref)}`),
+      api("GET", `/v1/sessions/${s.id}/report`),
+    ]);
+    app.numbingReady = numb.ready_at_ms;
+    app.numbingOffset = numb.ready_at_ms == null ? 0 : numb.ready_at_ms - numb.wait_left_ms - Date.now();
+    const p = report.plan;
+    setText("s-plan", p ? `session ${p.n} of ${p.total} in plan ${p.plan_id}` + (p.next_window_opens_at_ms ? `; next from ${fmt.date(p.next_window_opens_at_ms)}` : `; plan ${p.plan_status}`) : "none");
+    renderPlans(plans.plans);
+  } catch {
+    app.planKey = ""; // try again on the next refresh
+  }
+  renderNumbing();
+}
+
+function renderNumbing() {
+  const ready = app.numbingReady;
+  const st = app.session?.state;
+  show("numbing", st === "created" || st === "bound");
+  if (ready == null) return setText("s-numbing", "not recorded");
+  const left = ready - (Date.now() + (app.numbingOffset ?? 0));
+  if (left <= 0) return setText("s-numbing", "acted: arming allowed");
+  const m = Math.floor(left / 60000);
+  const sec = Math.floor((left % 60000) / 1000);
+  setText("s-numbing", `arming in ${m}:${String(sec).padStart(2, "0")} (or a technician's override)`);
+}
+
+function renderPlans(plans) {
+  const view = $("plan-view");
+  view.replaceChildren();
+  $("plan-panel").hidden = plans.length === 0;
+  for (const plan of plans) {
+    const h = document.createElement("h3");
+    h.textContent = `Plan ${plan.id}: ${plan.status}, ${plan.done} of ${plan.total} done, every ${plan.min_days} to ${plan.max_days} days`;
+    const table = document.createElement("table");
+    table.className = "plan-history";
+    const head = table.insertRow();
+    for (const t of ["n", "planned", "status", "date", "strokes", "cartridge", "operator", "outcome"]) {
+      const th = document.createElement("th");
+      th.textContent = t;
+      head.append(th);
+    }
+    for (const slot of plan.slots) {
+      const link = plan.history.find((l) => l.session.id === slot.session_id);
+      const s = link?.session;
+      const row = table.insertRow();
+      const when = s ? fmt.date(s.started_at_ms ?? s.created_at_ms) : slot.n === plan.next_window?.n ? `from ${fmt.date(plan.next_window.opens_at_ms)}` : "";
+      for (const t of [
+        slot.n,
+        `${(slot.planned.depth_um / 1000).toFixed(2)} mm, ${(slot.planned.rate_mhz / 1000).toFixed(0)} Hz`,
+        slot.status,
+        when,
+        s ? s.strokes : "",
+        s?.cartridge_id ?? "",
+        s?.operator ?? "",
+        s ? `${s.state} ${s.end_reason ?? ""}` : "",
+      ]) {
+        row.insertCell().textContent = String(t);
+      }
+    }
+    view.append(h, table);
+  }
+}
+
+async function printRecord(button) {
+  const id = app.session?.id;
+  if (id == null) return;
+  // Opened before the fetch, so the browser counts it as the click's window.
+  const w = window.open("", "_blank");
+  await act("print the record", button, async () => {
+    const res = await fetch(`/v1/sessions/${id}/record`, { headers: { Authorization: `Bearer ${app.token}` }, cache: "no-store" });
+    if (!res.ok) throw new ApiError(res.status, `http_${res.status}`, res.statusText);
+    const html = await res.text();
+    if (!w) throw new Error("the browser blocked the record's window");
+    w.document.open();
+    w.document.write(html);
+    w.document.close();
+    w.focus();
+    w.print();
+  }, `Record of session #${id} opened for printing.`);
 }
 
 function rememberSession(id) {
@@ -820,6 +922,8 @@ function wire() {
     };
     const override = $("override-reason").value.trim();
     if (!$("override").hidden && override) body.override_reason = override;
+    const planId = Number($("plan-id").value);
+    if ($("plan-id").value.trim() && Number.isInteger(planId) && planId > 0) body.plan_id = planId;
     sessionStorage.setItem(OPERATOR_KEY, body.operator);
     act("create the session", $("create"), async () => {
       const s = await api("POST", "/v1/sessions", body);
@@ -828,6 +932,7 @@ function wire() {
       app.showCreate = false;
       $("subject").value = "";
       $("override-reason").value = "";
+      $("plan-id").value = "";
       for (const box of $("checklist").querySelectorAll("input[type=checkbox]")) box.checked = false;
     }, "Session created. Seat a cartridge and bind it.");
   });
@@ -842,6 +947,13 @@ function wire() {
       renderSession();
     }, "Checklist items confirmed.");
   });
+  $("numbing").addEventListener("click", (e) =>
+    act("record numbing applied", e.currentTarget, async () => {
+      await api("POST", sessionPath("/numbing"));
+      await refreshPlan(true);
+    }, "Numbing recorded: arming waits for it to act."),
+  );
+  $("print-record").addEventListener("click", (e) => printRecord(e.currentTarget));
   $("bind").addEventListener("click", (e) =>
     act("bind the seated cartridge", e.currentTarget, () => api("POST", sessionPath("/cartridge")), "Cartridge bound to the session."),
   );

@@ -19,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod cartridge;
+pub mod clock;
 pub mod config;
 pub mod console;
 pub mod control;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod hal;
 pub mod ledger;
 pub mod realtime;
+pub mod record;
 pub mod session;
 pub mod startup;
 pub mod store;

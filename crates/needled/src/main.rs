@@ -220,6 +220,9 @@ fn policy(config: &Config) -> Policy {
             let core = config.controller_config();
             (core.stroke.rate_min, core.stroke.rate_max)
         },
+        numbing: (config.session.numbing_wait_min > 0).then(|| needled::session::Numbing {
+            wait: Duration::from_secs(u64::from(config.session.numbing_wait_min) * 60),
+        }),
     }
 }
 

@@ -767,3 +767,253 @@ async fn console_needs_a_token_and_shows_and_recovers_a_lost_telemetry_stream() 
     })
     .await;
 }
+
+// ---------------------------------------------------------------- the printed record
+
+/// `[width, height]` of every page of a PDF, from its `/MediaBox` entries (points).
+fn pdf_pages(pdf: &[u8]) -> Vec<(f64, f64)> {
+    let text = String::from_utf8_lossy(pdf);
+    text.match_indices("/MediaBox")
+        .filter_map(|(i, _)| {
+            let rest = &text[i..];
+            let open = rest.find('[')?;
+            let close = rest.find(']')?;
+            let nums: Vec<f64> = rest[open + 1..close]
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (nums.len() == 4).then(|| (nums[2] - nums[0], nums[3] - nums[1]))
+        })
+        .collect()
+}
+
+/// Waits for the sim rig's state (`/v1/status`) as the test's own instrument.
+fn wait_rig(n: &Needled, what: &str, f: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = n.tech("GET", "/v1/status", None);
+        if f(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_printed_record_of_a_plan_session_has_every_part_on_a4_and_letter() {
+    const TEST: &str = "the_printed_record_of_a_plan_session_has_every_part_on_a4_and_letter";
+    let Some(browser) = browser_or_skip(TEST) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let n = Needled::start(dir.path(), free_port());
+    // A session of a plan, armed deeper than planned (an override), faulted by a jam and
+    // cleared with a reason, then ended: every part of the record has something to show.
+    n.tech("POST", "/v1/home", None);
+    wait_rig(&n, "homed", |s| s["state"] == "Idle" && s["homed"] == true);
+    let plan = n.tech(
+        "POST",
+        "/v1/plans",
+        Some(
+            json!({ "subject_ref": "subj-print", "areas": ["face"], "min_days": 28,
+                     "max_days": 42, "reason": "atrophic scars",
+                     "sessions": [{ "depth_um": 500, "rate_mhz": 100_000 },
+                                  { "depth_um": 750, "rate_mhz": 110_000 }] }),
+        ),
+    );
+    let plan_id = plan["id"].as_i64().unwrap();
+    let config = needled::config::parse("", "defaults").unwrap();
+    let checklist: serde_json::Map<String, Value> = config
+        .session
+        .checklist
+        .iter()
+        .filter(|c| c.required)
+        .map(|c| (c.id.clone(), Value::Bool(true)))
+        .collect();
+    let s = n.tech(
+        "POST",
+        "/v1/sessions",
+        Some(
+            json!({ "operator": "dr-print", "subject_ref": "subj-print", "area": "face",
+                     "checklist": checklist, "plan_id": plan_id }),
+        ),
+    );
+    let id = s["id"].as_i64().unwrap();
+    let tag = n.make_tag("C-PRINT-1", "LOT-PRT");
+    n.tech(
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "seat_cartridge", "tag_hex": tag })),
+    );
+    n.tech("POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    n.tech(
+        "POST",
+        &format!("/v1/sessions/{id}/arm"),
+        Some(json!({ "depth_um": 600, "rate_mhz": 100_000,
+                     "override_reason": "thicker scar at the cheek" })),
+    );
+    wait_rig(&n, "armed", |s| {
+        s["state"] == "Armed" && s["depth"]["moving"] == false
+    });
+    n.tech("POST", &format!("/v1/sessions/{id}/start"), None);
+    wait_rig(&n, "running", |s| s["state"] == "Running");
+    // A rate change mid-session, so the plot has a step; judged by the rig's stroke count.
+    let strokes = |n: &Needled| {
+        n.tech("GET", "/v1/sim/truth", None)["strokes"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while strokes(&n) < 100 {
+        assert!(Instant::now() < deadline, "the rig does not stroke");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    n.tech(
+        "PUT",
+        &format!("/v1/sessions/{id}/setpoints"),
+        Some(json!({ "rate_mhz": 130_000 })),
+    );
+    while strokes(&n) < 250 {
+        assert!(Instant::now() < deadline, "the rig does not stroke");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    n.tech(
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "jam", "on": true })),
+    );
+    wait_rig(&n, "the jam's fault", |s| s["state"] == "Fault");
+    // As an operator would: clear once the fault is on the record (the monitor's next pass
+    // writes it; a clear before that leaves the fault only in the clear's own event).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while n.tech("GET", &format!("/v1/sessions/{id}/report"), None)["faults"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "the fault is never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    n.tech(
+        "POST",
+        "/v1/sim/inject",
+        Some(json!({ "action": "jam", "on": false })),
+    );
+    n.tech(
+        "POST",
+        "/v1/faults/clear",
+        Some(json!({ "reason": "hair caught in the cam, removed" })),
+    );
+    n.tech(
+        "POST",
+        &format!("/v1/sessions/{id}/end"),
+        Some(json!({ "reason": "treatment complete" })),
+    );
+
+    let driver = Driver::start(&browser);
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let c = open_browser(&browser, &driver, &dir.path().join("profile"), &downloads).await;
+    let n = &n;
+    let driver = &driver;
+    with_browser(TEST, c.clone(), async move {
+        // The record as the console opens it: fetched with the bearer token (never in a URL)
+        // and written into the page, then printed by the browser.
+        c.goto(&n.base).await.unwrap();
+        let script = format!(
+            "const done = arguments[arguments.length - 1];
+             fetch('/v1/sessions/{id}/record', {{ headers: {{ Authorization: 'Bearer {}' }} }})
+               .then(r => r.text())
+               .then(html => {{ document.open(); document.write(html); document.close(); done(true); }})
+               .catch(e => done(String(e)));",
+            n.operator
+        );
+        assert_eq!(c.execute_async(&script, vec![]).await.unwrap(), json!(true));
+        // Judged as printed: the print media's layout.
+        let session = c.session_id().await.unwrap().expect("a WebDriver session");
+        let url = format!("{}/session/{session}/goog/cdp/execute", driver.url);
+        tokio::task::spawn_blocking(move || {
+            ureq::post(&url)
+                .send_json(json!({ "cmd": "Emulation.setEmulatedMedia", "params": { "media": "print" } }))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap()
+        .expect("print media emulation");
+        for (css, wanted) in [
+            ("#record-plan", "session 1 of 2 in plan"),
+            ("#record-operator", "dr-print"),
+            ("#record-checklist", "informed consent"),
+            ("#record-cartridge", "C-PRINT-1"),
+            ("#record-cartridge", "LOT-PRT"),
+            ("#record-overrides", "thicker scar at the cheek"),
+            ("#record-overrides", "depth_above_plan"),
+            ("#record-faults", "hair caught in the cam, removed"),
+            ("#record-aftercare", "24 to 48 hours"),
+        ] {
+            wait_text(&c, css, wanted).await;
+        }
+        let fault_rows = c
+            .execute("return document.querySelectorAll('#record-faults tr').length;", vec![])
+            .await
+            .unwrap();
+        assert!(fault_rows.as_u64().unwrap_or(0) >= 2, "a header and the jam's fault");
+        let paths = c
+            .execute("return document.querySelectorAll('svg#plot path.depth, svg#plot path.rate').length;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(paths, json!(2), "the depth and rate lines are drawn");
+        let faults = c
+            .execute("return document.querySelectorAll('svg#plot line.fault').length;", vec![])
+            .await
+            .unwrap();
+        assert!(faults.as_u64().unwrap_or(0) >= 1, "the fault is marked on the plot");
+        // The browser's print makes the PDF, on A4 and on Letter.
+        for (size, w, h) in [
+            (fantoccini::wd::PrintSize::A4, 595.3, 841.9),
+            (fantoccini::wd::PrintSize::US_LETTER, 612.0, 792.0),
+        ] {
+            let config = fantoccini::wd::PrintConfiguration::builder()
+                .size(size)
+                .build()
+                .unwrap();
+            let pdf = c.print(config).await.expect("print to PDF");
+            assert!(pdf.starts_with(b"%PDF-"), "a PDF");
+            let pages = pdf_pages(&pdf);
+            assert!(!pages.is_empty() && pages.len() <= 3, "pages: {pages:?}");
+            for (pw, ph) in pages {
+                assert!((pw - w).abs() < 2.0 && (ph - h).abs() < 2.0, "page {pw}x{ph}, wanted {w}x{h}");
+            }
+            std::fs::write(artifacts().join(format!("record-{w}.pdf")), &pdf).unwrap();
+        }
+        // The screenshot for the README: the record on screen.
+        tokio::task::spawn_blocking({
+            let url = format!("{}/session/{session}/goog/cdp/execute", driver.url);
+            move || {
+                ureq::post(&url)
+                    .send_json(json!({ "cmd": "Emulation.setEmulatedMedia", "params": { "media": "" } }))
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await
+        .unwrap()
+        .expect("screen media again");
+        let height = c
+            .execute("window.scrollTo(0, 0); return document.documentElement.scrollHeight;", vec![])
+            .await
+            .unwrap();
+        set_viewport(&c, 900, u32::try_from(height.as_u64().unwrap_or(768).clamp(768, 2400)).unwrap()).await;
+        let png = c.screenshot().await.unwrap();
+        std::fs::write(artifacts().join("record.png"), &png).unwrap();
+        if std::env::var("NEEDLED_UPDATE_SCREENSHOT").as_deref() == Ok("1") {
+            let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/record.png");
+            std::fs::write(&docs, &png).unwrap();
+        }
+    })
+    .await;
+}

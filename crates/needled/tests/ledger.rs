@@ -1463,7 +1463,11 @@ fn session_report_csv_has_a_header_and_one_quoted_row_per_event() {
     let csv = report_csv(&report, "No makeup for 24 hours; sunscreen.");
     let lines: Vec<&str> = csv.split("\r\n").collect();
     assert_eq!(lines[0], CSV_HEADER);
-    assert_eq!(CSV_HEADER, "at_ms,kind,depth_um,rate_mhz,actor,reason");
+    assert_eq!(
+        CSV_HEADER,
+        "at_ms,kind,depth_um,rate_mhz,actor,reason,plan_id,plan_session,plan_sessions,\
+         next_window_opens_at_ms,next_window_closes_at_ms"
+    );
     assert_eq!(
         lines.len(),
         1 + report.timeline.len() + 1 + 1,
@@ -1471,30 +1475,31 @@ fn session_report_csv_has_a_header_and_one_quoted_row_per_event() {
     );
     assert_eq!(
         lines[lines.len() - 2],
-        ",post_care,,,,No makeup for 24 hours; sunscreen."
+        ",post_care,,,,No makeup for 24 hours; sunscreen.,,,,,"
     );
     assert_eq!(lines.last(), Some(&""));
+    // Outside a plan, the plan context's five cells are empty.
     assert_eq!(
         lines[2],
         format!(
-            "{},interval_override,,,dr-chen,\"follow-up, agreed\"",
+            "{},interval_override,,,dr-chen,\"follow-up, agreed\",,,,,",
             T0 + DAY
         )
     );
     assert_eq!(
         lines[6],
-        format!("{},setpoints,500,120000,op-anna,", T0 + DAY + 1)
+        format!("{},setpoints,500,120000,op-anna,,,,,,", T0 + DAY + 1)
     );
     assert_eq!(
         lines[10],
         format!(
-            "{},fault,,,system,\"stroke stall, \"\"jam\"\" at cam\"",
+            "{},fault,,,system,\"stroke stall, \"\"jam\"\" at cam\",,,,,",
             T0 + DAY + 4
         )
     );
     assert_eq!(
         lines[11],
-        format!("{},session_state,,,op-anna,completed", T0 + DAY + 5)
+        format!("{},session_state,,,op-anna,completed,,,,,", T0 + DAY + 5)
     );
 }
 
@@ -1526,12 +1531,12 @@ fn session_report_csv_neutralises_spreadsheet_formulas() {
     assert_eq!(
         lines[2],
         format!(
-            "{},override,,,'@evil,\"'=HYPERLINK(\"\"http://x\"\",\"\"click\"\")\"",
+            "{},override,,,'@evil,\"'=HYPERLINK(\"\"http://x\"\",\"\"click\"\")\",,,,,",
             T0 + 1
         )
     );
-    assert_eq!(lines[3], format!("{},override,,,'+op,'-1+1", T0 + 2));
-    assert_eq!(lines[4], ",post_care,,,,'=cmd|' /C calc'!A0");
+    assert_eq!(lines[3], format!("{},override,,,'+op,'-1+1,,,,,", T0 + 2));
+    assert_eq!(lines[4], ",post_care,,,,'=cmd|' /C calc'!A0,,,,,");
     // No cell of any row starts with a formula character.
     for line in &lines {
         for cell in line.split(',') {

@@ -57,6 +57,7 @@ fn service(
         limits,
         post_care: "keep it clean".into(),
         rate_range: (MilliHertz::from_hz(80), MilliHertz::from_hz(160)),
+        numbing: None,
     };
     let store = Store::open(&dir.join("ledger.db")).unwrap();
     let tags = Box::new(sim.tag.clone());
@@ -87,6 +88,7 @@ async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
                 area: "face".into(),
                 checklist: BTreeMap::from([("consent".to_string(), true)]),
                 override_reason: None,
+                plan_id: None,
             },
         )
         .await
@@ -117,6 +119,7 @@ async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
         Setpoints {
             depth_um: Some(800),
             rate_mhz: Some(120_000),
+            override_reason: None,
         },
     )
     .await

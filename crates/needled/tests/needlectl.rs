@@ -674,3 +674,118 @@ fn tags_made_offline_verify_under_their_key_only() {
     // An id outside the tag's alphabet is refused before anything is signed.
     assert_eq!(make(&key, "bad id!", false).code, 2);
 }
+
+#[test]
+fn plans_through_the_cli_create_show_change_stop_and_write_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    // An operator token cannot create a plan: exit 6 (403), nothing created.
+    let r = ctl(
+        &n,
+        &[
+            "--role",
+            "operator",
+            "plan",
+            "create",
+            "--subject",
+            "S-CLI",
+            "--area",
+            "face",
+            "--session",
+            "500:100",
+        ],
+    );
+    assert_fails(&r, 6, "forbidden");
+    let plan = ok_json(
+        &n,
+        &[
+            "--role",
+            "technician",
+            "plan",
+            "create",
+            "--subject",
+            "S-CLI",
+            "--area",
+            "face",
+            "--session",
+            "500:100",
+            "--session",
+            "750:110",
+            "--reason",
+            "acne scars",
+        ],
+    );
+    let id = plan["id"].as_i64().unwrap().to_string();
+    assert_eq!(
+        plan["sessions"][1],
+        serde_json::json!({ "depth_um": 750, "rate_mhz": 110_000 })
+    );
+    let shown = ok(&n, &["plan", "show", &id]);
+    assert!(shown.contains("active (0 of 2 done)"), "{shown}");
+    assert!(shown.contains("1. 500 um at 100000 mHz: due"), "{shown}");
+    let r = ctl(
+        &n,
+        &[
+            "plan",
+            "create",
+            "--subject",
+            "S",
+            "--area",
+            "face",
+            "--session",
+            "500",
+        ],
+    );
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("expected DEPTH_UM:RATE_HZ"), "{r:?}");
+    let changed = ok_json(
+        &n,
+        &[
+            "--role",
+            "technician",
+            "plan",
+            "change",
+            &id,
+            "--reason",
+            "slower healing",
+            "--max-days",
+            "56",
+        ],
+    );
+    assert_eq!(changed["max_days"], 56);
+    let listed = ok_json(&n, &["plan", "list", "--subject", "S-CLI"]);
+    assert_eq!(listed["plans"].as_array().unwrap().len(), 1);
+    let file = dir.path().join("plan.html");
+    ok(&n, &["plan", "record", &id, "--output", path(&file)]);
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        html.contains("Treatment plan") && html.contains("slower healing"),
+        "{html}"
+    );
+    let stopped = ok_json(
+        &n,
+        &[
+            "--role",
+            "technician",
+            "plan",
+            "stop",
+            &id,
+            "--reason",
+            "subject moved away",
+        ],
+    );
+    assert_eq!(stopped["status"], "stopped");
+    let r = ctl(
+        &n,
+        &[
+            "--role",
+            "technician",
+            "plan",
+            "stop",
+            &id,
+            "--reason",
+            "again",
+        ],
+    );
+    assert_fails(&r, 4, "plan_stopped");
+}

@@ -3,7 +3,8 @@
 //!
 //! Files: `extract.rs` (the request extractors: bearer auth, roles, bodies, paths, queries,
 //! each refusal a stable code), `status.rs` (health, status, version, the SSE telemetry),
-//! `sessions.rs` (sessions, cartridges, recalls, events), `sim.rs` (the sim backend's truth,
+//! `sessions.rs` (sessions, cartridges, recalls, events), `plans.rs` (treatment plans),
+//! `record.rs` (the printable record, HTML), `sim.rs` (the sim backend's truth,
 //! tick log and injections).
 
 use std::sync::Arc;
@@ -20,6 +21,8 @@ use crate::auth::Tokens;
 use crate::error::ApiError;
 use crate::session::Service;
 mod extract;
+mod plans;
+mod record;
 mod sessions;
 mod sim;
 mod status;
@@ -78,6 +81,16 @@ pub fn router(state: AppState) -> Router {
             put(sessions::update_checklist),
         )
         .route("/v1/sessions/{id}/report", get(sessions::report))
+        .route("/v1/sessions/{id}/record", get(record::session))
+        .route(
+            "/v1/sessions/{id}/numbing",
+            post(plans::apply_numbing).get(plans::numbing),
+        )
+        .route("/v1/plans", post(plans::create).get(plans::list))
+        .route("/v1/plans/{id}", get(plans::get))
+        .route("/v1/plans/{id}/change", post(plans::change))
+        .route("/v1/plans/{id}/stop", post(plans::stop))
+        .route("/v1/plans/{id}/record", get(record::plan))
         .route("/v1/cartridges/{id}", get(sessions::cartridge))
         .route("/v1/lots/{lot}/recall", post(sessions::recall))
         .route("/v1/events", get(sessions::events))

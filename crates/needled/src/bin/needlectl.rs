@@ -20,6 +20,8 @@ mod client;
 mod failure;
 #[path = "needlectl/offline.rs"]
 mod offline;
+#[path = "needlectl/plan.rs"]
+mod plan;
 #[path = "needlectl/render.rs"]
 mod render;
 #[path = "needlectl/wait.rs"]
@@ -117,6 +119,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             ctx.show(&reply, |_| "faults cleared".into())
         }
         Cmd::Session(cmd) => session(&ctx, cmd),
+        Cmd::Plan(cmd) => plan::plan(&ctx, cmd),
         Cmd::Cartridge(CartridgeCmd::Show { id }) => {
             let reply = ctx
                 .api(op)?
@@ -247,12 +250,16 @@ fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
             all_checked,
             checklist_config,
             override_reason,
+            plan,
         } => {
             let checklist =
                 checklist_answers(all_checked, checklist_config.as_deref(), checks, Vec::new())?;
             let mut body = json!({ "operator": operator, "subject_ref": subject, "area": area, "checklist": checklist });
             if let Some(reason) = override_reason {
                 body["override_reason"] = Value::String(reason);
+            }
+            if let Some(plan) = plan {
+                body["plan_id"] = json!(plan);
             }
             let reply = api.post("/v1/sessions", Some(&body))?;
             ctx.show(&reply, render::session)
@@ -273,8 +280,16 @@ fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
         SessionCmd::Bind { id } => {
             ctx.show(&api.post(&path(id, "/cartridge"), None)?, render::cartridge)
         }
-        SessionCmd::Arm { id, depth_um, rate } => {
-            let body = json!({ "depth_um": depth_um, "rate_mhz": rate.mhz() });
+        SessionCmd::Arm {
+            id,
+            depth_um,
+            rate,
+            override_reason,
+        } => {
+            let mut body = json!({ "depth_um": depth_um, "rate_mhz": rate.mhz() });
+            if let Some(reason) = override_reason {
+                body["override_reason"] = Value::String(reason);
+            }
             ctx.show(&api.post(&path(id, "/arm"), Some(&body))?, render::session)
         }
         SessionCmd::Start { id } => {

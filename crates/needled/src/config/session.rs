@@ -60,6 +60,10 @@ pub struct SessionConfig {
     pub checklist: Vec<ChecklistItem>,
     /// `post_care`: after-care advice printed in every session report.
     pub post_care: String,
+    /// `numbing_wait_min`: once numbing is recorded applied to a session
+    /// (`POST /v1/sessions/{id}/numbing`), arming waits this long (a technician may override
+    /// with a reason); 0 turns the wait off. Default 20.
+    pub numbing_wait_min: u32,
 }
 
 /// The default after-care advice (DOMAIN.md: redness for 24 to 48 hours).
@@ -75,6 +79,7 @@ impl Default for SessionConfig {
             min_interval_days: 28,
             checklist: default_checklist(),
             post_care: DEFAULT_POST_CARE.to_string(),
+            numbing_wait_min: 20,
         }
     }
 }

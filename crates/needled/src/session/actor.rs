@@ -21,6 +21,10 @@ use crate::store::{
     CartridgeRecord, ChecklistItem, Event, NewSession, Override, SessionId, SessionRecord,
 };
 
+/// A ledger write of a treatment plan, run by the owner.
+pub(super) type PlanJob = dyn FnOnce(&mut crate::store::Store) -> Result<crate::store::PlanRecord, crate::store::LedgerError>
+    + Send;
+
 /// Where the owner sends its answer to one message.
 pub(super) type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
 
@@ -45,7 +49,16 @@ pub(super) enum Msg {
     CreateSession {
         new: NewSession,
         override_: Option<Override>,
+        /// The plan it is the next session of.
+        plan: Option<crate::store::PlanId>,
         reply: Reply<SessionRecord>,
+    },
+    /// Append a (checked) event from the service.
+    RecordEvent { event: Event, reply: Reply<i64> },
+    /// Write a (checked) change to a treatment plan.
+    PlanWrite {
+        job: Box<PlanJob>,
+        reply: Reply<crate::store::PlanRecord>,
     },
     /// Bind the cartridge whose tag the handle read to a session in `area`.
     Bind {
@@ -347,9 +360,16 @@ impl Owner {
             Msg::CreateSession {
                 new,
                 override_,
+                plan,
                 reply,
             } => {
-                let _ = reply.send(self.create_session(new, override_).await);
+                let _ = reply.send(self.create_session(new, override_, plan).await);
+            }
+            Msg::RecordEvent { event, reply } => {
+                let _ = reply.send(self.records.write(move |s| s.append_event(&event)).await);
+            }
+            Msg::PlanWrite { job, reply } => {
+                let _ = reply.send(self.records.write(job).await);
             }
             Msg::Bind {
                 actor,

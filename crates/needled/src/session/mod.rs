@@ -35,13 +35,13 @@
 mod actor;
 mod monitor;
 mod ops;
+mod plans;
 mod rules;
 mod storage;
 mod types;
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use needle_core::Command;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -57,24 +57,21 @@ use crate::worker::Worker;
 
 use actor::{Msg, Reply};
 use monitor::Stamp;
+pub use plans::{
+    arming_overrides, check_plan, context, numbing_ready_at, plan_status, view, ChangePlan,
+    CreatePlan, PlanContext, PlanSlot, PlanView, Window,
+};
 use storage::{check_writable, ledger_error};
 pub use types::{
-    Actor, ChecklistSpec, CreateSession, MonitorFault, MonitorHealth, Policy, Role, Setpoints,
-    StorageHealth, UpdateChecklist,
+    Actor, ChecklistSpec, CreateSession, MonitorFault, MonitorHealth, Numbing, Policy, Role,
+    Setpoints, StorageHealth, UpdateChecklist,
 };
 
-/// What the sim has stepped the wall clock by, ms (only the sim backend sets it).
-static SIM_WALL_STEP_MS: AtomicI64 = AtomicI64::new(0);
-
-/// Current wall-clock time, unix ms: for records only. Durations (session time, the time
-/// limit, cartridge run time) are measured on the monotonic clock, which an NTP step on a Pi
-/// without an RTC does not move.
+/// Current wall-clock time, unix ms, from the installed [`crate::clock::Clock`]: for records
+/// and date rules only. Durations (session time, the time limit, cartridge run time) are
+/// measured on the monotonic clock, which an NTP step on a Pi without an RTC does not move.
 pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .saturating_add(SIM_WALL_STEP_MS.load(Ordering::Relaxed))
-        .max(0)
+    crate::clock::unix_ms()
 }
 
 /// Default `control.service_stall_ms`.
@@ -204,7 +201,7 @@ impl Service {
     /// only). Durations are on the monotonic clock and do not move.
     pub fn sim_step_wall_clock(&self, ms: i64) -> Result<(), ApiError> {
         self.require_sim("wall-clock steps")?;
-        SIM_WALL_STEP_MS.fetch_add(ms, Ordering::Relaxed);
+        crate::clock::step(ms);
         tracing::warn!(step_ms = ms, "sim: wall clock stepped");
         Ok(())
     }
@@ -329,10 +326,12 @@ impl Service {
         actor: &Actor,
         req: CreateSession,
     ) -> Result<SessionRecord, ApiError> {
+        let plan = req.plan_id;
         let (new, override_) = rules::new_session(&self.policy, actor, req)?;
         self.ask(|reply| Msg::CreateSession {
             new,
             override_,
+            plan,
             reply,
         })
         .await

@@ -15,7 +15,7 @@ use crate::control::monotonic_now;
 use crate::error::ApiError;
 use crate::store::{
     kinds, CartridgeLimits, CartridgeRecord, ChecklistItem, Event, LedgerError, NewSession,
-    Override, SessionId, SessionRecord, SessionState, Store,
+    Override, PlanId, SessionId, SessionRecord, SessionState, Store,
 };
 
 impl Owner {
@@ -105,11 +105,58 @@ impl Owner {
         &mut self,
         new: NewSession,
         override_: Option<Override>,
+        plan: Option<PlanId>,
     ) -> Result<SessionRecord, ApiError> {
         let interval = i64::try_from(self.policy.min_interval.as_millis()).unwrap_or(i64::MAX);
-        self.records
-            .write(move |s| s.create_session(&new, unix_ms(), interval, override_.as_ref()))
+        match plan {
+            None => {
+                self.records
+                    .write(move |s| s.create_session(&new, unix_ms(), interval, override_.as_ref()))
+                    .await
+            }
+            Some(plan) => {
+                self.records
+                    .write(move |s| {
+                        s.create_plan_session(plan, &new, unix_ms(), interval, override_.as_ref())
+                            .map(|(session, _)| session)
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// The plan's and the numbing wait's refusals of arming session `session` at `depth`
+    /// (or changing to it), unless a technician overrides them with a reason; each rule
+    /// overridden is recorded as an `override` event before anything is sent to the rig.
+    async fn plan_rules(
+        &mut self,
+        actor: &Actor,
+        session: &SessionRecord,
+        depth: Option<i32>,
+        override_reason: Option<&str>,
+        arming: bool,
+    ) -> Result<(), ApiError> {
+        let id = session.id;
+        let (planned, numbed) = self
+            .records
+            .ledger()
+            .read(move |s| super::plans::arming_facts(s, id))
             .await
+            .map_err(ledger_error)?;
+        let needed =
+            super::plans::arming_overrides(&self.policy, numbed, planned, depth, unix_ms(), arming);
+        super::plans::refuse_or_allow(actor, &needed, override_reason)?;
+        for (rule, mut detail) in needed {
+            if let serde_json::Value::Object(map) = &mut detail {
+                map.insert("action".into(), json!(rule));
+            }
+            let event = Event::new(unix_ms(), &actor.name, kinds::OVERRIDE)
+                .session(id)
+                .reason(override_reason.unwrap_or_default())
+                .detail(detail);
+            self.records.write(move |s| s.append_event(&event)).await?;
+        }
+        Ok(())
     }
 
     /// Binds the cartridge whose tag was read to session `id`, in `area`. The ledger binds a
@@ -181,6 +228,14 @@ impl Owner {
         };
         let depth = rules::check_depth(&self.policy, &session, depth)?;
         let ceiling = rules::area_ceiling(&self.policy, &session)?;
+        self.plan_rules(
+            actor,
+            &session,
+            Some(depth.0),
+            set.override_reason.as_deref(),
+            true,
+        )
+        .await?;
         // The cartridge in the pen must still be the bound one, and still valid.
         let (now, limits) = (rules::now()?, self.policy.limits);
         self.records
@@ -296,6 +351,16 @@ impl Owner {
             .depth_um
             .map(|d| rules::check_depth(&self.policy, &session, d))
             .transpose()?;
+        if let Some(d) = depth {
+            self.plan_rules(
+                actor,
+                &session,
+                Some(d.0),
+                set.override_reason.as_deref(),
+                false,
+            )
+            .await?;
+        }
         if let Some(rate) = set.rate_mhz {
             self.command(actor, Command::SetRate(MilliHertz(rate)), Some(id), None)
                 .await?;

@@ -60,6 +60,16 @@ pub struct Policy {
     pub post_care: String,
     /// Stroke rates an operator may set (the core refuses others), lowest and highest.
     pub rate_range: (MilliHertz, MilliHertz),
+    /// The numbing wait: arming waits this long after numbing was recorded applied.
+    pub numbing: Option<Numbing>,
+}
+
+/// Numbing as a timed step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Numbing {
+    /// How long the numbing takes to act: arming waits this long after numbing was recorded
+    /// applied (`POST /v1/sessions/{id}/numbing`).
+    pub wait: Duration,
 }
 
 /// The ledger's health, as `/v1/health` and `/v1/status` report it.
@@ -88,9 +98,12 @@ pub struct CreateSession {
     /// Checklist answers by item id.
     #[serde(default)]
     pub checklist: BTreeMap<String, bool>,
-    /// Reason to override the minimum interval (technicians only).
+    /// Reason to override the minimum interval or the plan's window (technicians only).
     #[serde(default)]
     pub override_reason: Option<String>,
+    /// The treatment plan this session belongs to; it becomes the plan's next session.
+    #[serde(default)]
+    pub plan_id: Option<i64>,
 }
 
 /// Checklist answers given after a session was created (`PUT /v1/sessions/{id}/checklist`):
@@ -104,13 +117,17 @@ pub struct UpdateChecklist {
 }
 
 /// Setpoints to arm with or change to.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Setpoints {
     /// Needle depth, µm.
     pub depth_um: Option<i32>,
     /// Stroke rate, mHz.
     pub rate_mhz: Option<u32>,
+    /// Reason to arm deeper than the plan's depth or before the numbing has acted
+    /// (technicians only); recorded as an `override` event.
+    #[serde(default)]
+    pub override_reason: Option<String>,
 }
 
 /// How the monitor is doing, as the dead-man heartbeat and `/v1/health` judge it.

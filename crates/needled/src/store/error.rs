@@ -123,6 +123,16 @@ pub enum LedgerError {
         /// What was asked, in words ("bind a cartridge", "move to running", ...).
         action: String,
     },
+    /// A treatment plan's rule refuses the request (`code`: `plan_stopped`, `plan_complete`,
+    /// `plan_session_open`, `plan_window_not_open`, `plan_area`, `plan_subject_mismatch`,
+    /// `plan_session_done`).
+    #[error("{message}")]
+    Plan {
+        /// The stable code.
+        code: &'static str,
+        /// What was refused and why.
+        message: String,
+    },
     /// The input is malformed or out of range; the message says which field and why.
     #[error("invalid input: {0}")]
     InvalidInput(String),
@@ -182,6 +192,7 @@ impl LedgerError {
             LedgerError::NotFound { .. } => "not_found",
             LedgerError::SessionInterval { .. } => "session_interval",
             LedgerError::SessionWrongState { .. } => "session_wrong_state",
+            LedgerError::Plan { code, .. } => code,
             LedgerError::InvalidInput(_) => "invalid_input",
             LedgerError::Db(_) | LedgerError::Corrupt(_) => "storage_error",
         }

@@ -20,6 +20,7 @@
 mod cartridges;
 mod error;
 mod events;
+mod plans;
 mod report;
 mod schema;
 mod sessions;
@@ -39,9 +40,14 @@ use crate::cartridge::Date;
 pub use cartridges::{CartridgeLimits, CartridgeRecord, CartridgeState, InUseCartridge};
 pub use error::{LedgerError, StoreError};
 pub use events::{kinds, Event, EventRecord, MAX_EVENTS_PAGE};
+pub use plans::{
+    done as plan_done, next_window, plan_kinds, session_time, status as plan_state_now, NewPlan,
+    PlanChange, PlanEvent, PlanId, PlanRecord, PlanSession, PlanState, PlannedSession,
+    MAX_PLAN_AREAS, MAX_PLAN_DAYS, MAX_PLAN_SESSIONS,
+};
 pub use report::{
-    report_csv, ReportCartridge, SessionReport, SetpointEntry, TimelineEntry, CSV_HEADER,
-    CSV_POST_CARE_KIND,
+    report_csv, ReportCartridge, ReportPlan, SessionReport, SetpointEntry, TimelineEntry,
+    CSV_HEADER, CSV_POST_CARE_KIND,
 };
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{ChecklistItem, NewSession, Override, SessionId, SessionRecord, SessionState};

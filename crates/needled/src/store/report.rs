@@ -6,6 +6,7 @@ use crate::cartridge::{Date, Needles};
 
 use super::cartridges::{self, CartridgeLimits, CartridgeState};
 use super::events::{self, kinds, EventRecord};
+use super::plans::{self, PlanId};
 use super::sessions::{self, ChecklistItem, SessionId, SessionState};
 use super::{LedgerError, Store};
 
@@ -60,6 +61,27 @@ pub struct TimelineEntry {
     pub reason: Option<String>,
 }
 
+/// The session's place in its treatment plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportPlan {
+    /// The plan.
+    pub plan_id: PlanId,
+    /// This session's number in the plan.
+    pub n: u32,
+    /// Sessions in the plan.
+    pub total: u32,
+    /// This session's planned depth, µm.
+    pub planned_depth_um: Option<u32>,
+    /// This session's planned stroke rate, mHz.
+    pub planned_rate_mhz: Option<u32>,
+    /// `active`, `complete` or `stopped`.
+    pub plan_status: &'static str,
+    /// The next session's window opens, unix ms (while the plan goes on).
+    pub next_window_opens_at_ms: Option<i64>,
+    /// The next session's window closes, unix ms.
+    pub next_window_closes_at_ms: Option<i64>,
+}
+
 /// Everything the ledger recorded about one session.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SessionReport {
@@ -97,6 +119,8 @@ pub struct SessionReport {
     pub overrides: Vec<EventRecord>,
     /// Every event of the session, in order.
     pub timeline: Vec<TimelineEntry>,
+    /// The treatment plan it belongs to (session n of N, the next window), if any.
+    pub plan: Option<ReportPlan>,
 }
 
 fn detail_u32(event: &EventRecord, key: &str) -> Option<u32> {
@@ -166,6 +190,7 @@ impl Store {
                     reason: e.event.reason.clone(),
                 })
                 .collect();
+            let plan = plans::report_context(tx, id)?;
             Ok(SessionReport {
                 session_id: session.id,
                 operator: session.operator,
@@ -184,13 +209,16 @@ impl Store {
                 faults,
                 overrides,
                 timeline,
+                plan,
             })
         })
     }
 }
 
-/// The header row of [`report_csv`].
-pub const CSV_HEADER: &str = "at_ms,kind,depth_um,rate_mhz,actor,reason";
+/// The header row of [`report_csv`]: the timeline's columns, then the plan context repeated
+/// on every row (empty for a session outside a plan).
+pub const CSV_HEADER: &str = "at_ms,kind,depth_um,rate_mhz,actor,reason,plan_id,plan_session,\
+plan_sessions,next_window_opens_at_ms,next_window_closes_at_ms";
 
 /// The `kind` of the CSV's last row, which carries the after-care advice in its `reason`
 /// cell (the JSON report's `post_care`).
@@ -225,6 +253,15 @@ pub fn report_csv(report: &SessionReport, post_care: &str) -> String {
     let mut out = String::new();
     out.push_str(CSV_HEADER);
     out.push_str("\r\n");
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let plan = report.plan.as_ref();
+    let plan_cells = [
+        opt(plan.map(|p| p.plan_id)),
+        opt(plan.map(|p| i64::from(p.n))),
+        opt(plan.map(|p| i64::from(p.total))),
+        opt(plan.and_then(|p| p.next_window_opens_at_ms)),
+        opt(plan.and_then(|p| p.next_window_closes_at_ms)),
+    ];
     for entry in &report.timeline {
         let cells = [
             entry.at_ms.to_string(),
@@ -235,11 +272,15 @@ pub fn report_csv(report: &SessionReport, post_care: &str) -> String {
             entry.reason.as_deref().map(csv_field).unwrap_or_default(),
         ];
         out.push_str(&cells.join(","));
+        out.push(',');
+        out.push_str(&plan_cells.join(","));
         out.push_str("\r\n");
     }
+    // The after-care row has every column too, the plan context included.
     out.push_str(&format!(
-        ",{CSV_POST_CARE_KIND},,,,{}\r\n",
-        csv_field(post_care)
+        ",{CSV_POST_CARE_KIND},,,,{},{}\r\n",
+        csv_field(post_care),
+        plan_cells.join(",")
     ));
     out
 }
@@ -292,10 +333,11 @@ mod tests {
             faults: Vec::new(),
             overrides: Vec::new(),
             timeline: Vec::new(),
+            plan: None,
         };
         assert_eq!(
             report_csv(&report, "Keep it clean, \"dry\"."),
-            format!("{CSV_HEADER}\r\n,post_care,,,,\"Keep it clean, \"\"dry\"\".\"\r\n")
+            format!("{CSV_HEADER}\r\n,post_care,,,,\"Keep it clean, \"\"dry\"\".\",,,,,\r\n")
         );
     }
 }

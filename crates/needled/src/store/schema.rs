@@ -11,14 +11,16 @@
 //!   usage counters never decrease (no budget "refill");
 //! - ended and aborted sessions are frozen;
 //! - cartridges, sessions and recalled lots are never deleted; events are never updated or
-//!   deleted.
+//!   deleted;
+//! - (version 2) plans are never deleted, a stopped plan is frozen, a session's plan is final,
+//!   plan events are append-only.
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::StoreError;
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1 of the schema.
 const SCHEMA_V1: &str = r#"
@@ -211,14 +213,112 @@ BEGIN
 END;
 "#;
 
+/// Version 2: treatment plans (issue 15), a self-contained step on top of version 1.
+/// A plan's planned sessions are a JSON array; a session belongs to at most one plan
+/// (`plan_sessions`, final once written); plans are never deleted, a stopped plan is frozen,
+/// and plan events are append-only.
+const SCHEMA_V2_PLANS: &str = r#"
+CREATE TABLE plans (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject_ref   TEXT    NOT NULL CHECK (length(subject_ref) > 0),
+    areas         TEXT    NOT NULL CHECK (json_valid(areas)),
+    sessions      TEXT    NOT NULL CHECK (json_valid(sessions)),
+    min_days      INTEGER NOT NULL CHECK (min_days >= 0),
+    max_days      INTEGER NOT NULL CHECK (max_days >= min_days),
+    state         TEXT    NOT NULL CHECK (state IN ('active', 'stopped')),
+    created_at_ms INTEGER NOT NULL,
+    created_by    TEXT    NOT NULL CHECK (length(created_by) > 0),
+    stopped_at_ms INTEGER,
+    stop_reason   TEXT,
+    CHECK ((state = 'stopped') = (stopped_at_ms IS NOT NULL AND stop_reason IS NOT NULL))
+) STRICT;
+
+CREATE INDEX plans_by_subject ON plans(subject_ref, id);
+
+CREATE TABLE plan_sessions (
+    session_id INTEGER PRIMARY KEY REFERENCES sessions(id),
+    plan_id    INTEGER NOT NULL REFERENCES plans(id),
+    n          INTEGER NOT NULL CHECK (n >= 1)
+) STRICT;
+
+CREATE INDEX plan_sessions_by_plan ON plan_sessions(plan_id, n);
+
+CREATE TABLE plan_events (
+    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+    plan_id INTEGER NOT NULL REFERENCES plans(id),
+    at_ms   INTEGER NOT NULL,
+    actor   TEXT    NOT NULL CHECK (length(actor) > 0),
+    kind    TEXT    NOT NULL CHECK (length(kind) > 0),
+    reason  TEXT,
+    detail  TEXT    NOT NULL CHECK (json_valid(detail))
+) STRICT;
+
+CREATE INDEX plan_events_by_plan ON plan_events(plan_id, seq);
+
+CREATE TRIGGER plans_start_active
+BEFORE INSERT ON plans
+WHEN NEW.state <> 'active'
+BEGIN
+    SELECT RAISE(ABORT, 'a plan is created active');
+END;
+
+CREATE TRIGGER plans_stopped_frozen
+BEFORE UPDATE ON plans
+WHEN OLD.state = 'stopped'
+BEGIN
+    SELECT RAISE(ABORT, 'a stopped plan is frozen');
+END;
+
+CREATE TRIGGER plans_identity_fixed
+BEFORE UPDATE OF id, subject_ref, created_at_ms, created_by ON plans
+WHEN NEW.id IS NOT OLD.id OR NEW.subject_ref IS NOT OLD.subject_ref
+     OR NEW.created_at_ms IS NOT OLD.created_at_ms OR NEW.created_by IS NOT OLD.created_by
+BEGIN
+    SELECT RAISE(ABORT, 'a plan identity is fixed');
+END;
+
+CREATE TRIGGER plans_never_deleted
+BEFORE DELETE ON plans
+BEGIN
+    SELECT RAISE(ABORT, 'plans are never deleted');
+END;
+
+CREATE TRIGGER plan_sessions_final_update
+BEFORE UPDATE ON plan_sessions
+BEGIN
+    SELECT RAISE(ABORT, 'a session belongs to its plan for good');
+END;
+
+CREATE TRIGGER plan_sessions_final_delete
+BEFORE DELETE ON plan_sessions
+BEGIN
+    SELECT RAISE(ABORT, 'a session belongs to its plan for good');
+END;
+
+CREATE TRIGGER plan_events_append_only_update
+BEFORE UPDATE ON plan_events
+BEGIN
+    SELECT RAISE(ABORT, 'plan events are append-only');
+END;
+
+CREATE TRIGGER plan_events_append_only_delete
+BEFORE DELETE ON plan_events
+BEGIN
+    SELECT RAISE(ABORT, 'plan events are append-only');
+END;
+"#;
+
 /// Brings the schema of `conn` to [`SCHEMA_VERSION`] in one immediate transaction (so two
 /// processes opening a new file at once cannot both create it).
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     match found {
-        0 => {
-            tx.execute_batch(SCHEMA_V1)?;
+        0 | 1 => {
+            if found == 0 {
+                tx.execute_batch(SCHEMA_V1)?;
+            }
+            tx.execute_batch(SCHEMA_V2_PLANS)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         SCHEMA_VERSION => {}
@@ -253,7 +353,15 @@ mod tests {
         let triggers = names(&conn, "trigger");
         assert_eq!(
             tables,
-            ["cartridges", "events", "recalled_lots", "sessions"]
+            [
+                "cartridges",
+                "events",
+                "plan_events",
+                "plan_sessions",
+                "plans",
+                "recalled_lots",
+                "sessions"
+            ]
         );
         assert!(triggers.contains(&"events_append_only_update".to_owned()));
         assert!(triggers.contains(&"events_append_only_delete".to_owned()));
@@ -265,6 +373,42 @@ mod tests {
             .query_row("PRAGMA user_version", [], |row| row.get(0))
             .expect("pragma");
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_version_1_file_gains_the_plan_tables_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(SCHEMA_V1).expect("v1");
+        conn.pragma_update(None, "user_version", 1).expect("pragma");
+        conn.execute(
+            "INSERT INTO recalled_lots VALUES ('L1', 1, 'tech', 'notice')",
+            [],
+        )
+        .expect("row");
+        migrate(&mut conn).expect("to v2");
+        assert!(names(&conn, "table").contains(&"plans".to_owned()));
+        let lots: i64 = conn
+            .query_row("SELECT count(*) FROM recalled_lots", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(lots, 1);
+        conn.execute(
+            "INSERT INTO plans (subject_ref, areas, sessions, min_days, max_days, state, \
+             created_at_ms, created_by) VALUES ('S', '[]', '[]', 28, 42, 'active', 1, 't')",
+            [],
+        )
+        .expect("plan");
+        assert!(conn.execute("DELETE FROM plans", []).is_err());
+        conn.execute(
+            "UPDATE plans SET state = 'stopped', stopped_at_ms = 2, stop_reason = 'r'",
+            [],
+        )
+        .expect("stop");
+        assert!(conn
+            .execute(
+                "UPDATE plans SET state = 'active', stopped_at_ms = NULL",
+                []
+            )
+            .is_err());
     }
 
     #[test]

@@ -297,7 +297,66 @@ fn abort(
     spend_bound_cartridge(conn, session, "session_aborted", actor, now_ms)
 }
 
-fn validate_new_session(new: &NewSession) -> Result<(), LedgerError> {
+/// Inserts a checked new session (its text already validated) inside `tx`: the interval
+/// rule, the row, event `session_created`, and event `interval_override` when one was used.
+/// Treatment plans create their sessions through this too, in their own transaction.
+pub(super) fn insert_checked(
+    tx: &Connection,
+    new: &NewSession,
+    now_ms: i64,
+    min_interval_ms: i64,
+    interval_override: Option<&Override>,
+) -> Result<SessionRecord, LedgerError> {
+    let checklist = serde_json::to_string(&new.checklist)
+        .map_err(|e| LedgerError::InvalidInput(format!("checklist: {e}")))?;
+    let last_started: Option<i64> = tx.query_row(
+        "SELECT max(started_at_ms) FROM sessions WHERE subject_ref = ?1",
+        [&new.subject_ref],
+        |row| row.get(0),
+    )?;
+    let too_soon = last_started.and_then(|last| {
+        let earliest = last.saturating_add(min_interval_ms);
+        (now_ms < earliest).then_some((last, earliest))
+    });
+    let used_override = match (too_soon, interval_override) {
+        (Some((last, earliest)), None) => {
+            return Err(LedgerError::SessionInterval {
+                earliest_allowed_ms: earliest,
+                last_started_at_ms: last,
+            })
+        }
+        (Some((last, earliest)), Some(o)) => Some((last, earliest, o)),
+        (None, _) => None,
+    };
+    tx.execute(
+        "INSERT INTO sessions (operator, subject_ref, area, checklist, state, created_at_ms)
+         VALUES (?1, ?2, ?3, ?4, 'created', ?5)",
+        params![new.operator, new.subject_ref, new.area, checklist, now_ms],
+    )?;
+    let id = tx.last_insert_rowid();
+    let created = Event::new(now_ms, new.operator.as_str(), kinds::SESSION_CREATED)
+        .session(id)
+        .detail(json!({
+            "subject_ref": new.subject_ref,
+            "area": new.area,
+            "checklist": new.checklist,
+        }));
+    events::insert(tx, &created)?;
+    if let Some((last, earliest, o)) = used_override {
+        let event = Event::new(now_ms, o.actor.as_str(), kinds::INTERVAL_OVERRIDE)
+            .session(id)
+            .reason(o.reason.as_str())
+            .detail(json!({
+                "last_started_at_ms": last,
+                "earliest_allowed_ms": earliest,
+                "min_interval_ms": min_interval_ms,
+            }));
+        events::insert(tx, &event)?;
+    }
+    require(tx, id)
+}
+
+pub(super) fn validate_new_session(new: &NewSession) -> Result<(), LedgerError> {
     validate::text("operator", &new.operator)?;
     validate::text("subject_ref", &new.subject_ref)?;
     validate::text("area", &new.area)?;
@@ -345,55 +404,7 @@ impl Store {
             validate::text("override actor", &o.actor)?;
             validate::reason("override reason", &o.reason)?;
         }
-        let checklist = serde_json::to_string(&new.checklist)
-            .map_err(|e| LedgerError::InvalidInput(format!("checklist: {e}")))?;
-        self.write(|tx| {
-            let last_started: Option<i64> = tx.query_row(
-                "SELECT max(started_at_ms) FROM sessions WHERE subject_ref = ?1",
-                [&new.subject_ref],
-                |row| row.get(0),
-            )?;
-            let too_soon = last_started.and_then(|last| {
-                let earliest = last.saturating_add(min_interval_ms);
-                (now_ms < earliest).then_some((last, earliest))
-            });
-            let used_override = match (too_soon, interval_override) {
-                (Some((last, earliest)), None) => {
-                    return Err(LedgerError::SessionInterval {
-                        earliest_allowed_ms: earliest,
-                        last_started_at_ms: last,
-                    })
-                }
-                (Some((last, earliest)), Some(o)) => Some((last, earliest, o)),
-                (None, _) => None,
-            };
-            tx.execute(
-                "INSERT INTO sessions (operator, subject_ref, area, checklist, state, created_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, 'created', ?5)",
-                params![new.operator, new.subject_ref, new.area, checklist, now_ms],
-            )?;
-            let id = tx.last_insert_rowid();
-            let created = Event::new(now_ms, new.operator.as_str(), kinds::SESSION_CREATED)
-                .session(id)
-                .detail(json!({
-                    "subject_ref": new.subject_ref,
-                    "area": new.area,
-                    "checklist": new.checklist,
-                }));
-            events::insert(tx, &created)?;
-            if let Some((last, earliest, o)) = used_override {
-                let event = Event::new(now_ms, o.actor.as_str(), kinds::INTERVAL_OVERRIDE)
-                    .session(id)
-                    .reason(o.reason.as_str())
-                    .detail(json!({
-                        "last_started_at_ms": last,
-                        "earliest_allowed_ms": earliest,
-                        "min_interval_ms": min_interval_ms,
-                    }));
-                events::insert(tx, &event)?;
-            }
-            require(tx, id)
-        })
+        self.write(|tx| insert_checked(tx, new, now_ms, min_interval_ms, interval_override))
     }
 
     /// Binds the cartridge of an authenticated `tag` to a created session, in one

@@ -58,8 +58,8 @@ pub struct Cli {
     )]
     pub token_file: PathBuf,
 
-    /// Which token of --token-file to use [default: operator; technician for `sim` and
-    /// `lot recall`, which only a technician may call]
+    /// Which token of --token-file to use [default: operator; technician for `sim`,
+    /// `lot recall` and `plan create`, `change` and `stop`, which only a technician may call]
     #[arg(long, global = true, help_heading = "Global options", value_enum)]
     pub role: Option<TokenRole>,
 
@@ -99,6 +99,9 @@ pub enum Cmd {
     /// Treatment sessions: create, bind a cartridge, arm, start, pause, end, report
     #[command(subcommand)]
     Session(SessionCmd),
+    /// Treatment plans: a subject's series, numbing, the printable record
+    #[command(subcommand)]
+    Plan(crate::plan::PlanCmd),
     /// The cartridge ledger
     #[command(subcommand)]
     Cartridge(CartridgeCmd),
@@ -201,9 +204,13 @@ pub enum SessionCmd {
         /// [default: config/default.toml if present, else needled's built-in checklist]
         #[arg(long, value_name = "FILE", requires = "all_checked")]
         checklist_config: Option<PathBuf>,
-        /// Override the minimum interval between a subject's sessions (technician; recorded)
+        /// Override the minimum interval between a subject's sessions, or the plan's window
+        /// (technician; recorded)
         #[arg(long, value_name = "REASON")]
         override_reason: Option<String>,
+        /// The plan this session belongs to (it becomes the plan's next session)
+        #[arg(long, value_name = "PLAN_ID")]
+        plan: Option<i64>,
     },
     /// Confirm (or withdraw) checklist items of a created or bound session, before arming
     #[command(group(ArgGroup::new("answers").args(["checks", "unchecks", "all_checked"]).required(true).multiple(true)))]
@@ -244,6 +251,10 @@ pub enum SessionCmd {
         /// The stroke rate.
         #[command(flatten)]
         rate: RateArgs,
+        /// Arm deeper than the plan's depth or before the numbing has acted (technician;
+        /// recorded as an override)
+        #[arg(long, value_name = "REASON")]
+        override_reason: Option<String>,
     },
     /// Start (or resume) the stroke motor
     Start {

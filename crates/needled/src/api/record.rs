@@ -1,0 +1,59 @@
+//! The printable treatment record (HTML, print CSS) of a session and of a whole plan.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::{AppState, Authed, Param};
+use crate::error::ApiError;
+use crate::record;
+use crate::store::{PlanId, SessionId};
+
+fn html(body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub(super) async fn session(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+    Param(id): Param<SessionId>,
+) -> Result<Response, ApiError> {
+    let report = s.service.read(move |st| st.session_report(id)).await?;
+    let policy = s.service.policy();
+    Ok(html(record::session_page(
+        &report,
+        &policy.checklist,
+        &policy.post_care,
+    )))
+}
+
+pub(super) async fn plan(
+    State(s): State<AppState>,
+    Authed(_): Authed,
+    Param(id): Param<PlanId>,
+) -> Result<Response, ApiError> {
+    let view = s.service.plan(id).await?;
+    let ids: Vec<SessionId> = view.history.iter().map(|l| l.session.id).collect();
+    let reports = s
+        .service
+        .read(move |st| {
+            ids.iter()
+                .map(|&i| st.session_report(i))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await?;
+    let policy = s.service.policy();
+    Ok(html(record::plan_page(
+        &view,
+        &reports,
+        &policy.checklist,
+        &policy.post_care,
+    )))
+}
