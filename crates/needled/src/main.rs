@@ -46,6 +46,10 @@ struct Args {
     /// systemd's ExecStopPost= after any exit of the service.
     #[arg(long)]
     safe_outputs: bool,
+    /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves) and exit:
+    /// `needled --openapi > docs/openapi.json` regenerates the checked-in copy.
+    #[arg(long)]
+    openapi: bool,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,18 @@ fn main() -> ExitCode {
     }
     if args.safe_outputs {
         return safe_outputs(&args.config);
+    }
+    if args.openapi {
+        return match needled::api::openapi_document().to_pretty_json() {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("openapi: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config_sha256 = std::fs::read(&args.config)
         .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
@@ -365,12 +381,12 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         telemetry_period: Duration::from_millis(
             1000 / u64::from(config.service.telemetry_hz.max(1)),
         ),
-        version: Arc::new(serde_json::json!({
-            "needled": env!("CARGO_PKG_VERSION"),
-            "git": env!("NEEDLED_GIT_REV"),
-            "config_sha256": config_sha256,
-            "backend": config.hardware.backend.as_str(),
-        })),
+        version: Arc::new(needle_api::Version {
+            needled: env!("CARGO_PKG_VERSION").to_string(),
+            git: env!("NEEDLED_GIT_REV").to_string(),
+            config_sha256: config_sha256.to_string(),
+            backend: config.hardware.backend.as_str().to_string(),
+        }),
     };
     let listener = tokio::net::TcpListener::bind(config.service.bind)
         .await

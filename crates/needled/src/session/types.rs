@@ -75,33 +75,9 @@ pub struct StorageHealth {
     pub pending: usize,
 }
 
-/// A request to create a session.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSession {
-    /// Who performs it.
-    pub operator: String,
-    /// Opaque subject reference (never a name).
-    pub subject_ref: String,
-    /// Treatment area, one of the configured areas.
-    pub area: String,
-    /// Checklist answers by item id.
-    #[serde(default)]
-    pub checklist: BTreeMap<String, bool>,
-    /// Reason to override the minimum interval (technicians only).
-    #[serde(default)]
-    pub override_reason: Option<String>,
-}
-
-/// Setpoints to arm with or change to.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Setpoints {
-    /// Needle depth, µm.
-    pub depth_um: Option<i32>,
-    /// Stroke rate, mHz.
-    pub rate_mhz: Option<u32>,
-}
+// The requests are the API contract's own types: what the wire carries is what the
+// session owner receives.
+pub use needle_api::{CreateSession, Setpoints};
 
 /// How the monitor is doing, as the dead-man heartbeat and `/v1/health` judge it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
