@@ -28,7 +28,8 @@ impl Ok {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
-    /// Why, recorded in the event log; must not be blank.
+    /// Why, recorded in the event log; must not be blank (`reason_required`).
+    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub reason: String,
 }
 

@@ -50,6 +50,11 @@ struct Args {
     /// `needled --openapi > docs/openapi.json` regenerates the checked-in copy.
     #[arg(long)]
     openapi: bool,
+    /// Once the API listens, write `{"address": "IP:PORT", "pid": N}` to this file (written
+    /// to a temporary name and renamed, so a reader never sees half of it): how a test, a
+    /// bench or a jig that binds port 0 learns the address and that needled is ready.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -141,7 +146,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, config_sha256)) {
+    match runtime.block_on(run(config, config_sha256, args.ready_file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -297,7 +302,11 @@ fn open_rig(config: &Config) -> Result<Rig, String> {
     }
 }
 
-async fn run(config: Config, config_sha256: String) -> Result<(), String> {
+async fn run(
+    config: Config,
+    config_sha256: String,
+    ready_file: Option<PathBuf>,
+) -> Result<(), String> {
     let data_dir = config.service.data_dir.clone();
     // The hardware first, at its safe levels: a start that fails on the ledger, the key or
     // the tokens (or is killed) still leaves the pins safe.
@@ -393,8 +402,12 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         .map_err(|e| format!("cannot bind {} (service.bind): {e}", config.service.bind))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(address = %local, data_dir = %data_dir.display(), token_file = ?token_file, "needled listening");
-    // Jigs and tests read this line to find the port when binding port 0.
+    // For people; programs use --ready-file.
     println!("needled listening on http://{local}");
+    if let Some(file) = &ready_file {
+        write_ready_file(file, local)
+            .map_err(|e| format!("--ready-file {}: {e}", file.display()))?;
+    }
     spawn_watchdog(&service);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     axum::serve(listener, api::router(state))
@@ -403,6 +416,15 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         .map_err(|e| format!("server: {e}"))?;
     tracing::info!("shutting down: motor off");
     Ok(())
+}
+
+/// Writes the readiness file: the bound address and the pid, as JSON, atomically.
+fn write_ready_file(file: &std::path::Path, address: std::net::SocketAddr) -> std::io::Result<()> {
+    let body = serde_json::json!({ "address": address.to_string(), "pid": std::process::id() });
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, file)
 }
 
 /// The dead-man heartbeat. A dedicated thread (SCHED_FIFO below the control thread when

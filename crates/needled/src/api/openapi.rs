@@ -50,7 +50,7 @@ use super::{sessions, sim, status};
         sim::sim_ticks,
         sim::sim_inject,
     ),
-    components(schemas(needle_api::ErrorBody, needle_api::TelemetryEvent)),
+    components(schemas(needle_api::ErrorBody, needle_api::TelemetryEvent, needle_api::ReportFormat)),
     modifiers(&Common),
     security(("bearer" = [])),
 )]

@@ -119,7 +119,7 @@ pub(super) async fn pause(
 
 /// End the session (the body is optional); its cartridge is spent.
 #[utoipa::path(post, path = "/v1/sessions/{id}/end", tag = "sessions", params(SessionPath),
-    request_body(content = Option<EndSession>, description = "none, or a reason"),
+    request_body(content = Option<EndSession>, description = "none, `null`, or a reason"),
     responses((status = 200, description = "ended", body = wire::Session)))]
 pub(super) async fn end(
     State(s): State<AppState>,
@@ -131,18 +131,20 @@ pub(super) async fn end(
         413 => ApiError::new(413, ErrorCode::BodyTooLarge, e.body_text()),
         _ => ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text()),
     })?;
-    // The body is optional: none, or {"reason": "..."}.
+    // The body is optional: none, `null`, or {"reason": "..."}.
     let given: EndSession = if body.iter().all(u8::is_ascii_whitespace) {
         EndSession::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            // As on every other endpoint: broken JSON is invalid_json, a wrong field
-            // invalid_request.
-            serde_json::error::Category::Data => {
-                ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string())
-            }
-            _ => ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()),
-        })?
+        serde_json::from_slice::<Option<EndSession>>(&body)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| match e.classify() {
+                // As on every other endpoint: broken JSON is invalid_json, a wrong field
+                // invalid_request.
+                serde_json::error::Category::Data => {
+                    ApiError::bad_request(ErrorCode::InvalidRequest, e.to_string())
+                }
+                _ => ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()),
+            })?
     };
     let reason = given
         .reason
