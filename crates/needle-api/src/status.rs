@@ -117,8 +117,9 @@ pub struct Rate {
     pub measured_mhz: u32,
 }
 
-/// The control loop's timing and what the control thread was granted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// The control loop's timing and what the control thread was granted (needled's
+/// `control::LoopStats` is this type).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ControlStats {
     /// Configured rate, Hz.
     pub rate_hz: u32,

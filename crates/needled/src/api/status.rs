@@ -74,7 +74,7 @@ pub(super) async fn status(
         session: session.map(Into::into),
         cartridge: cartridge.map(Into::into),
         storage: s.service.storage_health().into(),
-        control: snap.stats.into(),
+        control: snap.stats,
         backend: if s.service.sim().is_some() {
             wire::Backend::Sim
         } else {
@@ -102,7 +102,7 @@ pub(super) async fn telemetry_stream(
             let body = wire::TelemetryEvent {
                 telemetry: telemetry(&snap.telemetry),
                 session: control.active_session(),
-                control: snap.stats.into(),
+                control: snap.stats,
             };
             let event = SseEvent::default()
                 .event("telemetry")

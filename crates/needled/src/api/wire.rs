@@ -6,7 +6,6 @@ use needle_core::protocol::State;
 use needle_core::Telemetry;
 
 use crate::cartridge::Needles;
-use crate::control::LoopStats;
 use crate::session::StorageHealth;
 use crate::store::{
     CartridgeRecord, CartridgeState, ChecklistItem, EventRecord, ReportCartridge, SessionRecord,
@@ -203,23 +202,6 @@ impl From<StorageHealth> for wire::StorageHealth {
             failed_at_ms: s.failed_at_ms,
             error: s.error,
             pending: s.pending as u64,
-        }
-    }
-}
-
-impl From<LoopStats> for wire::ControlStats {
-    fn from(s: LoopStats) -> Self {
-        wire::ControlStats {
-            rate_hz: s.rate_hz,
-            ticks: s.ticks,
-            overruns: s.overruns,
-            lateness_p50_us: s.lateness_p50_us,
-            lateness_p99_us: s.lateness_p99_us,
-            lateness_max_us: s.lateness_max_us,
-            realtime: s.realtime,
-            priority: s.priority,
-            memory_locked: s.memory_locked,
-            cpu: s.cpu,
         }
     }
 }
