@@ -50,6 +50,7 @@ PURPOSE = {
     "thread-priority": "SCHED_FIFO priority of the control thread",
     "sd-notify": "systemd readiness and watchdog",
     "ureq": "HTTP client of needlectl, tests and jigs",
+    "utoipa": "OpenAPI 3.1 document from the API contract's types and routes (needle-api, needled)",
     "rppal": "Raspberry Pi GPIO/PWM/I2C backend (feature rppal)",
     "linux-embedded-hal": "Linux gpio-cdev/i2cdev backend (feature linux)",
     "gpio-cdev": "GPIO line events with kernel timestamps (feature linux)",

@@ -84,30 +84,8 @@ pub struct LoopConfig {
     pub cpu: Option<u32>,
 }
 
-/// Timing of the control loop.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct LoopStats {
-    /// Configured rate, Hz.
-    pub rate_hz: u32,
-    /// Ticks run.
-    pub ticks: u64,
-    /// Ticks that started more than a whole period late.
-    pub overruns: u64,
-    /// Median lateness of the wake-up behind its deadline, µs.
-    pub lateness_p50_us: u64,
-    /// 99th percentile lateness, µs.
-    pub lateness_p99_us: u64,
-    /// Largest lateness seen, µs.
-    pub lateness_max_us: u64,
-    /// Whether the thread got real-time priority.
-    pub realtime: bool,
-    /// The SCHED_FIFO priority granted, if any.
-    pub priority: Option<u8>,
-    /// Whether the process's memory is locked (`mlockall`).
-    pub memory_locked: bool,
-    /// The CPU the thread is pinned to, if it is.
-    pub cpu: Option<u32>,
-}
+/// Timing of the control loop: the API contract's own type, as `/v1/status` shows it.
+pub use needle_api::ControlStats as LoopStats;
 
 /// What the control thread publishes after every tick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,5 +1,6 @@
 //! The API's error: a stable machine code, an HTTP status and a message for people.
 
+pub use needle_api::ErrorCode;
 use needle_core::protocol::Rejected;
 use serde::Serialize;
 
@@ -15,39 +16,49 @@ pub struct ApiError {
     #[serde(skip)]
     pub status: u16,
     /// Stable machine code.
-    pub code: String,
+    pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: String,
 }
 
 impl ApiError {
     /// An error with a status, code and message.
-    pub fn new(status: u16, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             status,
-            code: code.to_string(),
+            code,
             message: message.into(),
         }
     }
 
+    /// The body the API sends for this error.
+    pub fn body(&self) -> needle_api::ErrorBody {
+        needle_api::ErrorBody {
+            error: needle_api::ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        }
+    }
+
     /// 400: the request is malformed or a value is out of range.
-    pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(400, code, message)
     }
 
     /// 404.
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, "not_found", message)
+        Self::new(404, ErrorCode::NotFound, message)
     }
 
     /// 409: not allowed in the current state.
-    pub fn conflict(code: &str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(409, code, message)
     }
 
     /// 403.
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
+        Self::new(403, ErrorCode::Forbidden, message)
     }
 }
 
@@ -72,26 +83,37 @@ impl From<Rejected> for ApiError {
             }
             _ => 409,
         };
-        ApiError::new(status, r.code(), message)
+        let code = match r {
+            Rejected::WrongState(_) => ErrorCode::WrongState,
+            Rejected::NotHomed => ErrorCode::NotHomed,
+            Rejected::FaultLatched(_) => ErrorCode::FaultLatched,
+            Rejected::CauseStillPresent(_) => ErrorCode::FaultCausePresent,
+            Rejected::Interlocked(_) => ErrorCode::Interlocked,
+            Rejected::DepthOutOfRange => ErrorCode::DepthOutOfRange,
+            Rejected::CeilingOutOfRange => ErrorCode::CeilingOutOfRange,
+            Rejected::RateOutOfRange => ErrorCode::RateOutOfRange,
+            Rejected::DepthNotSettled => ErrorCode::DepthNotSettled,
+        };
+        ApiError::new(status, code, message)
     }
 }
 
 impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
-            ControlError::Busy => ApiError::new(503, "control_busy", e.to_string()),
-            ControlError::Stopped => ApiError::new(503, "control_stopped", e.to_string()),
+            ControlError::Busy => ApiError::new(503, ErrorCode::ControlBusy, e.to_string()),
+            ControlError::Stopped => ApiError::new(503, ErrorCode::ControlStopped, e.to_string()),
         }
     }
 }
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
-        let code = e.code();
+        let code = known(e.code());
         let status = match code {
-            "not_found" => 404,
-            "invalid_input" => 400,
-            "storage_error" => 500,
+            ErrorCode::NotFound => 404,
+            ErrorCode::InvalidInput => 400,
+            ErrorCode::StorageError => 500,
             _ => 409,
         };
         ApiError::new(status, code, e.to_string())
@@ -100,12 +122,70 @@ impl From<LedgerError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::new(500, e.code(), e.to_string())
+        ApiError::new(500, known(e.code()), e.to_string())
     }
 }
 
 impl From<TagError> for ApiError {
     fn from(e: TagError) -> Self {
-        ApiError::new(409, e.code(), e.to_string())
+        ApiError::new(409, known(e.code()), e.to_string())
+    }
+}
+
+/// The API code of a ledger or tag error's own code. Each of those is one of the API's
+/// codes (the tests below prove it for every variant); should one ever not be, it is
+/// reported as a storage error rather than invented.
+pub(crate) fn known(code: &str) -> ErrorCode {
+    ErrorCode::from_code(code).unwrap_or(ErrorCode::StorageError)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use needle_core::protocol::{Fault, Interlock, State};
+
+    #[test]
+    fn every_core_refusal_keeps_its_core_code() {
+        let all = [
+            Rejected::WrongState(State::Idle),
+            Rejected::NotHomed,
+            Rejected::FaultLatched(Fault::EStop),
+            Rejected::CauseStillPresent(Fault::EStop),
+            Rejected::Interlocked(Interlock::CartridgeMissing),
+            Rejected::DepthOutOfRange,
+            Rejected::CeilingOutOfRange,
+            Rejected::RateOutOfRange,
+            Rejected::DepthNotSettled,
+        ];
+        for r in all {
+            assert_eq!(ApiError::from(r).code.as_str(), r.code(), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn every_ledger_store_and_tag_code_is_an_api_code() {
+        let ledger = [
+            "cartridge_spent",
+            "cartridge_expired",
+            "lot_recalled",
+            "cartridge_in_use",
+            "cartridge_budget_exhausted",
+            "cartridge_mismatch",
+            "not_found",
+            "session_interval",
+            "session_wrong_state",
+            "invalid_input",
+            "storage_error",
+            "storage_schema_unsupported",
+            "tag_unknown_format",
+            "tag_truncated",
+            "tag_invalid_field",
+            "tag_bad_mac",
+        ];
+        for code in ledger {
+            assert_eq!(known(code).as_str(), code);
+        }
+        let tag = TagError::BadMac;
+        assert_eq!(ApiError::from(tag.clone()).code.as_str(), tag.code());
     }
 }

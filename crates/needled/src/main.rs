@@ -46,6 +46,15 @@ struct Args {
     /// systemd's ExecStopPost= after any exit of the service.
     #[arg(long)]
     safe_outputs: bool,
+    /// Print the API's OpenAPI 3.1 document (what `GET /v1/openapi.json` serves) and exit:
+    /// `needled --openapi > docs/openapi.json` regenerates the checked-in copy.
+    #[arg(long)]
+    openapi: bool,
+    /// Once the API listens, write `{"address": "IP:PORT", "pid": N}` to this file (written
+    /// to a temporary name and renamed, so a reader never sees half of it): how a test, a
+    /// bench or a jig that binds port 0 learns the address and that needled is ready.
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -67,6 +76,18 @@ fn main() -> ExitCode {
     }
     if args.safe_outputs {
         return safe_outputs(&args.config);
+    }
+    if args.openapi {
+        return match needled::api::openapi_document().to_pretty_json() {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("openapi: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config_sha256 = std::fs::read(&args.config)
         .map(|b| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&b)))
@@ -125,7 +146,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, config_sha256)) {
+    match runtime.block_on(run(config, config_sha256, args.ready_file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -289,7 +310,11 @@ fn open_rig(config: &Config) -> Result<Rig, String> {
     }
 }
 
-async fn run(config: Config, config_sha256: String) -> Result<(), String> {
+async fn run(
+    config: Config,
+    config_sha256: String,
+    ready_file: Option<PathBuf>,
+) -> Result<(), String> {
     let data_dir = config.service.data_dir.clone();
     // The hardware first, at its safe levels: a start that fails on the ledger, the key or
     // the tokens (or is killed) still leaves the pins safe.
@@ -373,20 +398,24 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         telemetry_period: Duration::from_millis(
             1000 / u64::from(config.service.telemetry_hz.max(1)),
         ),
-        version: Arc::new(serde_json::json!({
-            "needled": env!("CARGO_PKG_VERSION"),
-            "git": env!("NEEDLED_GIT_REV"),
-            "config_sha256": config_sha256,
-            "backend": config.hardware.backend.as_str(),
-        })),
+        version: Arc::new(needle_api::Version {
+            needled: env!("CARGO_PKG_VERSION").to_string(),
+            git: env!("NEEDLED_GIT_REV").to_string(),
+            config_sha256: config_sha256.to_string(),
+            backend: config.hardware.backend.as_str().to_string(),
+        }),
     };
     let listener = tokio::net::TcpListener::bind(config.service.bind)
         .await
         .map_err(|e| format!("cannot bind {} (service.bind): {e}", config.service.bind))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(address = %local, data_dir = %data_dir.display(), token_file = ?token_file, "needled listening");
-    // Jigs and tests read this line to find the port when binding port 0.
+    // For people; programs use --ready-file.
     println!("needled listening on http://{local}");
+    if let Some(file) = &ready_file {
+        write_ready_file(file, local)
+            .map_err(|e| format!("--ready-file {}: {e}", file.display()))?;
+    }
     spawn_watchdog(&service);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     axum::serve(listener, api::router(state))
@@ -395,6 +424,15 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         .map_err(|e| format!("server: {e}"))?;
     tracing::info!("shutting down: motor off");
     Ok(())
+}
+
+/// Writes the readiness file: the bound address and the pid, as JSON, atomically.
+fn write_ready_file(file: &std::path::Path, address: std::net::SocketAddr) -> std::io::Result<()> {
+    let body = serde_json::json!({ "address": address.to_string(), "pid": std::process::id() });
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(&tmp, file)
 }
 
 /// The dead-man heartbeat. A dedicated thread (SCHED_FIFO below the control thread when

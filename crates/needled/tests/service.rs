@@ -1132,3 +1132,25 @@ fn incomplete_checklist_is_completed_before_arming_and_keeps_the_cartridge() {
         (409, "session_wrong_state".into())
     );
 }
+
+/// Found by schemathesis: the document says the end body is optional, and JSON `null` is the
+/// absence of one; it was refused with 400 `invalid_request`.
+#[test]
+fn end_with_a_null_body_ends_the_session_as_with_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    let id = create(&n, "subj-null-end", "face");
+    let (status, v) = call(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/end"),
+        Some(&n.operator),
+        Some(Value::Null),
+    );
+    assert_eq!(status, 200, "{v}");
+    let other = create(&n, "subj-none-end", "face");
+    let w = op(&n, "POST", &format!("/v1/sessions/{other}/end"), None);
+    assert_eq!(v["state"], w["state"]);
+    assert_eq!(v["end_reason"], "ended by the operator");
+    assert_eq!(w["end_reason"], "ended by the operator");
+}

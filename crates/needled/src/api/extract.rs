@@ -9,7 +9,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::session::{Actor, Role};
 
 /// The caller, from `Authorization: Bearer <token>`.
@@ -23,11 +23,11 @@ impl FromRequestParts<AppState> for Authed {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| ApiError::new(401, "unauthorized", "missing bearer token"))?;
+            .ok_or_else(|| ApiError::new(401, ErrorCode::Unauthorized, "missing bearer token"))?;
         let token = header.strip_prefix("Bearer ").ok_or_else(|| {
             ApiError::new(
                 401,
-                "unauthorized",
+                ErrorCode::Unauthorized,
                 "expected 'Authorization: Bearer <token>'",
             )
         })?;
@@ -35,7 +35,7 @@ impl FromRequestParts<AppState> for Authed {
             .tokens
             .lookup(token.trim())
             .map(Authed)
-            .ok_or_else(|| ApiError::new(401, "unauthorized", "unknown token"))
+            .ok_or_else(|| ApiError::new(401, ErrorCode::Unauthorized, "unknown token"))
     }
 }
 
@@ -66,19 +66,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
             Err(e) => Err(match e {
                 JsonRejection::MissingJsonContentType(_) => ApiError::new(
                     415,
-                    "unsupported_media_type",
+                    ErrorCode::UnsupportedMediaType,
                     "send Content-Type: application/json",
                 ),
                 JsonRejection::JsonSyntaxError(e) => {
-                    ApiError::bad_request("invalid_json", e.body_text())
+                    ApiError::bad_request(ErrorCode::InvalidJson, e.body_text())
                 }
                 JsonRejection::JsonDataError(e) => {
-                    ApiError::bad_request("invalid_request", e.body_text())
+                    ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text())
                 }
                 JsonRejection::BytesRejection(e) => {
-                    ApiError::new(413, "body_too_large", e.body_text())
+                    ApiError::new(413, ErrorCode::BodyTooLarge, e.body_text())
                 }
-                other => ApiError::bad_request("invalid_request", other.body_text()),
+                other => ApiError::bad_request(ErrorCode::InvalidRequest, other.body_text()),
             }),
         }
     }
@@ -95,15 +95,15 @@ impl<S: Send + Sync> FromRequest<S> for NoBody {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let body = axum::body::Bytes::from_request(req, state).await.map_err(
             |e: BytesRejection| match e.status().as_u16() {
-                413 => ApiError::new(413, "body_too_large", e.body_text()),
-                _ => ApiError::bad_request("invalid_request", e.body_text()),
+                413 => ApiError::new(413, ErrorCode::BodyTooLarge, e.body_text()),
+                _ => ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text()),
             },
         )?;
         if body.is_empty() {
             Ok(NoBody)
         } else {
             Err(ApiError::bad_request(
-                "unexpected_body",
+                ErrorCode::UnexpectedBody,
                 "this endpoint takes no request body",
             ))
         }
@@ -119,7 +119,7 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Param<T
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(Param(v)),
-            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+            Err(e) => Err(ApiError::bad_request(ErrorCode::InvalidPath, e.body_text())),
         }
     }
 }
@@ -133,7 +133,10 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for QueryOf
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(v)) => Ok(QueryOf(v)),
-            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+            Err(e) => Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                e.body_text(),
+            )),
         }
     }
 }

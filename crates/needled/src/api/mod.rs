@@ -5,7 +5,8 @@
 //! each refusal a stable code), `status.rs` (health, status, version, the SSE telemetry),
 //! `sessions.rs` (sessions, cartridges, recalls, events), `plans.rs` (treatment plans),
 //! `record.rs` (the printable record, HTML), `sim.rs` (the sim backend's truth,
-//! tick log and injections).
+//! tick log and injections), `wire.rs` (the service's types into the contract's, the
+//! `needle_api` crate), `openapi.rs` (the OpenAPI document, served at `/v1/openapi.json`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,19 +16,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde_json::{json, Value};
 
 use crate::auth::Tokens;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::session::Service;
 mod extract;
+mod openapi;
 mod plans;
 mod record;
 mod sessions;
 mod sim;
 mod status;
+mod wire;
 
 pub use extract::{Authed, Body, NoBody, Param, QueryOf, Technician};
+pub use openapi::document as openapi_document;
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -42,17 +45,13 @@ pub struct AppState {
     /// Period of the SSE telemetry.
     pub telemetry_period: Duration,
     /// What `GET /v1/version` answers: build and configuration identity.
-    pub version: Arc<Value>,
+    pub version: Arc<needle_api::Version>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
-            status,
-            Json(json!({ "error": { "code": self.code, "message": self.message } })),
-        )
-            .into_response()
+        (status, Json(self.body())).into_response()
     }
 }
 
@@ -62,7 +61,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/health", get(status::health))
         .route("/v1/status", get(status::status))
         .route("/v1/version", get(status::version))
-        .route("/v1/telemetry", get(status::telemetry))
+        .route("/v1/telemetry", get(status::telemetry_stream))
+        .route("/v1/openapi.json", get(openapi::serve))
         .route("/v1/home", post(sessions::home))
         .route("/v1/faults/clear", post(sessions::clear_faults))
         .route("/v1/sessions", post(sessions::create_session))
@@ -102,7 +102,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 405,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method",
             )
         })

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::Json;
+use needle_api as wire;
+use needle_api::{SimAction, StorageFailMode, TicksQuery};
 use needle_core::units::Micros;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
 use super::{AppState, Body, QueryOf, Technician};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::session::MonitorFault;
 
 pub(super) fn sim(s: &AppState) -> Result<&crate::hal::sim::SimBackend, ApiError> {
@@ -18,54 +18,53 @@ pub(super) fn sim(s: &AppState) -> Result<&crate::hal::sim::SimBackend, ApiError
         .ok_or_else(|| ApiError::not_found("the sim endpoints exist only on the sim backend"))
 }
 
+/// The simulated rig's truth (technicians, sim backend only).
+#[utoipa::path(get, path = "/v1/sim/truth", tag = "sim",
+    responses((status = 200, description = "the rig's physics", body = wire::SimTruth)))]
 pub(super) async fn sim_truth(
     State(s): State<AppState>,
     Technician(_): Technician,
-) -> Result<Json<Value>, ApiError> {
-    let t = sim(&s)?.rig.truth();
-    Ok(Json(json!({
-        "sim_time_us": t.now.0,
-        "depth_um": t.depth_um,
-        "rate_hz": t.rate_hz,
-        "strokes": t.strokes,
-        "motor_powered": t.motor_powered,
-        "duty": t.duty,
-        "current_a": t.current_a,
-        "temperature_c": t.temperature_c,
-        "supply_v": t.supply_v,
-        "motor_off_at_us": t.motor_off_at.map(|m| m.0),
-        "cartridge_seated": sim(&s)?.rig.cartridge_seated(),
-        "ticks": sim(&s)?.rig.ticks(),
-    })))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct TicksQuery {
-    after_us: u64,
-    until_us: u64,
+) -> Result<Json<wire::SimTruth>, ApiError> {
+    let backend = sim(&s)?;
+    let t = backend.rig.truth();
+    Ok(Json(wire::SimTruth {
+        sim_time_us: t.now.0,
+        depth_um: t.depth_um,
+        rate_hz: t.rate_hz,
+        strokes: t.strokes,
+        motor_powered: t.motor_powered,
+        duty: t.duty,
+        current_a: t.current_a,
+        temperature_c: t.temperature_c,
+        supply_v: t.supply_v,
+        motor_off_at_us: t.motor_off_at.map(|m| m.0),
+        cartridge_seated: backend.rig.cartridge_seated(),
+        ticks: backend.rig.ticks(),
+    }))
 }
 
 /// The control ticks the rig saw in `(after_us, until_us]` of sim time: jigs judge a reaction
 /// against the control thread's own schedule with it ("off in the first tick after the
 /// press"), which holds on a busy machine where wall-clock limits do not.
+#[utoipa::path(get, path = "/v1/sim/ticks", tag = "sim", params(TicksQuery),
+    responses((status = 200, description = "ticks in the interval", body = wire::Ticks)))]
 pub(super) async fn sim_ticks(
     State(s): State<AppState>,
     Technician(_): Technician,
     QueryOf(q): QueryOf<TicksQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Ticks>, ApiError> {
     if q.until_us < q.after_us {
         return Err(ApiError::bad_request(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "until_us must not be before after_us",
         ));
     }
     let rig = &sim(&s)?.rig;
     match rig.ticks_between(Micros(q.after_us), Micros(q.until_us)) {
-        Some(n) => Ok(Json(json!({ "ticks": n }))),
+        Some(n) => Ok(Json(wire::Ticks { ticks: n })),
         None => Err(ApiError::new(
             409,
-            "ticks_forgotten",
+            ErrorCode::TicksForgotten,
             format!(
                 "the rig keeps the last {} ticks; {} us is older",
                 needle_sim::TICKS_KEPT,
@@ -75,110 +74,24 @@ pub(super) async fn sim_ticks(
     }
 }
 
-/// A sim control, as a technician or jig sends it.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
-pub(super) enum SimAction {
-    SeatCartridge {
-        tag_hex: Option<String>,
-    },
-    /// Seat a fresh cartridge whose tag the service signs with its own key (sim only: a jig
-    /// or the console need not hold the device key). Every field has a default.
-    SeatNewCartridge {
-        #[serde(default)]
-        id: Option<String>,
-        #[serde(default)]
-        lot: Option<String>,
-        #[serde(default)]
-        needles: Option<crate::cartridge::Needles>,
-        #[serde(default)]
-        expiry: Option<crate::cartridge::Date>,
-    },
-    PullCartridge,
-    Estop {
-        pressed: bool,
-    },
-    Pedal {
-        pressed: bool,
-    },
-    Jam {
-        on: bool,
-    },
-    Heat {
-        temperature_c: f64,
-    },
-    Brownout {
-        on: bool,
-    },
-    SensorDropout {
-        on: bool,
-    },
-    StuckHomeSwitch {
-        closed: Option<bool>,
-    },
-    /// Cut (`on`) or restore the host link: the service stops refreshing the dead-man.
-    HostSilence {
-        on: bool,
-    },
-    /// Block every async worker for `ms` (a deadlock or a very slow fsync, as the service
-    /// would suffer it), to prove the dead-man's progress check.
-    StallService {
-        ms: u64,
-    },
-    /// Make every cartridge tag read take `ms` (a slow I2C bus; 0 restores it).
-    SlowTag {
-        ms: u64,
-    },
-    /// Make every ledger write wait `ms` before it starts (a slow fsync; 0 restores it).
-    SlowLedger {
-        ms: u64,
-    },
-    /// Make ledger writes fail: `write` as on a full disk, `fsync` as when the WAL's fsync
-    /// fails at commit; `off` lets them succeed again.
-    StorageFail {
-        mode: StorageFailMode,
-    },
-    /// Make the service's next monitor pass panic (the dead-man must stop the needles).
-    PanicMonitor,
-    /// Make the service's next monitor pass hang for `ms` while the rest of the runtime
-    /// carries on (a deadlock in the monitor alone).
-    StallMonitor {
-        ms: u64,
-    },
-    /// Step the wall clock the service records with by `ms` (an NTP step), at most 30 days
-    /// either way.
-    StepWallClock {
-        ms: i64,
-    },
-    /// Make the service's next `times` disarms fail, as a full command queue would.
-    FailDisarm {
-        times: u32,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum StorageFailMode {
-    Off,
-    Write,
-    Fsync,
-}
-
 pub(super) fn at_most_10s(ms: u64) -> Result<Duration, ApiError> {
     if ms > 10_000 {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "ms must be at most 10000",
         ));
     }
     Ok(Duration::from_millis(ms))
 }
 
+/// Inject a fault or drive the rig's switches (technicians, sim backend only).
+#[utoipa::path(post, path = "/v1/sim/inject", tag = "sim", request_body = SimAction,
+    responses((status = 200, description = "applied", body = wire::Injected)))]
 pub(super) async fn sim_inject(
     State(s): State<AppState>,
     Technician(a): Technician,
     Body(action): Body<SimAction>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Injected>, ApiError> {
     use needle_sim::Injection;
     let backend = sim(&s)?;
     let applied_at = match &action {
@@ -186,10 +99,10 @@ pub(super) async fn sim_inject(
             let image = match tag_hex {
                 // A malformed `tag_hex` is a bad request (400), not a cartridge the
                 // ledger refuses (409): nothing was seated.
-                Some(h) => Some(
-                    crate::cartridge::from_hex(h)
-                        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?,
-                ),
+                Some(h) => Some(crate::cartridge::from_hex(h).map_err(|e| ApiError {
+                    status: 400,
+                    ..ApiError::from(e)
+                })?),
                 None => None,
             };
             backend.seat_cartridge(image)
@@ -200,9 +113,15 @@ pub(super) async fn sim_inject(
             needles,
             expiry,
         } => {
-            let image = s
-                .service
-                .sim_tag(id.clone(), lot.clone(), *needles, *expiry)?;
+            let expiry = match expiry {
+                Some(text) => Some(text.parse::<crate::cartridge::Date>().map_err(|e| {
+                    ApiError::bad_request(ErrorCode::InvalidRequest, format!("expiry: {e}"))
+                })?),
+                None => None,
+            };
+            let image =
+                s.service
+                    .sim_tag(id.clone(), lot.clone(), needles.map(Into::into), expiry)?;
             backend.seat_cartridge(Some(image))
         }
         SimAction::PullCartridge => backend.pull_cartridge(),
@@ -212,7 +131,7 @@ pub(super) async fn sim_inject(
         SimAction::Heat { temperature_c } => {
             if !temperature_c.is_finite() || !(-40.0..=200.0).contains(temperature_c) {
                 return Err(ApiError::bad_request(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     "temperature_c must be -40..=200",
                 ));
             }
@@ -266,7 +185,7 @@ pub(super) async fn sim_inject(
         SimAction::StepWallClock { ms } => {
             if ms.unsigned_abs() > 30 * 86_400_000 {
                 return Err(ApiError::bad_request(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     "ms must be within 30 days either way",
                 ));
             }
@@ -276,7 +195,7 @@ pub(super) async fn sim_inject(
         SimAction::FailDisarm { times } => {
             if *times > 1_000 {
                 return Err(ApiError::bad_request(
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     "times must be at most 1000",
                 ));
             }
@@ -286,5 +205,8 @@ pub(super) async fn sim_inject(
     };
     tracing::info!(actor = %a.name, ?action, "sim injection");
     // The sim time it was applied at, read under the same lock: jigs time reactions from it.
-    Ok(Json(json!({ "ok": true, "applied_at_us": applied_at.0 })))
+    Ok(Json(wire::Injected {
+        ok: true,
+        applied_at_us: applied_at.0,
+    }))
 }

@@ -7,71 +7,57 @@ use axum::extract::State;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::Json;
 use futures::Stream;
-use needle_core::Telemetry;
-use serde_json::{json, Value};
+use needle_api as wire;
 
+use super::wire::telemetry;
 use super::{AppState, Authed};
 use crate::error::ApiError;
 use crate::session::MonitorHealth;
 
-pub(super) async fn health(State(s): State<AppState>) -> Json<Value> {
+/// Whether the service is fit to drive the rig. Needs no token: a supervisor or a load
+/// balancer asks it.
+#[utoipa::path(get, path = "/v1/health", tag = "status", security(()),
+    responses((status = 200, description = "the verdict", body = wire::Health)))]
+pub(super) async fn health(State(s): State<AppState>) -> Json<wire::Health> {
     let alive = s.service.control().is_alive(Duration::from_millis(500));
     let storage = s.service.storage_health();
     let monitor = s.service.monitor_health();
     let status = match monitor {
-        _ if !alive => "control_loop_stalled",
-        MonitorHealth::Failed => "monitor_failed",
-        MonitorHealth::Stalled(_) => "monitor_stalled",
-        MonitorHealth::Ok if !storage.ok => "storage_unavailable",
-        MonitorHealth::Ok => "ok",
+        _ if !alive => wire::HealthStatus::ControlLoopStalled,
+        MonitorHealth::Failed => wire::HealthStatus::MonitorFailed,
+        MonitorHealth::Stalled(_) => wire::HealthStatus::MonitorStalled,
+        MonitorHealth::Ok if !storage.ok => wire::HealthStatus::StorageUnavailable,
+        MonitorHealth::Ok => wire::HealthStatus::Ok,
     };
-    let mut body = json!({
-        "status": status,
-        "control_alive": alive,
-        "monitor": monitor.code(),
-        "storage": storage,
-    });
-    if let Some(link) = crate::hal::link::health() {
-        body["link"] = json!(link);
-    }
-    Json(body)
-}
-
-pub(super) fn telemetry_json(t: &Telemetry) -> Value {
-    json!({
-        "state": format!("{:?}", t.state),
-        "faults": t.faults.iter().map(|f| f.code()).collect::<Vec<_>>(),
-        "last_fault": t.last_fault.map(|f| f.code()),
-        "interlocks": t.interlocks.iter().map(|i| json!({ "code": i.code(), "reason": i.reason() })).collect::<Vec<_>>(),
-        "homed": t.homed,
-        "depth": {
-            "setpoint_um": t.depth_setpoint.0,
-            "position_um": t.depth_position.0,
-            "ceiling_um": t.depth_ceiling.0,
-            "moving": t.depth_moving,
-        },
-        "rate": { "setpoint_mhz": t.rate_setpoint.0, "measured_mhz": t.rate_measured.0 },
-        "duty_permyriad": t.duty.0,
-        "motor_enabled": t.motor_enabled,
-        "stroke_count": t.stroke_count,
-        "current_ma": t.current.0,
-        "temperature_mc": t.temperature.0,
-        "supply_mv": t.supply.0,
-        "pedal": t.pedal,
-        "controller_time_us": t.now.0,
+    let monitor = match monitor {
+        MonitorHealth::Ok => wire::MonitorCode::Ok,
+        MonitorHealth::Stalled(_) => wire::MonitorCode::Stalled,
+        MonitorHealth::Failed => wire::MonitorCode::Failed,
+    };
+    Json(wire::Health {
+        status,
+        control_alive: alive,
+        monitor,
+        storage: storage.into(),
+        link: crate::hal::link::health().map(|link| serde_json::to_value(link).unwrap_or_default()),
     })
 }
 
-pub(super) async fn version(State(s): State<AppState>, Authed(_): Authed) -> Json<Value> {
+/// Build and configuration identity.
+#[utoipa::path(get, path = "/v1/version", tag = "status",
+    responses((status = 200, description = "the build", body = wire::Version)))]
+pub(super) async fn version(State(s): State<AppState>, Authed(_): Authed) -> Json<wire::Version> {
     Json((*s.version).clone())
 }
 
+/// Telemetry, the active session and its cartridge, storage and the control loop.
+#[utoipa::path(get, path = "/v1/status", tag = "status",
+    responses((status = 200, description = "the rig and the service", body = wire::Status)))]
 pub(super) async fn status(
     State(s): State<AppState>,
     Authed(_): Authed,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<wire::Status>, ApiError> {
     let snap = s.service.control().snapshot();
-    let mut body = telemetry_json(&snap.telemetry);
     let session = match s.service.active_session() {
         Some(id) => Some(s.service.session(id).await?),
         None => None,
@@ -83,24 +69,26 @@ pub(super) async fn status(
         }
         None => None,
     };
-    if let Value::Object(map) = &mut body {
-        map.insert("session".into(), json!(session));
-        map.insert("cartridge".into(), json!(cartridge));
-        map.insert("storage".into(), json!(s.service.storage_health()));
-        map.insert("control".into(), json!(snap.stats));
-        map.insert(
-            "backend".into(),
-            json!(if s.service.sim().is_some() {
-                "sim"
-            } else {
-                "hardware"
-            }),
-        );
-    }
-    Ok(Json(body))
+    Ok(Json(wire::Status {
+        telemetry: telemetry(&snap.telemetry),
+        session: session.map(Into::into),
+        cartridge: cartridge.map(Into::into),
+        storage: s.service.storage_health().into(),
+        control: snap.stats,
+        backend: if s.service.sim().is_some() {
+            wire::Backend::Sim
+        } else {
+            wire::Backend::Hardware
+        },
+    }))
 }
 
-pub(super) async fn telemetry(
+/// Telemetry as server-sent events: one `telemetry` event per period, its data a
+/// `TelemetryEvent` in JSON.
+#[utoipa::path(get, path = "/v1/telemetry", tag = "status",
+    responses((status = 200, description = "an endless stream of `telemetry` events whose data is a TelemetryEvent",
+        content_type = "text/event-stream", body = String)))]
+pub(super) async fn telemetry_stream(
     State(s): State<AppState>,
     Authed(_): Authed,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
@@ -111,14 +99,15 @@ pub(super) async fn telemetry(
         async move {
             tick.tick().await;
             let snap = control.control().snapshot();
-            let mut body = telemetry_json(&snap.telemetry);
-            if let Value::Object(map) = &mut body {
-                map.insert("session".into(), json!(control.active_session()));
-                map.insert("control".into(), json!(snap.stats));
-            }
+            let body = wire::TelemetryEvent {
+                telemetry: telemetry(&snap.telemetry),
+                session: control.active_session(),
+                control: snap.stats,
+            };
             let event = SseEvent::default()
                 .event("telemetry")
-                .data(body.to_string());
+                .json_data(&body)
+                .unwrap_or_else(|_| SseEvent::default().event("telemetry").data("{}"));
             Some((Ok(event), tick))
         }
     });

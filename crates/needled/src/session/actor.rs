@@ -15,7 +15,7 @@ use super::types::{Actor, MonitorFault, Policy, Setpoints, StorageHealth};
 use super::unix_ms;
 use crate::cartridge::Tag;
 use crate::control::{ControlError, ControlHandle};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ledger::Ledger;
 use crate::store::{
     CartridgeRecord, ChecklistItem, Event, NewSession, Override, SessionId, SessionRecord,
@@ -225,7 +225,7 @@ pub(super) fn spawn(
     let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
         ApiError::new(
             500,
-            "runtime_missing",
+            ErrorCode::RuntimeMissing,
             format!("the session owner needs a tokio runtime: {e}"),
         )
     })?;
@@ -322,7 +322,7 @@ async fn disarm(control: &ControlHandle, fail: bool) -> Result<(), ApiError> {
         Ok(_) if !core_armed(control) => Ok(()),
         Ok(Ok(())) => Err(ApiError::new(
             503,
-            "disarm_failed",
+            ErrorCode::DisarmFailed,
             "the controller accepted Disarm but is still armed",
         )),
         Ok(Err(r)) => Err(r.into()),

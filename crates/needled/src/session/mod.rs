@@ -48,7 +48,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cartridge::{self as tag, DeviceKey, Tag};
 use crate::control::ControlHandle;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::hal::sim::SimBackend;
 use crate::hal::TagReader;
 use crate::ledger::Ledger;
@@ -121,9 +121,14 @@ impl Service {
         if let Some(f) = &write_faults {
             store.inject_write_faults(Arc::clone(f));
         }
-        let ledger = Ledger::spawn(store).map_err(|e| ApiError::new(500, "storage_error", e))?;
+        let ledger =
+            Ledger::spawn(store).map_err(|e| ApiError::new(500, ErrorCode::StorageError, e))?;
         let tags = Worker::spawn("needle-tag", tags).map_err(|e| {
-            ApiError::new(500, "tag_read_failed", format!("tag reader thread: {e}"))
+            ApiError::new(
+                500,
+                ErrorCode::TagReadFailed,
+                format!("tag reader thread: {e}"),
+            )
         })?;
         let control = Arc::new(control);
         let policy = Arc::new(policy);
@@ -375,17 +380,17 @@ impl Service {
             .tags
             .call(|reader| reader.read_tag())
             .await
-            .map_err(|e| ApiError::new(500, "tag_read_failed", format!("tag reader: {e}")))?
+            .map_err(|e| ApiError::new(500, ErrorCode::TagReadFailed, format!("tag reader: {e}")))?
             .map_err(|e| {
                 ApiError::new(
                     503,
-                    "tag_read_failed",
+                    ErrorCode::TagReadFailed,
                     format!("cannot read the cartridge tag: {e}"),
                 )
             })?
             .ok_or_else(|| {
                 ApiError::conflict(
-                    "cartridge_missing",
+                    ErrorCode::CartridgeMissing,
                     "no cartridge tag answers: seat a cartridge",
                 )
             })?;

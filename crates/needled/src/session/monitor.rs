@@ -245,7 +245,7 @@ impl Owner {
                 "state": format!("{:?}", t.state),
                 "session_state": session.as_ref().map(|s| s.state.as_str()),
                 "disarmed": result.is_ok(),
-                "error": result.as_ref().err().map(|e| e.code.clone()),
+                "error": result.as_ref().err().map(|e| e.code.as_str()),
             }));
         if let Some(s) = &session {
             event = event.session(s.id);

@@ -12,7 +12,7 @@ use super::types::{Actor, Setpoints};
 use super::{read_session, unix_ms};
 use crate::cartridge::Tag;
 use crate::control::monotonic_now;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::{
     kinds, CartridgeLimits, CartridgeRecord, ChecklistItem, Event, LedgerError, NewSession,
     Override, PlanId, SessionId, SessionRecord, SessionState, Store,
@@ -222,7 +222,7 @@ impl Owner {
         rules::require_checklist(&self.policy, &session)?;
         let (Some(depth), Some(rate)) = (set.depth_um, set.rate_mhz) else {
             return Err(ApiError::bad_request(
-                "setpoints_required",
+                ErrorCode::SetpointsRequired,
                 "arming needs depth_um and rate_mhz",
             ));
         };
@@ -343,7 +343,7 @@ impl Owner {
         }
         if set.depth_um.is_none() && set.rate_mhz.is_none() {
             return Err(ApiError::bad_request(
-                "setpoints_required",
+                ErrorCode::SetpointsRequired,
                 "give depth_um, rate_mhz or both",
             ));
         }

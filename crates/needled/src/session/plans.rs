@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::actor::Msg;
 use super::types::{Actor, Policy, Role};
 use super::{unix_ms, Service};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::{
     next_window, plan_done, LedgerError, NewPlan, PlanChange, PlanEvent, PlanId, PlanRecord,
     PlanSession, PlannedSession, SessionId, SessionRecord, SessionState, Store,
@@ -222,7 +222,7 @@ pub fn check_plan(
     for area in areas {
         let Some(c) = policy.areas.get(area) else {
             return Err(ApiError::bad_request(
-                "unknown_area",
+                ErrorCode::UnknownArea,
                 format!("unknown treatment area '{area}'"),
             ));
         };
@@ -232,7 +232,7 @@ pub fn check_plan(
     for (i, s) in sessions.iter().enumerate() {
         if i64::from(s.depth_um) > ceiling {
             return Err(ApiError::bad_request(
-                "depth_above_area_ceiling",
+                ErrorCode::DepthAboveAreaCeiling,
                 format!(
                     "session {}: planned depth {} um is above the areas' ceiling {ceiling} um",
                     i + 1,
@@ -242,7 +242,7 @@ pub fn check_plan(
         }
         if s.rate_mhz < lo.0 || s.rate_mhz > hi.0 {
             return Err(ApiError::bad_request(
-                "rate_out_of_range",
+                ErrorCode::RateOutOfRange,
                 format!(
                     "session {}: planned rate {} mHz is outside {}..={} mHz",
                     i + 1,
@@ -309,7 +309,7 @@ pub fn refuse_or_allow(
     };
     match override_reason {
         None => Err(ApiError::conflict(
-            rule,
+            crate::error::known(rule),
             match *rule {
                 "depth_above_plan" => format!(
                     "deeper than this session's planned depth ({detail}): a technician's \
@@ -468,6 +468,7 @@ impl Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorCode;
     use crate::store::{ChecklistItem, PlanState};
     use needle_core::units::{Micrometers, MilliHertz};
     use std::collections::BTreeMap;
@@ -586,10 +587,10 @@ mod tests {
         }];
         assert!(check_plan(&p, &["face".into()], &deep).is_ok());
         let e = check_plan(&p, &["face".into(), "neck".into()], &deep).unwrap_err();
-        assert_eq!(e.code, "depth_above_area_ceiling");
+        assert_eq!(e.code, ErrorCode::DepthAboveAreaCeiling);
         assert_eq!(
             check_plan(&p, &["elbow".into()], &deep).unwrap_err().code,
-            "unknown_area"
+            ErrorCode::UnknownArea
         );
         let fast = [PlannedSession {
             depth_um: 500,
@@ -597,7 +598,7 @@ mod tests {
         }];
         assert_eq!(
             check_plan(&p, &["face".into()], &fast).unwrap_err().code,
-            "rate_out_of_range"
+            ErrorCode::RateOutOfRange
         );
     }
 
@@ -623,17 +624,17 @@ mod tests {
         };
         assert_eq!(
             refuse_or_allow(&tech, &needed, None).unwrap_err().code,
-            "depth_above_plan"
+            ErrorCode::DepthAbovePlan
         );
         assert_eq!(
             refuse_or_allow(&op, &needed, Some("scar tissue"))
                 .unwrap_err()
                 .code,
-            "forbidden"
+            ErrorCode::Forbidden
         );
         assert_eq!(
             refuse_or_allow(&tech, &needed, Some(" ")).unwrap_err().code,
-            "reason_required"
+            ErrorCode::ReasonRequired
         );
         assert!(refuse_or_allow(&tech, &needed, Some("scar tissue")).is_ok());
         assert!(arming_overrides(&p, None, None, Some(900), 0, true).is_empty());

@@ -6,15 +6,20 @@ use std::collections::BTreeMap;
 use needle_core::units::Micrometers;
 
 use super::types::{Actor, CreateSession, MonitorHealth, Policy, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::store::{
     ChecklistItem, NewSession, Now, Override, SessionId, SessionRecord, SessionState,
 };
 
 /// Now on the wall clock, for records and the ledger's date checks.
 pub(super) fn now() -> Result<Now, ApiError> {
-    Now::utc(super::unix_ms())
-        .ok_or_else(|| ApiError::new(500, "clock_invalid", "the system clock is out of range"))
+    Now::utc(super::unix_ms()).ok_or_else(|| {
+        ApiError::new(
+            500,
+            ErrorCode::ClockInvalid,
+            "the system clock is out of range",
+        )
+    })
 }
 
 /// 503 `monitor_unavailable` unless the monitor is healthy: nothing may be armed or started
@@ -34,7 +39,7 @@ pub(super) fn owner_gone() -> ApiError {
 fn monitor_unavailable(health: MonitorHealth) -> ApiError {
     ApiError::new(
         503,
-        "monitor_unavailable",
+        ErrorCode::MonitorUnavailable,
         format!(
             "the service's monitor is {}: the needles stay stopped",
             health.code()
@@ -46,7 +51,7 @@ fn monitor_unavailable(health: MonitorHealth) -> ApiError {
 pub(super) fn check_pen_free(holder: Option<SessionId>, id: SessionId) -> Result<(), ApiError> {
     match holder {
         Some(h) if h != id => Err(ApiError::conflict(
-            "pen_in_use",
+            ErrorCode::PenInUse,
             format!("session {h} holds the pen"),
         )),
         _ => Ok(()),
@@ -64,7 +69,7 @@ pub(super) fn require_active(holder: Option<SessionId>, id: SessionId) -> Result
 /// 409 `session_not_active`: session `id` does not hold the pen.
 pub(super) fn not_active(id: SessionId) -> ApiError {
     ApiError::conflict(
-        "session_not_active",
+        ErrorCode::SessionNotActive,
         format!("session {id} does not hold the pen"),
     )
 }
@@ -80,7 +85,7 @@ pub(super) fn armed(state: SessionState) -> bool {
 /// 409 `session_wrong_state`: what a session in its state cannot do.
 pub(super) fn wrong_state(session: &SessionRecord) -> ApiError {
     ApiError::conflict(
-        "session_wrong_state",
+        ErrorCode::SessionWrongState,
         format!("session is {}", session.state.as_str()),
     )
 }
@@ -88,7 +93,7 @@ pub(super) fn wrong_state(session: &SessionRecord) -> ApiError {
 /// A reason for an override or a recall: not empty, and one the ledger will take.
 pub(super) fn require_reason(reason: &str, missing: &str) -> Result<(), ApiError> {
     if reason.trim().is_empty() {
-        return Err(ApiError::bad_request("reason_required", missing));
+        return Err(ApiError::bad_request(ErrorCode::ReasonRequired, missing));
     }
     Ok(crate::store::check_reason(reason)?)
 }
@@ -100,7 +105,7 @@ pub(super) fn area_ceiling(
 ) -> Result<Micrometers, ApiError> {
     policy.areas.get(&session.area).copied().ok_or_else(|| {
         ApiError::conflict(
-            "unknown_area",
+            ErrorCode::UnknownArea,
             format!("area '{}' is no longer configured", session.area),
         )
     })
@@ -115,7 +120,7 @@ pub(super) fn check_depth(
     let ceiling = area_ceiling(policy, session)?;
     if depth < 0 || depth > ceiling.0 {
         return Err(ApiError::bad_request(
-            "depth_above_area_ceiling",
+            ErrorCode::DepthAboveAreaCeiling,
             format!(
                 "depth {depth} um is outside 0..={} um for area '{}'",
                 ceiling.0, session.area
@@ -143,7 +148,7 @@ pub(super) fn require_checklist(policy: &Policy, session: &SessionRecord) -> Res
         Ok(())
     } else {
         Err(ApiError::conflict(
-            "checklist_incomplete",
+            ErrorCode::ChecklistIncomplete,
             format!("checklist items not confirmed: {missing:?}"),
         ))
     }
@@ -156,7 +161,7 @@ fn require_known_items(policy: &Policy, answers: &BTreeMap<String, bool>) -> Res
         .find(|id| !policy.checklist.iter().any(|c| &c.id == *id))
     {
         Some(id) => Err(ApiError::bad_request(
-            "unknown_checklist_item",
+            ErrorCode::UnknownChecklistItem,
             format!("unknown checklist item '{id}'"),
         )),
         None => Ok(()),
@@ -171,7 +176,7 @@ pub(super) fn checklist_update(
 ) -> Result<Vec<ChecklistItem>, ApiError> {
     if answers.is_empty() {
         return Err(ApiError::bad_request(
-            "invalid_request",
+            ErrorCode::InvalidRequest,
             "checklist: give at least one answer",
         ));
     }
@@ -195,7 +200,7 @@ pub(super) fn new_session(
     if !policy.areas.contains_key(&req.area) {
         let known: Vec<&String> = policy.areas.keys().collect();
         return Err(ApiError::bad_request(
-            "unknown_area",
+            ErrorCode::UnknownArea,
             format!("unknown treatment area '{}'; known: {known:?}", req.area),
         ));
     }
@@ -239,14 +244,17 @@ mod tests {
     fn the_pen_is_free_for_its_holder_and_no_one_else() {
         assert!(check_pen_free(None, 1).is_ok());
         assert!(check_pen_free(Some(1), 1).is_ok());
-        assert_eq!(check_pen_free(Some(2), 1).unwrap_err().code, "pen_in_use");
+        assert_eq!(
+            check_pen_free(Some(2), 1).unwrap_err().code.as_str(),
+            "pen_in_use"
+        );
         assert!(require_active(Some(1), 1).is_ok());
         assert_eq!(
-            require_active(Some(2), 1).unwrap_err().code,
+            require_active(Some(2), 1).unwrap_err().code.as_str(),
             "session_not_active"
         );
         assert_eq!(
-            require_active(None, 1).unwrap_err().code,
+            require_active(None, 1).unwrap_err().code.as_str(),
             "session_not_active"
         );
     }
@@ -255,7 +263,7 @@ mod tests {
     fn only_a_healthy_monitor_lets_the_needles_be_armed() {
         assert!(require_monitor(MonitorHealth::Ok).is_ok());
         let stalled = require_monitor(MonitorHealth::Stalled(std::time::Duration::from_secs(2)));
-        assert_eq!(stalled.unwrap_err().code, "monitor_unavailable");
+        assert_eq!(stalled.unwrap_err().code.as_str(), "monitor_unavailable");
         let gone = owner_gone();
         assert_eq!(
             (gone.status, gone.code.as_str()),
@@ -266,7 +274,7 @@ mod tests {
     #[test]
     fn a_blank_reason_is_refused_before_the_ledger_sees_it() {
         let e = require_reason("  ", "a recall needs a reason").unwrap_err();
-        assert_eq!(e.code, "reason_required");
+        assert_eq!(e.code.as_str(), "reason_required");
         assert!(require_reason("supplier notice 43", "unused").is_ok());
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::types::StorageHealth;
 use super::unix_ms;
 use crate::control::ControlHandle;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ledger::Ledger;
 use crate::store::{Event, LedgerError, Store};
 
@@ -25,7 +25,7 @@ const RETRY_EVERY: Duration = Duration::from_millis(200);
 fn storage_unavailable(detail: &str) -> ApiError {
     ApiError::new(
         503,
-        "storage_unavailable",
+        ErrorCode::StorageUnavailable,
         format!("the ledger cannot write ({detail}): the needles are stopped and changes are refused until it can"),
     )
 }

@@ -85,50 +85,9 @@ pub struct StorageHealth {
     pub pending: usize,
 }
 
-/// A request to create a session.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSession {
-    /// Who performs it.
-    pub operator: String,
-    /// Opaque subject reference (never a name).
-    pub subject_ref: String,
-    /// Treatment area, one of the configured areas.
-    pub area: String,
-    /// Checklist answers by item id.
-    #[serde(default)]
-    pub checklist: BTreeMap<String, bool>,
-    /// Reason to override the minimum interval or the plan's window (technicians only).
-    #[serde(default)]
-    pub override_reason: Option<String>,
-    /// The treatment plan this session belongs to; it becomes the plan's next session.
-    #[serde(default)]
-    pub plan_id: Option<i64>,
-}
-
-/// Checklist answers given after a session was created (`PUT /v1/sessions/{id}/checklist`):
-/// merged into the session's answers, so a session created with an incomplete checklist can
-/// still be completed before it is armed.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct UpdateChecklist {
-    /// Answers by item id: `true` confirms an item, `false` withdraws a confirmation.
-    pub checklist: BTreeMap<String, bool>,
-}
-
-/// Setpoints to arm with or change to.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Setpoints {
-    /// Needle depth, µm.
-    pub depth_um: Option<i32>,
-    /// Stroke rate, mHz.
-    pub rate_mhz: Option<u32>,
-    /// Reason to arm deeper than the plan's depth or before the numbing has acted
-    /// (technicians only); recorded as an `override` event.
-    #[serde(default)]
-    pub override_reason: Option<String>,
-}
+// The requests are the API contract's own types: what the wire carries is what the
+// session owner receives.
+pub use needle_api::{CreateSession, Setpoints, UpdateChecklist};
 
 /// How the monitor is doing, as the dead-man heartbeat and `/v1/health` judge it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

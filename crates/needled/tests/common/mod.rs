@@ -2,12 +2,10 @@
 //! free port with a temporary data directory, as a jig or the console would meet it.
 #![allow(dead_code)] // each test file uses its own part of this module
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
 
-use serde_json::Value;
+use needle_client::harness::Launch;
 
 /// A margin for a loaded CI machine's late ticks; the product's defaults for the rest,
 /// including its 100 ms dead-man (`host_timeout_ms`), which the tests must live with.
@@ -36,61 +34,44 @@ impl Drop for Needled {
     }
 }
 
+impl Needled {
+    /// A typed client (needle-client) with the operator's token.
+    pub fn operator_client(&self) -> needle_client::Client {
+        needle_client::Client::new(&self.base, &self.operator)
+    }
+
+    /// A typed client with the technician's token.
+    pub fn technician_client(&self) -> needle_client::Client {
+        needle_client::Client::new(&self.base, &self.technician)
+    }
+}
+
 /// Starts needled with `<data>/test.toml`, writing `config` there first unless the file exists
-/// (a test may write its own), bound to a free loopback port; waits until it listens.
+/// (a test may write its own), bound to a free loopback port; ready when the harness's ready
+/// file names its address (needle-client's harness, `needled --ready-file`).
 pub fn start(data: &Path, config: &str) -> Needled {
+    start_on(data, config, "127.0.0.1:0")
+}
+
+/// As [`start`], bound to `bind` (a restart on the port of a previous run).
+pub fn start_on(data: &Path, config: &str, bind: &str) -> Needled {
     let file = data.join("test.toml");
     if !file.exists() {
         std::fs::write(&file, config).expect("write the test config");
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
-        .args([
-            "--config",
-            file.to_str().expect("utf-8 path"),
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().expect("utf-8 path"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start needled");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).expect("read needled's stdout") > 0,
-            "needled exited before listening"
-        );
-        assert!(Instant::now() < deadline, "needled did not start");
-    }
-    let base = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let tokens: Vec<Value> = serde_json::from_str(
-        &std::fs::read_to_string(data.join("tokens.json")).expect("tokens.json"),
-    )
-    .expect("tokens.json is JSON");
-    let token = |role: &str| {
-        tokens
-            .iter()
-            .find(|t| t["role"] == role)
-            .and_then(|t| t["token"].as_str())
-            .unwrap_or_else(|| panic!("no {role} token"))
-            .to_string()
-    };
+    let mut launch = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data);
+    launch.bind = bind.to_string();
+    let running = launch.start().expect("start needled");
+    let base = running.base();
+    let operator = running.token("operator").expect("operator token");
+    let technician = running.token("technician").expect("technician token");
+    // The test owns the process from here (its Drop kills it).
+    let child = running.into_child().expect("the process");
     Needled {
         child,
         base,
-        operator: token("operator"),
-        technician: token("technician"),
+        operator,
+        technician,
         data: data.to_path_buf(),
     }
 }

@@ -1,0 +1,352 @@
+//! A blocking client of needled's HTTP API, typed on the contract (`needle_api`): every call
+//! returns the contract's type, every refusal is an [`Error::Api`] with its [`ErrorCode`],
+//! and [`Client::telemetry`] reads the SSE stream as [`TelemetryEvent`]s. On `ureq`, as
+//! needlectl and hil-tests use.
+//!
+//! With the `harness` feature, [`harness`] starts needled as a child process on port 0 and
+//! knows it is ready from the file `needled --ready-file` writes, not from its log.
+//!
+//! ```no_run
+//! let client = needle_client::Client::new("http://127.0.0.1:7878", "TOKEN");
+//! match client.home() {
+//!     Ok(_) => println!("homing"),
+//!     Err(e) if e.code() == Some(needle_api::ErrorCode::Interlocked) => println!("{e}"),
+//!     Err(e) => return Err(e),
+//! }
+//! # Ok::<(), needle_client::Error>(())
+//! ```
+
+#[cfg(feature = "harness")]
+pub mod harness;
+mod sse;
+
+use std::time::Duration;
+
+pub use needle_api::ErrorCode;
+use needle_api::{
+    Cartridge, CreateSession, EndSession, ErrorBody, Events, Health, Injected, Reason, Recalled,
+    Session, SessionReport, Setpoints, SimAction, SimTruth, Status, Ticks, Version,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+pub use sse::Telemetry;
+
+/// What can go wrong with a call.
+#[derive(Debug)]
+pub enum Error {
+    /// The service did not answer (connection refused, timeout, reset).
+    Transport(String),
+    /// The service refused: its status, stable code (`None` for a code this client does not
+    /// know: a newer service) and message.
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The code as sent.
+        code_text: String,
+        /// The message, for people.
+        message: String,
+    },
+    /// The answer was not the contract's type.
+    Decode(String),
+}
+
+impl Error {
+    /// The stable code of a refusal, if it is one this client knows.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Api { code_text, .. } => ErrorCode::from_code(code_text),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Transport(e) => write!(f, "the service did not answer: {e}"),
+            Error::Api {
+                status,
+                code_text,
+                message,
+            } => write!(f, "{status} {code_text}: {message}"),
+            Error::Decode(e) => write!(f, "unexpected answer: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A client with one token. Cloning shares the connection pool.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    agent: ureq::Agent,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client of the service at `base` (`http://IP:PORT`) with `token`; each call may take
+    /// at most 10 s.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        Self::with_timeout(base, token, Duration::from_secs(10))
+    }
+
+    /// As [`Client::new`], each call taking at most `timeout`.
+    pub fn with_timeout(
+        base: impl Into<String>,
+        token: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(timeout)
+            .max_idle_connections_per_host(4)
+            .build();
+        Self {
+            base: base.into().trim_end_matches('/').to_string(),
+            token: token.into(),
+            agent,
+        }
+    }
+
+    /// The same service with another token (sharing the connection pool).
+    pub fn as_token(&self, token: impl Into<String>) -> Self {
+        Self {
+            base: self.base.clone(),
+            token: token.into(),
+            agent: self.agent.clone(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        self.agent
+            .request(method, &format!("{}{path}", self.base))
+            .set("Authorization", &format!("Bearer {}", self.token))
+    }
+
+    fn send<T: DeserializeOwned>(
+        &self,
+        req: ureq::Request,
+        body: Option<&dyn erased::Body>,
+    ) -> Result<T, Error> {
+        let result = match body {
+            Some(b) => req
+                .set("Content-Type", "application/json")
+                .send_string(&b.json()?),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                return Err(match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(v) => Error::Api {
+                        status,
+                        code_text: v["error"]["code"].as_str().unwrap_or("").to_string(),
+                        message: v["error"]["message"]
+                            .as_str()
+                            .map_or_else(|| text.clone(), str::to_string),
+                    },
+                    Err(_) => Error::Api {
+                        status,
+                        code_text: String::new(),
+                        message: text,
+                    },
+                });
+            }
+            Err(e) => return Err(Error::Transport(e.to_string())),
+        };
+        let text = resp
+            .into_string()
+            .map_err(|e| Error::Transport(format!("reading the body: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| Error::Decode(format!("{e}: {text}")))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Error> {
+        self.send(self.request("GET", path), None)
+    }
+
+    fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<&dyn erased::Body>,
+    ) -> Result<T, Error> {
+        self.send(self.request("POST", path), body)
+    }
+
+    /// `GET /v1/health` (needs no token).
+    pub fn health(&self) -> Result<Health, Error> {
+        self.get("/v1/health")
+    }
+
+    /// `GET /v1/status`.
+    pub fn status(&self) -> Result<Status, Error> {
+        self.get("/v1/status")
+    }
+
+    /// `GET /v1/version`.
+    pub fn version(&self) -> Result<Version, Error> {
+        self.get("/v1/version")
+    }
+
+    /// `GET /v1/openapi.json`: the document, as JSON.
+    pub fn openapi(&self) -> Result<serde_json::Value, Error> {
+        self.get("/v1/openapi.json")
+    }
+
+    /// `POST /v1/home`.
+    pub fn home(&self) -> Result<needle_api::Ok, Error> {
+        self.post("/v1/home", None)
+    }
+
+    /// `POST /v1/faults/clear`.
+    pub fn clear_faults(&self, reason: &str) -> Result<needle_api::Ok, Error> {
+        let body = Reason {
+            reason: reason.to_string(),
+        };
+        self.post("/v1/faults/clear", Some(&body))
+    }
+
+    /// `POST /v1/sessions`.
+    pub fn create_session(&self, req: &CreateSession) -> Result<Session, Error> {
+        self.post("/v1/sessions", Some(req))
+    }
+
+    /// `GET /v1/sessions/{id}`.
+    pub fn session(&self, id: i64) -> Result<Session, Error> {
+        self.get(&format!("/v1/sessions/{id}"))
+    }
+
+    /// `POST /v1/sessions/{id}/cartridge`: bind the seated cartridge.
+    pub fn bind_cartridge(&self, id: i64) -> Result<Cartridge, Error> {
+        self.post(&format!("/v1/sessions/{id}/cartridge"), None)
+    }
+
+    /// `POST /v1/sessions/{id}/arm`.
+    pub fn arm(&self, id: i64, set: Setpoints) -> Result<Session, Error> {
+        self.post(&format!("/v1/sessions/{id}/arm"), Some(&set))
+    }
+
+    /// `POST /v1/sessions/{id}/start`.
+    pub fn start(&self, id: i64) -> Result<Session, Error> {
+        self.post(&format!("/v1/sessions/{id}/start"), None)
+    }
+
+    /// `POST /v1/sessions/{id}/pause`.
+    pub fn pause(&self, id: i64) -> Result<Session, Error> {
+        self.post(&format!("/v1/sessions/{id}/pause"), None)
+    }
+
+    /// `POST /v1/sessions/{id}/end`, with a reason or the service's default.
+    pub fn end(&self, id: i64, reason: Option<&str>) -> Result<Session, Error> {
+        let body = EndSession {
+            reason: reason.map(str::to_string),
+        };
+        self.post(&format!("/v1/sessions/{id}/end"), Some(&body))
+    }
+
+    /// `PUT /v1/sessions/{id}/setpoints`.
+    pub fn set_setpoints(&self, id: i64, set: Setpoints) -> Result<Session, Error> {
+        self.send(
+            self.request("PUT", &format!("/v1/sessions/{id}/setpoints")),
+            Some(&set),
+        )
+    }
+
+    /// `GET /v1/sessions/{id}/report` as JSON.
+    pub fn report(&self, id: i64) -> Result<SessionReport, Error> {
+        self.get(&format!("/v1/sessions/{id}/report"))
+    }
+
+    /// `GET /v1/cartridges/{id}`.
+    pub fn cartridge(&self, id: &str) -> Result<Cartridge, Error> {
+        self.get(&format!("/v1/cartridges/{id}"))
+    }
+
+    /// `POST /v1/lots/{lot}/recall` (technicians).
+    pub fn recall(&self, lot: &str, reason: &str) -> Result<Recalled, Error> {
+        let body = Reason {
+            reason: reason.to_string(),
+        };
+        self.post(&format!("/v1/lots/{lot}/recall"), Some(&body))
+    }
+
+    /// `GET /v1/events?after=&limit=`.
+    pub fn events(&self, after: i64, limit: u32) -> Result<Events, Error> {
+        self.get(&format!("/v1/events?after={after}&limit={limit}"))
+    }
+
+    /// `GET /v1/sim/truth` (technicians, sim backend).
+    pub fn sim_truth(&self) -> Result<SimTruth, Error> {
+        self.get("/v1/sim/truth")
+    }
+
+    /// `GET /v1/sim/ticks` (technicians, sim backend).
+    pub fn sim_ticks(&self, after_us: u64, until_us: u64) -> Result<Ticks, Error> {
+        self.get(&format!(
+            "/v1/sim/ticks?after_us={after_us}&until_us={until_us}"
+        ))
+    }
+
+    /// `POST /v1/sim/inject` (technicians, sim backend).
+    pub fn sim_inject(&self, action: &SimAction) -> Result<Injected, Error> {
+        self.post("/v1/sim/inject", Some(action))
+    }
+
+    /// `GET /v1/telemetry`: the SSE stream, one [`needle_api::TelemetryEvent`] per item. The
+    /// stream's reads have no timeout of their own beyond the agent's.
+    pub fn telemetry(&self) -> Result<Telemetry, Error> {
+        let resp = match self.request("GET", "/v1/telemetry").call() {
+            Ok(r) => r,
+            Err(ureq::Error::Status(status, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+                return Err(Error::Api {
+                    status,
+                    code_text: body
+                        .as_ref()
+                        .map(|b| b.error.code.as_str().to_string())
+                        .unwrap_or_default(),
+                    message: body.map_or(text, |b| b.error.message),
+                });
+            }
+            Err(e) => return Err(Error::Transport(e.to_string())),
+        };
+        Ok(Telemetry::new(resp.into_reader()))
+    }
+}
+
+/// Bodies as trait objects, so one `send` serves every request type.
+mod erased {
+    use super::{Error, Serialize};
+
+    pub(crate) trait Body {
+        fn json(&self) -> Result<String, Error>;
+    }
+
+    impl<T: Serialize> Body for T {
+        fn json(&self) -> Result<String, Error> {
+            serde_json::to_string(self).map_err(|e| Error::Decode(e.to_string()))
+        }
+    }
+}

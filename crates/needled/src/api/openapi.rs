@@ -1,0 +1,116 @@
+//! The OpenAPI 3.1 document of the API, generated from the handlers' `#[utoipa::path]`s and
+//! the contract's types (`needle_api`). Served at `GET /v1/openapi.json` without a token (it
+//! describes the API, it reveals nothing of the rig or the records) and checked in as
+//! `docs/openapi.json`; `tests/openapi.rs` fails when the two differ. Regenerate the file
+//! with `cargo run -q -p needled --bin needled -- --openapi > docs/openapi.json`.
+//!
+//! To add an endpoint to the contract: its bodies as types in `needle_api` (with
+//! `ToSchema`), a `#[utoipa::path]` on its handler, the handler in `paths(...)` below, then
+//! regenerate the file.
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{sessions, sim, status};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "needled",
+        description = "The needle pen host service: treatment sessions, the cartridge ledger, \
+            the rig's status and telemetry, and the sim backend's controls. Every refusal is \
+            an ErrorBody with a stable code (ErrorCode); a refused request changes nothing.",
+        license(name = "MIT OR Apache-2.0"),
+    ),
+    paths(
+        status::health,
+        status::status,
+        status::version,
+        status::telemetry_stream,
+        serve,
+        sessions::home,
+        sessions::clear_faults,
+        sessions::create_session,
+        sessions::get_session,
+        sessions::update_checklist,
+        sessions::bind_cartridge,
+        sessions::arm,
+        sessions::start,
+        sessions::pause,
+        sessions::end,
+        sessions::setpoints,
+        sessions::report,
+        sessions::cartridge,
+        sessions::recall,
+        sessions::events,
+        sim::sim_truth,
+        sim::sim_ticks,
+        sim::sim_inject,
+    ),
+    components(schemas(needle_api::ErrorBody, needle_api::TelemetryEvent, needle_api::ReportFormat)),
+    modifiers(&Common),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+/// What every operation shares: the bearer scheme, and the error body for every status the
+/// operation does not list itself.
+struct Common;
+
+impl Modify for Common {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("an API token from the token file"))
+                    .build(),
+            ),
+        );
+        let error = ResponseBuilder::new()
+            .description("refused: a stable code and a message; nothing changed")
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                        needle_api::ErrorBody::name(),
+                    ))))
+                    .build(),
+            )
+            .build();
+        for item in doc.paths.paths.values_mut() {
+            let ops: [&mut Option<Operation>; 4] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ];
+            for op in ops.into_iter().flatten() {
+                op.responses
+                    .responses
+                    .insert("default".to_string(), RefOr::T(error.clone()));
+            }
+        }
+    }
+}
+
+/// The document.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/v1/openapi.json", tag = "status", security(()),
+    responses((status = 200, description = "the OpenAPI 3.1 document", content_type = "application/json", body = Object)))]
+pub(super) async fn serve() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        document().to_pretty_json().unwrap_or_default(),
+    )
+}
