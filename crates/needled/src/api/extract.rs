@@ -31,11 +31,23 @@ impl FromRequestParts<AppState> for Authed {
                 "expected 'Authorization: Bearer <token>'",
             )
         })?;
-        state
-            .tokens
-            .lookup(token.trim())
-            .map(Authed)
-            .ok_or_else(|| ApiError::new(401, "unauthorized", "unknown token"))
+        match state.tokens.lookup(token.trim()) {
+            Ok(Some(actor)) => Ok(Authed(actor)),
+            // Unknown and revoked tokens alike: a caller learns nothing about who was revoked.
+            Ok(None) => Err(ApiError::new(
+                401,
+                "unauthorized",
+                "unknown or revoked token",
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "token check: the ledger's people could not be read");
+                Err(ApiError::new(
+                    503,
+                    e.code(),
+                    "cannot check the token: ledger unavailable",
+                ))
+            }
+        }
     }
 }
 

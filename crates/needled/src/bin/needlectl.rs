@@ -20,6 +20,8 @@ mod client;
 mod failure;
 #[path = "needlectl/offline.rs"]
 mod offline;
+#[path = "needlectl/people.rs"]
+mod people;
 #[path = "needlectl/render.rs"]
 mod render;
 #[path = "needlectl/wait.rs"]
@@ -44,13 +46,13 @@ fn main() -> ExitCode {
 }
 
 /// What every command needs from the global options.
-struct Ctx {
-    url: Option<String>,
-    token: Option<String>,
-    token_file: PathBuf,
-    role: Option<TokenRole>,
+pub(crate) struct Ctx {
+    pub(crate) url: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) token_file: PathBuf,
+    pub(crate) role: Option<TokenRole>,
     json: bool,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Ctx {
@@ -64,7 +66,7 @@ impl Ctx {
     }
 
     /// A client with the token of `--role`, or of `default` when no role was given.
-    fn api(&self, default: TokenRole) -> Result<Api, Failure> {
+    pub(crate) fn api(&self, default: TokenRole) -> Result<Api, Failure> {
         let base = client::base_url(self.url.as_deref())?;
         let token = client::resolve_token(
             self.token.as_deref(),
@@ -75,7 +77,7 @@ impl Ctx {
     }
 
     /// Prints a reply: unchanged with `--json`, else through `human`.
-    fn show(
+    pub(crate) fn show(
         &self,
         reply: &client::Reply,
         human: impl FnOnce(&Value) -> String,
@@ -171,6 +173,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Cmd::Tag(cmd) => tag_cmd(&ctx, cmd),
+        Cmd::Person(cmd) => people::person(&ctx, cmd),
     }
 }
 
@@ -257,7 +260,12 @@ fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
             for id in checks {
                 checklist.insert(id, Value::Bool(true));
             }
-            let mut body = json!({ "operator": operator, "subject_ref": subject, "area": area, "checklist": checklist });
+            let mut body = json!({ "subject_ref": subject, "area": area, "checklist": checklist });
+            // The service records the token's person as the operator; a name given here is
+            // kept beside it as the stated operator.
+            if let Some(operator) = operator {
+                body["operator"] = Value::String(operator);
+            }
             if let Some(reason) = override_reason {
                 body["override_reason"] = Value::String(reason);
             }

@@ -20,6 +20,7 @@
 mod cartridges;
 mod error;
 mod events;
+mod people;
 mod report;
 mod schema;
 mod sessions;
@@ -39,6 +40,9 @@ use crate::cartridge::Date;
 pub use cartridges::{CartridgeLimits, CartridgeRecord, CartridgeState, InUseCartridge};
 pub use error::{LedgerError, StoreError};
 pub use events::{kinds, Event, EventRecord, MAX_EVENTS_PAGE};
+pub use people::{
+    same_hash, token_hash, PeopleError, Person, TokenHash, PERSON_ADDED, PERSON_REVOKED,
+};
 pub use report::{
     report_csv, ReportCartridge, SessionReport, SetpointEntry, TimelineEntry, CSV_HEADER,
 };

@@ -18,7 +18,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1 of the schema.
 const SCHEMA_V1: &str = r#"
@@ -211,14 +211,49 @@ BEGIN
 END;
 "#;
 
+/// Version 2: the people who hold API tokens (`store/people.rs`). Only a SHA-256 of each
+/// token is kept; a person is never deleted, only revoked, and a revocation is final.
+const SCHEMA_V2_PEOPLE: &str = r#"
+CREATE TABLE people (
+    name          TEXT    PRIMARY KEY CHECK (length(name) > 0),
+    role          TEXT    NOT NULL CHECK (role IN ('operator', 'technician')),
+    token_sha256  BLOB    NOT NULL UNIQUE CHECK (length(token_sha256) = 32),
+    created_at_ms INTEGER NOT NULL,
+    created_by    TEXT    NOT NULL CHECK (length(created_by) > 0),
+    revoked_at_ms INTEGER,
+    revoked_by    TEXT
+);
+
+CREATE TRIGGER people_no_delete
+BEFORE DELETE ON people
+BEGIN
+    SELECT RAISE(ABORT, 'people are revoked, never deleted');
+END;
+
+CREATE TRIGGER people_only_revoke
+BEFORE UPDATE ON people
+WHEN OLD.revoked_at_ms IS NOT NULL
+  OR NEW.name IS NOT OLD.name OR NEW.role IS NOT OLD.role
+  OR NEW.token_sha256 IS NOT OLD.token_sha256 OR NEW.created_at_ms IS NOT OLD.created_at_ms
+  OR NEW.created_by IS NOT OLD.created_by
+  OR NEW.revoked_at_ms IS NULL OR NEW.revoked_by IS NULL
+BEGIN
+    SELECT RAISE(ABORT, 'a person can only be revoked, once');
+END;
+"#;
+
 /// Brings the schema of `conn` to [`SCHEMA_VERSION`] in one immediate transaction (so two
 /// processes opening a new file at once cannot both create it).
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     match found {
-        0 => {
-            tx.execute_batch(SCHEMA_V1)?;
+        // Each step self-contained, so steps added in parallel can be renumbered at merge.
+        0 | 1 => {
+            if found == 0 {
+                tx.execute_batch(SCHEMA_V1)?;
+            }
+            tx.execute_batch(SCHEMA_V2_PEOPLE)?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
         SCHEMA_VERSION => {}
@@ -253,7 +288,13 @@ mod tests {
         let triggers = names(&conn, "trigger");
         assert_eq!(
             tables,
-            ["cartridges", "events", "recalled_lots", "sessions"]
+            [
+                "cartridges",
+                "events",
+                "people",
+                "recalled_lots",
+                "sessions"
+            ]
         );
         assert!(triggers.contains(&"events_append_only_update".to_owned()));
         assert!(triggers.contains(&"events_append_only_delete".to_owned()));

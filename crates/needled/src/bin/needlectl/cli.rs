@@ -145,6 +145,9 @@ pub enum Cmd {
     /// Cartridge tags, offline: make (sign) and verify with the device key
     #[command(subcommand)]
     Tag(TagCmd),
+    /// People and their tokens: add (prints the token once), list, revoke (technician token)
+    #[command(subcommand)]
+    Person(crate::people::PersonCmd),
 }
 
 /// `faults ...`
@@ -181,9 +184,10 @@ impl RateArgs {
 pub enum SessionCmd {
     /// Create a session (then: bind, arm, start)
     Create {
-        /// Who performs the treatment
+        /// Who performs the treatment, as stated (recorded beside the session; its operator
+        /// and every event's actor is the person whose token is used)
         #[arg(long)]
-        operator: String,
+        operator: Option<String>,
         /// Opaque subject reference (never a name)
         #[arg(long, value_name = "REF")]
         subject: String,
