@@ -372,19 +372,69 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
             "backend": config.hardware.backend.as_str(),
         })),
     };
-    let listener = tokio::net::TcpListener::bind(config.service.bind)
-        .await
+    let allowed = needled::host::AllowedHosts::from_config(&config.service);
+    let app = api::router(state).layer(axum::middleware::from_fn_with_state(
+        allowed.clone(),
+        needled::host::check,
+    ));
+    let listener = std::net::TcpListener::bind(config.service.bind)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| format!("cannot bind {} (service.bind): {e}", config.service.bind))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(address = %local, data_dir = %data_dir.display(), token_file = ?token_file, "needled listening");
+    // Off loopback there is no plain-HTTP listener at all: TLS or nothing.
+    let tls = if config.service.tls_enabled() {
+        let names: Vec<String> = allowed.names().map(str::to_owned).collect();
+        Some(needled::tls::server(&config, &names)?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        address = %local,
+        data_dir = %data_dir.display(),
+        token_file = ?token_file,
+        tls_sha256 = tls.as_ref().map(|t| t.fingerprint.as_str()),
+        allowed_hosts = ?allowed.names().collect::<Vec<_>>(),
+        "needled listening"
+    );
+    if let Some(t) = &tls {
+        // Operators compare this with `needlectl --tls-sha256` or the browser's view.
+        println!(
+            "needled TLS certificate {} sha256 {}",
+            t.cert_file.display(),
+            t.fingerprint
+        );
+    }
     // Jigs and tests read this line to find the port when binding port 0.
-    println!("needled listening on http://{local}");
+    println!("needled listening on {scheme}://{local}");
     spawn_watchdog(&service);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server: {e}"))?;
+    match tls {
+        None => {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| format!("server: {e}"))?;
+        }
+        Some(t) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(2)));
+            });
+            axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(t.config),
+            )
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await
+            .map_err(|e| format!("server: {e}"))?;
+        }
+    }
     tracing::info!("shutting down: motor off");
     Ok(())
 }

@@ -101,6 +101,7 @@ impl Records {
         let key = DeviceKey::load_or_create(&key_path)
             .map_err(|e| format!("device key {}: {e}", key_path.display()))?;
         tighten(&key_path, 0o600)?;
+        tighten(&data_dir.join(crate::tls::KEY_FILE), 0o600)?;
         let token_file = bootstrap_people(config, &mut store)?;
         let people = store
             .reopen()

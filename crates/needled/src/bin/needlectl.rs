@@ -90,6 +90,7 @@ impl Ctx {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    client::init_tls(cli.tls_sha256.as_deref(), cli.ca_file.as_deref())?;
     let ctx = Ctx {
         url: cli.url,
         token: cli.token,

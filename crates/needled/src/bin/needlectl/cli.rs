@@ -72,6 +72,26 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 10_000, help_heading = "Global options", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
 
+    /// For an https:// URL: the SHA-256 fingerprint of needled's certificate, as needled
+    /// prints it at start [env: NEEDLE_TLS_SHA256]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "HEX"
+    )]
+    pub tls_sha256: Option<String>,
+
+    /// For an https:// URL: a PEM file of the CA (or the certificate itself) to trust
+    /// [env: NEEDLE_CA_FILE]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Cmd,
