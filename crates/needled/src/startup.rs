@@ -131,17 +131,15 @@ fn bootstrap_people(config: &Config, store: &mut Store) -> Result<Option<PathBuf
         .map_err(|e| format!("tokens in {}: {e}", data_dir.display()))?;
     tighten(&path, 0o600)?;
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    for t in &generated.0 {
-        store
-            .add_person(
-                &t.name,
-                t.role,
-                &token_hash(&t.token),
-                BOOTSTRAP_ACTOR,
-                now_ms,
-            )
-            .map_err(|e| format!("bootstrap person {} in the ledger: {e}", t.name))?;
-    }
+    let people: Vec<_> = generated
+        .0
+        .iter()
+        .map(|t| (t.name.as_str(), t.role, token_hash(&t.token)))
+        .collect();
+    // All or none: a start killed here finds no people and adds them all again.
+    store
+        .add_people(&people, BOOTSTRAP_ACTOR, now_ms)
+        .map_err(|e| format!("bootstrap people in the ledger: {e}"))?;
     tracing::info!(
         token_file = %path.display(),
         "first start: bootstrap operator and technician added; add people with \

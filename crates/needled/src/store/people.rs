@@ -116,30 +116,52 @@ impl Store {
         by: &str,
         now_ms: i64,
     ) -> Result<(), PeopleError> {
-        validate::text("name", name)?;
+        self.add_people(&[(name, role, *hash)], by, now_ms)
+    }
+
+    /// Adds several people at once: all or none (the bootstrap people of a fresh ledger, so a
+    /// start killed half-way cannot leave one of them missing for good).
+    pub fn add_people(
+        &mut self,
+        people: &[(&str, Role, TokenHash)],
+        by: &str,
+        now_ms: i64,
+    ) -> Result<(), PeopleError> {
+        for (name, _, _) in people {
+            validate::text("name", name)?;
+        }
         validate::text("actor", by)?;
         validate::time("at_ms", now_ms)?;
-        self.write(|tx| {
-            let exists: Option<String> = tx
-                .query_row("SELECT name FROM people WHERE name = ?1", [name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if exists.is_some() {
-                return Ok(Err(PeopleError::Exists(name.to_owned())));
+        let mut refused = None;
+        let written = self.write(|tx| {
+            for (name, role, hash) in people {
+                let exists: Option<String> = tx
+                    .query_row("SELECT name FROM people WHERE name = ?1", [name], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if exists.is_some() {
+                    // An error rolls back the people added before it.
+                    refused = Some(PeopleError::Exists((*name).to_owned()));
+                    return Err(LedgerError::InvalidInput(format!("{name} exists")));
+                }
+                tx.execute(
+                    "INSERT INTO people (name, role, token_sha256, created_at_ms, created_by)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![name, role_str(*role), hash.as_slice(), now_ms, by],
+                )?;
+                events::insert(
+                    tx,
+                    &Event::new(now_ms, by, PERSON_ADDED)
+                        .detail(serde_json::json!({ "name": name, "role": role_str(*role) })),
+                )?;
             }
-            tx.execute(
-                "INSERT INTO people (name, role, token_sha256, created_at_ms, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![name, role_str(role), hash.as_slice(), now_ms, by],
-            )?;
-            events::insert(
-                tx,
-                &Event::new(now_ms, by, PERSON_ADDED)
-                    .detail(serde_json::json!({ "name": name, "role": role_str(role) })),
-            )?;
-            Ok(Ok(()))
-        })?
+            Ok(())
+        });
+        match refused {
+            Some(e) => Err(e),
+            None => Ok(written?),
+        }
     }
 
     /// Revokes `name`'s token, with a [`PERSON_REVOKED`] event by `by`, in one transaction.
@@ -327,6 +349,34 @@ mod tests {
         );
         assert_eq!(store.events_after(0, 10).unwrap().len(), 2);
         assert_eq!(store.people().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn adding_several_people_is_all_or_none() {
+        let (_dir, mut store) = store();
+        store
+            .add_person(
+                "bob",
+                Role::Operator,
+                &token_hash("token-of-bob-0000"),
+                "t",
+                1,
+            )
+            .unwrap();
+        let batch = [
+            ("ann", Role::Operator, token_hash("token-of-ann-0000")),
+            ("bob", Role::Technician, token_hash("token-of-bob-1111")),
+        ];
+        assert_eq!(
+            store.add_people(&batch, "t", 2).unwrap_err().code(),
+            "person_exists"
+        );
+        assert_eq!(
+            store.people().unwrap().len(),
+            1,
+            "ann was rolled back with bob"
+        );
+        assert_eq!(store.events_after(0, 10).unwrap().len(), 1);
     }
 
     #[test]
