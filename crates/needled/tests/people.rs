@@ -4,31 +4,11 @@
 
 mod common;
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 
 use common::Needled;
 
-fn call(n: &Needled, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let req = ureq::request(method, &format!("{}{}", n.base, path))
-        .timeout(Duration::from_secs(10))
-        .set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use common::call_with as call;
 
 fn code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
