@@ -359,6 +359,14 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         config.control.realtime_priority,
     )?;
     spawn_monitor(&service);
+    let allowed = needled::host::AllowedHosts::from_config(&config.service);
+    // Off loopback there is no plain-HTTP listener at all: TLS or nothing.
+    let tls = if config.service.tls_enabled() {
+        let names: Vec<String> = allowed.names().map(str::to_owned).collect();
+        Some(needled::tls::server(&config, &names)?)
+    } else {
+        None
+    };
     let state = AppState {
         service: Arc::clone(&service),
         tokens: Arc::new(tokens),
@@ -370,9 +378,9 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
             "git": env!("NEEDLED_GIT_REV"),
             "config_sha256": config_sha256,
             "backend": config.hardware.backend.as_str(),
+            "tls_sha256": tls.as_ref().map(|t| t.fingerprint.clone()),
         })),
     };
-    let allowed = needled::host::AllowedHosts::from_config(&config.service);
     let app = api::router(state).layer(axum::middleware::from_fn_with_state(
         allowed.clone(),
         needled::host::check,
@@ -381,13 +389,6 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| format!("cannot bind {} (service.bind): {e}", config.service.bind))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    // Off loopback there is no plain-HTTP listener at all: TLS or nothing.
-    let tls = if config.service.tls_enabled() {
-        let names: Vec<String> = allowed.names().map(str::to_owned).collect();
-        Some(needled::tls::server(&config, &names)?)
-    } else {
-        None
-    };
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(
         address = %local,

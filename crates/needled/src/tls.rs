@@ -41,6 +41,16 @@ pub fn fingerprint(der: &[u8]) -> String {
     hex::encode(Sha256::digest(der))
 }
 
+/// SHA-256 of the first certificate of a PEM file, lower-case hex.
+pub fn file_fingerprint(pem: &Path) -> Result<String, String> {
+    let first = CertificateDer::pem_file_iter(pem)
+        .map_err(|e| format!("{}: {e}", pem.display()))?
+        .next()
+        .ok_or_else(|| format!("{}: no certificate", pem.display()))?
+        .map_err(|e| format!("{}: {e}", pem.display()))?;
+    Ok(fingerprint(&first))
+}
+
 /// Writes `bytes` to a new file of mode 0600 (refusing to replace one).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = fs::OpenOptions::new()

@@ -162,11 +162,26 @@ fn off_loopback_only_tls_answers_and_a_foreign_host_is_refused() {
         .call()
         .unwrap();
     assert_eq!(ok.status(), 200);
+    let version: Value = agent(&fp)
+        .get(&format!("{https}/v1/version"))
+        .set("Authorization", &format!("Bearer {}", n.technician))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    assert_eq!(version["tls_sha256"], fp.as_str());
     let wrong = "00".repeat(32);
     assert!(agent(&wrong)
         .get(&format!("{https}/v1/health"))
         .call()
         .is_err());
+
+    // needlectl shows the same fingerprint offline, from the certificate file.
+    let shown = Command::new(env!("CARGO_BIN_EXE_needlectl"))
+        .args(["tls-fingerprint", "--cert", cert.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), fp);
 
     // needlectl with the pinned fingerprint.
     let ctl = Command::new(env!("CARGO_BIN_EXE_needlectl"))

@@ -51,7 +51,7 @@ pub(crate) struct Ctx {
     pub(crate) token: Option<String>,
     pub(crate) token_file: PathBuf,
     pub(crate) role: Option<TokenRole>,
-    json: bool,
+    pub(crate) json: bool,
     pub(crate) timeout: Duration,
 }
 
@@ -175,6 +175,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Tag(cmd) => tag_cmd(&ctx, cmd),
         Cmd::Person(cmd) => people::person(&ctx, cmd),
+        Cmd::TlsFingerprint { cert } => people::tls_fingerprint(&ctx, &cert),
     }
 }
 

@@ -168,6 +168,13 @@ pub enum Cmd {
     /// People and their tokens: add (prints the token once), list, revoke (technician token)
     #[command(subcommand)]
     Person(crate::people::PersonCmd),
+    /// The SHA-256 fingerprint of needled's TLS certificate, offline from its file (compare
+    /// it with the one needled logs; pass it to --tls-sha256)
+    TlsFingerprint {
+        /// The certificate (PEM), the self-signed one in the data directory by default
+        #[arg(long, value_name = "FILE", default_value = "data/tls-cert.pem")]
+        cert: PathBuf,
+    },
 }
 
 /// `faults ...`

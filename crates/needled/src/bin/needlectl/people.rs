@@ -67,6 +67,19 @@ pub fn person(ctx: &Ctx, cmd: PersonCmd) -> Result<(), Failure> {
     }
 }
 
+/// `needlectl tls-fingerprint`: the SHA-256 of the first certificate of a PEM file.
+pub fn tls_fingerprint(ctx: &Ctx, cert: &std::path::Path) -> Result<(), Failure> {
+    let fp =
+        needled::tls::file_fingerprint(cert).map_err(|e| Failure::usage("bad_cert_file", e))?;
+    if ctx.json {
+        crate::failure::emit(
+            &json!({ "cert": cert.display().to_string(), "sha256": fp }).to_string(),
+        )
+    } else {
+        crate::failure::emit(&fp)
+    }
+}
+
 fn list(v: &Value) -> String {
     let mut table = Table::new(&["NAME", "ROLE", "ADDED", "BY", "REVOKED", "BY"]);
     for p in v["people"].as_array().into_iter().flatten() {
