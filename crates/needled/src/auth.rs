@@ -15,11 +15,11 @@ use std::path::{Path, PathBuf};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use crate::config::{self, TokenConfig};
 use crate::session::{Actor, Role};
-use crate::store::{same_hash, token_hash, LedgerError, Store, TokenHash};
+use crate::store::{same_hash, token_hash, LedgerError, PeopleError, Person, Store, TokenHash};
 
 /// Name of the generated token file in the data directory.
 pub const TOKEN_FILE: &str = "tokens.json";
@@ -37,11 +37,14 @@ pub struct StoredToken {
 
 /// Who may call: the tokens of the configuration (hashed at start) and the people in the
 /// ledger (`store/people.rs`, only hashes stored), each token checked in constant time on
-/// its SHA-256. A revoked person's token stops working at once; nobody else's changes.
+/// its SHA-256. The active people are held in memory, loaded at start and changed only here
+/// after the ledger committed the change, so checking a token never touches SQLite on an
+/// async worker. A revoked person's token stops working at once; nobody else's changes.
 #[derive(Debug)]
 pub struct Tokens {
     configured: Vec<(TokenHash, Actor)>,
     people: Option<Mutex<Store>>,
+    active: RwLock<Vec<(TokenHash, Actor)>>,
 }
 
 fn role_of(r: config::Role) -> Role {
@@ -69,8 +72,16 @@ pub struct Generated(pub Vec<StoredToken>);
 impl Tokens {
     /// The configuration's tokens and, if given, the people of the ledger `people` (a
     /// connection of its own on the ledger's file).
-    pub fn new(tokens: &[TokenConfig], people: Option<Store>) -> Self {
-        Tokens {
+    pub fn new(tokens: &[TokenConfig], people: Option<Store>) -> Result<Self, LedgerError> {
+        let active = match &people {
+            Some(store) => store
+                .active_people()?
+                .into_iter()
+                .map(|(name, role, hash)| (hash, Actor { name, role }))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Tokens {
             configured: tokens
                 .iter()
                 .map(|t| {
@@ -84,34 +95,70 @@ impl Tokens {
                 })
                 .collect(),
             people: people.map(Mutex::new),
-        }
+            active: RwLock::new(active),
+        })
     }
 
-    /// The ledger connection the people live in, if any.
-    pub fn people(&self) -> Option<&Mutex<Store>> {
-        self.people.as_ref()
+    fn store(&self) -> Result<std::sync::MutexGuard<'_, Store>, PeopleError> {
+        self.people
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+            .ok_or_else(|| {
+                PeopleError::Ledger(LedgerError::InvalidInput("no ledger for people".into()))
+            })
     }
 
-    /// The actor a token belongs to: every configured hash is compared (in constant time),
-    /// then the ledger's active people. An error is the ledger's, not a refusal of the token.
-    pub fn lookup(&self, token: &str) -> Result<Option<Actor>, LedgerError> {
+    /// Everyone in the ledger, revoked or not.
+    pub fn people(&self) -> Result<Vec<Person>, PeopleError> {
+        Ok(self.store()?.people()?)
+    }
+
+    /// Adds a person (see [`Store::add_person`]); their token works once this returns.
+    pub fn add_person(
+        &self,
+        name: &str,
+        role: Role,
+        hash: &TokenHash,
+        by: &str,
+        now_ms: i64,
+    ) -> Result<(), PeopleError> {
+        let mut store = self.store()?;
+        store.add_person(name, role, hash, by, now_ms)?;
+        self.active_mut().push((
+            *hash,
+            Actor {
+                name: name.to_owned(),
+                role,
+            },
+        ));
+        Ok(())
+    }
+
+    /// Revokes a person (see [`Store::revoke_person`]); their token is refused once the
+    /// ledger has recorded it, and nobody else's changes.
+    pub fn revoke_person(&self, name: &str, by: &str, now_ms: i64) -> Result<(), PeopleError> {
+        let mut store = self.store()?;
+        store.revoke_person(name, by, now_ms)?;
+        self.active_mut().retain(|(_, a)| a.name != name);
+        Ok(())
+    }
+
+    fn active_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<(TokenHash, Actor)>> {
+        self.active.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The actor a token belongs to: every configured hash and every active person's hash is
+    /// compared in constant time (no early exit), configured tokens first.
+    pub fn lookup(&self, token: &str) -> Option<Actor> {
         let hash = token_hash(token);
+        let active = self.active.read().unwrap_or_else(|p| p.into_inner());
         let mut found = None;
-        for (stored, actor) in &self.configured {
+        for (stored, actor) in self.configured.iter().chain(active.iter()) {
             if same_hash(stored, &hash) && found.is_none() {
                 found = Some(actor.clone());
             }
         }
-        if found.is_some() {
-            return Ok(found);
-        }
-        let Some(people) = &self.people else {
-            return Ok(None);
-        };
-        let store = people.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(store
-            .person_by_token(&hash)?
-            .map(|(name, role)| Actor { name, role }))
+        found
     }
 }
 
@@ -207,32 +254,36 @@ mod tests {
     fn lookup_finds_configured_tokens_and_active_people_only() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = Store::open(&dir.path().join("l.db")).unwrap();
-        let (ann, bob) = (new_token(), new_token());
+        let (ann, bob, cid) = (new_token(), new_token(), new_token());
         store
             .add_person("ann", Role::Operator, &token_hash(&ann), "t", 1)
-            .unwrap();
-        store
-            .add_person("bob", Role::Operator, &token_hash(&bob), "t", 1)
             .unwrap();
         let configured = [TokenConfig {
             token: "configured-token-0001".into(),
             role: config::Role::Technician,
             name: "jig".into(),
         }];
-        let tokens = Tokens::new(&configured, Some(store.reopen().unwrap()));
-        assert_eq!(
-            tokens.lookup(&ann).unwrap().map(|a| a.name),
-            Some("ann".into())
-        );
-        store.revoke_person("ann", "t", 2).unwrap();
-        assert_eq!(tokens.lookup(&ann).unwrap(), None);
-        assert_eq!(
-            tokens.lookup(&bob).unwrap().map(|a| a.name),
-            Some("bob".into())
-        );
-        let jig = tokens.lookup("configured-token-0001").unwrap().unwrap();
+        let tokens = Tokens::new(&configured, Some(store.reopen().unwrap())).unwrap();
+        tokens
+            .add_person("bob", Role::Operator, &token_hash(&bob), "t", 2)
+            .unwrap();
+        assert_eq!(tokens.lookup(&ann).map(|a| a.name), Some("ann".into()));
+        assert_eq!(tokens.lookup(&bob).map(|a| a.name), Some("bob".into()));
+        tokens.revoke_person("ann", "t", 3).unwrap();
+        assert_eq!(tokens.lookup(&ann), None);
+        assert_eq!(tokens.lookup(&bob).map(|a| a.name), Some("bob".into()));
+        // A refused change leaves the tokens as they were.
+        assert!(tokens
+            .add_person("bob", Role::Technician, &token_hash(&cid), "t", 4)
+            .is_err());
+        assert_eq!(tokens.lookup(&cid), None);
+        let jig = tokens.lookup("configured-token-0001").unwrap();
         assert_eq!((jig.name.as_str(), jig.role), ("jig", Role::Technician));
-        assert_eq!(tokens.lookup("").unwrap(), None);
-        assert_eq!(tokens.lookup("wrong").unwrap(), None);
+        assert_eq!(tokens.lookup(""), None);
+        assert_eq!(tokens.lookup("wrong"), None);
+        // What the ledger holds is what a restart loads.
+        let again = Tokens::new(&[], Some(store.reopen().unwrap())).unwrap();
+        assert_eq!(again.lookup(&ann), None);
+        assert_eq!(again.lookup(&bob).map(|a| a.name), Some("bob".into()));
     }
 }

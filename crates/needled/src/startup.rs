@@ -109,7 +109,8 @@ impl Records {
         Ok(Self {
             store,
             key,
-            tokens: Tokens::new(&config.service.tokens, Some(people)),
+            tokens: Tokens::new(&config.service.tokens, Some(people))
+                .map_err(|e| format!("people in ledger {}: {e}", store_path.display()))?,
             token_file,
         })
     }

@@ -13,7 +13,7 @@ use super::{AppState, Body, NoBody, Param, Technician};
 use crate::auth::{new_token, Tokens};
 use crate::error::ApiError;
 use crate::session::Role;
-use crate::store::{token_hash, PeopleError, Store};
+use crate::store::{token_hash, PeopleError};
 
 /// `POST /v1/people`.
 #[derive(Deserialize)]
@@ -27,21 +27,16 @@ fn refused(e: PeopleError) -> ApiError {
     ApiError::new(e.status(), e.code(), e.to_string())
 }
 
-/// Runs `f` on the people's ledger connection off the async runtime.
+/// Runs `f` on the people off the async runtime (SQLite never runs on an async worker).
 async fn with_people<T: Send + 'static>(
     tokens: &Arc<Tokens>,
-    f: impl FnOnce(&mut Store) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&Tokens) -> Result<T, PeopleError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let tokens = Arc::clone(tokens);
-    tokio::task::spawn_blocking(move || {
-        let people = tokens
-            .people()
-            .ok_or_else(|| ApiError::new(503, "storage_error", "no ledger for people"))?;
-        let mut store = people.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut store)
-    })
-    .await
-    .map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?
+    tokio::task::spawn_blocking(move || f(&tokens))
+        .await
+        .map_err(|e| ApiError::new(500, "internal_error", e.to_string()))?
+        .map_err(refused)
 }
 
 fn now_ms() -> i64 {
@@ -52,10 +47,7 @@ pub(super) async fn list(
     State(s): State<AppState>,
     Technician(_): Technician,
 ) -> Result<Json<Value>, ApiError> {
-    let people = with_people(&s.tokens, |store| {
-        store.people().map_err(|e| refused(PeopleError::Ledger(e)))
-    })
-    .await?;
+    let people = with_people(&s.tokens, |t| t.people()).await?;
     Ok(Json(json!({ "people": people })))
 }
 
@@ -67,10 +59,8 @@ pub(super) async fn add(
     let token = new_token();
     let hash = token_hash(&token);
     let (name, role) = (p.name.clone(), p.role);
-    with_people(&s.tokens, move |store| {
-        store
-            .add_person(&name, role, &hash, &a.name, now_ms())
-            .map_err(refused)
+    with_people(&s.tokens, move |t| {
+        t.add_person(&name, role, &hash, &a.name, now_ms())
     })
     .await?;
     Ok((
@@ -86,11 +76,6 @@ pub(super) async fn revoke(
     _: NoBody,
 ) -> Result<Json<Value>, ApiError> {
     let who = name.clone();
-    with_people(&s.tokens, move |store| {
-        store
-            .revoke_person(&who, &a.name, now_ms())
-            .map_err(refused)
-    })
-    .await?;
+    with_people(&s.tokens, move |t| t.revoke_person(&who, &a.name, now_ms())).await?;
     Ok(Json(json!({ "name": name, "revoked": true })))
 }

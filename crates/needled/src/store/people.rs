@@ -226,9 +226,8 @@ impl Store {
         })
     }
 
-    /// The person whose token hashes to `hash`, if not revoked. Every active person's hash is
-    /// compared in constant time, so the time taken says nothing about how close a guess was.
-    pub fn person_by_token(&self, hash: &TokenHash) -> Result<Option<(String, Role)>, LedgerError> {
+    /// Every person not revoked, with their token's hash.
+    pub fn active_people(&self) -> Result<Vec<(String, Role, TokenHash)>, LedgerError> {
         self.read(|tx| {
             let mut stmt = tx.prepare(
                 "SELECT name, role, token_sha256 FROM people WHERE revoked_at_ms IS NULL",
@@ -240,18 +239,27 @@ impl Store {
                     r.get::<_, Vec<u8>>(2)?,
                 ))
             })?;
-            let mut found = None;
+            let mut out = Vec::new();
             for row in rows {
                 let (name, role, stored) = row?;
-                let stored: TokenHash = stored
+                let hash: TokenHash = stored
                     .try_into()
                     .map_err(|_| LedgerError::Corrupt(format!("people.token_sha256 of {name}")))?;
-                if same_hash(&stored, hash) && found.is_none() {
-                    found = Some((name, role_of(&role)?));
-                }
+                out.push((name, role_of(&role)?, hash));
             }
-            Ok(found)
+            Ok(out)
         })
+    }
+
+    /// The active person whose token hashes to `hash` (every hash compared in constant time).
+    pub fn person_by_token(&self, hash: &TokenHash) -> Result<Option<(String, Role)>, LedgerError> {
+        let mut found = None;
+        for (name, role, stored) in self.active_people()? {
+            if same_hash(&stored, hash) && found.is_none() {
+                found = Some((name, role));
+            }
+        }
+        Ok(found)
     }
 
     /// Whether anyone was ever added.
