@@ -36,7 +36,7 @@ impl FromRequestParts<AppState> for Authed {
             .lookup(token.trim())
             .map(Authed)
             // Unknown and revoked tokens alike: a caller learns nothing about who was revoked.
-            .ok_or_else(|| ApiError::new(401, "unauthorized", "unknown or revoked token"))
+            .ok_or_else(|| ApiError::new(401, "unauthorized", "unknown token (or revoked)"))
     }
 }
 
