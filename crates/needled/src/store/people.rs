@@ -15,6 +15,9 @@ pub const PERSON_ADDED: &str = "person_added";
 /// Event kind: a person's token was revoked (detail: name).
 pub const PERSON_REVOKED: &str = "person_revoked";
 
+/// Actor names the service writes itself, never a person's.
+pub const RESERVED_NAMES: [&str; 2] = [super::SYSTEM_ACTOR, "bootstrap"];
+
 /// SHA-256 of a bearer token, as stored.
 pub type TokenHash = [u8; 32];
 
@@ -57,6 +60,10 @@ pub enum PeopleError {
     /// The person's token is already revoked.
     #[error("{0:?} is already revoked")]
     AlreadyRevoked(String),
+    /// A name the service itself writes as an actor (`system`, `bootstrap`): a person so
+    /// named could pass their actions off as the service's.
+    #[error("{0:?} is reserved for the service's own events")]
+    Reserved(String),
     /// A refused name or another ledger refusal.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -69,6 +76,7 @@ impl PeopleError {
             PeopleError::Exists(_) => "person_exists",
             PeopleError::NotFound(_) => "person_not_found",
             PeopleError::AlreadyRevoked(_) => "person_revoked",
+            PeopleError::Reserved(_) => "person_name_reserved",
             PeopleError::Ledger(e) => e.code(),
         }
     }
@@ -78,6 +86,7 @@ impl PeopleError {
         match self {
             PeopleError::Exists(_) | PeopleError::AlreadyRevoked(_) => 409,
             PeopleError::NotFound(_) => 404,
+            PeopleError::Reserved(_) => 400,
             PeopleError::Ledger(e) if e.code() == "invalid_input" => 400,
             PeopleError::Ledger(_) => 503,
         }
@@ -129,6 +138,12 @@ impl Store {
     ) -> Result<(), PeopleError> {
         for (name, _, _) in people {
             validate::text("name", name)?;
+            if RESERVED_NAMES
+                .iter()
+                .any(|r| name.trim().eq_ignore_ascii_case(r))
+            {
+                return Err(PeopleError::Reserved((*name).to_owned()));
+            }
         }
         validate::text("actor", by)?;
         validate::time("at_ms", now_ms)?;
@@ -355,6 +370,18 @@ mod tests {
                 .code(),
             "person_exists"
         );
+        for reserved in ["system", "Bootstrap"] {
+            let e = store
+                .add_person(
+                    reserved,
+                    Role::Technician,
+                    &token_hash("token-of-sys-0000"),
+                    "tech",
+                    6,
+                )
+                .unwrap_err();
+            assert_eq!(e.code(), "person_name_reserved");
+        }
         assert_eq!(store.events_after(0, 10).unwrap().len(), 2);
         assert_eq!(store.people().unwrap().len(), 1);
     }
