@@ -150,6 +150,18 @@ pub enum ErrorCode {
     DepthAbovePlan,
     /// The numbing has not acted yet; a technician may override with a reason (409).
     NumbingWait,
+    /// A person of that name exists; names are never reused (409).
+    PersonExists,
+    /// No person of that name (404).
+    PersonNotFound,
+    /// The person was revoked already; a revocation is final (409).
+    PersonRevoked,
+    /// That name is one of the service's own actors (400).
+    PersonNameReserved,
+    /// The Host header names no host this service answers to: DNS rebinding or a misdirected request (421).
+    HostNotAllowed,
+    /// The service failed in a way it did not expect (500).
+    InternalError,
 }
 
 impl ErrorCode {
@@ -218,6 +230,12 @@ impl ErrorCode {
         ErrorCode::PlanSessionDone,
         ErrorCode::DepthAbovePlan,
         ErrorCode::NumbingWait,
+        ErrorCode::PersonExists,
+        ErrorCode::PersonNotFound,
+        ErrorCode::PersonRevoked,
+        ErrorCode::PersonNameReserved,
+        ErrorCode::HostNotAllowed,
+        ErrorCode::InternalError,
     ];
 
     /// The code as it appears on the wire, e.g. `pen_in_use`.
@@ -286,6 +304,12 @@ impl ErrorCode {
             ErrorCode::PlanSessionDone => "plan_session_done",
             ErrorCode::DepthAbovePlan => "depth_above_plan",
             ErrorCode::NumbingWait => "numbing_wait",
+            ErrorCode::PersonExists => "person_exists",
+            ErrorCode::PersonNotFound => "person_not_found",
+            ErrorCode::PersonRevoked => "person_revoked",
+            ErrorCode::PersonNameReserved => "person_name_reserved",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
+            ErrorCode::InternalError => "internal_error",
         }
     }
 

@@ -67,8 +67,11 @@ pub struct ReportPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSession {
-    /// Who performs it.
-    pub operator: String,
+    /// Who the client says performs it: optional, kept for compatibility, recorded as
+    /// `stated_operator` in the `session_created` detail. The session's operator and every
+    /// event's actor is the authenticated person, never this string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
     /// Opaque subject reference (never a name).
     pub subject_ref: String,
     /// Treatment area, one of the configured areas.

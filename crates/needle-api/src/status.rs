@@ -229,4 +229,6 @@ pub struct Version {
     pub config_sha256: String,
     /// The configured backend (`sim`, `rppal`, `linux`, `link`).
     pub backend: String,
+    /// SHA-256 of the TLS certificate, hex, when the API is served over TLS (off loopback).
+    pub tls_sha256: Option<String>,
 }

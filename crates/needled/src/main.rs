@@ -392,6 +392,14 @@ async fn run(
         config.control.realtime_priority,
     )?;
     spawn_monitor(&service);
+    let allowed = needled::host::AllowedHosts::from_config(&config.service);
+    // Off loopback there is no plain-HTTP listener at all: TLS or nothing.
+    let tls = if config.service.tls_enabled() {
+        let names: Vec<String> = allowed.names().map(str::to_owned).collect();
+        Some(needled::tls::server(&config, &names)?)
+    } else {
+        None
+    };
     let state = AppState {
         service: Arc::clone(&service),
         tokens: Arc::new(tokens),
@@ -403,25 +411,68 @@ async fn run(
             git: env!("NEEDLED_GIT_REV").to_string(),
             config_sha256: config_sha256.to_string(),
             backend: config.hardware.backend.as_str().to_string(),
+            tls_sha256: tls.as_ref().map(|t| t.fingerprint.clone()),
         }),
     };
-    let listener = tokio::net::TcpListener::bind(config.service.bind)
-        .await
+    let app = api::router(state).layer(axum::middleware::from_fn_with_state(
+        allowed.clone(),
+        needled::host::check,
+    ));
+    let listener = std::net::TcpListener::bind(config.service.bind)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| format!("cannot bind {} (service.bind): {e}", config.service.bind))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(address = %local, data_dir = %data_dir.display(), token_file = ?token_file, "needled listening");
-    // For people; programs use --ready-file.
-    println!("needled listening on http://{local}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(
+        address = %local,
+        data_dir = %data_dir.display(),
+        token_file = ?token_file,
+        tls_sha256 = tls.as_ref().map(|t| t.fingerprint.as_str()),
+        allowed_hosts = ?allowed.names().collect::<Vec<_>>(),
+        "needled listening"
+    );
+    if let Some(t) = &tls {
+        // Operators compare this with `needlectl --tls-sha256` or the browser's view.
+        println!(
+            "needled TLS certificate {} sha256 {}",
+            t.cert_file.display(),
+            t.fingerprint
+        );
+    }
+    // For people and the Python kit; programs use --ready-file.
+    println!("needled listening on {scheme}://{local}");
     if let Some(file) = &ready_file {
         write_ready_file(file, local)
             .map_err(|e| format!("--ready-file {}: {e}", file.display()))?;
     }
     spawn_watchdog(&service);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| format!("server: {e}"))?;
+    match tls {
+        None => {
+            let listener =
+                tokio::net::TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(|e| format!("server: {e}"))?;
+        }
+        Some(t) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                stopper.graceful_shutdown(Some(Duration::from_secs(2)));
+            });
+            axum_server::from_tcp_rustls(
+                listener,
+                axum_server::tls_rustls::RustlsConfig::from_config(t.config),
+            )
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await
+            .map_err(|e| format!("server: {e}"))?;
+        }
+    }
     tracing::info!("shutting down: motor off");
     Ok(())
 }

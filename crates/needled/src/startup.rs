@@ -8,12 +8,17 @@
 //! leaves the pins safe. systemd's `ExecStopPost=needled --safe-outputs` covers every exit
 //! after that.
 
-use std::path::PathBuf;
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use crate::auth::Tokens;
+use crate::auth::{Generated, Tokens};
 use crate::cartridge::DeviceKey;
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{token_hash, Store};
+
+/// Who the bootstrap people are recorded as created by.
+pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
 
 /// What needled opens from its data directory.
 pub struct Records {
@@ -21,39 +26,127 @@ pub struct Records {
     pub store: Store,
     /// The device key that authenticates cartridge tags.
     pub key: DeviceKey,
-    /// The API tokens.
+    /// The API tokens: the configured ones and the ledger's people.
     pub tokens: Tokens,
-    /// The file generated tokens are kept in, when the configuration names none.
+    /// The file the bootstrap tokens are kept in, if there is one.
     pub token_file: Option<PathBuf>,
 }
 
+/// Makes `dir` exist with mode 0700, tightening a looser one (with a log line).
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", dir.display()))?;
+    tighten(dir, 0o700)
+}
+
+/// Sets `path` to `mode` if it exists with any bit beyond it (with a log line).
+fn tighten(path: &Path, mode: u32) -> Result<(), String> {
+    let meta = match fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let found = meta.permissions().mode() & 0o777;
+    if found & !mode != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot make {} private: {e}", path.display()))?;
+        tracing::warn!(
+            path = %path.display(),
+            found = format!("{found:o}"),
+            set = format!("{mode:o}"),
+            "file mode was looser than the data dir allows: corrected"
+        );
+    }
+    Ok(())
+}
+
+/// The ledger's files (the database and SQLite's -wal and -shm beside it).
+fn ledger_files(db: &Path) -> [PathBuf; 3] {
+    let with = |suffix: &str| {
+        let mut s = db.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    [db.to_path_buf(), with("-wal"), with("-shm")]
+}
+
 impl Records {
-    /// Creates the data directory if missing and opens the ledger, the device key and the
-    /// tokens, each error naming the file.
+    /// Creates the data directory if missing (0700) and opens the ledger, the device key and
+    /// the tokens, each error naming the file. The database and its -wal and -shm, the key
+    /// and the token file are 0600: created so (SQLite gives -wal and -shm the database's
+    /// mode) and corrected here, with a log line, if found looser.
     pub fn open(config: &Config) -> Result<Self, String> {
         let data_dir = &config.service.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+        private_dir(data_dir)?;
         let store_path = data_dir.join("needled.db");
-        let store = Store::open(&store_path)
+        fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&store_path)
             .map_err(|e| format!("cannot open ledger {}: {e}", store_path.display()))?;
+        for f in ledger_files(&store_path) {
+            tighten(&f, 0o600)?;
+        }
+        let mut store = Store::open(&store_path)
+            .map_err(|e| format!("cannot open ledger {}: {e}", store_path.display()))?;
+        for f in ledger_files(&store_path) {
+            tighten(&f, 0o600)?;
+        }
         let key_path = config.key_file_path();
         let key = DeviceKey::load_or_create(&key_path)
             .map_err(|e| format!("device key {}: {e}", key_path.display()))?;
-        let (tokens, token_file) = if config.service.tokens.is_empty() {
-            let (t, path) = Tokens::load_or_generate(data_dir)
-                .map_err(|e| format!("tokens in {}: {e}", data_dir.display()))?;
-            (t, Some(path))
-        } else {
-            (Tokens::from_config(&config.service.tokens), None)
-        };
+        tighten(&key_path, 0o600)?;
+        tighten(&data_dir.join(crate::tls::KEY_FILE), 0o600)?;
+        let token_file = bootstrap_people(config, &mut store)?;
+        let people = store
+            .reopen()
+            .map_err(|e| format!("cannot open ledger {}: {e}", store_path.display()))?;
         Ok(Self {
             store,
             key,
-            tokens,
+            tokens: Tokens::new(&config.service.tokens, Some(people))
+                .map_err(|e| format!("people in ledger {}: {e}", store_path.display()))?,
             token_file,
         })
     }
+}
+
+/// The first people of a fresh install: with no people in the ledger and no configured
+/// tokens, the operator and technician of `tokens.json` (generated, 0600, if missing) are
+/// added as people created by [`BOOTSTRAP_ACTOR`]. A ledger that has people is left alone,
+/// and no new token file is made for it.
+fn bootstrap_people(config: &Config, store: &mut Store) -> Result<Option<PathBuf>, String> {
+    let data_dir = &config.service.data_dir;
+    let path = data_dir.join(crate::auth::TOKEN_FILE);
+    let has_people = store.has_people().map_err(|e| e.to_string())?;
+    if has_people || !config.service.tokens.is_empty() {
+        tighten(&path, 0o600)?;
+        return Ok(path.exists().then_some(path));
+    }
+    let (generated, path) = Generated::load_or_generate(data_dir)
+        .map_err(|e| format!("tokens in {}: {e}", data_dir.display()))?;
+    tighten(&path, 0o600)?;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let people: Vec<_> = generated
+        .0
+        .iter()
+        .map(|t| (t.name.as_str(), t.role, token_hash(&t.token)))
+        .collect();
+    // All or none: a start killed here finds no people and adds them all again.
+    store
+        .add_people(&people, BOOTSTRAP_ACTOR, now_ms)
+        .map_err(|e| format!("bootstrap people in the ledger: {e}"))?;
+    tracing::info!(
+        token_file = %path.display(),
+        "first start: bootstrap operator and technician added; add people with \
+         `needlectl person add` and revoke these"
+    );
+    Ok(Some(path))
 }
 
 /// Opens the hardware with `open_hardware`, which must leave every output at its safe level,
@@ -75,6 +168,8 @@ mod tests {
 
     use embedded_hal::digital::OutputPin;
     use embedded_hal::pwm::SetDutyCycle;
+
+    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
     use crate::hal::pins::{electrical_level, Inverted};
@@ -172,5 +267,59 @@ mod tests {
         assert_eq!(read(&dir.join("duty_cycle")), "0");
         assert!(records.token_file.is_some());
         assert!(config.service.data_dir.join("needled.db").exists());
+    }
+
+    fn mode(path: &std::path::Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn data_dir_and_files_are_private_when_created_and_corrected_when_looser() {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.service.data_dir = data.path().join("data");
+        let dir = config.service.data_dir.clone();
+        let files = [
+            dir.join("needled.db"),
+            dir.join("needled.db-wal"),
+            dir.join("needled.db-shm"),
+            dir.join(crate::auth::TOKEN_FILE),
+            config.key_file_path(),
+        ];
+        let records = Records::open(&config).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        drop(records);
+        // Loosened behind needled's back (a copy, an umask 022 tool): corrected at start.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for f in &files {
+            if f.exists() {
+                std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let _records = Records::open(&config).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        for f in &files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+    }
+
+    #[test]
+    fn the_first_start_adds_bootstrap_people_once() {
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.service.data_dir = data.path().join("data");
+        let records = Records::open(&config).unwrap();
+        let people = records.store.people().unwrap();
+        assert_eq!(people.len(), 2);
+        assert!(people.iter().all(|p| p.created_by == BOOTSTRAP_ACTOR));
+        drop(records);
+        // Token file lost: no new tokens are made for a ledger that has people.
+        std::fs::remove_file(config.service.data_dir.join(crate::auth::TOKEN_FILE)).unwrap();
+        let records = Records::open(&config).unwrap();
+        assert_eq!(records.token_file, None);
+        assert_eq!(records.store.people().unwrap().len(), 2);
     }
 }

@@ -33,7 +33,7 @@ fn typed_client_decodes_every_answer_and_refusals_carry_their_code() {
     // A refusal: the code as the enum, and nothing changed.
     let e = op
         .create_session(&CreateSession {
-            operator: "dr-test".into(),
+            operator: Some("dr-test".into()),
             subject_ref: "subj-1".into(),
             area: "elbow".into(),
             checklist: checklist(),
@@ -49,7 +49,7 @@ fn typed_client_decodes_every_answer_and_refusals_carry_their_code() {
 
     let session = op
         .create_session(&CreateSession {
-            operator: "dr-test".into(),
+            operator: Some("dr-test".into()),
             subject_ref: "subj-1".into(),
             area: "face".into(),
             checklist: checklist(),
@@ -107,7 +107,7 @@ fn harness_restarts_needled_on_the_same_port_with_its_records() {
     let id = first
         .operator_client()
         .create_session(&CreateSession {
-            operator: "dr-test".into(),
+            operator: Some("dr-test".into()),
             subject_ref: "subj-restart".into(),
             area: "face".into(),
             checklist: checklist(),

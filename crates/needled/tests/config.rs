@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use needled::config::{self, Backend, ConfigError, LogFormat, Pull, Role};
+use needled::config::{self, Backend, ConfigError, LogFormat, Pull};
 
 fn shipped(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -66,14 +66,8 @@ fn the_three_shipped_files_load_and_validate() {
     assert_eq!(pi.hardware.backend, Backend::Rppal);
     assert_eq!(pi.service.data_dir, Path::new("/var/lib/needled"));
     assert_eq!(pi.service.log_format, LogFormat::Json);
-    let roles: Vec<Role> = pi.service.tokens.iter().map(|t| t.role).collect();
-    assert_eq!(roles, [Role::Technician, Role::Operator]);
-    assert!(pi
-        .service
-        .tokens
-        .iter()
-        .all(|t| t.token.starts_with("CHANGE-ME")));
-    assert_eq!(pi.warnings().len(), 2, "placeholders must be warned about");
+    // People come from the ledger; a shipped file carries no token to forget to replace.
+    assert!(pi.service.tokens.is_empty());
     let rppal = pi.hardware.rppal.as_ref().unwrap();
     assert_eq!(rppal.pwm_channel, 0);
     assert_eq!(rppal.adc.address, 0x48);
@@ -205,10 +199,18 @@ fn area_deeper_than_the_device_maximum_is_refused() {
 }
 
 #[test]
-fn non_loopback_bind_needs_tokens_in_the_file() {
-    let e = refuse("[service]\nbind = \"0.0.0.0:7878\"\n");
-    assert_eq!((e.line, e.key.as_deref()), (Some(2), Some("service.bind")));
-    assert!(e.message.contains("loopback"), "{e}");
+fn non_loopback_bind_serves_tls_and_takes_people_from_the_ledger() {
+    // No tokens needed in the file: people live in the ledger, and off loopback it is TLS.
+    let c = config::parse("[service]\nbind = \"0.0.0.0:7878\"\n", "t").unwrap();
+    assert!(c.service.tls_enabled());
+    let c = config::parse("[service]\nbind = \"127.0.0.1:7878\"\n", "t").unwrap();
+    assert!(!c.service.tls_enabled());
+    let c = config::parse("[service.tls]\non_loopback = true\n", "t").unwrap();
+    assert!(c.service.tls_enabled());
+    let e = refuse("[service.tls]\ncert_file = \"c.pem\"\n");
+    assert_eq!(e.key.as_deref(), Some("service.tls"));
+    let e = refuse("[service]\nallowed_hosts = [\"pen.local:7878/x\"]\n");
+    assert_eq!(e.key.as_deref(), Some("service.allowed_hosts[0]"));
 
     let with_token = "[service]\nbind = \"0.0.0.0:7878\"\n\n[[service.tokens]]\ntoken = \"{TOKEN}\"\nrole = \"operator\"\nname = \"desk\"\n";
     let c = config::parse(&with_token.replace("{TOKEN}", "9f2c1e7a5b3d4c6e8a0b"), "t").unwrap();
@@ -221,6 +223,42 @@ fn non_loopback_bind_needs_tokens_in_the_file() {
         (e.line, e.key.as_deref()),
         (Some(5), Some("service.tokens[0].token"))
     );
+}
+
+#[test]
+fn placeholder_tokens_are_refused_at_load_on_loopback_too() {
+    let file = "[service]\nbind = \"127.0.0.1:7878\"\n\n[[service.tokens]]\ntoken = \"{TOKEN}\"\nrole = \"operator\"\nname = \"desk\"\n";
+    for placeholder in [
+        "CHANGE-ME-operator-token-00001",
+        "change-me-please-0000000",
+        "Change-Me-0000000000000000",
+        "a-long-random-secret-string",
+    ] {
+        let e = refuse(&file.replace("{TOKEN}", placeholder));
+        assert_eq!(
+            (e.line, e.key.as_deref()),
+            (Some(5), Some("service.tokens[0].token")),
+            "{placeholder}"
+        );
+        assert!(e.message.contains("placeholder"), "{e}");
+        // Never echoed.
+        assert!(!e.to_string().contains(placeholder), "{e}");
+    }
+    // Every example in the shipped files is a known placeholder.
+    for name in [
+        "default.toml",
+        "pi-rig.toml",
+        "linux-rig.toml",
+        "link-rig.toml",
+    ] {
+        let text = std::fs::read_to_string(shipped(name)).unwrap();
+        for line in text.lines() {
+            if let Some(v) = line.trim_start_matches(['#', ' ']).strip_prefix("token = ") {
+                let v = v.trim().trim_matches('"');
+                assert!(config::is_placeholder_token(v), "{name}: {v}");
+            }
+        }
+    }
 }
 
 #[test]

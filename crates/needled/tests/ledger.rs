@@ -54,6 +54,7 @@ fn limits() -> CartridgeLimits {
 fn new_session(subject: &str) -> NewSession {
     NewSession {
         operator: "op-anna".to_owned(),
+        stated_operator: None,
         subject_ref: subject.to_owned(),
         area: "face".to_owned(),
         checklist: vec![

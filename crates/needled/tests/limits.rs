@@ -83,7 +83,7 @@ async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
         .create_session(
             &a,
             CreateSession {
-                operator: "op".into(),
+                operator: Some("op".into()),
                 subject_ref: "s-1".into(),
                 area: "face".into(),
                 checklist: BTreeMap::from([("consent".to_string(), true)]),

@@ -594,7 +594,8 @@ fn usage_errors_exit_2_without_contacting_the_service() {
         &["--url", "https://127.0.0.1:7878", "--token", "x", "status"],
         &[],
     );
-    assert_fails(&r, 2, "bad_url");
+    // https needs a pinned fingerprint or a CA file: never a certificate trusted blindly.
+    assert_fails(&r, 2, "tls_untrusted");
     let r = needlectl_in(
         dir.path(),
         &["--url", "127.0.0.1:7878", "--token", "x", "status"],

@@ -51,6 +51,8 @@ const NOT_YET_IN_THE_CONTRACT: &[&str] = &[
     "/v1/plans/{id}/change",
     "/v1/plans/{id}/stop",
     "/v1/plans/{id}/record",
+    "/v1/people",
+    "/v1/people/{name}/revoke",
 ];
 
 #[test]

@@ -159,7 +159,11 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
         .as_str()
         .unwrap()
         .to_string();
-    let api = Api { base, token };
+    let api = Api {
+        base,
+        token,
+        tls: None,
+    };
     let status = api.ok("GET", "/v1/status", None);
     println!("status after start: {status}");
     assert_eq!(sim.value(ENABLE), 0, "enable low after start");

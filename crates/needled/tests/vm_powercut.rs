@@ -49,6 +49,10 @@ fn guest_config() -> String {
         r#"[service]
 log_format = "human"
 
+[service.tls]
+cert_file = "/share/powercut/tls-cert.pem"
+key_file = "/share/powercut/tls-key.pem"
+
 [[service.tokens]]
 token = "{OPERATOR_TOKEN}"
 role = "operator"
@@ -152,6 +156,15 @@ impl Rig {
             .output()
             .unwrap();
         assert!(out.status.success(), "mkfs.ext4: {out:?}");
+        // Off loopback needled serves HTTPS only: a certificate for the forwarded address,
+        // on the share so the host can trust it.
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+        fs::write(self.share.join("tls-cert.pem"), made.cert.pem()).unwrap();
+        fs::write(
+            self.share.join("tls-key.pem"),
+            made.key_pair.serialize_pem(),
+        )
+        .unwrap();
         let config = guest_config();
         needled::config::parse(&config, "powercut needled.toml").expect("a valid config");
         fs::write(self.share.join("needled.toml"), config).unwrap();
@@ -181,6 +194,8 @@ struct Guest {
     console: PathBuf,
     started: Instant,
     port: u16,
+    /// The share's TLS certificate, which the host trusts.
+    cert: PathBuf,
 }
 
 impl Guest {
@@ -220,13 +235,20 @@ impl Guest {
             console,
             started: Instant::now(),
             port,
+            cert: rig.share.join("tls-cert.pem"),
         }
     }
 
     fn api(&self, token: &str) -> Api {
+        // The guest binds 0.0.0.0, so needled serves HTTPS only: with the certificate
+        // `prepare` made on the share.
+        let cert = &self.cert;
         Api {
-            base: format!("http://127.0.0.1:{}", self.port),
+            base: format!("https://127.0.0.1:{}", self.port),
             token: token.into(),
+            tls: Some(std::sync::Arc::new(
+                needled::tls::client_with_ca(cert).expect("the share's certificate"),
+            )),
         }
     }
 

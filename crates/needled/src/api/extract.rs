@@ -35,7 +35,10 @@ impl FromRequestParts<AppState> for Authed {
             .tokens
             .lookup(token.trim())
             .map(Authed)
-            .ok_or_else(|| ApiError::new(401, ErrorCode::Unauthorized, "unknown token"))
+            // Unknown and revoked tokens alike: a caller learns nothing about who was revoked.
+            .ok_or_else(|| {
+                ApiError::new(401, ErrorCode::Unauthorized, "unknown token (or revoked)")
+            })
     }
 }
 

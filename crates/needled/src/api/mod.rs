@@ -22,6 +22,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::session::Service;
 mod extract;
 mod openapi;
+mod people;
 mod plans;
 mod record;
 mod sessions;
@@ -94,6 +95,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/cartridges/{id}", get(sessions::cartridge))
         .route("/v1/lots/{lot}/recall", post(sessions::recall))
         .route("/v1/events", get(sessions::events))
+        .route("/v1/people", get(people::list).post(people::add))
+        .route("/v1/people/{name}/revoke", post(people::revoke))
         .route("/v1/sim/truth", get(sim::sim_truth))
         .route("/v1/sim/ticks", get(sim::sim_ticks))
         .route("/v1/sim/inject", post(sim::sim_inject))

@@ -20,6 +20,8 @@ mod client;
 mod failure;
 #[path = "needlectl/offline.rs"]
 mod offline;
+#[path = "needlectl/people.rs"]
+mod people;
 #[path = "needlectl/plan.rs"]
 mod plan;
 #[path = "needlectl/render.rs"]
@@ -46,13 +48,13 @@ fn main() -> ExitCode {
 }
 
 /// What every command needs from the global options.
-struct Ctx {
-    url: Option<String>,
-    token: Option<String>,
-    token_file: PathBuf,
-    role: Option<TokenRole>,
-    json: bool,
-    timeout: Duration,
+pub(crate) struct Ctx {
+    pub(crate) url: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) token_file: PathBuf,
+    pub(crate) role: Option<TokenRole>,
+    pub(crate) json: bool,
+    pub(crate) timeout: Duration,
 }
 
 impl Ctx {
@@ -66,7 +68,7 @@ impl Ctx {
     }
 
     /// A client with the token of `--role`, or of `default` when no role was given.
-    fn api(&self, default: TokenRole) -> Result<Api, Failure> {
+    pub(crate) fn api(&self, default: TokenRole) -> Result<Api, Failure> {
         let base = client::base_url(self.url.as_deref())?;
         let token = client::resolve_token(
             self.token.as_deref(),
@@ -77,7 +79,7 @@ impl Ctx {
     }
 
     /// Prints a reply: unchanged with `--json`, else through `human`.
-    fn show(
+    pub(crate) fn show(
         &self,
         reply: &client::Reply,
         human: impl FnOnce(&Value) -> String,
@@ -90,6 +92,7 @@ impl Ctx {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    client::init_tls(cli.tls_sha256.as_deref(), cli.ca_file.as_deref())?;
     let ctx = Ctx {
         url: cli.url,
         token: cli.token,
@@ -174,6 +177,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             )
         }
         Cmd::Tag(cmd) => tag_cmd(&ctx, cmd),
+        Cmd::Person(cmd) => people::person(&ctx, cmd),
+        Cmd::TlsFingerprint { cert } => people::tls_fingerprint(&ctx, &cert),
     }
 }
 
@@ -254,7 +259,12 @@ fn session(ctx: &Ctx, cmd: SessionCmd) -> Result<(), Failure> {
         } => {
             let checklist =
                 checklist_answers(all_checked, checklist_config.as_deref(), checks, Vec::new())?;
-            let mut body = json!({ "operator": operator, "subject_ref": subject, "area": area, "checklist": checklist });
+            let mut body = json!({ "subject_ref": subject, "area": area, "checklist": checklist });
+            // The service records the token's person as the operator; a name given here is
+            // kept beside it as the stated operator.
+            if let Some(operator) = operator {
+                body["operator"] = Value::String(operator);
+            }
             if let Some(reason) = override_reason {
                 body["override_reason"] = Value::String(reason);
             }

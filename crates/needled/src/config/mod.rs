@@ -63,7 +63,8 @@ pub use hardware::{Backend, HardwareConfig, LinuxConfig, RppalConfig, SimConfig}
 pub use load::{load, load_hardware, parse};
 pub use pins::{PinMap, PinRole, PinSpec, Pull};
 pub use service::{
-    LogFormat, Role, ServiceConfig, TokenConfig, MIN_TOKEN_LEN, PLACEHOLDER_TOKEN_PREFIX,
+    is_placeholder_token, LogFormat, Role, ServiceConfig, TlsConfig, TokenConfig, EXAMPLE_TOKENS,
+    MIN_TOKEN_LEN, PLACEHOLDER_TOKEN_PREFIX,
 };
 pub use session::{
     default_areas, default_checklist, AreaConfig, ChecklistItem, SessionConfig, DEFAULT_POST_CARE,
@@ -127,16 +128,7 @@ impl Config {
 
     /// Things that are allowed but deserve a line in the log at start-up.
     pub fn warnings(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (i, t) in self.service.tokens.iter().enumerate() {
-            if t.token.starts_with(PLACEHOLDER_TOKEN_PREFIX) {
-                out.push(format!(
-                    "service.tokens[{i}] ({}) is a placeholder: replace it before the rig leaves \
-                     the bench",
-                    t.name
-                ));
-            }
-        }
-        out
+        // Placeholder tokens, once warned about here, are refused at load.
+        Vec::new()
     }
 }

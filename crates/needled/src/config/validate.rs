@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::error::{in_range, invalid, Invalid};
-use super::{Config, MIN_TOKEN_LEN, PLACEHOLDER_TOKEN_PREFIX};
+use super::{is_placeholder_token, Config, MIN_TOKEN_LEN, PLACEHOLDER_TOKEN_PREFIX};
 
 impl Config {
     /// Checks every value, the rules between sections, and needle-core's own
@@ -39,6 +39,18 @@ impl Config {
         let mut seen = BTreeSet::new();
         for (i, t) in s.tokens.iter().enumerate() {
             let key = format!("service.tokens[{i}]");
+            // Everywhere, loopback too: a placeholder is a published secret.
+            if is_placeholder_token(&t.token) {
+                return Err(invalid(
+                    format!("{key}.token"),
+                    format!(
+                        "expected a real token: placeholders ({PLACEHOLDER_TOKEN_PREFIX}..., in any \
+                         case) and the examples of the shipped files are refused; make one with \
+                         `openssl rand -hex 32`, or leave [[service.tokens]] out and add people \
+                         with `needlectl person add`"
+                    ),
+                ));
+            }
             // Never echo a token: it may be a real secret with one character too few.
             if t.token.len() < MIN_TOKEN_LEN {
                 return Err(invalid(
@@ -65,29 +77,21 @@ impl Config {
                 return Err(invalid(format!("{key}.name"), "expected a non-empty name"));
             }
         }
-        if !s.bind.ip().is_loopback() {
-            if s.tokens.is_empty() {
+        if s.tls.cert_file.is_some() != s.tls.key_file.is_some() {
+            return Err(invalid(
+                "service.tls",
+                "expected both cert_file and key_file, or neither (a self-signed certificate)",
+            ));
+        }
+        for (i, h) in s.allowed_hosts.iter().enumerate() {
+            let ok = !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            if !ok {
                 return Err(invalid(
-                    "service.bind",
-                    format!(
-                        "expected a loopback address (127.0.0.1, ::1) unless [[service.tokens]] \
-                         are configured in this file, got {}",
-                        s.bind
-                    ),
-                ));
-            }
-            if let Some(i) = s
-                .tokens
-                .iter()
-                .position(|t| t.token.starts_with(PLACEHOLDER_TOKEN_PREFIX))
-            {
-                return Err(invalid(
-                    format!("service.tokens[{i}].token"),
-                    format!(
-                        "expected a real token: placeholders starting with \
-                         {PLACEHOLDER_TOKEN_PREFIX} are refused on a non-loopback bind ({})",
-                        s.bind
-                    ),
+                    format!("service.allowed_hosts[{i}]"),
+                    format!("expected a host name or address without port, got {h:?}"),
                 ));
             }
         }

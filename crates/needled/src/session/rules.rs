@@ -228,7 +228,8 @@ pub(super) fn new_session(
         None => None,
     };
     let new = NewSession {
-        operator: req.operator,
+        operator: actor.name.clone(),
+        stated_operator: req.operator,
         subject_ref: req.subject_ref,
         area: req.area,
         checklist,

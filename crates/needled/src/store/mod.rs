@@ -20,6 +20,7 @@
 mod cartridges;
 mod error;
 mod events;
+mod people;
 mod plans;
 mod report;
 mod schema;
@@ -40,6 +41,9 @@ use crate::cartridge::Date;
 pub use cartridges::{CartridgeLimits, CartridgeRecord, CartridgeState, InUseCartridge};
 pub use error::{LedgerError, StoreError};
 pub use events::{kinds, Event, EventRecord, MAX_EVENTS_PAGE};
+pub use people::{
+    same_hash, token_hash, PeopleError, Person, TokenHash, PERSON_ADDED, PERSON_REVOKED,
+};
 pub use plans::{
     done as plan_done, next_window, plan_kinds, session_time, status as plan_state_now, NewPlan,
     PlanChange, PlanEvent, PlanId, PlanRecord, PlanSession, PlanState, PlannedSession,

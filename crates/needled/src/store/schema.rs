@@ -20,7 +20,11 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::StoreError;
 
 /// The schema version this code creates and understands.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
+
+/// The schema's steps: version n is the first n of them. Each step is self-contained (it
+/// only adds), so a new one goes at the end.
+const STEPS: [&str; 3] = [SCHEMA_V1, SCHEMA_V2_PLANS, SCHEMA_V3_PEOPLE];
 
 /// Version 1 of the schema.
 const SCHEMA_V1: &str = r#"
@@ -308,26 +312,55 @@ BEGIN
 END;
 "#;
 
+/// Version 3: the people who hold API tokens (`store/people.rs`). Only a SHA-256 of each
+/// token is kept; a person is never deleted, only revoked, and a revocation is final.
+const SCHEMA_V3_PEOPLE: &str = r#"
+CREATE TABLE people (
+    name          TEXT    PRIMARY KEY CHECK (length(name) > 0),
+    role          TEXT    NOT NULL CHECK (role IN ('operator', 'technician')),
+    token_sha256  BLOB    NOT NULL UNIQUE CHECK (length(token_sha256) = 32),
+    created_at_ms INTEGER NOT NULL,
+    created_by    TEXT    NOT NULL CHECK (length(created_by) > 0),
+    revoked_at_ms INTEGER,
+    revoked_by    TEXT
+);
+
+CREATE TRIGGER people_no_delete
+BEFORE DELETE ON people
+BEGIN
+    SELECT RAISE(ABORT, 'people are revoked, never deleted');
+END;
+
+CREATE TRIGGER people_only_revoke
+BEFORE UPDATE ON people
+WHEN OLD.revoked_at_ms IS NOT NULL
+  OR NEW.name IS NOT OLD.name OR NEW.role IS NOT OLD.role
+  OR NEW.token_sha256 IS NOT OLD.token_sha256 OR NEW.created_at_ms IS NOT OLD.created_at_ms
+  OR NEW.created_by IS NOT OLD.created_by
+  OR NEW.revoked_at_ms IS NULL OR NEW.revoked_by IS NULL
+BEGIN
+    SELECT RAISE(ABORT, 'a person can only be revoked, once');
+END;
+"#;
+
 /// Brings the schema of `conn` to [`SCHEMA_VERSION`] in one immediate transaction (so two
 /// processes opening a new file at once cannot both create it).
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0))?;
-    match found {
-        0 | 1 => {
-            if found == 0 {
-                tx.execute_batch(SCHEMA_V1)?;
-            }
-            tx.execute_batch(SCHEMA_V2_PLANS)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    // A file at version n gets every step after it, in order, in this one transaction.
+    let done = usize::try_from(found)
+        .ok()
+        .filter(|&n| n <= STEPS.len())
+        .ok_or(StoreError::UnsupportedSchema {
+            found,
+            supported: SCHEMA_VERSION,
+        })?;
+    if done < STEPS.len() {
+        for step in STEPS.iter().skip(done) {
+            tx.execute_batch(step)?;
         }
-        SCHEMA_VERSION => {}
-        _ => {
-            return Err(StoreError::UnsupportedSchema {
-                found,
-                supported: SCHEMA_VERSION,
-            })
-        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     }
     tx.commit()?;
     Ok(())
@@ -356,6 +389,7 @@ mod tests {
             [
                 "cartridges",
                 "events",
+                "people",
                 "plan_events",
                 "plan_sessions",
                 "plans",

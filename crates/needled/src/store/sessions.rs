@@ -114,8 +114,12 @@ pub struct ChecklistItem {
 /// What a new session records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewSession {
-    /// Who performs it.
+    /// Who performs it: the authenticated person who created it.
     pub operator: String,
+    /// The operator the client's request named, if any: recorded in the `session_created`
+    /// detail as `stated_operator`, never as an actor.
+    #[serde(default)]
+    pub stated_operator: Option<String>,
     /// Opaque reference to the treated person (never a name in this ledger).
     pub subject_ref: String,
     /// Treatment area (from configuration, e.g. "face").
@@ -334,13 +338,17 @@ pub(super) fn insert_checked(
         params![new.operator, new.subject_ref, new.area, checklist, now_ms],
     )?;
     let id = tx.last_insert_rowid();
+    let mut detail = json!({
+        "subject_ref": new.subject_ref,
+        "area": new.area,
+        "checklist": new.checklist,
+    });
+    if let Some(stated) = &new.stated_operator {
+        detail["stated_operator"] = json!(stated);
+    }
     let created = Event::new(now_ms, new.operator.as_str(), kinds::SESSION_CREATED)
         .session(id)
-        .detail(json!({
-            "subject_ref": new.subject_ref,
-            "area": new.area,
-            "checklist": new.checklist,
-        }));
+        .detail(detail);
     events::insert(tx, &created)?;
     if let Some((last, earliest, o)) = used_override {
         let event = Event::new(now_ms, o.actor.as_str(), kinds::INTERVAL_OVERRIDE)
@@ -358,6 +366,9 @@ pub(super) fn insert_checked(
 
 pub(super) fn validate_new_session(new: &NewSession) -> Result<(), LedgerError> {
     validate::text("operator", &new.operator)?;
+    if let Some(stated) = &new.stated_operator {
+        validate::text("stated_operator", stated)?;
+    }
     validate::text("subject_ref", &new.subject_ref)?;
     validate::text("area", &new.area)?;
     if new.checklist.len() > validate::MAX_CHECKLIST_ITEMS {

@@ -4,6 +4,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::time::Duration;
+
+use serde_json::Value;
 
 use needle_client::harness::Launch;
 
@@ -74,4 +77,31 @@ pub fn start_on(data: &Path, config: &str, bind: &str) -> Needled {
         technician,
         data: data.to_path_buf(),
     }
+}
+
+/// `method path` with `token`, answering (status, JSON body or the text as a JSON string).
+pub fn call_with(
+    n: &Needled,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let req = ureq::request(method, &format!("{}{}", n.base, path))
+        .timeout(Duration::from_secs(10))
+        .set("Authorization", &format!("Bearer {token}"));
+    let result = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }

@@ -11,6 +11,8 @@ pub struct Api {
     pub base: String,
     /// The bearer token of every call.
     pub token: String,
+    /// For an `https://` base: how the server's certificate is trusted.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Api {
@@ -22,7 +24,13 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
-        let req = ureq::request(method, &format!("{}{path}", self.base))
+        let mut agent = ureq::AgentBuilder::new();
+        if let Some(tls) = &self.tls {
+            agent = agent.tls_config(std::sync::Arc::clone(tls));
+        }
+        let req = agent
+            .build()
+            .request(method, &format!("{}{path}", self.base))
             .set("Authorization", &format!("Bearer {}", self.token))
             .timeout(Duration::from_secs(30));
         let resp = match body {

@@ -72,6 +72,26 @@ pub struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 10_000, help_heading = "Global options", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout_ms: u64,
 
+    /// For an https:// URL: the SHA-256 fingerprint of needled's certificate, as needled
+    /// prints it at start [env: NEEDLE_TLS_SHA256]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "HEX"
+    )]
+    pub tls_sha256: Option<String>,
+
+    /// For an https:// URL: a PEM file of the CA (or the certificate itself) to trust
+    /// [env: NEEDLE_CA_FILE]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Cmd,
@@ -148,6 +168,16 @@ pub enum Cmd {
     /// Cartridge tags, offline: make (sign) and verify with the device key
     #[command(subcommand)]
     Tag(TagCmd),
+    /// People and their tokens: add (prints the token once), list, revoke (technician token)
+    #[command(subcommand)]
+    Person(crate::people::PersonCmd),
+    /// The SHA-256 fingerprint of needled's TLS certificate, offline from its file (compare
+    /// it with the one needled logs; pass it to --tls-sha256)
+    TlsFingerprint {
+        /// The certificate (PEM), the self-signed one in the data directory by default
+        #[arg(long, value_name = "FILE", default_value = "data/tls-cert.pem")]
+        cert: PathBuf,
+    },
 }
 
 /// `faults ...`
@@ -184,9 +214,10 @@ impl RateArgs {
 pub enum SessionCmd {
     /// Create a session (then: bind, arm, start)
     Create {
-        /// Who performs the treatment
+        /// Who performs the treatment, as stated (recorded beside the session; its operator
+        /// and every event's actor is the person whose token is used)
         #[arg(long)]
-        operator: String,
+        operator: Option<String>,
         /// Opaque subject reference (never a name)
         #[arg(long, value_name = "REF")]
         subject: String,

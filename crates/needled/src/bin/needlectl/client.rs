@@ -17,6 +17,37 @@ pub const DEFAULT_URL: &str = "http://127.0.0.1:7878";
 pub const URL_ENV: &str = "NEEDLE_URL";
 /// Environment variable with the API token.
 pub const TOKEN_ENV: &str = "NEEDLE_TOKEN";
+/// Environment variable with the pinned SHA-256 of needled's TLS certificate.
+pub const TLS_SHA256_ENV: &str = "NEEDLE_TLS_SHA256";
+/// Environment variable naming a CA (or the server's certificate) PEM file.
+pub const CA_FILE_ENV: &str = "NEEDLE_CA_FILE";
+
+/// How https:// URLs are trusted, set once from the options before any request.
+static TLS: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Sets up TLS from `--tls-sha256` / `--ca-file` (or their environment variables); with
+/// neither, https:// URLs are refused (usage error `tls_untrusted`).
+pub fn init_tls(pin: Option<&str>, ca: Option<&Path>) -> Result<(), Failure> {
+    let pin = pin.map(str::to_owned).or_else(|| {
+        std::env::var(TLS_SHA256_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+    });
+    let ca = ca
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(CA_FILE_ENV).map(std::path::PathBuf::from));
+    let config = match (pin, ca) {
+        (Some(pin), _) => {
+            needled::tls::client_pinned(&pin).map_err(|e| Failure::usage("bad_tls_sha256", e))?
+        }
+        (None, Some(ca)) => {
+            needled::tls::client_with_ca(&ca).map_err(|e| Failure::usage("bad_ca_file", e))?
+        }
+        (None, None) => return Ok(()),
+    };
+    let _ = TLS.set(std::sync::Arc::new(config));
+    Ok(())
+}
 
 /// The base URL: `--url`, else `$NEEDLE_URL`, else [`DEFAULT_URL`]; checked and without a
 /// trailing slash.
@@ -28,13 +59,19 @@ pub fn base_url(flag: Option<&str>) -> Result<String, Failure> {
         (None, None) => (DEFAULT_URL.to_string(), "the default"),
     };
     let url = url.trim().trim_end_matches('/').to_string();
-    if url.starts_with("https://") {
+    if url.starts_with("https://") && TLS.get().is_none() {
         return Err(Failure::usage(
-            "bad_url",
-            format!("{url} (from {from}): needlectl speaks plain HTTP only; needled serves HTTP on loopback"),
+            "tls_untrusted",
+            format!(
+                "{url} (from {from}): say how to trust needled's certificate: --tls-sha256 \
+                 with the fingerprint needled logs (or {TLS_SHA256_ENV}), or --ca-file"
+            ),
         ));
     }
-    let rest = url.strip_prefix("http://").unwrap_or_default();
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or_default();
     if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
         return Err(Failure::usage(
             "bad_url",
@@ -177,7 +214,11 @@ impl Api {
     /// A client of the service at `base` (checked by [`base_url`]); every request must be
     /// answered within `timeout`.
     pub fn new(base: String, timeout: Duration, token: Option<String>) -> Self {
-        let agent = ureq::AgentBuilder::new()
+        let mut agent = ureq::AgentBuilder::new();
+        if let Some(tls) = TLS.get() {
+            agent = agent.tls_config(std::sync::Arc::clone(tls));
+        }
+        let agent = agent
             .timeout_connect(timeout)
             .timeout_read(timeout)
             .timeout_write(timeout)
