@@ -109,3 +109,9 @@ impl From<TagError> for ApiError {
         ApiError::new(409, e.code(), e.to_string())
     }
 }
+
+impl From<crate::cartridge::ChipError> for ApiError {
+    fn from(e: crate::cartridge::ChipError) -> Self {
+        ApiError::new(409, e.code(), e.to_string())
+    }
+}

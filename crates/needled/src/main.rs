@@ -288,7 +288,7 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     let (rig, records) = startup::open(&config, open_rig)?;
     let Records {
         store,
-        key,
+        trust,
         tokens,
         token_file,
     } = records;
@@ -302,7 +302,7 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     let (control, sim, tags): (
         control::ControlHandle,
         Option<SimBackend>,
-        Box<dyn needled::hal::TagReader>,
+        Box<dyn needled::hal::CartridgeChip>,
     ) = match rig {
         Rig::Sim(sim) => {
             let ctrl = Controller::new(sim.rig.hardware(), core)
@@ -347,7 +347,15 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
     );
 
     let service = Arc::new(
-        Service::new(control, store, key, tags, policy(&config), sim)
+        Service::new(
+            control,
+            store,
+            trust,
+            config.cartridge.chip_required,
+            tags,
+            policy(&config),
+            sim,
+        )
             .map_err(|e| e.to_string())?
             .with_service_stall(Duration::from_millis(u64::from(
                 config.control.service_stall_ms,

@@ -1,5 +1,5 @@
 //! The order needled starts in: the hardware first, at its safe levels, and only then the
-//! records (ledger, device key, tokens).
+//! records (ledger, tokens) and the factory keys the tags are checked against.
 //!
 //! A restart after a SIGKILL finds the outputs where the dead process left them, possibly the
 //! motor enabled at a running duty. Opening the hardware drives them safe (every backend
@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 
 use crate::auth::Tokens;
-use crate::cartridge::DeviceKey;
+use crate::cartridge::TrustStore;
 use crate::config::Config;
 use crate::store::Store;
 
@@ -19,8 +19,8 @@ use crate::store::Store;
 pub struct Records {
     /// The ledger (`data_dir/needled.db`).
     pub store: Store,
-    /// The device key that authenticates cartridge tags.
-    pub key: DeviceKey,
+    /// The factory public keys cartridge tags are checked against (`[cartridge]`).
+    pub trust: TrustStore,
     /// The API tokens.
     pub tokens: Tokens,
     /// The file generated tokens are kept in, when the configuration names none.
@@ -28,8 +28,8 @@ pub struct Records {
 }
 
 impl Records {
-    /// Creates the data directory if missing and opens the ledger, the device key and the
-    /// tokens, each error naming the file.
+    /// Creates the data directory if missing and opens the ledger and the tokens, each error
+    /// naming the file, and builds the trust store of `[cartridge]`.
     pub fn open(config: &Config) -> Result<Self, String> {
         let data_dir = &config.service.data_dir;
         std::fs::create_dir_all(data_dir)
@@ -37,9 +37,10 @@ impl Records {
         let store_path = data_dir.join("needled.db");
         let store = Store::open(&store_path)
             .map_err(|e| format!("cannot open ledger {}: {e}", store_path.display()))?;
-        let key_path = config.key_file_path();
-        let key = DeviceKey::load_or_create(&key_path)
-            .map_err(|e| format!("device key {}: {e}", key_path.display()))?;
+        let trust = config
+            .cartridge
+            .trust_store()
+            .map_err(|(key, reason)| format!("{key}: {reason}"))?;
         let (tokens, token_file) = if config.service.tokens.is_empty() {
             let (t, path) = Tokens::load_or_generate(data_dir)
                 .map_err(|e| format!("tokens in {}: {e}", data_dir.display()))?;
@@ -49,7 +50,7 @@ impl Records {
         };
         Ok(Self {
             store,
-            key,
+            trust,
             tokens,
             token_file,
         })

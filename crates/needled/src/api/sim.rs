@@ -79,11 +79,21 @@ pub(super) async fn sim_ticks(
 #[derive(Debug, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum SimAction {
+    /// Seat a cartridge: `tag_hex` is its chip's readable memory; `chip_secret_hex` its
+    /// private key (a genuine chip; without one the part is a memory-only copy that answers
+    /// no challenge); `replay_answer_hex` a forger's part that answers every challenge with
+    /// that recorded answer; `counter` the chip's use counter (default 0).
     SeatCartridge {
         tag_hex: Option<String>,
+        #[serde(default)]
+        chip_secret_hex: Option<String>,
+        #[serde(default)]
+        replay_answer_hex: Option<String>,
+        #[serde(default)]
+        counter: Option<u32>,
     },
-    /// Seat a fresh cartridge whose tag the service signs with its own key (sim only: a jig
-    /// or the console need not hold the device key). Every field has a default.
+    /// Seat a fresh cartridge provisioned with the published test factory key (sim only: a
+    /// jig or the console need no factory tool). Every field has a default.
     SeatNewCartridge {
         #[serde(default)]
         id: Option<String>,
@@ -174,6 +184,41 @@ pub(super) fn at_most_10s(ms: u64) -> Result<Duration, ApiError> {
     Ok(Duration::from_millis(ms))
 }
 
+/// The sim chip a `seat_cartridge` injection describes.
+fn sim_chip(
+    tag_hex: &str,
+    secret_hex: Option<&str>,
+    replay_hex: Option<&str>,
+    counter: u32,
+) -> Result<crate::cartridge::SimChip, ApiError> {
+    use crate::cartridge::{from_hex, sim_key, SimAnswers, SimChip};
+    let bad = |what: &str| ApiError::bad_request("invalid_request", format!("{what} is not valid"));
+    let answers = match (secret_hex, replay_hex) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "give chip_secret_hex or replay_answer_hex, not both",
+            ))
+        }
+        (Some(secret), None) => {
+            let secret = hex::decode(secret.trim()).map_err(|_| bad("chip_secret_hex"))?;
+            sim_key(&secret).ok_or_else(|| bad("chip_secret_hex"))?
+        }
+        (None, Some(answer)) => SimAnswers::Replay(
+            hex::decode(answer.trim())
+                .ok()
+                .filter(|a| a.len() <= 128)
+                .ok_or_else(|| bad("replay_answer_hex"))?,
+        ),
+        (None, None) => SimAnswers::Nothing,
+    };
+    Ok(SimChip {
+        memory: from_hex(tag_hex)?,
+        answers,
+        counter,
+    })
+}
+
 pub(super) async fn sim_inject(
     State(s): State<AppState>,
     Technician(a): Technician,
@@ -182,12 +227,22 @@ pub(super) async fn sim_inject(
     use needle_sim::Injection;
     let backend = sim(&s)?;
     let applied_at = match &action {
-        SimAction::SeatCartridge { tag_hex } => {
-            let image = match tag_hex {
-                Some(h) => Some(crate::cartridge::from_hex(h)?),
+        SimAction::SeatCartridge {
+            tag_hex,
+            chip_secret_hex,
+            replay_answer_hex,
+            counter,
+        } => {
+            let chip = match tag_hex {
+                Some(h) => Some(sim_chip(
+                    h,
+                    chip_secret_hex.as_deref(),
+                    replay_answer_hex.as_deref(),
+                    counter.unwrap_or(0),
+                )?),
                 None => None,
             };
-            backend.seat_cartridge(image)
+            backend.seat_cartridge(chip)
         }
         SimAction::SeatNewCartridge {
             id,
@@ -195,12 +250,34 @@ pub(super) async fn sim_inject(
             needles,
             expiry,
         } => {
-            let image = s
+            let made = s
                 .service
-                .sim_tag(id.clone(), lot.clone(), *needles, *expiry)?;
-            backend.seat_cartridge(Some(image))
+                .sim_cartridge(id.clone(), lot.clone(), *needles, *expiry)?;
+            let answers = crate::cartridge::sim_key(&made.chip_secret).ok_or_else(|| {
+                ApiError::new(500, "internal_error", "the sim made an invalid chip key")
+            })?;
+            backend.seat_cartridge(Some(crate::cartridge::SimChip {
+                memory: made.tag,
+                answers,
+                counter: 0,
+            }))
         }
-        SimAction::PullCartridge => backend.pull_cartridge(),
+        SimAction::PullCartridge => {
+            let (at, chip) = backend.pull_cartridge();
+            tracing::info!(actor = %a.name, "sim injection: pull_cartridge");
+            // The pulled chip, as a jig would carry it to another pen: its memory, key and
+            // counter.
+            let pulled = chip.map(|c| {
+                json!({
+                    "tag_hex": crate::cartridge::to_hex(&c.memory),
+                    "chip_secret_hex": c.secret().map(hex::encode),
+                    "counter": c.counter,
+                })
+            });
+            return Ok(Json(
+                json!({ "ok": true, "applied_at_us": at.0, "pulled": pulled }),
+            ));
+        }
         SimAction::Estop { pressed } => backend.rig.inject(Injection::EStop(*pressed)),
         SimAction::Pedal { pressed } => backend.rig.inject(Injection::Pedal(*pressed)),
         SimAction::Jam { on } => backend.rig.inject(Injection::Jam(*on)),
