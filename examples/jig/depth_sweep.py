@@ -170,6 +170,7 @@ def main(argv=None):
     p.add_argument("--tolerance-um", type=float, default=20.0, help="largest |error| that passes")
     p.add_argument("--checklist", help="comma-separated checklist ids to confirm (default: the service's list)")
     p.add_argument("--sim-seat-tag", metavar="HEX", help="sim only: seat a cartridge with this tag image first")
+    p.add_argument("--sim-chip-secret", metavar="HEX", help="sim only: the seated cartridge chip's private key (needle-factory provision)")
     args = p.parse_args(argv)
 
     token = args.token
@@ -189,7 +190,10 @@ def main(argv=None):
         api.post("/v1/home")
         wait_status(api, "homing", lambda s: s["state"] == "Idle" and s["homed"] is True)
         if args.sim_seat_tag:
-            api.post("/v1/sim/inject", {"action": "seat_cartridge", "tag_hex": args.sim_seat_tag})
+            seat = {"action": "seat_cartridge", "tag_hex": args.sim_seat_tag}
+            if args.sim_chip_secret:
+                seat["chip_secret_hex"] = args.sim_chip_secret
+            api.post("/v1/sim/inject", seat)
         session = api.post("/v1/sessions", {
             "operator": "jig-script",
             "subject_ref": f"jig-sweep-{int(time.time() * 1000)}",

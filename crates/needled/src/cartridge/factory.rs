@@ -100,7 +100,7 @@ pub fn test_factory_key() -> FactoryKey {
 
 /// What the factory writes into one cartridge's chip: the chip's private key (generated in
 /// the chip on a real part; here by the provisioning tool or the sim) and the signed tag.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Provisioned {
     /// The chip's 32-byte private key. On an ATECC608 it never leaves the chip.
     pub chip_secret: [u8; 32],

@@ -363,15 +363,22 @@ impl Service {
         rules::check_pen_free(self.active_session(), id)?;
         check_writable(&self.storage_health())?;
         let seated = self.read_seated().await?;
+        let session = self.session(id).await?;
         // A chip that counts a use was armed before, on this pen or another: refused before
-        // the ledger sees it, so nothing is registered.
+        // the ledger sees it, so nothing is registered. A session that cannot take a
+        // cartridge at all gets the ledger's own refusal (`session_wrong_state`) instead.
+        // A cartridge this ledger already knows as in use or spent gets the ledger's refusal.
         if let Some(chip) = &seated.chip {
-            if chip.counter != 0 {
-                return Err(seat::used_on_chip(seated.tag.id(), chip.counter));
+            if chip.counter != 0 && session.state == crate::store::SessionState::Created {
+                let (key, limits) = (seated.tag.id().to_owned(), self.policy.limits);
+                let known = self.read(move |st| st.cartridge(&key, &limits)).await?;
+                if known.is_none_or(|c| c.state == tag::CartridgeState::New) {
+                    return Err(seat::used_on_chip(seated.tag.id(), chip.counter));
+                }
             }
         }
         let tag = seated.tag;
-        let area = self.session(id).await?.area;
+        let area = session.area;
         // The owner checks the pen again before it is taken; the ledger binds a cartridge
         // once and a session once.
         let actor = actor.clone();
