@@ -20,9 +20,15 @@ fuzz_target!(|data: &[u8]| {
     if cartridge::verify_answer(&key, nonce, answer).is_ok() {
         let mut other_nonce = *nonce;
         other_nonce[0] ^= 1;
-        assert!(cartridge::verify_answer(&key, &other_nonce, answer).is_err(), "a replay verified");
+        assert!(
+            cartridge::verify_answer(&key, &other_nonce, answer).is_err(),
+            "a replay verified"
+        );
         let clone = cartridge::FactoryKey::from_secret("chip", &[0x22; 32]).expect("valid");
-        assert!(cartridge::verify_answer(&clone.public_key(), nonce, answer).is_err(), "a clone verified");
+        assert!(
+            cartridge::verify_answer(&clone.public_key(), nonce, answer).is_err(),
+            "a clone verified"
+        );
     }
     // The genuine chip's own answer to this nonce always verifies.
     let genuine = SimChip {

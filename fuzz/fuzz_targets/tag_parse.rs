@@ -30,29 +30,47 @@ fn check(image: &[u8]) {
         return;
     };
     let bytes = t.as_bytes();
-    assert!(image.starts_with(bytes), "the tag is not a prefix of its image");
-    assert!(image[bytes.len()..].iter().all(|b| *b == 0), "accepted non-zero padding");
+    assert!(
+        image.starts_with(bytes),
+        "the tag is not a prefix of its image"
+    );
+    assert!(
+        image[bytes.len()..].iter().all(|b| *b == 0),
+        "accepted non-zero padding"
+    );
     let resigned = cartridge::test_factory_key()
         .sign_tag(t.data(), t.chip_key())
         .expect("a parsed tag re-signs");
-    let again = cartridge::parse(&cartridge::image_of(&resigned), &trust).expect("re-signed parses");
+    let again =
+        cartridge::parse(&cartridge::image_of(&resigned), &trust).expect("re-signed parses");
     assert_eq!((again.data(), again.chip_key()), (t.data(), t.chip_key()));
     assert_eq!(cartridge::parse_hex(&t.to_hex(), &trust).as_ref(), Ok(&t));
     let mut other = TrustStore::new();
     let forger = cartridge::FactoryKey::from_secret(t.key_id(), &[0xa5; 32]).expect("valid");
-    other.trust(forger.id(), &forger.public_key()).expect("valid");
-    assert_eq!(cartridge::parse(bytes, &other), Err(TagError::BadSignature), "verified under another key");
+    other
+        .trust(forger.id(), &forger.public_key())
+        .expect("valid");
+    assert_eq!(
+        cartridge::parse(bytes, &other),
+        Err(TagError::BadSignature),
+        "verified under another key"
+    );
     let mut revoked = trust.clone();
     revoked.revoke(t.key_id());
-    assert_eq!(cartridge::parse(bytes, &revoked).map_err(|e| e.code()), Err("tag_signer_revoked"));
+    assert_eq!(
+        cartridge::parse(bytes, &revoked).map_err(|e| e.code()),
+        Err("tag_signer_revoked")
+    );
     // One flipped bit, at a place the input chooses: never accepted.
-    let i = image
-        .iter()
-        .fold(7usize, |h, b| h.wrapping_mul(31).wrapping_add(usize::from(*b)))
-        % (bytes.len() * 8);
+    let i = image.iter().fold(7usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(*b))
+    }) % (bytes.len() * 8);
     let mut flipped = bytes.to_vec();
     flipped[i / 8] ^= 1 << (i % 8);
-    assert!(cartridge::parse(&flipped, &trust).is_err(), "a tag with bit {i} flipped was accepted");
+    assert!(
+        cartridge::parse(&flipped, &trust).is_err(),
+        "a tag with bit {i} flipped was accepted"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -64,7 +82,8 @@ fuzz_target!(|data: &[u8]| {
         1 => {
             let mut image = TAG_MAGIC.to_vec();
             image.extend_from_slice(rest);
-            let key = SigningKey::from_slice(&cartridge::test_factory_key().secret()).expect("valid");
+            let key =
+                SigningKey::from_slice(&cartridge::test_factory_key().secret()).expect("valid");
             let signature: Signature = key.sign(&image);
             image.extend_from_slice(&signature.to_bytes());
             check(&image);

@@ -23,7 +23,10 @@ use needled::cartridge::{self, Date, FactoryKey, Needles, TagData, TrustStore};
 use serde_json::json;
 
 #[derive(Debug, Parser)]
-#[command(name = "needle-factory", about = "Factory keys and cartridge provisioning (never on a pen)")]
+#[command(
+    name = "needle-factory",
+    about = "Factory keys and cartridge provisioning (never on a pen)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -100,8 +103,12 @@ fn run(cmd: Cmd) -> Result<String, String> {
             expiry,
         } => {
             let factory = read_key(&key)?;
-            let needles: Needles = needles.parse().map_err(|e: cartridge::TagError| e.to_string())?;
-            let expiry: Date = expiry.parse().map_err(|e: cartridge::DateError| e.to_string())?;
+            let needles: Needles = needles
+                .parse()
+                .map_err(|e: cartridge::TagError| e.to_string())?;
+            let expiry: Date = expiry
+                .parse()
+                .map_err(|e: cartridge::DateError| e.to_string())?;
             let data = TagData::new(id, lot, needles, expiry).map_err(|e| e.to_string())?;
             let made = cartridge::provision(&data, &factory).map_err(|e| e.to_string())?;
             Ok(json!({
@@ -123,7 +130,9 @@ fn inspect(text: &str, trust: &[String]) -> Result<String, String> {
             .split_once('=')
             .ok_or_else(|| format!("--trust {entry:?}: expected ID=HEX"))?;
         let key = hex::decode(key.trim()).map_err(|_| format!("--trust {id}: not hex"))?;
-        store.trust(id, &key).map_err(|e| format!("--trust {id}: {e}"))?;
+        store
+            .trust(id, &key)
+            .map_err(|e| format!("--trust {id}: {e}"))?;
     }
     let tag = cartridge::parse_hex(text, &store).map_err(|e| format!("{} ({e})", e.code()))?;
     Ok(json!({
@@ -145,7 +154,8 @@ fn read_key(path: &Path) -> Result<FactoryKey, String> {
     let (Some(id), Some(secret), None) = (words.next(), words.next(), words.next()) else {
         return Err(format!("{}: expected \"ID HEX\"", path.display()));
     };
-    let secret = hex::decode(secret).map_err(|_| format!("{}: the key is not hex", path.display()))?;
+    let secret =
+        hex::decode(secret).map_err(|_| format!("{}: the key is not hex", path.display()))?;
     FactoryKey::from_secret(id, &secret).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -191,7 +201,14 @@ mod tests {
             out: key.clone()
         })
         .is_err());
-        let public = printed.lines().last().unwrap().split('"').nth(3).unwrap().to_owned();
+        let public = printed
+            .lines()
+            .last()
+            .unwrap()
+            .split('"')
+            .nth(3)
+            .unwrap()
+            .to_owned();
         let made: serde_json::Value = serde_json::from_str(
             &run(Cmd::Provision {
                 key,
@@ -209,6 +226,8 @@ mod tests {
         assert_eq!(shown["id"], "C-9");
         assert_eq!(shown["signer_key_id"], "fab-1");
         // Without the signer's key the tag is not verified.
-        assert!(inspect(hex, &[]).unwrap_err().starts_with("tag_signer_unknown"));
+        assert!(inspect(hex, &[])
+            .unwrap_err()
+            .starts_with("tag_signer_unknown"));
     }
 }

@@ -356,10 +356,10 @@ async fn run(config: Config, config_sha256: String) -> Result<(), String> {
             policy(&config),
             sim,
         )
-            .map_err(|e| e.to_string())?
-            .with_service_stall(Duration::from_millis(u64::from(
-                config.control.service_stall_ms,
-            ))),
+        .map_err(|e| e.to_string())?
+        .with_service_stall(Duration::from_millis(u64::from(
+            config.control.service_stall_ms,
+        ))),
     );
     spawn_heartbeat(
         &service,

@@ -33,7 +33,10 @@ fn call(n: &Needled, method: &str, path: &str, token: &str, body: Option<Value>)
     };
     let status = resp.status();
     let text = resp.into_string().unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn op(n: &Needled, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -75,13 +78,22 @@ fn wait_for(n: &Needled, what: &str, f: impl Fn(&Value) -> bool) {
         if f(&s) {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn data(id: &str) -> TagData {
-    TagData::new(id, "LOT-SEC", Needles::Pins12, "2099-12-31".parse().unwrap()).unwrap()
+    TagData::new(
+        id,
+        "LOT-SEC",
+        Needles::Pins12,
+        "2099-12-31".parse().unwrap(),
+    )
+    .unwrap()
 }
 
 /// A new session in the face area, every checklist item confirmed.
@@ -94,7 +106,9 @@ fn create(n: &Needled, subject: &str) -> i64 {
         .map(|c| (c.id.clone(), Value::Bool(true)))
         .collect();
     let body = json!({ "operator": "dr-sec", "subject_ref": subject, "area": "face", "checklist": checklist });
-    op(n, "POST", "/v1/sessions", Some(body))["id"].as_i64().unwrap()
+    op(n, "POST", "/v1/sessions", Some(body))["id"]
+        .as_i64()
+        .unwrap()
 }
 
 fn homed(n: &Needled) {
@@ -103,7 +117,13 @@ fn homed(n: &Needled) {
 }
 
 fn bind(n: &Needled, id: i64) -> (u16, Value) {
-    call(n, "POST", &format!("/v1/sessions/{id}/cartridge"), &n.operator, None)
+    call(
+        n,
+        "POST",
+        &format!("/v1/sessions/{id}/cartridge"),
+        &n.operator,
+        None,
+    )
 }
 
 /// Setpoints the face area accepts.
@@ -124,7 +144,11 @@ fn ledger_row(n: &Needled, id: &str) -> Result<Value, String> {
 /// A bind refused with `code`: nothing bound, no ledger row for `cartridge`.
 fn assert_bind_refused_and_nothing_changed(n: &Needled, session: i64, cartridge: &str, code: &str) {
     let (status, v) = bind(n, session);
-    assert_eq!((status, v["error"]["code"].as_str()), (409, Some(code)), "{v}");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some(code)),
+        "{v}"
+    );
     let s = op(n, "GET", &format!("/v1/sessions/{session}"), None);
     assert_eq!(s["state"], "created", "{s}");
     assert_eq!(ledger_row(n, cartridge), Err("not_found".to_owned()));
@@ -138,11 +162,19 @@ fn use_and_pull(n: &Needled, made: &Provisioned, id: &str) -> Value {
     tech(n, made.seat_json(0));
     let (status, v) = bind(n, session);
     assert!(status < 300, "bind: {v}");
-    op(n, "POST", &format!("/v1/sessions/{session}/arm"), Some(arm_body()));
+    op(
+        n,
+        "POST",
+        &format!("/v1/sessions/{session}/arm"),
+        Some(arm_body()),
+    );
     op(n, "POST", &format!("/v1/sessions/{session}/end"), None);
     assert_eq!(ledger_row(n, id).unwrap()["state"], "spent");
     let pulled = tech(n, json!({ "action": "pull_cartridge" }))["pulled"].clone();
-    assert_eq!(pulled["counter"], 1, "the first arming advanced the chip: {pulled}");
+    assert_eq!(
+        pulled["counter"], 1,
+        "the first arming advanced the chip: {pulled}"
+    );
     pulled
 }
 
@@ -163,11 +195,21 @@ fn forged_identity_without_the_factory_key_is_refused_and_changes_nothing() {
     let session = create(&n, "subject-forged");
     // A forger's key under the trusted key id, on a chip that answers for its own key.
     let forger = FactoryKey::from_secret("test-factory-1", &[0x66; 32]).unwrap();
-    tech(&n, cartridge::provision(&data("C-FORGED"), &forger).unwrap().seat_json(0));
+    tech(
+        &n,
+        cartridge::provision(&data("C-FORGED"), &forger)
+            .unwrap()
+            .seat_json(0),
+    );
     assert_bind_refused_and_nothing_changed(&n, session, "C-FORGED", "tag_bad_signature");
     // The same forger under its own key id: an unknown signer.
     let forger = FactoryKey::from_secret("forger-1", &[0x66; 32]).unwrap();
-    tech(&n, cartridge::provision(&data("C-FORGED"), &forger).unwrap().seat_json(0));
+    tech(
+        &n,
+        cartridge::provision(&data("C-FORGED"), &forger)
+            .unwrap()
+            .seat_json(0),
+    );
     assert_bind_refused_and_nothing_changed(&n, session, "C-FORGED", "tag_signer_unknown");
     // A version-1 (HMAC) tag of before: refused with its own code.
     let mut v1 = cartridge::provision_test(&data("C-V1")).unwrap();
@@ -179,10 +221,18 @@ fn forged_identity_without_the_factory_key_is_refused_and_changes_nothing() {
 #[test]
 fn tag_signed_by_a_revoked_key_id_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let config = format!("{}[cartridge]\nrevoked_keys = [\"test-factory-1\"]\n", common::CI_CONFIG);
+    let config = format!(
+        "{}[cartridge]\nrevoked_keys = [\"test-factory-1\"]\n",
+        common::CI_CONFIG
+    );
     let n = common::start(dir.path(), &config);
     let session = create(&n, "subject-revoked");
-    tech(&n, cartridge::provision_test(&data("C-REVOKED")).unwrap().seat_json(0));
+    tech(
+        &n,
+        cartridge::provision_test(&data("C-REVOKED"))
+            .unwrap()
+            .seat_json(0),
+    );
     assert_bind_refused_and_nothing_changed(&n, session, "C-REVOKED", "tag_signer_revoked");
 }
 
@@ -193,7 +243,10 @@ fn cloned_chip_memory_without_the_private_key_is_refused() {
     let session = create(&n, "subject-clone");
     let genuine = cartridge::provision_test(&data("C-CLONED")).unwrap();
     // A byte-for-byte copy of the readable memory on a part without a key.
-    tech(&n, json!({ "action": "seat_cartridge", "tag_hex": genuine.tag_hex() }));
+    tech(
+        &n,
+        json!({ "action": "seat_cartridge", "tag_hex": genuine.tag_hex() }),
+    );
     assert_bind_refused_and_nothing_changed(&n, session, "C-CLONED", "chip_challenge_failed");
     // The copy on a chip with a key of its own (not the one the factory signed).
     let other = cartridge::provision_test(&data("C-OTHER")).unwrap();
@@ -251,7 +304,12 @@ fn used_cartridge_is_refused_on_a_second_pen_whatever_its_ledger_says() {
     tech(&pen_b, reseat(&pulled));
     assert_bind_refused_and_nothing_changed(&pen_b, session, "C-TRAVEL", "cartridge_used_on_chip");
     // A fresh cartridge still works on pen B.
-    tech(&pen_b, cartridge::provision_test(&data("C-FRESH")).unwrap().seat_json(0));
+    tech(
+        &pen_b,
+        cartridge::provision_test(&data("C-FRESH"))
+            .unwrap()
+            .seat_json(0),
+    );
     assert!(bind(&pen_b, session).0 < 300);
 }
 
@@ -303,22 +361,41 @@ fn a_refused_arm_leaves_the_chip_counter_and_the_first_arm_advances_it_once() {
         Some(json!({ "depth_um": 2_400, "rate_mhz": 120_000 })),
     );
     assert!(!code.is_empty());
-    assert_eq!(op(&n, "GET", &format!("/v1/sessions/{session}"), None)["state"], "bound");
+    assert_eq!(
+        op(&n, "GET", &format!("/v1/sessions/{session}"), None)["state"],
+        "bound"
+    );
     // A copied tag seated in its place fails the arm's own fresh challenge.
     let genuine = tech(&n, json!({ "action": "pull_cartridge" }))["pulled"].clone();
-    assert_eq!(genuine["counter"], 0, "a refused arm advanced the counter: {genuine}");
+    assert_eq!(
+        genuine["counter"], 0,
+        "a refused arm advanced the counter: {genuine}"
+    );
     // Pulled while bound: the monitor ends the session and spends the cartridge.
     wait_session(&n, session, "ended");
     let session = create(&n, "subject-count-2");
     let made = cartridge::provision_test(&data("C-COUNT-2")).unwrap();
     tech(&n, made.seat_json(0));
     assert!(bind(&n, session).0 < 300);
-    tech(&n, json!({ "action": "seat_cartridge", "tag_hex": made.tag_hex() }));
-    let code = refused(&n, "POST", &format!("/v1/sessions/{session}/arm"), Some(arm_body()));
+    tech(
+        &n,
+        json!({ "action": "seat_cartridge", "tag_hex": made.tag_hex() }),
+    );
+    let code = refused(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{session}/arm"),
+        Some(arm_body()),
+    );
     assert_eq!(code, "chip_challenge_failed");
     // The genuine chip again: the arm advances it to 1, once.
     tech(&n, made.seat_json(0));
-    op(&n, "POST", &format!("/v1/sessions/{session}/arm"), Some(arm_body()));
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{session}/arm"),
+        Some(arm_body()),
+    );
     op(&n, "POST", &format!("/v1/sessions/{session}/end"), None);
     let pulled = tech(&n, json!({ "action": "pull_cartridge" }))["pulled"].clone();
     assert_eq!(pulled["counter"], 1, "{pulled}");

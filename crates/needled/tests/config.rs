@@ -370,7 +370,13 @@ fn only_the_sim_may_trust_the_test_factory_key() {
     }
     // A rig that trusts the test key, under its own id or another, is refused.
     let test_pub = "039821883714d4a37e633966865f90c1b9efadf79c595d0dd595c242ab52be22f7";
-    for (rig, text) in [("linux", LINUX.to_owned()), ("pi", std::fs::read_to_string(shipped("pi-rig.toml")).unwrap())] {
+    for (rig, text) in [
+        ("linux", LINUX.to_owned()),
+        (
+            "pi",
+            std::fs::read_to_string(shipped("pi-rig.toml")).unwrap(),
+        ),
+    ] {
         for line in [
             format!("\"test-factory-1\" = \"{test_pub}\""),
             format!("\"renamed-1\" = \"{test_pub}\""),

@@ -365,12 +365,7 @@ fn try_reuse(api: &Api, model: &Mutex<Model>, rng: &mut Rng, cycle: u32) -> Resu
             may_end: false,
         },
     );
-    let (status, _) = api.call(
-        "POST",
-        "/v1/sim/inject",
-        true,
-        Some(api.tag(old)),
-    )?;
+    let (status, _) = api.call("POST", "/v1/sim/inject", true, Some(api.tag(old)))?;
     assert_eq!(status, 200);
     let (status, v) = api.call("POST", &format!("/v1/sessions/{id}/cartridge"), false, None)?;
     let mut m = model.lock().unwrap();
@@ -469,12 +464,7 @@ fn one_flow(
             }
             Step::Seat => {
                 let tag = api.tag(&cartridge);
-                api.call(
-                    "POST",
-                    "/v1/sim/inject",
-                    true,
-                    Some(tag),
-                )?;
+                api.call("POST", "/v1/sim/inject", true, Some(tag))?;
             }
             Step::Bind => {
                 let (status, v) = api.call("POST", &path("cartridge"), false, None)?;

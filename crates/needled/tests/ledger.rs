@@ -183,15 +183,20 @@ fn every_tag_refusal_has_its_stable_code() {
     )
     .expect("signs")
     .tag;
-    let unknown = cartridge::provision(&data, &FactoryKey::from_secret("forger", &[1; 32]).expect("valid"))
-        .expect("signs")
-        .tag;
+    let unknown = cartridge::provision(
+        &data,
+        &FactoryKey::from_secret("forger", &[1; 32]).expect("valid"),
+    )
+    .expect("signs")
+    .tag;
     let mut v1 = good.clone();
     v1[4] = 1;
     let mut revoked = key();
     revoked.revoke(cartridge::TEST_FACTORY_KEY_ID);
     assert_eq!(
-        cartridge::parse(&good, &revoked).expect_err("refused").code(),
+        cartridge::parse(&good, &revoked)
+            .expect_err("refused")
+            .code(),
         "tag_signer_revoked"
     );
 

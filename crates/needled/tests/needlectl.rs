@@ -102,15 +102,27 @@ fn a_whole_session_through_the_cli_runs_the_motor_and_spends_the_cartridge() {
 
     // A cartridge provisioned with the test factory key (as `needle-factory provision` does),
     // its tag in a file, its chip's key on the command line.
-    let data = TagData::new("C-0101", "LOT-CLI", Needles::Pins24, "2099-12-31".parse().unwrap())
-        .unwrap();
+    let data = TagData::new(
+        "C-0101",
+        "LOT-CLI",
+        Needles::Pins24,
+        "2099-12-31".parse().unwrap(),
+    )
+    .unwrap();
     let made = cartridge::provision_test(&data).unwrap();
     let tag_file = n.data.join("C-0101.tag");
     std::fs::write(&tag_file, format!("{}\n", made.tag_hex())).unwrap();
     let secret = made.chip_secret_hex();
     assert!(ok(
         &n,
-        &["sim", "seat", "--tag-file", path(&tag_file), "--chip-secret", &secret]
+        &[
+            "sim",
+            "seat",
+            "--tag-file",
+            path(&tag_file),
+            "--chip-secret",
+            &secret
+        ]
     )
     .contains("seated"));
 
@@ -588,7 +600,13 @@ fn usage_errors_exit_2_without_contacting_the_service() {
 #[test]
 fn tag_verify_checks_the_factory_signature_offline_and_tag_make_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let data = TagData::new("C-0200", "LOT-T", Needles::Nano, "2001-01-01".parse().unwrap()).unwrap();
+    let data = TagData::new(
+        "C-0200",
+        "LOT-T",
+        Needles::Nano,
+        "2001-01-01".parse().unwrap(),
+    )
+    .unwrap();
     let hex = cartridge::provision_test(&data).unwrap().tag_hex();
     // Without --config, the built-in defaults: the test factory key.
     let verified = needlectl_in(dir.path(), &["--json", "tag", "verify", "--hex", &hex], &[]);
@@ -601,7 +619,12 @@ fn tag_verify_checks_the_factory_signature_offline_and_tag_make_is_gone() {
             v["needles"].as_str(),
             v["signer_key_id"].as_str()
         ),
-        (Some(true), Some("C-0200"), Some("nano"), Some("test-factory-1"))
+        (
+            Some(true),
+            Some("C-0200"),
+            Some("nano"),
+            Some("test-factory-1")
+        )
     );
     assert_eq!(v["expired"], true, "expiry 2001-01-01 is past: {v}");
 
@@ -621,7 +644,18 @@ fn tag_verify_checks_the_factory_signature_offline_and_tag_make_is_gone() {
     // Signing belongs to the factory tool: needlectl has no `tag make` any more.
     let make = needlectl_in(
         dir.path(),
-        &["tag", "make", "--id", "C-1", "--lot", "L", "--needles", "nano", "--expiry", "2099-01-01"],
+        &[
+            "tag",
+            "make",
+            "--id",
+            "C-1",
+            "--lot",
+            "L",
+            "--needles",
+            "nano",
+            "--expiry",
+            "2099-01-01",
+        ],
         &[],
     );
     assert_eq!(make.code, 2, "{make:?}");

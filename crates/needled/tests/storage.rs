@@ -143,10 +143,7 @@ fn running_session(n: &Needled, subject: &str, cartridge: &str, depth_um: i32) -
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    inject(
-        n,
-        cartridge::provision_test(&data).unwrap().seat_json(0),
-    );
+    inject(n, cartridge::provision_test(&data).unwrap().seat_json(0));
     op(n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
     op(
         n,

@@ -562,7 +562,9 @@ impl Rig for PiRig {
         let mut words = text.split_whitespace();
         let bad = |why: &str| HilError::Config(format!("{}: {why}", path.display()));
         let (Some(id), Some(secret)) = (words.next(), words.next()) else {
-            return Err(bad("expected \"ID HEX\" as needle-factory keygen writes it"));
+            return Err(bad(
+                "expected \"ID HEX\" as needle-factory keygen writes it",
+            ));
         };
         let secret = hex::decode(secret).map_err(|_| bad("the key is not hex"))?;
         FactoryKey::from_secret(id, &secret).map_err(|e| bad(&e.to_string()))
@@ -799,7 +801,10 @@ mod tests {
             tag: vec![1, 2, 3],
         }))
         .unwrap();
-        assert_eq!(bench.borrow().tag, needled::cartridge::image_of(&[1, 2, 3]).to_vec());
+        assert_eq!(
+            bench.borrow().tag,
+            needled::cartridge::image_of(&[1, 2, 3]).to_vec()
+        );
         assert!(bench.borrow().cartridge);
         j.actuate(Actuation::PullCartridge).unwrap();
         assert!(!bench.borrow().cartridge);

@@ -19,10 +19,10 @@ use std::time::Instant;
 use needle_bench::proc::{sibling_binary, Needled};
 use needle_bench::stats::Summary;
 use needle_bench::{arg, args, print_result};
+use needle_sim::SimParams;
 use needled::cartridge::{self, Needles, TagData, TrustStore};
 use needled::hal::sim::SimBackend;
 use needled::hal::CartridgeChip;
-use needle_sim::SimParams;
 use serde_json::{json, Value};
 
 fn ns(since: Instant) -> u64 {
@@ -92,7 +92,10 @@ fn main() -> Result<(), String> {
         "sim_chip_share_of_median": share(&c),
     }));
 
-    let n = Needled::start(&sibling_binary("needled"), "[control]\nmax_tick_gap_ms = 500\n")?;
+    let n = Needled::start(
+        &sibling_binary("needled"),
+        "[control]\nmax_tick_gap_ms = 500\n",
+    )?;
     let defaults = needled::config::parse("", "defaults").map_err(|e| e.to_string())?;
     let checklist: serde_json::Map<String, Value> = defaults
         .session
@@ -109,7 +112,12 @@ fn main() -> Result<(), String> {
             Some(json!({ "operator": "bench", "subject_ref": format!("bench-{i}"), "area": "body", "checklist": checklist })),
         )?;
         let id = s["id"].as_i64().ok_or("no session id")?;
-        n.ok("POST", "/v1/sim/inject", true, Some(n.seat_body(&format!("C-BIND-{i}"))?))?;
+        n.ok(
+            "POST",
+            "/v1/sim/inject",
+            true,
+            Some(n.seat_body(&format!("C-BIND-{i}"))?),
+        )?;
         let t = Instant::now();
         n.ok("POST", &format!("/v1/sessions/{id}/cartridge"), false, None)?;
         bind.push(ns(t));

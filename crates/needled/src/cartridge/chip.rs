@@ -237,7 +237,13 @@ mod tests {
     fn malformed_answers_are_refused_without_panicking() {
         let (_, public) = genuine();
         let nonce = fresh_nonce();
-        for answer in [vec![], vec![0u8; 63], vec![0u8; 64], vec![0xFF; 64], vec![1u8; 65]] {
+        for answer in [
+            vec![],
+            vec![0u8; 63],
+            vec![0u8; 64],
+            vec![0xFF; 64],
+            vec![1u8; 65],
+        ] {
             let err = verify_answer(&public, &nonce, &answer).expect_err("refused");
             assert_eq!(err.code(), "chip_challenge_failed");
         }

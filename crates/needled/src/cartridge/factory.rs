@@ -68,7 +68,11 @@ impl FactoryKey {
     }
 
     /// The signed tag (exact encoding) of `data` on a chip whose public key is `chip_key`.
-    pub fn sign_tag(&self, data: &TagData, chip_key: &[u8; CHIP_KEY_LEN]) -> Result<Vec<u8>, TagError> {
+    pub fn sign_tag(
+        &self,
+        data: &TagData,
+        chip_key: &[u8; CHIP_KEY_LEN],
+    ) -> Result<Vec<u8>, TagError> {
         let mut body = signed_body(data, &self.id, chip_key)?;
         let signature: Signature = self.key.sign(&body);
         body.extend_from_slice(&signature.to_bytes());
@@ -94,7 +98,8 @@ pub fn test_factory_key() -> FactoryKey {
         id: TEST_FACTORY_KEY_ID.to_owned(),
         // A SHA-256 output is a valid P-256 scalar except with negligible probability; this
         // fixed one is (checked by a test), and a failure would fall back to no key at all.
-        key: SigningKey::from_slice(&secret).unwrap_or_else(|_| SigningKey::random(&mut rand::rngs::OsRng)),
+        key: SigningKey::from_slice(&secret)
+            .unwrap_or_else(|_| SigningKey::random(&mut rand::rngs::OsRng)),
     }
 }
 
@@ -110,7 +115,11 @@ pub struct Provisioned {
 
 impl std::fmt::Debug for Provisioned {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Provisioned(tag {} bytes, <secret redacted>)", self.tag.len())
+        write!(
+            f,
+            "Provisioned(tag {} bytes, <secret redacted>)",
+            self.tag.len()
+        )
     }
 }
 
@@ -177,8 +186,13 @@ mod tests {
 
     #[test]
     fn provisioned_tags_verify_and_name_the_chip_key() {
-        let data = TagData::new("C-1", "L-1", Needles::Pins24, Date::new(2030, 1, 1).expect("date"))
-            .expect("valid");
+        let data = TagData::new(
+            "C-1",
+            "L-1",
+            Needles::Pins24,
+            Date::new(2030, 1, 1).expect("date"),
+        )
+        .expect("valid");
         let made = provision_test(&data).expect("provisions");
         let f = test_factory_key();
         let mut trust = TrustStore::new();

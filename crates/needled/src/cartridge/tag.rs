@@ -472,7 +472,11 @@ pub fn parse(bytes: &[u8], trust: &TrustStore) -> Result<Tag, TagError> {
     // 2. Authentication before any content is interpreted: a trusted, unrevoked signer, and
     //    its signature over every byte before it.
     let key_id = text("key_id", key_id)?;
-    trust.verify(&key_id, bytes.get(..body_len).unwrap_or_default(), signature)?;
+    trust.verify(
+        &key_id,
+        bytes.get(..body_len).unwrap_or_default(),
+        signature,
+    )?;
     if padding.iter().any(|b| *b != 0) {
         return Err(TagError::InvalidField {
             field: "padding",

@@ -57,15 +57,23 @@ impl TrustStore {
 
     /// Checks that `signature` is the factory `key_id`'s signature of `body`: the key id is
     /// refused first if revoked, then if unknown, then the signature is verified.
-    pub(super) fn verify(&self, key_id: &str, body: &[u8], signature: &[u8]) -> Result<(), TagError> {
+    pub(super) fn verify(
+        &self,
+        key_id: &str,
+        body: &[u8],
+        signature: &[u8],
+    ) -> Result<(), TagError> {
         if self.revoked.contains(key_id) {
             return Err(TagError::RevokedSigner {
                 key_id: key_id.to_owned(),
             });
         }
-        let key = self.keys.get(key_id).ok_or_else(|| TagError::UnknownSigner {
-            key_id: key_id.to_owned(),
-        })?;
+        let key = self
+            .keys
+            .get(key_id)
+            .ok_or_else(|| TagError::UnknownSigner {
+                key_id: key_id.to_owned(),
+            })?;
         let signature = Signature::from_slice(signature).map_err(|_| TagError::BadSignature)?;
         key.verify(body, &signature)
             .map_err(|_| TagError::BadSignature)

@@ -35,10 +35,7 @@ impl Default for CartridgeConfig {
         Self {
             max_run_min: 30,
             max_strokes: 300_000,
-            trusted_keys: BTreeMap::from([(
-                test.id().to_owned(),
-                hex::encode(test.public_key()),
-            )]),
+            trusted_keys: BTreeMap::from([(test.id().to_owned(), hex::encode(test.public_key()))]),
             revoked_keys: Vec::new(),
             chip_required: true,
         }

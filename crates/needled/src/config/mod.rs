@@ -38,7 +38,6 @@
 
 use std::collections::BTreeMap;
 
-
 use serde::Deserialize;
 
 mod adc;

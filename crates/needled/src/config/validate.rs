@@ -274,7 +274,8 @@ impl Config {
         let c = &self.cartridge;
         in_range("cartridge.max_run_min", c.max_run_min, 1..=600)?;
         in_range("cartridge.max_strokes", c.max_strokes, 1..=100_000_000)?;
-        c.trust_store().map_err(|(key, reason)| invalid(key, reason))?;
+        c.trust_store()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         Ok(())
     }
 

@@ -5,7 +5,7 @@ use std::fmt;
 
 use embedded_hal::i2c::{self, Error as _, I2c};
 
-use super::{HalError, CartridgeChip};
+use super::{CartridgeChip, HalError};
 
 /// Size of a cartridge tag image (see `crate::cartridge`).
 pub const TAG_IMAGE_LEN: usize = crate::cartridge::TAG_CAPACITY;

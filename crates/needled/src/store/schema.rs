@@ -297,9 +297,11 @@ mod tests {
         .expect("old row");
         migrate(&mut conn).expect("1 -> 2");
         let signer: Option<String> = conn
-            .query_row("SELECT signer_key_id FROM cartridges WHERE id = 'OLD-1'", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT signer_key_id FROM cartridges WHERE id = 'OLD-1'",
+                [],
+                |r| r.get(0),
+            )
             .expect("row kept");
         assert_eq!(signer, None);
         conn.execute(

@@ -30,11 +30,7 @@ pub(crate) fn tag_hex_of_file(path: &Path) -> Result<String, Failure> {
 
 pub(crate) fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
     match cmd {
-        TagCmd::Verify {
-            hex,
-            file,
-            config,
-        } => {
+        TagCmd::Verify { hex, file, config } => {
             let hex = match (hex, file) {
                 (Some(h), _) => h,
                 (None, Some(f)) => tag_hex_of_file(&f)?,
@@ -48,9 +44,9 @@ pub(crate) fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
                 }
                 None => needled::config::CartridgeConfig::default(),
             };
-            let trust = cartridge_config
-                .trust_store()
-                .map_err(|(key, reason)| Failure::usage("config_invalid", format!("{key}: {reason}")))?;
+            let trust = cartridge_config.trust_store().map_err(|(key, reason)| {
+                Failure::usage("config_invalid", format!("{key}: {reason}"))
+            })?;
             let tag = cartridge::parse_hex(&hex, &trust)
                 .map_err(|e| Failure::new(Exit::Refused, e.code(), e.to_string()))?;
             let today = Date::from_unix_ms(needled::session::unix_ms());

@@ -269,7 +269,9 @@ fn changed_content_with_old_signature_is_bad_signature() {
     // A swapped chip key (a clone maker's own chip): the signature covers it.
     let mut bytes = encode(&sample());
     let chip_at = bytes.len() - SIGNATURE_LEN - CHIP_KEY_LEN;
-    let other = FactoryKey::from_secret("chip", &[5; 32]).expect("valid").public_key();
+    let other = FactoryKey::from_secret("chip", &[5; 32])
+        .expect("valid")
+        .public_key();
     bytes[chip_at..chip_at + CHIP_KEY_LEN].copy_from_slice(&other);
     assert_eq!(parse(&bytes, &trust()), Err(TagError::BadSignature));
 }
