@@ -218,13 +218,7 @@ impl Needled {
         self.wait_for("homing", Duration::from_secs(20), |s| {
             s["state"] == "Idle" && s["homed"] == true
         })?;
-        let defaults = needled::config::parse("", "defaults").map_err(|e| e.to_string())?;
-        let checklist: serde_json::Map<String, Value> = defaults
-            .session
-            .checklist
-            .iter()
-            .map(|c| (c.id.clone(), Value::Bool(true)))
-            .collect();
+        let checklist = all_checked()?;
         let s = self.ok(
             "POST",
             "/v1/sessions",
@@ -255,4 +249,15 @@ impl Needled {
     pub fn truth(&self) -> Result<Value, String> {
         self.ok("GET", "/v1/sim/truth", true, None)
     }
+}
+
+/// Every checklist item of the default configuration, confirmed.
+pub fn all_checked() -> Result<serde_json::Map<String, Value>, String> {
+    let defaults = needled::config::parse("", "defaults").map_err(|e| e.to_string())?;
+    Ok(defaults
+        .session
+        .checklist
+        .iter()
+        .map(|c| (c.id.clone(), Value::Bool(true)))
+        .collect())
 }

@@ -11,32 +11,10 @@ use std::time::{Duration, Instant};
 use needled::cartridge::{self, FactoryKey, Needles, Provisioned, TagData};
 use serde_json::{json, Value};
 
-use common::Needled;
+use common::{call, Needled};
 
 fn start(data: &Path) -> Needled {
     common::start(data, common::CI_CONFIG)
-}
-
-/// (status, body)
-fn call(n: &Needled, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let req = ureq::request(method, &format!("{}{}", n.base, path))
-        .timeout(Duration::from_secs(10))
-        .set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
 }
 
 fn op(n: &Needled, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -98,13 +76,7 @@ fn data(id: &str) -> TagData {
 
 /// A new session in the face area, every checklist item confirmed.
 fn create(n: &Needled, subject: &str) -> i64 {
-    let config = needled::config::parse("", "defaults").unwrap();
-    let checklist: serde_json::Map<String, Value> = config
-        .session
-        .checklist
-        .iter()
-        .map(|c| (c.id.clone(), Value::Bool(true)))
-        .collect();
+    let checklist = common::all_checked();
     let body = json!({ "operator": "dr-sec", "subject_ref": subject, "area": "face", "checklist": checklist });
     op(n, "POST", "/v1/sessions", Some(body))["id"]
         .as_i64()

@@ -23,7 +23,7 @@ use needle_sim::SimParams;
 use needled::cartridge::{self, Needles, TagData, TrustStore};
 use needled::hal::sim::SimBackend;
 use needled::hal::CartridgeChip;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn ns(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -96,13 +96,7 @@ fn main() -> Result<(), String> {
         &sibling_binary("needled"),
         "[control]\nmax_tick_gap_ms = 500\n",
     )?;
-    let defaults = needled::config::parse("", "defaults").map_err(|e| e.to_string())?;
-    let checklist: serde_json::Map<String, Value> = defaults
-        .session
-        .checklist
-        .iter()
-        .map(|c| (c.id.clone(), Value::Bool(true)))
-        .collect();
+    let checklist = needle_bench::proc::all_checked()?;
     let mut bind = vec![];
     for i in 0..binds {
         let s = n.ok(

@@ -94,3 +94,44 @@ pub fn start(data: &Path, config: &str) -> Needled {
         data: data.to_path_buf(),
     }
 }
+
+/// One HTTP call with a bearer token: (status, JSON body, or the text as a JSON string).
+pub fn call(
+    n: &Needled,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let req = ureq::request(method, &format!("{}{}", n.base, path))
+        .timeout(Duration::from_secs(10))
+        .set("Authorization", &format!("Bearer {token}"));
+    let result = match body {
+        Some(b) => req.send_json(b),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {path}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Every checklist item of the default configuration, confirmed.
+pub fn all_checked() -> Value {
+    let config = needled::config::parse("", "defaults").expect("the defaults parse");
+    Value::Object(
+        config
+            .session
+            .checklist
+            .iter()
+            .map(|c| (c.id.clone(), Value::Bool(true)))
+            .collect(),
+    )
+}
