@@ -80,7 +80,10 @@ def build_test(args):
         test.attach("needled_version.json", jig.api.raw("GET", "/v1/version"), "application/json")
         pen.home()
         if args.sim_seat_tag:
-            jig.api.sim_inject("seat_cartridge", tag_hex=args.sim_seat_tag)
+            seat = {"tag_hex": args.sim_seat_tag}
+            if args.sim_chip_secret:
+                seat["chip_secret_hex"] = args.sim_chip_secret
+            jig.api.sim_inject("seat_cartridge", **seat)
         elif args.sim_new_cartridge:
             jig.seat_new_cartridge()
         session = pen.open_session(args.area, operator="jig-script")
@@ -152,6 +155,7 @@ def main(argv=None):
     p.add_argument("--skip-rate", action="store_true", help="sweep the depth only (the needles never run)")
     seat = p.add_mutually_exclusive_group()
     seat.add_argument("--sim-seat-tag", metavar="HEX", help="sim only: seat a cartridge with this tag image first")
+    p.add_argument("--sim-chip-secret", metavar="HEX", help="sim only: the private key of --sim-seat-tag's chip (needle-factory provision)")
     seat.add_argument("--sim-new-cartridge", action="store_true", help="sim only: seat a fresh cartridge the service signs")
     args = p.parse_args(argv)
 

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
     }
     // What main() derives from an accepted configuration must not panic either.
     let _ = config.warnings();
-    let _ = config.key_file_path();
+    let _ = config.cartridge.trust_store();
     assert!(
         config.validate().is_ok(),
         "parse accepted what validate refuses:\n{text}"

@@ -47,7 +47,9 @@ fuzz_target!(|data: &[u8]| {
         if let Some(Ok(f)) = decoder.push(*b) {
             assert!(f.payload.len() <= frame::MAX_PAYLOAD);
             let n = frame::encode(f.header, f.payload, &mut wire).expect("re-encode");
-            let start = (i + 1).checked_sub(n).expect("a frame is as long as its bytes");
+            let start = (i + 1)
+                .checked_sub(n)
+                .expect("a frame is as long as its bytes");
             assert_eq!(&data[start..=i], &wire[..n], "accepted bytes are a frame");
         }
     }

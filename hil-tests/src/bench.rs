@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, FactoryKey, Needles, Provisioned, TagData};
 use serde_json::{json, Value};
 
 use crate::api::{Api, Role};
@@ -29,7 +29,7 @@ pub struct Bench {
     /// Where the jig configuration came from (`None`: the defaults).
     pub config_source: Option<std::path::PathBuf>,
     api: Api,
-    key: DeviceKey,
+    key: FactoryKey,
     serial: u32,
     prefix: String,
 }
@@ -50,8 +50,8 @@ pub struct Session {
     pub id: i64,
     /// The bound cartridge's id.
     pub cartridge: String,
-    /// Its tag image (to seat it again).
-    pub tag: Vec<u8>,
+    /// The cartridge (to seat it again).
+    pub tag: Provisioned,
 }
 
 fn base36(mut n: u64) -> String {
@@ -139,7 +139,7 @@ impl Bench {
             }
         };
         let api = rig.api();
-        let key = rig.device_key()?;
+        let key = rig.factory_key()?;
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -176,6 +176,11 @@ impl Bench {
         self.rig.start_service()?;
         self.api = self.rig.api();
         Ok(())
+    }
+
+    /// The id of the factory key the rig trusts.
+    pub fn factory_key_id(&self) -> &str {
+        self.key.id()
     }
 
     /// A name unique on this rig across runs (cartridge ids, lots, subject references).
@@ -243,23 +248,23 @@ impl Bench {
         self.home()
     }
 
-    /// The image of a cartridge tag signed with the rig's device key.
-    pub fn tag(&self, id: &str, lot: &str, expiry: &str) -> Result<Vec<u8>> {
+    /// A cartridge provisioned with the factory key the rig trusts.
+    pub fn tag(&self, id: &str, lot: &str, expiry: &str) -> Result<Provisioned> {
         Self::tag_signed(id, lot, expiry, &self.key)
     }
 
-    /// The image of a cartridge tag signed with `key` (a counterfeiter's key, say).
-    pub fn tag_signed(id: &str, lot: &str, expiry: &str, key: &DeviceKey) -> Result<Vec<u8>> {
+    /// A cartridge provisioned with `key` (a counterfeiter's key, say).
+    pub fn tag_signed(id: &str, lot: &str, expiry: &str, key: &FactoryKey) -> Result<Provisioned> {
         let expiry = expiry
             .parse()
             .map_err(|e| HilError::Config(format!("expiry {expiry}: {e:?}")))?;
         let data = TagData::new(id, lot, Needles::Pins12, expiry)
             .map_err(|e| HilError::Config(format!("tag {id}: {e}")))?;
-        Ok(cartridge::encode(&data, key))
+        cartridge::provision(&data, key).map_err(|e| HilError::Config(format!("tag {id}: {e}")))
     }
 
-    /// A new genuine cartridge: (id, tag image).
-    pub fn new_cartridge(&mut self) -> Result<(String, Vec<u8>)> {
+    /// A new genuine cartridge: (id, cartridge).
+    pub fn new_cartridge(&mut self) -> Result<(String, Provisioned)> {
         let id = self.unique();
         let lot = format!("L{id}");
         let image = self.tag(&id, &lot, "2099-12-31")?;
@@ -286,8 +291,8 @@ impl Bench {
     }
 
     /// Seats a cartridge with the jig.
-    pub fn seat(&mut self, image: &[u8]) -> Result<()> {
-        self.jig.actuate(Actuation::SeatCartridge(image))
+    pub fn seat(&mut self, cartridge: &Provisioned) -> Result<()> {
+        self.jig.actuate(Actuation::SeatCartridge(cartridge))
     }
 
     /// Binds the seated cartridge to session `id`.

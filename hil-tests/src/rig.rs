@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use needled::cartridge::DeviceKey;
+use needled::cartridge::{FactoryKey, Provisioned};
 use serde::Serialize;
 
 use crate::api::Api;
@@ -53,8 +53,9 @@ pub trait Rig {
     fn api(&self) -> Api;
     /// What the service is configured with.
     fn settings(&self) -> &RigSettings;
-    /// The device key, to sign the test cartridges' tags as the factory would.
-    fn device_key(&self) -> Result<DeviceKey>;
+    /// The factory key the rig's service trusts, to provision test cartridges as the factory
+    /// would.
+    fn factory_key(&self) -> Result<FactoryKey>;
     /// Kills the service without any chance to clean up (SIGKILL).
     fn kill_service(&mut self) -> Result<()>;
     /// Starts the service again after [`Rig::kill_service`] and waits until it answers.
@@ -153,8 +154,9 @@ impl std::fmt::Display for Interval {
 pub enum Actuation<'a> {
     /// Press (`true`) or release the E-stop.
     EStop(bool),
-    /// Seat a cartridge whose tag holds this image.
-    SeatCartridge(&'a [u8]),
+    /// Seat this cartridge: its chip's tag and key (a jig that can only write a tag, such as
+    /// the Pi's EEPROM, writes the tag alone).
+    SeatCartridge(&'a Provisioned),
     /// Pull the cartridge out.
     PullCartridge,
     /// Jam the needle (`true`) or free it.

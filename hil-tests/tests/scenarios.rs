@@ -141,7 +141,8 @@ fn jig_script(b: &mut Bench, r: &mut Recorder) -> hil_tests::Result<()> {
             "--token",
             &endpoint.technician_token,
         ])
-        .args(["--sim-seat-tag", &needled::cartridge::to_hex(&tag)])
+        .args(["--sim-seat-tag", &tag.tag_hex()])
+        .args(["--sim-chip-secret", &tag.chip_secret_hex()])
         .args([
             "--from-um",
             &from.to_string(),

@@ -162,6 +162,20 @@ pub enum ErrorCode {
     HostNotAllowed,
     /// The service failed in a way it did not expect (500).
     InternalError,
+    /// A version-1 (HMAC, per-pen key) tag: no longer accepted; the cartridge needs a factory-signed version-2 tag (409).
+    TagV1Unsupported,
+    /// The tag is signed by a key id this pen does not trust (409).
+    TagSignerUnknown,
+    /// The tag is signed by a revoked factory key (409).
+    TagSignerRevoked,
+    /// The tag's factory signature does not verify: a forged or altered identity (409).
+    TagBadSignature,
+    /// The cartridge's chip did not answer a fresh challenge with the key its signed identity names: a copy or a replay (409).
+    ChipChallengeFailed,
+    /// The cartridge's chip counts a use: it was armed before, on this pen or another (409).
+    CartridgeUsedOnChip,
+    /// This backend cannot challenge the cartridge's chip, and the configuration requires it (409).
+    CartridgeChipUnavailable,
 }
 
 impl ErrorCode {
@@ -236,6 +250,13 @@ impl ErrorCode {
         ErrorCode::PersonNameReserved,
         ErrorCode::HostNotAllowed,
         ErrorCode::InternalError,
+        ErrorCode::TagV1Unsupported,
+        ErrorCode::TagSignerUnknown,
+        ErrorCode::TagSignerRevoked,
+        ErrorCode::TagBadSignature,
+        ErrorCode::ChipChallengeFailed,
+        ErrorCode::CartridgeUsedOnChip,
+        ErrorCode::CartridgeChipUnavailable,
     ];
 
     /// The code as it appears on the wire, e.g. `pen_in_use`.
@@ -310,6 +331,13 @@ impl ErrorCode {
             ErrorCode::PersonNameReserved => "person_name_reserved",
             ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::InternalError => "internal_error",
+            ErrorCode::TagV1Unsupported => "tag_v1_unsupported",
+            ErrorCode::TagSignerUnknown => "tag_signer_unknown",
+            ErrorCode::TagSignerRevoked => "tag_signer_revoked",
+            ErrorCode::TagBadSignature => "tag_bad_signature",
+            ErrorCode::ChipChallengeFailed => "chip_challenge_failed",
+            ErrorCode::CartridgeUsedOnChip => "cartridge_used_on_chip",
+            ErrorCode::CartridgeChipUnavailable => "cartridge_chip_unavailable",
         }
     }
 

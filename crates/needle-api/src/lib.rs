@@ -33,7 +33,7 @@ pub use session::{
     ReportPlan, ReportQuery, Session, SessionId, SessionReport, SessionState, SetpointEntry,
     Setpoints, TimelineEntry, UpdateChecklist,
 };
-pub use sim::{Injected, SimAction, SimTruth, StorageFailMode, Ticks, TicksQuery};
+pub use sim::{Injected, PulledChip, SimAction, SimTruth, StorageFailMode, Ticks, TicksQuery};
 pub use status::{
     Backend, ControlStats, ControllerState, Depth, Health, HealthStatus, InterlockInfo,
     MonitorCode, Rate, Status, StorageHealth, Telemetry, TelemetryEvent, Version,

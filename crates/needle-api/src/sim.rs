@@ -54,12 +54,26 @@ pub struct Ticks {
 }
 
 /// `POST /v1/sim/inject`'s answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Injected {
     /// Always true.
     pub ok: bool,
     /// The sim time it was applied at, µs: jigs time reactions from it.
     pub applied_at_us: u64,
+    /// `pull_cartridge` only: the pulled chip, as a jig would carry it to another pen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<PulledChip>,
+}
+
+/// A pulled cartridge's chip: its memory, its key (if it has one) and its use counter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PulledChip {
+    /// The readable memory (the tag), hex.
+    pub tag_hex: String,
+    /// The chip's private key, hex (a sim chip's; absent for a copy).
+    pub chip_secret_hex: Option<String>,
+    /// The use counter.
+    pub counter: u32,
 }
 
 /// How ledger writes fail (`storage_fail`).
@@ -78,14 +92,26 @@ pub enum StorageFailMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SimAction {
-    /// Seat a cartridge with this tag image (hex), or a blank one.
+    /// Seat a cartridge: `tag_hex` is its chip's readable memory; `chip_secret_hex` its
+    /// private key (a genuine chip; without one the part is a memory-only copy that answers
+    /// no challenge); `replay_answer_hex` a forger's part that answers every challenge with
+    /// that recorded answer; `counter` the chip's use counter (default 0).
     SeatCartridge {
         /// The tag's bytes, hex; none for an unreadable tag.
         #[serde(default)]
         tag_hex: Option<String>,
+        /// The chip's P-256 private key, hex (a genuine chip).
+        #[serde(default)]
+        chip_secret_hex: Option<String>,
+        /// A recorded answer the part gives to every challenge, hex (a replaying forgery).
+        #[serde(default)]
+        replay_answer_hex: Option<String>,
+        /// The chip's use counter.
+        #[serde(default)]
+        counter: Option<u32>,
     },
-    /// Seat a fresh cartridge whose tag the service signs with its own key (sim only: a jig
-    /// or the console need not hold the device key). Every field has a default.
+    /// Seat a fresh cartridge provisioned with the published test factory key (sim only: a
+    /// jig or the console need no factory tool). Every field has a default.
     SeatNewCartridge {
         /// Cartridge id, `[A-Za-z0-9-]{1,16}` (default: a random `SIM-` id).
         #[serde(default)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, Needles, TagData};
 use serde_json::{json, Value};
 
 /// A running needled.
@@ -197,10 +197,8 @@ impl Needled {
         }
     }
 
-    /// A signed tag for a new cartridge, with this needled's device key.
-    pub fn tag_hex(&self, id: &str) -> Result<String, String> {
-        let key =
-            DeviceKey::load_or_create(&self.data.join("device.key")).map_err(|e| e.to_string())?;
+    /// The sim injection that seats a new cartridge, provisioned with the test factory key.
+    pub fn seat_body(&self, id: &str) -> Result<Value, String> {
         let data = TagData::new(
             id,
             "LOT-BENCH",
@@ -208,7 +206,9 @@ impl Needled {
             "2099-12-31".parse().map_err(|_| "date")?,
         )
         .map_err(|e| e.to_string())?;
-        Ok(cartridge::to_hex(&cartridge::encode(&data, &key)))
+        Ok(cartridge::provision_test(&data)
+            .map_err(|e| e.to_string())?
+            .seat_json(0))
     }
 
     /// Homes, creates a session, seats and binds a fresh cartridge, arms at `depth_um` and
@@ -218,13 +218,7 @@ impl Needled {
         self.wait_for("homing", Duration::from_secs(20), |s| {
             s["state"] == "Idle" && s["homed"] == true
         })?;
-        let defaults = needled::config::parse("", "defaults").map_err(|e| e.to_string())?;
-        let checklist: serde_json::Map<String, Value> = defaults
-            .session
-            .checklist
-            .iter()
-            .map(|c| (c.id.clone(), Value::Bool(true)))
-            .collect();
+        let checklist = all_checked()?;
         let s = self.ok(
             "POST",
             "/v1/sessions",
@@ -232,13 +226,8 @@ impl Needled {
             Some(json!({ "operator": "bench", "subject_ref": "bench-subject", "area": "body", "checklist": checklist })),
         )?;
         let id = s["id"].as_i64().ok_or("no session id")?;
-        let tag = self.tag_hex("C-BENCH-1")?;
-        self.ok(
-            "POST",
-            "/v1/sim/inject",
-            true,
-            Some(json!({ "action": "seat_cartridge", "tag_hex": tag })),
-        )?;
+        let seat = self.seat_body("C-BENCH-1")?;
+        self.ok("POST", "/v1/sim/inject", true, Some(seat))?;
         self.ok("POST", &format!("/v1/sessions/{id}/cartridge"), false, None)?;
         self.ok(
             "POST",
@@ -260,4 +249,15 @@ impl Needled {
     pub fn truth(&self) -> Result<Value, String> {
         self.ok("GET", "/v1/sim/truth", true, None)
     }
+}
+
+/// Every checklist item of the default configuration, confirmed.
+pub fn all_checked() -> Result<serde_json::Map<String, Value>, String> {
+    let defaults = needled::config::parse("", "defaults").map_err(|e| e.to_string())?;
+    Ok(defaults
+        .session
+        .checklist
+        .iter()
+        .map(|c| (c.id.clone(), Value::Bool(true)))
+        .collect())
 }

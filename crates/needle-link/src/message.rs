@@ -15,8 +15,9 @@ pub const PROTOCOL_VERSION: u16 = 3;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PenId(pub [u8; 8]);
 
-/// Bytes a cartridge tag image holds at most (the rig's 128-byte EEPROM).
-pub const TAG_BYTES: usize = 128;
+/// Bytes a cartridge tag image holds at most: the longest version-2 tag (158 bytes, a
+/// factory-signed identity with the chip's public key), rounded up.
+pub const TAG_BYTES: usize = 160;
 
 /// The image of the seated cartridge's tag, as the pen read it. The host authenticates it;
 /// the pen only carries it.

@@ -1002,7 +1002,8 @@ function wire() {
   $("seat-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const hex = $("tag-hex").value.replace(/\s+/g, "");
-    const body = hex ? { tag_hex: hex } : {};
+    const secret = $("chip-secret").value.trim();
+    const body = hex ? (secret ? { tag_hex: hex, chip_secret_hex: secret } : { tag_hex: hex }) : {};
     sim("seat_cartridge", body, $("sim-seat"), "seat a cartridge", hex ? "cartridge seated" : "cartridge without a readable tag seated");
   });
   $("sim-seat-new").addEventListener("click", (e) =>

@@ -139,6 +139,12 @@ pub(crate) fn known(code: &str) -> ErrorCode {
     ErrorCode::from_code(code).unwrap_or(ErrorCode::StorageError)
 }
 
+impl From<crate::cartridge::ChipError> for ApiError {
+    fn from(e: crate::cartridge::ChipError) -> Self {
+        ApiError::new(409, known(e.code()), e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,12 +186,15 @@ mod tests {
             "tag_unknown_format",
             "tag_truncated",
             "tag_invalid_field",
-            "tag_bad_mac",
+            "tag_v1_unsupported",
+            "tag_signer_unknown",
+            "tag_signer_revoked",
+            "tag_bad_signature",
         ];
         for code in ledger {
             assert_eq!(known(code).as_str(), code);
         }
-        let tag = TagError::BadMac;
+        let tag = TagError::V1Unsupported;
         assert_eq!(ApiError::from(tag.clone()).code.as_str(), tag.code());
     }
 }

@@ -321,7 +321,7 @@ async fn run(
     let (rig, records) = startup::open(&config, open_rig)?;
     let Records {
         store,
-        key,
+        trust,
         tokens,
         token_file,
     } = records;
@@ -335,7 +335,7 @@ async fn run(
     let (control, sim, tags): (
         control::ControlHandle,
         Option<SimBackend>,
-        Box<dyn needled::hal::TagReader>,
+        Box<dyn needled::hal::CartridgeChip>,
     ) = match rig {
         Rig::Sim(sim) => {
             let ctrl = Controller::new(sim.rig.hardware(), core)
@@ -380,11 +380,19 @@ async fn run(
     );
 
     let service = Arc::new(
-        Service::new(control, store, key, tags, policy(&config), sim)
-            .map_err(|e| e.to_string())?
-            .with_service_stall(Duration::from_millis(u64::from(
-                config.control.service_stall_ms,
-            ))),
+        Service::new(
+            control,
+            store,
+            trust,
+            config.cartridge.chip_required,
+            tags,
+            policy(&config),
+            sim,
+        )
+        .map_err(|e| e.to_string())?
+        .with_service_stall(Duration::from_millis(u64::from(
+            config.control.service_stall_ms,
+        ))),
     );
     spawn_heartbeat(
         &service,

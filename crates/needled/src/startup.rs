@@ -1,5 +1,5 @@
 //! The order needled starts in: the hardware first, at its safe levels, and only then the
-//! records (ledger, device key, tokens).
+//! records (ledger, tokens) and the factory keys the tags are checked against.
 //!
 //! A restart after a SIGKILL finds the outputs where the dead process left them, possibly the
 //! motor enabled at a running duty. Opening the hardware drives them safe (every backend
@@ -13,7 +13,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::auth::{Generated, Tokens};
-use crate::cartridge::DeviceKey;
+use crate::cartridge::TrustStore;
 use crate::config::Config;
 use crate::store::{token_hash, Store};
 
@@ -24,8 +24,8 @@ pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
 pub struct Records {
     /// The ledger (`data_dir/needled.db`).
     pub store: Store,
-    /// The device key that authenticates cartridge tags.
-    pub key: DeviceKey,
+    /// The factory public keys cartridge tags are checked against (`[cartridge]`).
+    pub trust: TrustStore,
     /// The API tokens: the configured ones and the ledger's people.
     pub tokens: Tokens,
     /// The file the bootstrap tokens are kept in, if there is one.
@@ -74,10 +74,10 @@ fn ledger_files(db: &Path) -> [PathBuf; 3] {
 }
 
 impl Records {
-    /// Creates the data directory if missing (0700) and opens the ledger, the device key and
-    /// the tokens, each error naming the file. The database and its -wal and -shm, the key
-    /// and the token file are 0600: created so (SQLite gives -wal and -shm the database's
-    /// mode) and corrected here, with a log line, if found looser.
+    /// Creates the data directory if missing (0700) and opens the ledger and the tokens, each
+    /// error naming the file, and builds the trust store of `[cartridge]`. The database and
+    /// its -wal and -shm and the token file are 0600: created so (SQLite gives -wal and -shm
+    /// the database's mode) and corrected here, with a log line, if found looser.
     pub fn open(config: &Config) -> Result<Self, String> {
         let data_dir = &config.service.data_dir;
         private_dir(data_dir)?;
@@ -97,10 +97,10 @@ impl Records {
         for f in ledger_files(&store_path) {
             tighten(&f, 0o600)?;
         }
-        let key_path = config.key_file_path();
-        let key = DeviceKey::load_or_create(&key_path)
-            .map_err(|e| format!("device key {}: {e}", key_path.display()))?;
-        tighten(&key_path, 0o600)?;
+        let trust = config
+            .cartridge
+            .trust_store()
+            .map_err(|(key, reason)| format!("{key}: {reason}"))?;
         tighten(&data_dir.join(crate::tls::KEY_FILE), 0o600)?;
         let token_file = bootstrap_people(config, &mut store)?;
         let people = store
@@ -108,7 +108,7 @@ impl Records {
             .map_err(|e| format!("cannot open ledger {}: {e}", store_path.display()))?;
         Ok(Self {
             store,
-            key,
+            trust,
             tokens: Tokens::new(&config.service.tokens, Some(people))
                 .map_err(|e| format!("people in ledger {}: {e}", store_path.display()))?,
             token_file,
@@ -284,7 +284,6 @@ mod tests {
             dir.join("needled.db-wal"),
             dir.join("needled.db-shm"),
             dir.join(crate::auth::TOKEN_FILE),
-            config.key_file_path(),
         ];
         let records = Records::open(&config).unwrap();
         assert_eq!(mode(&dir), 0o700);

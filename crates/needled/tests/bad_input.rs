@@ -19,7 +19,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, Needles, TagData};
 use needled::store::MAX_REASON_CHARS;
 use serde_json::{json, Value};
 
@@ -138,8 +138,8 @@ fn wait_for(n: &Needled, what: &str, f: impl Fn(&Value) -> bool) {
     }
 }
 
-fn tag_hex(n: &Needled, id: &str) -> String {
-    let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
+/// The sim injection that seats a fresh cartridge `id` (test factory key, chip unused).
+fn seat_body(id: &str) -> Value {
     let data = TagData::new(
         id,
         "LOT-BAD",
@@ -147,7 +147,7 @@ fn tag_hex(n: &Needled, id: &str) -> String {
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    cartridge::to_hex(&cartridge::encode(&data, &key))
+    cartridge::provision_test(&data).unwrap().seat_json(0)
 }
 
 fn checklist() -> Value {
@@ -178,7 +178,7 @@ fn create(n: &Needled, subject: &str) -> i64 {
 }
 
 fn seat(n: &Needled, id: &str) {
-    let body = json!({ "action": "seat_cartridge", "tag_hex": tag_hex(n, id) });
+    let body = seat_body(id);
     ok(n, "POST", "/v1/sim/inject", Auth::Technician, Some(body));
 }
 

@@ -46,6 +46,9 @@ offset_milli = -50000
 [hardware.linux.adc.supply]
 input = 2
 milli_per_volt = 11000
+
+[cartridge.trusted_keys]
+"factory-2026-1" = "02213ee12f85ccd867f8f105f249ca027a2feb7555ffae66c9271d51e38b2e1c87"
 "#;
 
 #[test]
@@ -390,7 +393,58 @@ fn controller_config_uses_units_from_the_key_names() {
     assert_eq!(core.stroke.ramp_time.0, 120_000);
     assert_eq!(core.safety.max_temperature.0, 60_000);
     assert_eq!(core.depth.max_depth.0, 2_500);
-    assert_eq!(c.key_file_path(), c.service.data_dir.join("device.key"));
+}
+
+#[test]
+fn only_the_sim_may_trust_the_test_factory_key() {
+    // The sim defaults trust it.
+    let sim = config::parse("", "t").unwrap();
+    assert!(sim.cartridge.trusts_test_key());
+    assert!(sim.cartridge.chip_required);
+    // The shipped rig examples trust another key and start.
+    for rig in ["pi-rig.toml", "linux-rig.toml", "link-rig.toml"] {
+        let c = config::load(&shipped(rig)).unwrap();
+        assert!(!c.cartridge.trusts_test_key(), "{rig}");
+    }
+    // A rig that trusts the test key, under its own id or another, is refused.
+    let test_pub = "039821883714d4a37e633966865f90c1b9efadf79c595d0dd595c242ab52be22f7";
+    for (rig, text) in [
+        ("linux", LINUX.to_owned()),
+        (
+            "pi",
+            std::fs::read_to_string(shipped("pi-rig.toml")).unwrap(),
+        ),
+    ] {
+        for line in [
+            format!("\"test-factory-1\" = \"{test_pub}\""),
+            format!("\"renamed-1\" = \"{test_pub}\""),
+        ] {
+            let text = text.replace(
+                "\"factory-2026-1\" = \"02213ee12f85ccd867f8f105f249ca027a2feb7555ffae66c9271d51e38b2e1c87\"",
+                &line,
+            );
+            let e = refuse(&text).to_string();
+            assert!(e.contains("cartridge.trusted_keys"), "{rig}: {e}");
+            assert!(e.contains("test factory key"), "{rig}: {e}");
+        }
+    }
+    // The published key's bytes are the test factory key's.
+    assert_eq!(
+        test_pub,
+        hex::encode(needled::cartridge::test_factory_key().public_key())
+    );
+}
+
+#[test]
+fn a_bad_trusted_key_or_key_id_is_a_config_error_naming_it() {
+    for (text, key) in [
+        ("[cartridge.trusted_keys]\n\"k-1\" = \"zz\"\n", "cartridge.trusted_keys.k-1"),
+        ("[cartridge.trusted_keys]\n\"k-1\" = \"02aa\"\n", "cartridge.trusted_keys.k-1"),
+        ("[cartridge.trusted_keys]\n\"bad id\" = \"039821883714d4a37e633966865f90c1b9efadf79c595d0dd595c242ab52be22f7\"\n", "cartridge.trusted_keys.bad id"),
+    ] {
+        let e = refuse(text).to_string();
+        assert!(e.contains(key), "{e}");
+    }
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, Needles, TagData};
 use serde_json::{json, Value};
 
 // ---------------------------------------------------------------- the browser, or a skip
@@ -95,7 +95,6 @@ struct Needled {
     base: String,
     operator: String,
     technician: String,
-    data: PathBuf,
 }
 
 impl Needled {
@@ -148,7 +147,6 @@ impl Needled {
             base,
             operator: token("operator"),
             technician: token("technician"),
-            data: data.to_path_buf(),
         }
     }
 
@@ -170,10 +168,11 @@ impl Needled {
         resp.into_json().unwrap()
     }
 
-    fn make_tag(&self, id: &str, lot: &str) -> String {
-        let key = DeviceKey::load_or_create(&self.data.join("device.key")).unwrap();
+    /// A cartridge provisioned with the test factory key: (tag hex, chip private key hex).
+    fn make_tag(&self, id: &str, lot: &str) -> (String, String) {
         let data = TagData::new(id, lot, Needles::Pins12, "2099-12-31".parse().unwrap()).unwrap();
-        cartridge::to_hex(&cartridge::encode(&data, &key))
+        let made = cartridge::provision_test(&data).unwrap();
+        (made.tag_hex(), made.chip_secret_hex())
     }
 }
 
@@ -491,7 +490,7 @@ async fn console_runs_a_whole_session_on_the_sim_and_clears_an_estop_fault() {
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     let c = open_browser(&browser, &driver, &dir.path().join("profile"), &downloads).await;
-    let tag_hex = n.make_tag("C-BROWSER-1", "LOT-WEB");
+    let (tag_hex, chip_secret) = n.make_tag("C-BROWSER-1", "LOT-WEB");
     let n = &n;
     let driver = &driver;
     let downloads = &downloads;
@@ -527,6 +526,7 @@ async fn console_runs_a_whole_session_on_the_sim_and_clears_an_estop_fault() {
 
         // Seat a cartridge from the sim panel and bind it.
         fill(&c, "#tag-hex", &tag_hex).await;
+        fill(&c, "#chip-secret", &chip_secret).await;
         click(&c, "#sim-seat").await;
         wait_js(&c, "the cartridge interlock to clear", "return document.getElementById('interlock-cartridge_missing').className === 'ok';").await;
         click(&c, "#bind").await;
@@ -846,11 +846,11 @@ async fn the_printed_record_of_a_plan_session_has_every_part_on_a4_and_letter() 
     // The record names the authenticated person (the token's), never the body's "operator".
     let operator = s["operator"].as_str().unwrap().to_owned();
     assert_ne!(operator, "dr-print", "{s}");
-    let tag = n.make_tag("C-PRINT-1", "LOT-PRT");
+    let (tag, chip_secret) = n.make_tag("C-PRINT-1", "LOT-PRT");
     n.tech(
         "POST",
         "/v1/sim/inject",
-        Some(json!({ "action": "seat_cartridge", "tag_hex": tag })),
+        Some(json!({ "action": "seat_cartridge", "tag_hex": tag, "chip_secret_hex": chip_secret })),
     );
     n.tech("POST", &format!("/v1/sessions/{id}/cartridge"), None);
     n.tech(

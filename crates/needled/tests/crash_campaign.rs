@@ -30,7 +30,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, Needles, TagData};
 use rusqlite::OpenFlags;
 use serde_json::{json, Value};
 
@@ -55,7 +55,6 @@ struct Api {
     base: String,
     operator: String,
     technician: String,
-    data: PathBuf,
 }
 
 fn config_file(data: &Path) -> PathBuf {
@@ -112,7 +111,6 @@ fn start(data: &Path) -> Needled {
         base,
         operator: token("operator"),
         technician: token("technician"),
-        data: data.to_path_buf(),
     };
     Needled { child, api }
 }
@@ -164,8 +162,8 @@ impl Api {
         v
     }
 
-    fn tag(&self, id: &str) -> String {
-        let key = DeviceKey::load_or_create(&self.data.join("device.key")).unwrap();
+    /// The sim injection that seats a fresh cartridge `id` (test factory key, chip unused).
+    fn tag(&self, id: &str) -> Value {
         let data = TagData::new(
             id,
             "LOT-CRASH",
@@ -173,7 +171,7 @@ impl Api {
             "2099-12-31".parse().unwrap(),
         )
         .unwrap();
-        cartridge::to_hex(&cartridge::encode(&data, &key))
+        cartridge::provision_test(&data).unwrap().seat_json(0)
     }
 
     /// Reads the event log after `model.last_seq`, acknowledging every event it returns.
@@ -367,12 +365,7 @@ fn try_reuse(api: &Api, model: &Mutex<Model>, rng: &mut Rng, cycle: u32) -> Resu
             may_end: false,
         },
     );
-    let (status, _) = api.call(
-        "POST",
-        "/v1/sim/inject",
-        true,
-        Some(json!({ "action": "seat_cartridge", "tag_hex": api.tag(old) })),
-    )?;
+    let (status, _) = api.call("POST", "/v1/sim/inject", true, Some(api.tag(old)))?;
     assert_eq!(status, 200);
     let (status, v) = api.call("POST", &format!("/v1/sessions/{id}/cartridge"), false, None)?;
     let mut m = model.lock().unwrap();
@@ -471,12 +464,7 @@ fn one_flow(
             }
             Step::Seat => {
                 let tag = api.tag(&cartridge);
-                api.call(
-                    "POST",
-                    "/v1/sim/inject",
-                    true,
-                    Some(json!({ "action": "seat_cartridge", "tag_hex": tag })),
-                )?;
+                api.call("POST", "/v1/sim/inject", true, Some(tag))?;
             }
             Step::Bind => {
                 let (status, v) = api.call("POST", &path("cartridge"), false, None)?;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::thread;
 
-use needled::cartridge::{self, Date, DeviceKey, Needles, Tag, TagData};
+use needled::cartridge::{self, Date, FactoryKey, Needles, Tag, TagData, TrustStore};
 use needled::store::{
     kinds, report_csv, CartridgeLimits, CartridgeState, ChecklistItem, Event, LedgerError,
     NewSession, Now, Override, SessionId, SessionState, Store, StoreError, CSV_HEADER,
@@ -19,8 +19,17 @@ const MINUTE: i64 = 60_000;
 const DAY: i64 = 86_400_000;
 const INTERVAL_28_DAYS: i64 = 28 * DAY;
 
-fn key() -> DeviceKey {
-    DeviceKey::from_bytes([0x5A; 32])
+/// The pen's trust store: the test factory key only.
+fn key() -> TrustStore {
+    let f = cartridge::test_factory_key();
+    let mut t = TrustStore::new();
+    t.trust(f.id(), &f.public_key()).expect("valid");
+    t
+}
+
+/// `data` signed by the test factory key.
+fn encode(data: &TagData) -> Vec<u8> {
+    cartridge::provision_test(data).expect("provisions").tag
 }
 
 fn date(y: u16, m: u8, d: u8) -> Date {
@@ -40,7 +49,7 @@ fn now(unix_ms: i64) -> Now {
 
 fn make_tag(id: &str, lot: &str, needles: Needles, expiry: Date) -> Tag {
     let data = TagData::new(id, lot, needles, expiry).expect("valid tag data");
-    cartridge::parse(&cartridge::encode(&data, &key()), &key()).expect("authentic tag")
+    cartridge::parse(&encode(&data), &key()).expect("authentic tag")
 }
 
 fn cart(id: &str) -> Tag {
@@ -161,7 +170,7 @@ fn tag_hex_form_round_trips_into_the_same_cartridge() {
 #[test]
 fn every_tag_refusal_has_its_stable_code() {
     let data = TagData::new("C-1", "LOT-1", Needles::Nano, date(2027, 1, 1)).expect("valid");
-    let good = cartridge::encode(&data, &key());
+    let good = encode(&data);
 
     let mut bad_magic = good.clone();
     bad_magic[0] ^= 0xFF;
@@ -169,14 +178,38 @@ fn every_tag_refusal_has_its_stable_code() {
     bad_version[4] = 9;
     let mut bad_length = good.clone();
     bad_length[5] = 0;
-    let forged = cartridge::encode(&data, &DeviceKey::from_bytes([1; 32]));
+    let forged = cartridge::provision(
+        &data,
+        &FactoryKey::from_secret(cartridge::TEST_FACTORY_KEY_ID, &[1; 32]).expect("valid"),
+    )
+    .expect("signs")
+    .tag;
+    let unknown = cartridge::provision(
+        &data,
+        &FactoryKey::from_secret("forger", &[1; 32]).expect("valid"),
+    )
+    .expect("signs")
+    .tag;
+    let mut v1 = good.clone();
+    v1[4] = 1;
+    let mut revoked = key();
+    revoked.revoke(cartridge::TEST_FACTORY_KEY_ID);
+    assert_eq!(
+        cartridge::parse(&good, &revoked)
+            .expect_err("refused")
+            .code(),
+        "tag_signer_revoked"
+    );
 
-    let cases: [(&[u8], &str); 5] = [
+    let cases: [(&[u8], &str); 8] = [
         (&bad_magic, "tag_unknown_format"),
         (&bad_version, "tag_unknown_format"),
         (&good[..good.len() - 1], "tag_truncated"),
         (&bad_length, "tag_invalid_field"),
-        (&forged, "tag_bad_mac"),
+        (&forged, "tag_bad_signature"),
+        (&unknown, "tag_signer_unknown"),
+        (&v1, "tag_v1_unsupported"),
+        (&[0xFF; 256], "tag_unknown_format"),
     ];
     for (bytes, expected) in cases {
         let err = cartridge::parse(bytes, &key()).expect_err("refused");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use needle_core::units::{Micrometers, MilliHertz};
 use needle_core::{Command, Controller, ControllerConfig};
 use needle_sim::{Injection, SimParams};
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, FactoryKey, Needles, TagData};
 use needled::control::{self, LoopConfig};
 use needled::hal::sim::SimBackend;
 use needled::session::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
@@ -18,7 +18,7 @@ fn service(
     dir: &std::path::Path,
     time_limit: Duration,
     limits: CartridgeLimits,
-) -> (Service, DeviceKey) {
+) -> (Service, FactoryKey) {
     let sim = SimBackend::new(SimParams::default());
     // Tests share 2 loaded cores with other tests and a browser, and this control thread runs
     // at normal priority (realtime: false): give the dead-man and the tick-gap check a margin
@@ -41,7 +41,9 @@ fn service(
         },
     )
     .unwrap();
-    let key = DeviceKey::from_bytes([3u8; 32]);
+    let key = cartridge::test_factory_key();
+    let mut trust = cartridge::TrustStore::new();
+    trust.trust(key.id(), &key.public_key()).unwrap();
     let policy = Policy {
         areas: BTreeMap::from([("face".to_string(), Micrometers(1_500))]),
         checklist: vec![ChecklistSpec {
@@ -62,7 +64,7 @@ fn service(
     let store = Store::open(&dir.join("ledger.db")).unwrap();
     let tags = Box::new(sim.tag.clone());
     (
-        Service::new(handle, store, key.clone(), tags, policy, Some(sim)).unwrap(),
+        Service::new(handle, store, trust, true, tags, policy, Some(sim)).unwrap(),
         key,
     )
 }
@@ -75,7 +77,7 @@ fn actor() -> Actor {
 }
 
 /// Drives the service to a session bound to a seated cartridge, the axis homed.
-async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
+async fn bound_session(svc: &Service, key: &FactoryKey) -> i64 {
     let a = actor();
     svc.home(&a).await.unwrap();
     wait(svc, |s| s.telemetry.homed).await;
@@ -97,7 +99,7 @@ async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
     let data = TagData::new("C-1", "L-1", Needles::Pins12, "2099-01-01".parse().unwrap()).unwrap();
     svc.sim()
         .unwrap()
-        .seat_cartridge(Some(cartridge::encode(&data, key)));
+        .seat_cartridge(cartridge::provision(&data, key).unwrap().sim_chip(0));
     wait(svc, |s| {
         !s.telemetry
             .interlocks
@@ -110,7 +112,7 @@ async fn bound_session(svc: &Service, key: &DeviceKey) -> i64 {
 
 /// Drives the service to a running session; keeps the dead-man fed and the monitor running
 /// while waiting.
-async fn running_session(svc: &Service, key: &DeviceKey) -> i64 {
+async fn running_session(svc: &Service, key: &FactoryKey) -> i64 {
     let a = actor();
     let id = bound_session(svc, key).await;
     svc.arm(

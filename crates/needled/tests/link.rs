@@ -89,7 +89,6 @@ struct Needled {
     base: String,
     technician: String,
     operator: String,
-    data: PathBuf,
     log: PathBuf,
 }
 
@@ -100,12 +99,20 @@ impl Drop for Needled {
     }
 }
 
+/// This test's own factory key: a rig may not trust the published test key.
+fn factory() -> needled::cartridge::FactoryKey {
+    needled::cartridge::FactoryKey::from_secret("link-test-1", &[0x33; 32]).unwrap()
+}
+
 fn config(tty: &Path, host_timeout_ms: u32) -> String {
     format!(
         "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = {host_timeout_ms}\n\
          [hardware]\nbackend = \"link\"\n\
-         [link]\ndevice = \"{}\"\nlost_after_ms = 200\n",
-        tty.display()
+         [link]\ndevice = \"{}\"\nlost_after_ms = 200\n\
+         [cartridge]\nchip_required = false\n\
+         [cartridge.trusted_keys]\n\"link-test-1\" = \"{}\"\n",
+        tty.display(),
+        hex::encode(factory().public_key())
     )
 }
 
@@ -145,7 +152,6 @@ fn start_needled(data: &Path, config: &str) -> Needled {
         base,
         technician: token("technician"),
         operator: token("operator"),
-        data: data.to_path_buf(),
         log,
     }
 }
@@ -204,10 +210,10 @@ fn wait_health(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value
     }
 }
 
-/// A cartridge tag signed with this needled's device key, as hex.
-fn tag_hex(n: &Needled, id: &str) -> String {
-    use needled::cartridge::{self, DeviceKey, Needles, TagData};
-    let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
+/// A cartridge tag signed with the test factory key, as hex. The pen link carries no chip
+/// commands yet, so this needled runs with `cartridge.chip_required = false`.
+fn tag_hex(_n: &Needled, id: &str) -> String {
+    use needled::cartridge::{self, Needles, TagData};
     let data = TagData::new(
         id,
         "LOT-LINK",
@@ -215,7 +221,7 @@ fn tag_hex(n: &Needled, id: &str) -> String {
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    cartridge::to_hex(&cartridge::encode(&data, &key))
+    cartridge::provision(&data, &factory()).unwrap().tag_hex()
 }
 
 fn checklist() -> Value {

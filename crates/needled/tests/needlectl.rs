@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use needled::cartridge::{self, DeviceKey};
+use needled::cartridge::{self, Needles, TagData};
 use serde_json::Value;
 
 use common::Needled;
@@ -100,37 +100,31 @@ fn a_whole_session_through_the_cli_runs_the_motor_and_spends_the_cartridge() {
         "{idle}"
     );
 
-    // A tag signed offline with the device key the service created in its data directory.
-    let key = n.data.join("device.key");
+    // A cartridge provisioned with the test factory key (as `needle-factory provision` does),
+    // its tag in a file, its chip's key on the command line.
+    let data = TagData::new(
+        "C-0101",
+        "LOT-CLI",
+        Needles::Pins24,
+        "2099-12-31".parse().unwrap(),
+    )
+    .unwrap();
+    let made = cartridge::provision_test(&data).unwrap();
     let tag_file = n.data.join("C-0101.tag");
-    let made = ok(
+    std::fs::write(&tag_file, format!("{}\n", made.tag_hex())).unwrap();
+    let secret = made.chip_secret_hex();
+    assert!(ok(
         &n,
         &[
-            "tag",
-            "make",
-            "--id",
-            "C-0101",
-            "--lot",
-            "LOT-CLI",
-            "--needles",
-            "pins24",
-            "--expiry",
-            "2099-12-31",
-            "--key-file",
-            path(&key),
-            "--output",
+            "sim",
+            "seat",
+            "--tag-file",
             path(&tag_file),
-        ],
-    );
-    assert!(made.contains("C-0101"), "{made}");
-    let hex = std::fs::read_to_string(&tag_file).unwrap();
-    let parsed = cartridge::parse_hex(&hex, &DeviceKey::load_or_create(&key).unwrap())
-        .expect("the service's key accepts it");
-    assert_eq!(
-        (parsed.id(), parsed.lot(), parsed.needles().as_str()),
-        ("C-0101", "LOT-CLI", "pins24")
-    );
-    assert!(ok(&n, &["sim", "seat", "--tag-file", path(&tag_file)]).contains("seated"));
+            "--chip-secret",
+            &secret
+        ]
+    )
+    .contains("seated"));
 
     // The service runs on test.toml, so that is the checklist --all-checked confirms.
     let config = n.data.join("test.toml");
@@ -605,75 +599,67 @@ fn usage_errors_exit_2_without_contacting_the_service() {
 }
 
 #[test]
-fn tags_made_offline_verify_under_their_key_only() {
+fn tag_verify_checks_the_factory_signature_offline_and_tag_make_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("device.key");
-    let other = dir.path().join("other.key");
-    let make = |key: &Path, id: &str, create: bool| {
-        let mut args = vec![
-            "tag",
-            "make",
-            "--id",
-            id,
-            "--lot",
-            "LOT-T",
-            "--needles",
-            "nano",
-            "--expiry",
-            "2001-01-01",
-            "--key-file",
-            path(key),
-        ];
-        if create {
-            args.push("--create-key");
-        }
-        needlectl_in(dir.path(), &args, &[])
-    };
-    // Without --create-key a missing key is a configuration error, not a new key.
-    assert_fails(&make(&key, "C-0200", false), 2, "no_device_key");
-    assert!(!key.exists(), "a key file was created without --create-key");
-    let made = make(&key, "C-0200", true);
-    assert_eq!(made.code, 0, "{made:?}");
-    let hex = made.stdout.trim().to_string();
-    assert!(
-        !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()),
-        "prints the tag's hex: {made:?}"
-    );
-
-    let verified = needlectl_in(
-        dir.path(),
-        &[
-            "--json",
-            "tag",
-            "verify",
-            "--hex",
-            &hex,
-            "--key-file",
-            path(&key),
-        ],
-        &[],
-    );
+    let data = TagData::new(
+        "C-0200",
+        "LOT-T",
+        Needles::Nano,
+        "2001-01-01".parse().unwrap(),
+    )
+    .unwrap();
+    let hex = cartridge::provision_test(&data).unwrap().tag_hex();
+    // Without --config, the built-in defaults: the test factory key.
+    let verified = needlectl_in(dir.path(), &["--json", "tag", "verify", "--hex", &hex], &[]);
     assert_eq!(verified.code, 0, "{verified:?}");
     let v: Value = serde_json::from_str(&verified.stdout).unwrap();
     assert_eq!(
         (
             v["authentic"].as_bool(),
             v["id"].as_str(),
-            v["needles"].as_str()
+            v["needles"].as_str(),
+            v["signer_key_id"].as_str()
         ),
-        (Some(true), Some("C-0200"), Some("nano"))
+        (
+            Some(true),
+            Some("C-0200"),
+            Some("nano"),
+            Some("test-factory-1")
+        )
     );
     assert_eq!(v["expired"], true, "expiry 2001-01-01 is past: {v}");
 
-    assert_eq!(make(&other, "C-0201", true).code, 0);
-    let forged = needlectl_in(
+    // A rig's configuration does not trust the test key: refused, exit 4.
+    let rig = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/linux-rig.toml");
+    let refused = needlectl_in(
         dir.path(),
-        &["tag", "verify", "--hex", &hex, "--key-file", path(&other)],
+        &["tag", "verify", "--hex", &hex, "--config", path(&rig)],
         &[],
     );
-    assert_fails(&forged, 4, "tag_bad_mac");
-    // An id outside the tag's alphabet is refused before anything is signed.
-    assert_eq!(make(&key, "bad id!", false).code, 2);
+    assert_fails(&refused, 4, "tag_signer_unknown");
+    // A forger's key under the trusted id: the signature fails.
+    let forger = cartridge::FactoryKey::from_secret("test-factory-1", &[1; 32]).unwrap();
+    let forged = cartridge::provision(&data, &forger).unwrap().tag_hex();
+    let refused = needlectl_in(dir.path(), &["tag", "verify", "--hex", &forged], &[]);
+    assert_fails(&refused, 4, "tag_bad_signature");
+    // Signing belongs to the factory tool: needlectl has no `tag make` any more.
+    let make = needlectl_in(
+        dir.path(),
+        &[
+            "tag",
+            "make",
+            "--id",
+            "C-1",
+            "--lot",
+            "L",
+            "--needles",
+            "nano",
+            "--expiry",
+            "2099-01-01",
+        ],
+        &[],
+    );
+    assert_eq!(make.code, 2, "{make:?}");
 }
 
 #[test]

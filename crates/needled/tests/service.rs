@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, Needles, TagData};
 use serde_json::{json, Value};
 
 use common::Needled;
@@ -78,19 +78,14 @@ fn wait_for(n: &Needled, what: &str, f: impl Fn(&Value) -> bool) -> Value {
     }
 }
 
-fn make_tag(n: &Needled, id: &str, lot: &str, expiry: &str) -> String {
-    let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
+/// The sim injection that seats a fresh cartridge (test factory key, chip unused).
+fn make_tag(_n: &Needled, id: &str, lot: &str, expiry: &str) -> Value {
     let data = TagData::new(id, lot, Needles::Pins12, expiry.parse().unwrap()).unwrap();
-    cartridge::to_hex(&cartridge::encode(&data, &key))
+    cartridge::provision_test(&data).unwrap().seat_json(0)
 }
 
-fn seat(n: &Needled, tag_hex: &str) {
-    tech(
-        n,
-        "POST",
-        "/v1/sim/inject",
-        Some(json!({ "action": "seat_cartridge", "tag_hex": tag_hex })),
-    );
+fn seat(n: &Needled, body: &Value) {
+    tech(n, "POST", "/v1/sim/inject", Some(body.clone()));
 }
 
 fn create(n: &Needled, subject: &str, area: &str) -> i64 {
@@ -134,7 +129,7 @@ fn running_session(
     lot: &str,
     depth_um: i32,
     rate_mhz: u32,
-) -> (i64, String) {
+) -> (i64, Value) {
     homed(n);
     let id = create(n, subject, area);
     let tag = make_tag(n, cartridge, lot, "2099-12-31");
@@ -335,8 +330,10 @@ fn refusals_have_stable_codes_and_change_nothing() {
         "bound"
     );
     // Counterfeit: a tag signed with another key.
+    // Counterfeit: a tag signed by a forger's key under the trusted key id, on a chip that
+    // answers for its own key (so only the factory signature is wrong).
     let forged = {
-        let key = DeviceKey::from_bytes([7u8; 32]);
+        let forger = cartridge::FactoryKey::from_secret("test-factory-1", &[7u8; 32]).unwrap();
         let data = TagData::new(
             "C-0666",
             "LOT-X",
@@ -344,7 +341,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
             "2099-01-01".parse().unwrap(),
         )
         .unwrap();
-        cartridge::to_hex(&cartridge::encode(&data, &key))
+        cartridge::provision(&data, &forger).unwrap().seat_json(0)
     };
     let id2 = create(&n, "subject-004", "face");
     op(&n, "POST", &format!("/v1/sessions/{id}/end"), None);
@@ -358,7 +355,7 @@ fn refusals_have_stable_codes_and_change_nothing() {
             None
         ))
         .1,
-        "tag_bad_mac"
+        "tag_bad_signature"
     );
     seat(&n, &make_tag(&n, "C-0003", "LOT-C", "2001-01-01"));
     assert_eq!(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, Needles, TagData};
 use serde_json::{json, Value};
 
 use common::Needled;
@@ -136,7 +136,6 @@ fn running_session(n: &Needled, subject: &str, cartridge: &str, depth_um: i32) -
     )["id"]
         .as_i64()
         .unwrap();
-    let key = DeviceKey::load_or_create(&n.data.join("device.key")).unwrap();
     let data = TagData::new(
         cartridge,
         "LOT-IO",
@@ -144,10 +143,7 @@ fn running_session(n: &Needled, subject: &str, cartridge: &str, depth_um: i32) -
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    inject(
-        n,
-        json!({ "action": "seat_cartridge", "tag_hex": cartridge::to_hex(&cartridge::encode(&data, &key)) }),
-    );
+    inject(n, cartridge::provision_test(&data).unwrap().seat_json(0));
     op(n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
     op(
         n,

@@ -20,7 +20,7 @@ use needle_core::units::Micros;
 use needled::config::Config;
 use needled::control::monotonic_now;
 use needled::hal::linux::{self, LinuxRig};
-use needled::hal::TagReader;
+use needled::hal::CartridgeChip;
 use vm_rig::{
     i2c_dev_of_rig, in_guest, pwm_applied, pwm_chip_of_rig, write, SimChip, I2C_PARAMS, RIG_TOML,
 };

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, FactoryKey, Needles, TagData};
 use serde_json::{json, Value};
 use vm_rig::api::{checklist, Api};
 use vm_rig::{i2c_dev_of_rig, pwm_applied, pwm_chip_of_rig, write, SimChip, I2C_PARAMS, RIG_TOML};
@@ -82,6 +82,13 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
         .replace("/dev/i2c-1", i2c_dev.to_str().unwrap())
         .replace("max_age_ms = 50", "max_age_ms = 1000")
         .replace("log_format = \"json\"", "log_format = \"human\"")
+        // The EEPROM rig has no authenticator chip (no ATECC608 driver yet): signatures only,
+        // under this test's own factory key (a rig may not trust the test key).
+        .replace("chip_required = true", "chip_required = false")
+        .replace(
+            "\"factory-2026-1\" = \"02213ee12f85ccd867f8f105f249ca027a2feb7555ffae66c9271d51e38b2e1c87\"",
+            &format!("\"vm-test-1\" = \"{}\"", hex::encode(vm_factory().public_key())),
+        )
         // TCG on a loaded 2-core host stalls the guest for a second or two at times: generous
         // tick gaps and dead-man times (the dead-man itself is tested in the service tests).
         .replace(
@@ -95,8 +102,7 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
     fs::write(&config_path, &config).unwrap();
     needled::config::parse(&config, "vm needled.toml").expect("the rig's config is valid");
 
-    // The cartridge: a tag signed with the pen's device key, programmed into the EEPROM.
-    let key = DeviceKey::load_or_create(&data.join("device.key")).unwrap();
+    // The cartridge: a tag signed with the test's factory key, programmed into the EEPROM.
     let tag_data = TagData::new(
         "CART-VM-1",
         "LOT-VM",
@@ -104,7 +110,7 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    let image = cartridge::encode_image(&tag_data, &key);
+    let image = cartridge::image_of(&cartridge::provision(&tag_data, &vm_factory()).unwrap().tag);
     {
         use embedded_hal::i2c::I2c;
         let mut bus = linux_embedded_hal::I2cdev::new(&i2c_dev).unwrap();
@@ -297,4 +303,9 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
              after SIGKILL the PWM chip still holds duty {duty_after} ns"
         );
     }
+}
+
+/// This test's factory key (a rig may not trust the published test key).
+fn vm_factory() -> FactoryKey {
+    FactoryKey::from_secret("vm-test-1", &[0x44; 32]).unwrap()
 }

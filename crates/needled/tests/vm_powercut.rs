@@ -31,7 +31,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use needled::cartridge::{self, DeviceKey, Needles, TagData};
+use needled::cartridge::{self, FactoryKey, Needles, TagData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -138,15 +138,15 @@ fn rig(test: &str) -> Option<Rig> {
 }
 
 impl Rig {
-    /// A fresh ext4 image holding the data directory with a new device key, which it returns;
-    /// needled and its configuration into the share (vm-boot.sh copies the guest script).
-    fn prepare(&self) -> DeviceKey {
+    /// A fresh ext4 image holding the data directory; needled and its configuration into the
+    /// share (vm-boot.sh copies the guest script). Returns the factory key the sim trusts.
+    fn prepare(&self) -> FactoryKey {
         let _ = fs::remove_dir_all(&self.work);
         let _ = fs::remove_dir_all(&self.share);
         let staging = self.work.join("staging");
         fs::create_dir_all(&staging).unwrap();
         fs::create_dir_all(&self.share).unwrap();
-        let key = DeviceKey::load_or_create(&staging.join("device.key")).unwrap();
+        let key = cartridge::test_factory_key();
         let image = self.work.join("ledger.img");
         let out = Command::new(&self.mkfs)
             .args(["-q", "-F", "-L", "ledger", "-d"])
@@ -375,7 +375,7 @@ fn step(acked: &Mutex<Acked>, name: &'static str) {
 fn drive(
     op: &Api,
     tech: &Api,
-    key: &DeviceKey,
+    key: &FactoryKey,
     acked: &Mutex<Acked>,
     rng: &mut StdRng,
     cycle: u32,
@@ -404,12 +404,8 @@ fn drive(
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    let tag_hex = cartridge::to_hex(&cartridge::encode(&data, key));
-    let (status, v) = tech.try_call(
-        "POST",
-        "/v1/sim/inject",
-        Some(json!({ "action": "seat_cartridge", "tag_hex": tag_hex })),
-    )?;
+    let seat = cartridge::provision(&data, key).unwrap().seat_json(0);
+    let (status, v) = tech.try_call("POST", "/v1/sim/inject", Some(seat))?;
     assert_eq!(status, 200, "seat: {v}");
     step(acked, "bind");
     let (status, v) = op.try_call("POST", &format!("/v1/sessions/{id}/cartridge"), None)?;

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use needled::cartridge::DeviceKey;
+use needled::cartridge::FactoryKey;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{Api, Endpoint};
@@ -42,8 +42,9 @@ pub struct PiConfig {
     /// A copy of the rig's `needled.toml`: the scenarios take the control period, timeouts,
     /// areas and checklist from it.
     pub rig_config: PathBuf,
-    /// A copy of the rig's device key, to sign the test cartridges' tags.
-    pub device_key: PathBuf,
+    /// A factory key file (`needle-factory keygen`) whose public key the rig's needled.toml
+    /// trusts, to provision the test cartridges' tags. Never the key of production cartridges.
+    pub factory_key: PathBuf,
     /// Kills the rig's needled with SIGKILL, e.g. `["ssh", "rig", "sudo", "systemctl",
     /// "kill", "--signal=SIGKILL", "needled"]`. Without it the restart scenario fails.
     #[serde(default)]
@@ -349,7 +350,7 @@ impl Jig for PiJig {
     fn actuate(&mut self, action: Actuation<'_>) -> Result<()> {
         match action {
             Actuation::EStop(pressed) => self.inst.estop_relay.set(pressed),
-            Actuation::SeatCartridge(image) => {
+            Actuation::SeatCartridge(cartridge) => {
                 let writer =
                     self.inst
                         .tag_writer
@@ -359,7 +360,9 @@ impl Jig for PiJig {
                             why: "the jig config has no [pi.tag_eeprom] to write its tag".into(),
                         })?;
                 self.inst.cartridge_relay.set(false)?;
-                writer.write_tag(image)?;
+                // The jig's EEPROM holds a tag, no chip: the rig runs with
+                // cartridge.chip_required = false until the ATECC608 driver exists.
+                writer.write_tag(&needled::cartridge::image_of(&cartridge.tag))?;
                 self.inst.cartridge_relay.set(true)
             }
             Actuation::PullCartridge => self.inst.cartridge_relay.set(false),
@@ -553,18 +556,18 @@ impl Rig for PiRig {
         &self.settings
     }
 
-    fn device_key(&self) -> Result<DeviceKey> {
-        let bytes = std::fs::read(&self.config.device_key)
-            .map_err(|e| HilError::io(&self.config.device_key, e))?;
-        let key: [u8; needled::cartridge::KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
-            HilError::Config(format!(
-                "{}: expected {} bytes, got {}",
-                self.config.device_key.display(),
-                needled::cartridge::KEY_LEN,
-                bytes.len()
-            ))
-        })?;
-        Ok(DeviceKey::from_bytes(key))
+    fn factory_key(&self) -> Result<FactoryKey> {
+        let path = &self.config.factory_key;
+        let text = std::fs::read_to_string(path).map_err(|e| HilError::io(path, e))?;
+        let mut words = text.split_whitespace();
+        let bad = |why: &str| HilError::Config(format!("{}: {why}", path.display()));
+        let (Some(id), Some(secret)) = (words.next(), words.next()) else {
+            return Err(bad(
+                "expected \"ID HEX\" as needle-factory keygen writes it",
+            ));
+        };
+        let secret = hex::decode(secret).map_err(|_| bad("the key is not hex"))?;
+        FactoryKey::from_secret(id, &secret).map_err(|e| bad(&e.to_string()))
     }
 
     fn kill_service(&mut self) -> Result<()> {
@@ -793,8 +796,15 @@ mod tests {
     fn seating_writes_the_tag_first_and_missing_actuators_say_which_key() {
         let bench: Shared = Rc::new(RefCell::new(Bench::default()));
         let mut j = jig(&bench, false);
-        j.actuate(Actuation::SeatCartridge(&[1, 2, 3])).unwrap();
-        assert_eq!(bench.borrow().tag, vec![1, 2, 3]);
+        j.actuate(Actuation::SeatCartridge(&needled::cartridge::Provisioned {
+            chip_secret: [0; 32],
+            tag: vec![1, 2, 3],
+        }))
+        .unwrap();
+        assert_eq!(
+            bench.borrow().tag,
+            needled::cartridge::image_of(&[1, 2, 3]).to_vec()
+        );
         assert!(bench.borrow().cartridge);
         j.actuate(Actuation::PullCartridge).unwrap();
         assert!(!bench.borrow().cartridge);

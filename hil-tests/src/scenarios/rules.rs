@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use needled::cartridge::DeviceKey;
+use needled::cartridge::FactoryKey;
 use serde_json::json;
 
 use super::{deepest_area, mid_rate};
@@ -79,13 +79,14 @@ pub fn refused_cartridges(b: &mut Bench, r: &mut Recorder) -> Result<()> {
         &forged_id,
         &format!("L{forged_id}"),
         "2099-12-31",
-        &DeviceKey::from_bytes(FORGED_KEY),
+        &FactoryKey::from_secret(b.factory_key_id(), &FORGED_KEY)
+            .map_err(|e| crate::error::HilError::Config(e.to_string()))?,
     )?;
     b.seat(&forged)?;
     r.check_refused(
-        "counterfeit cartridge (tag not signed by the device key) refused",
+        "counterfeit cartridge (tag not signed by the factory key) refused",
         b.try_call(Role::Operator, "POST", &bind_path, None),
-        "tag_bad_mac",
+        "tag_bad_signature",
     );
     moved |= b.motor_ever_powered(Duration::from_millis(50))?;
 

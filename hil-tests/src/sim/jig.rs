@@ -195,9 +195,7 @@ impl SimJig {
     fn action_body(action: Actuation<'_>) -> Value {
         match action {
             Actuation::EStop(pressed) => json!({ "action": "estop", "pressed": pressed }),
-            Actuation::SeatCartridge(image) => {
-                json!({ "action": "seat_cartridge", "tag_hex": needled::cartridge::to_hex(image) })
-            }
+            Actuation::SeatCartridge(cartridge) => cartridge.seat_json(0),
             Actuation::PullCartridge => json!({ "action": "pull_cartridge" }),
             Actuation::Jam(on) => json!({ "action": "jam", "on": on }),
             Actuation::CutHostLink(cut) => json!({ "action": "host_silence", "on": cut }),

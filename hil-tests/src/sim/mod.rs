@@ -21,7 +21,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use needled::cartridge::DeviceKey;
+use needled::cartridge::FactoryKey;
 use serde_json::Value;
 
 pub use jig::{SimJig, Truth};
@@ -97,6 +97,12 @@ pub fn sim_config_text(options: &RigOptions) -> String {
     text
 }
 
+/// The factory key the link rig's service trusts (the sim's own test key is refused off the
+/// sim backend).
+fn link_factory_key() -> Result<FactoryKey> {
+    FactoryKey::from_secret("hil-link-1", &[0x4C; 32]).map_err(|e| HilError::Config(e.to_string()))
+}
+
 /// The link rig's pen: a `needle-pen` child process on a pty, its truth on a Unix socket.
 struct LinkPen {
     child: Child,
@@ -155,6 +161,11 @@ impl SimRig {
             text.push_str(&format!(
                 "\n[hardware]\nbackend = \"link\"\n\n[link]\ndevice = \"{}\"\nlost_after_ms = 1000\n",
                 data.path().join("pen.tty").display()
+            ));
+            // The link carries no chip commands yet, and a rig may not trust the test key.
+            text.push_str(&format!(
+                "\n[cartridge]\nchip_required = false\n\n[cartridge.trusted_keys]\n\"hil-link-1\" = \"{}\"\n",
+                hex::encode(link_factory_key()?.public_key())
             ));
             Some(pen)
         } else {
@@ -328,9 +339,12 @@ impl Rig for SimRig {
         &self.settings
     }
 
-    fn device_key(&self) -> Result<DeviceKey> {
-        let path = self.data.path().join("device.key");
-        DeviceKey::load_or_create(&path).map_err(|e| HilError::io(&path, e))
+    fn factory_key(&self) -> Result<FactoryKey> {
+        if self.pen.is_some() {
+            link_factory_key()
+        } else {
+            Ok(needled::cartridge::test_factory_key())
+        }
     }
 
     fn kill_service(&mut self) -> Result<()> {

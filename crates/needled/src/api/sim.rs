@@ -84,6 +84,48 @@ pub(super) fn at_most_10s(ms: u64) -> Result<Duration, ApiError> {
     Ok(Duration::from_millis(ms))
 }
 
+/// The sim chip a `seat_cartridge` injection describes.
+fn sim_chip(
+    tag_hex: &str,
+    secret_hex: Option<&str>,
+    replay_hex: Option<&str>,
+    counter: u32,
+) -> Result<crate::cartridge::SimChip, ApiError> {
+    use crate::cartridge::{from_hex, sim_key, SimAnswers, SimChip};
+    let bad = |what: &str| {
+        ApiError::bad_request(ErrorCode::InvalidRequest, format!("{what} is not valid"))
+    };
+    let answers = match (secret_hex, replay_hex) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidRequest,
+                "give chip_secret_hex or replay_answer_hex, not both",
+            ))
+        }
+        (Some(secret), None) => {
+            let secret = hex::decode(secret.trim()).map_err(|_| bad("chip_secret_hex"))?;
+            sim_key(&secret).ok_or_else(|| bad("chip_secret_hex"))?
+        }
+        (None, Some(answer)) => SimAnswers::Replay(
+            hex::decode(answer.trim())
+                .ok()
+                .filter(|a| a.len() <= 128)
+                .ok_or_else(|| bad("replay_answer_hex"))?,
+        ),
+        (None, None) => SimAnswers::Nothing,
+    };
+    Ok(SimChip {
+        // A malformed `tag_hex` is a bad request (400), not a cartridge the ledger
+        // refuses (409): nothing was seated.
+        memory: from_hex(tag_hex).map_err(|e| ApiError {
+            status: 400,
+            ..ApiError::from(e)
+        })?,
+        answers,
+        counter,
+    })
+}
+
 /// Inject a fault or drive the rig's switches (technicians, sim backend only).
 #[utoipa::path(post, path = "/v1/sim/inject", tag = "sim", request_body = SimAction,
     responses((status = 200, description = "applied", body = wire::Injected)))]
@@ -95,17 +137,22 @@ pub(super) async fn sim_inject(
     use needle_sim::Injection;
     let backend = sim(&s)?;
     let applied_at = match &action {
-        SimAction::SeatCartridge { tag_hex } => {
-            let image = match tag_hex {
-                // A malformed `tag_hex` is a bad request (400), not a cartridge the
-                // ledger refuses (409): nothing was seated.
-                Some(h) => Some(crate::cartridge::from_hex(h).map_err(|e| ApiError {
-                    status: 400,
-                    ..ApiError::from(e)
-                })?),
+        SimAction::SeatCartridge {
+            tag_hex,
+            chip_secret_hex,
+            replay_answer_hex,
+            counter,
+        } => {
+            let chip = match tag_hex {
+                Some(h) => Some(sim_chip(
+                    h,
+                    chip_secret_hex.as_deref(),
+                    replay_answer_hex.as_deref(),
+                    counter.unwrap_or(0),
+                )?),
                 None => None,
             };
-            backend.seat_cartridge(image)
+            backend.seat_cartridge(chip)
         }
         SimAction::SeatNewCartridge {
             id,
@@ -119,12 +166,41 @@ pub(super) async fn sim_inject(
                 })?),
                 None => None,
             };
-            let image =
-                s.service
-                    .sim_tag(id.clone(), lot.clone(), needles.map(Into::into), expiry)?;
-            backend.seat_cartridge(Some(image))
+            let made = s.service.sim_cartridge(
+                id.clone(),
+                lot.clone(),
+                needles.map(Into::into),
+                expiry,
+            )?;
+            let answers = crate::cartridge::sim_key(&made.chip_secret).ok_or_else(|| {
+                ApiError::new(
+                    500,
+                    ErrorCode::InternalError,
+                    "the sim made an invalid chip key",
+                )
+            })?;
+            backend.seat_cartridge(Some(crate::cartridge::SimChip {
+                memory: made.tag,
+                answers,
+                counter: 0,
+            }))
         }
-        SimAction::PullCartridge => backend.pull_cartridge(),
+        SimAction::PullCartridge => {
+            let (at, chip) = backend.pull_cartridge();
+            tracing::info!(actor = %a.name, "sim injection: pull_cartridge");
+            // The pulled chip, as a jig would carry it to another pen: its memory, key and
+            // counter.
+            let pulled = chip.map(|c| needle_api::PulledChip {
+                tag_hex: crate::cartridge::to_hex(&c.memory),
+                chip_secret_hex: c.secret().map(hex::encode),
+                counter: c.counter,
+            });
+            return Ok(Json(wire::Injected {
+                ok: true,
+                applied_at_us: at.0,
+                pulled,
+            }));
+        }
         SimAction::Estop { pressed } => backend.rig.inject(Injection::EStop(*pressed)),
         SimAction::Pedal { pressed } => backend.rig.inject(Injection::Pedal(*pressed)),
         SimAction::Jam { on } => backend.rig.inject(Injection::Jam(*on)),
@@ -208,5 +284,6 @@ pub(super) async fn sim_inject(
     Ok(Json(wire::Injected {
         ok: true,
         applied_at_us: applied_at.0,
+        pulled: None,
     }))
 }

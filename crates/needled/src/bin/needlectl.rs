@@ -457,7 +457,11 @@ fn sim(ctx: &Ctx, cmd: SimCmd) -> Result<(), Failure> {
     let on_off = |on: bool, yes: &str, no: &str| if on { yes.to_string() } else { no.to_string() };
     let (body, done) = match cmd {
         SimCmd::Truth => return ctx.show(&api.get("/v1/sim/truth")?, render::truth),
-        SimCmd::Seat { tag_hex, tag_file } => {
+        SimCmd::Seat {
+            tag_hex,
+            tag_file,
+            chip_secret,
+        } => {
             let hex = match (tag_hex, tag_file) {
                 (Some(h), _) => Some(h.trim().to_string()),
                 (None, Some(f)) => Some(tag_hex_of_file(&f)?),
@@ -469,10 +473,14 @@ fn sim(ctx: &Ctx, cmd: SimCmd) -> Result<(), Failure> {
                 "cartridge seated (its tag does not answer)"
             };
             (
-                json!({ "action": "seat_cartridge", "tag_hex": hex }),
+                json!({ "action": "seat_cartridge", "tag_hex": hex, "chip_secret_hex": chip_secret }),
                 done.to_string(),
             )
         }
+        SimCmd::SeatNew { id, lot } => (
+            json!({ "action": "seat_new_cartridge", "id": id, "lot": lot }),
+            "cartridge seated (provisioned with the sim's test factory key)".to_string(),
+        ),
         SimCmd::Pull => (
             json!({ "action": "pull_cartridge" }),
             "cartridge pulled".to_string(),

@@ -1,42 +1,57 @@
-//! Cartridge tags: the binary format stored in a cartridge's EEPROM.
+//! Cartridge tags: the signed identity stored in a cartridge's authenticator chip.
 //!
-//! A sterile single-use needle cartridge carries a small tag (a 128-byte I2C EEPROM on the
-//! rig, simulated in sim) naming the cartridge, its lot, its needle configuration and its
-//! expiry date, authenticated with HMAC-SHA256 under the device key ([`DeviceKey`], in
-//! `auth.rs`).
+//! A sterile single-use needle cartridge carries an authenticator chip (an ATECC608-class
+//! part on the rig, simulated in sim). Its readable memory holds this tag: the cartridge's
+//! id, lot, needle configuration and expiry, the chip's own P-256 public key, and the
+//! factory's ECDSA P-256 signature over all of it under the factory key named by `key_id`.
+//! Pens hold only factory *public* keys ([`TrustStore`]); the chip's private key never leaves
+//! the chip and answers a fresh challenge at seat and at arm (`chip.rs`), so a copy of this
+//! memory is worth nothing. Threat model: `docs/cartridge-security.md`.
 //!
-//! # Binary format, version 1
+//! # Binary format, version 2
 //!
 //! | bytes | content |
 //! | --- | --- |
 //! | 4 | magic `b"NDLT"` |
-//! | 1 | format version, `1` |
+//! | 1 | format version, `2` |
 //! | 1 + n | id: length `n` (1..=16), then `n` bytes of `[A-Za-z0-9-]` |
 //! | 1 + n | lot: length `n` (1..=16), then `n` bytes of `[A-Za-z0-9-]` |
 //! | 4 | expiry: year (u16, big endian), month (1..=12), day (1..=31) |
 //! | 1 | needle code (see [`Needles::code`]) |
-//! | 32 | HMAC-SHA256 under the device key over every byte before it |
+//! | 1 + n | signer key id: length `n` (1..=16), then `n` bytes of `[A-Za-z0-9-]` |
+//! | 33 | the chip's public key, SEC1 compressed |
+//! | 64 | ECDSA P-256 / SHA-256 signature (`r ‖ s`) by the factory key over every byte before it |
 //!
-//! At most 76 bytes; an EEPROM image ([`encode_image`]) is zero-padded to [`TAG_CAPACITY`].
+//! At most 158 bytes; a memory image ([`image_of`]) is zero-padded to [`TAG_CAPACITY`].
 //! [`parse`] accepts the exact encoding or the padded image, and refuses any byte after the
-//! MAC that is not zero padding, so that every bit of a 128-byte image is covered.
+//! signature that is not zero padding, so that every bit of the image is covered.
+//!
+//! Version 1 (HMAC-SHA256 under a per-pen `device.key`) is refused with
+//! [`TagError::V1Unsupported`] (`tag_v1_unsupported`): any holder of one pen's key could
+//! make valid tags for it. Migration: `docs/cartridge-security.md`.
 //!
 //! [`parse`] never panics: it checks the structure first (magic, version, lengths), then the
-//! MAC (in constant time), and only then interprets the authenticated contents.
+//! signer (known, not revoked) and the signature, and only then interprets the signed contents.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Date, DeviceKey, MAC_LEN};
+use super::trust::{TrustStore, SIGNATURE_LEN};
+use super::Date;
+
+/// Length of the chip's SEC1-compressed P-256 public key.
+pub const CHIP_KEY_LEN: usize = 33;
 
 /// The four bytes every tag starts with.
 pub const TAG_MAGIC: [u8; 4] = *b"NDLT";
 /// The only tag format version this code reads and writes.
-pub const TAG_VERSION: u8 = 1;
-/// Size of the cartridge EEPROM, the largest tag image [`parse`] accepts.
-pub const TAG_CAPACITY: usize = 128;
+pub const TAG_VERSION: u8 = 2;
+/// The retired HMAC format, refused with [`TagError::V1Unsupported`].
+pub const TAG_VERSION_V1: u8 = 1;
+/// Size of the chip's readable identity memory, the largest tag image [`parse`] accepts.
+pub const TAG_CAPACITY: usize = 256;
 /// Longest id or lot, in bytes.
 pub const MAX_FIELD_LEN: usize = 16;
 
@@ -69,10 +84,24 @@ pub enum TagError {
         /// What was wrong.
         reason: &'static str,
     },
-    /// The MAC does not match the contents under this device's key: forged, corrupted, or
-    /// signed for another device.
-    #[error("tag authentication failed")]
-    BadMac,
+    /// A version-1 tag (HMAC under a per-pen device key): no longer accepted.
+    #[error("version-1 (HMAC) tags are no longer accepted: the cartridge needs a factory-signed version-2 tag")]
+    V1Unsupported,
+    /// The tag names a signer key id this pen does not trust.
+    #[error("tag signed by unknown factory key id {key_id:?}")]
+    UnknownSigner {
+        /// The key id the tag names.
+        key_id: String,
+    },
+    /// The tag names a signer key id that is revoked in this pen's configuration.
+    #[error("tag signed by revoked factory key id {key_id:?}")]
+    RevokedSigner {
+        /// The key id the tag names.
+        key_id: String,
+    },
+    /// The signature does not verify under the named factory key: forged or corrupted.
+    #[error("tag signature does not verify")]
+    BadSignature,
 }
 
 impl TagError {
@@ -82,7 +111,10 @@ impl TagError {
             TagError::UnknownFormat { .. } => "tag_unknown_format",
             TagError::Truncated { .. } => "tag_truncated",
             TagError::InvalidField { .. } => "tag_invalid_field",
-            TagError::BadMac => "tag_bad_mac",
+            TagError::V1Unsupported => "tag_v1_unsupported",
+            TagError::UnknownSigner { .. } => "tag_signer_unknown",
+            TagError::RevokedSigner { .. } => "tag_signer_revoked",
+            TagError::BadSignature => "tag_bad_signature",
         }
     }
 }
@@ -259,12 +291,15 @@ pub fn validate_identifier(field: &'static str, value: &str) -> Result<(), TagEr
     Ok(())
 }
 
-/// A tag that was parsed and authenticated under the device key. Only [`parse`] (and
-/// [`parse_hex`]) make one, so holding a `Tag` means its MAC was verified.
+/// A tag that was parsed and whose factory signature verified under a trusted, unrevoked key.
+/// Only [`parse`] (and [`parse_hex`]) make one. It does not prove the chip is genuine: that
+/// is the challenge-response of `chip.rs` against [`Tag::chip_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tag {
     data: TagData,
-    /// The exact encoding (without padding), MAC included.
+    key_id: String,
+    chip_key: [u8; CHIP_KEY_LEN],
+    /// The exact encoding (without padding), signature included.
     bytes: Vec<u8>,
 }
 
@@ -294,7 +329,17 @@ impl Tag {
         self.data.expiry()
     }
 
-    /// The exact encoding of this tag (without EEPROM padding).
+    /// The id of the factory key that signed this tag.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The chip's public key (SEC1 compressed), as signed by the factory.
+    pub fn chip_key(&self) -> &[u8; CHIP_KEY_LEN] {
+        &self.chip_key
+    }
+
+    /// The exact encoding of this tag (without padding).
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes
     }
@@ -309,8 +354,15 @@ impl Tag {
 // Encoding and parsing
 // ---------------------------------------------------------------------------------------------
 
-/// The exact binary encoding of `data`, MAC included (at most 76 bytes).
-pub fn encode(data: &TagData, key: &DeviceKey) -> Vec<u8> {
+/// The bytes a factory signs for `data`, signed by `key_id`, on a chip whose public key is
+/// `chip_key`: every byte of the tag before the signature. `key_id` must be a valid
+/// identifier ([`validate_identifier`]).
+pub fn signed_body(
+    data: &TagData,
+    key_id: &str,
+    chip_key: &[u8; CHIP_KEY_LEN],
+) -> Result<Vec<u8>, TagError> {
+    validate_identifier("key_id", key_id)?;
     let mut out = Vec::with_capacity(TAG_CAPACITY);
     out.extend_from_slice(&TAG_MAGIC);
     out.push(TAG_VERSION);
@@ -323,16 +375,18 @@ pub fn encode(data: &TagData, key: &DeviceKey) -> Vec<u8> {
     out.push(data.expiry.month());
     out.push(data.expiry.day());
     out.push(data.needles.code());
-    let mac = key.sign(&out);
-    out.extend_from_slice(&mac);
-    out
+    out.push(key_id.len() as u8);
+    out.extend_from_slice(key_id.as_bytes());
+    out.extend_from_slice(chip_key);
+    Ok(out)
 }
 
-/// The 128-byte EEPROM image of `data`: [`encode`] followed by zero padding.
-pub fn encode_image(data: &TagData, key: &DeviceKey) -> [u8; TAG_CAPACITY] {
+/// The chip's memory image of a tag's exact encoding: the bytes followed by zero padding to
+/// [`TAG_CAPACITY`] (bytes beyond it are dropped; an encoding is at most 158 bytes).
+pub fn image_of(encoding: &[u8]) -> [u8; TAG_CAPACITY] {
     let mut image = [0u8; TAG_CAPACITY];
-    for (dst, src) in image.iter_mut().zip(encode(data, key)) {
-        *dst = src;
+    for (dst, src) in image.iter_mut().zip(encoding) {
+        *dst = *src;
     }
     image
 }
@@ -373,9 +427,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Parses and authenticates a tag: the exact encoding or a zero-padded image of at most
-/// [`TAG_CAPACITY`] bytes. Never panics, whatever the input.
-pub fn parse(bytes: &[u8], key: &DeviceKey) -> Result<Tag, TagError> {
+/// Parses a tag and verifies its factory signature under `trust`: the exact encoding or a
+/// zero-padded image of at most [`TAG_CAPACITY`] bytes. Never panics, whatever the input.
+pub fn parse(bytes: &[u8], trust: &TrustStore) -> Result<Tag, TagError> {
     // A prefix that disagrees with the magic is another format; one that agrees but is short
     // is a truncated tag.
     let magic_prefix_ok = bytes
@@ -389,44 +443,48 @@ pub fn parse(bytes: &[u8], key: &DeviceKey) -> Result<Tag, TagError> {
     }
     if bytes.len() > TAG_CAPACITY {
         return Err(TagError::UnknownFormat {
-            reason: "longer than the 128-byte tag capacity",
+            reason: "longer than the 256-byte tag capacity",
         });
     }
 
     // 1. Structure.
     let mut reader = Reader { bytes, pos: 0 };
     reader.take(TAG_MAGIC.len())?;
-    if reader.byte()? != TAG_VERSION {
-        return Err(TagError::UnknownFormat {
-            reason: "unsupported format version",
-        });
+    match reader.byte()? {
+        TAG_VERSION => {}
+        TAG_VERSION_V1 => return Err(TagError::V1Unsupported),
+        _ => {
+            return Err(TagError::UnknownFormat {
+                reason: "unsupported format version",
+            })
+        }
     }
     let id = reader.field("id")?;
     let lot = reader.field("lot")?;
     let expiry = reader.take(4)?;
     let needle_code = reader.byte()?;
+    let key_id = reader.field("key_id")?;
+    let chip_key = reader.take(CHIP_KEY_LEN)?;
     let body_len = reader.pos;
-    let mac = reader.take(MAC_LEN)?;
+    let signature = reader.take(SIGNATURE_LEN)?;
     let padding = bytes.get(reader.pos..).unwrap_or_default();
 
-    // 2. Authentication, in constant time, before any content is interpreted.
-    key.verify(bytes.get(..body_len).unwrap_or_default(), mac)?;
+    // 2. Authentication before any content is interpreted: a trusted, unrevoked signer, and
+    //    its signature over every byte before it.
+    let key_id = text("key_id", key_id)?;
+    trust.verify(
+        &key_id,
+        bytes.get(..body_len).unwrap_or_default(),
+        signature,
+    )?;
     if padding.iter().any(|b| *b != 0) {
         return Err(TagError::InvalidField {
             field: "padding",
-            reason: "bytes after the MAC must be zero",
+            reason: "bytes after the signature must be zero",
         });
     }
 
     // 3. Contents.
-    let text = |field: &'static str, raw: &[u8]| -> Result<String, TagError> {
-        let value = std::str::from_utf8(raw).map_err(|_| TagError::InvalidField {
-            field,
-            reason: "not ASCII",
-        })?;
-        validate_identifier(field, value)?;
-        Ok(value.to_owned())
-    };
     let id = text("id", id)?;
     let lot = text("lot", lot)?;
     let invalid_expiry = TagError::InvalidField {
@@ -443,6 +501,16 @@ pub fn parse(bytes: &[u8], key: &DeviceKey) -> Result<Tag, TagError> {
         field: "needles",
         reason: "unknown needle code",
     })?;
+    let chip_key: [u8; CHIP_KEY_LEN] = chip_key.try_into().map_err(|_| TagError::Truncated {
+        needed: body_len,
+        got: bytes.len(),
+    })?;
+    if p256::PublicKey::from_sec1_bytes(&chip_key).is_err() {
+        return Err(TagError::InvalidField {
+            field: "chip_key",
+            reason: "not a P-256 public key",
+        });
+    }
     Ok(Tag {
         data: TagData {
             id,
@@ -450,8 +518,20 @@ pub fn parse(bytes: &[u8], key: &DeviceKey) -> Result<Tag, TagError> {
             needles,
             expiry,
         },
+        key_id,
+        chip_key,
         bytes: bytes.get(..reader.pos).unwrap_or_default().to_vec(),
     })
+}
+
+/// A length-prefixed identifier field as text, checked by [`validate_identifier`].
+fn text(field: &'static str, raw: &[u8]) -> Result<String, TagError> {
+    let value = std::str::from_utf8(raw).map_err(|_| TagError::InvalidField {
+        field,
+        reason: "not ASCII",
+    })?;
+    validate_identifier(field, value)?;
+    Ok(value.to_owned())
 }
 
 /// Lower-case hex text of tag bytes, the tag's form in the HTTP API and the CLI.
@@ -460,12 +540,12 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// The bytes of a tag's hex text (either case; surrounding whitespace ignored). Text that is
-/// not hex, or longer than a 128-byte image, is [`TagError::UnknownFormat`].
+/// not hex, or longer than a 256-byte image, is [`TagError::UnknownFormat`].
 pub fn from_hex(text: &str) -> Result<Vec<u8>, TagError> {
     let text = text.trim();
     if text.len() > TAG_CAPACITY * 2 {
         return Err(TagError::UnknownFormat {
-            reason: "longer than the 128-byte tag capacity",
+            reason: "longer than the 256-byte tag capacity",
         });
     }
     hex::decode(text).map_err(|_| TagError::UnknownFormat {
@@ -474,8 +554,8 @@ pub fn from_hex(text: &str) -> Result<Vec<u8>, TagError> {
 }
 
 /// [`from_hex`] then [`parse`].
-pub fn parse_hex(text: &str, key: &DeviceKey) -> Result<Tag, TagError> {
-    parse(&from_hex(text)?, key)
+pub fn parse_hex(text: &str, trust: &TrustStore) -> Result<Tag, TagError> {
+    parse(&from_hex(text)?, trust)
 }
 
 #[cfg(test)]

@@ -37,7 +37,6 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
@@ -92,7 +91,7 @@ pub struct Config {
     pub areas: BTreeMap<String, AreaConfig>,
     /// `[session]`: treatment session rules.
     pub session: SessionConfig,
-    /// `[cartridge]`: cartridge limits and the tag key.
+    /// `[cartridge]`: cartridge limits, trusted factory keys, the chip requirement.
     pub cartridge: CartridgeConfig,
     /// `[hardware]`: which backend drives the rig, and its pin map.
     pub hardware: HardwareConfig,
@@ -121,14 +120,17 @@ impl Default for Config {
 }
 
 impl Config {
-    /// The device key file: `cartridge.key_file` resolved against `service.data_dir`.
-    pub fn key_file_path(&self) -> PathBuf {
-        self.service.data_dir.join(&self.cartridge.key_file)
-    }
-
     /// Things that are allowed but deserve a line in the log at start-up.
     pub fn warnings(&self) -> Vec<String> {
         // Placeholder tokens, once warned about here, are refused at load.
-        Vec::new()
+        let mut out = Vec::new();
+        if !self.cartridge.chip_required {
+            out.push(
+                "cartridge.chip_required is false: tag signatures are checked, but a copied tag \
+                 or a cartridge used on another pen is not detected"
+                    .to_owned(),
+            );
+        }
+        out
     }
 }

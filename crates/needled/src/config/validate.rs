@@ -20,6 +20,7 @@ impl Config {
         self.validate_areas()?;
         self.validate_cartridge()?;
         self.validate_hardware()?;
+        self.validate_trust()?;
         in_range(
             "sim.motor_load_permille",
             self.sim.motor_load_permille,
@@ -277,10 +278,24 @@ impl Config {
         let c = &self.cartridge;
         in_range("cartridge.max_run_min", c.max_run_min, 1..=600)?;
         in_range("cartridge.max_strokes", c.max_strokes, 1..=100_000_000)?;
-        if c.key_file.as_os_str().is_empty() {
+        c.trust_store()
+            .map_err(|(key, reason)| invalid(key, reason))?;
+        Ok(())
+    }
+
+    /// The test factory key's private half is public: a rig that trusted it would accept
+    /// cartridges anyone can make. Checked after the hardware sections, whose errors come
+    /// first.
+    fn validate_trust(&self) -> Result<(), Invalid> {
+        let backend = self.hardware.backend;
+        if backend != super::hardware::Backend::Sim && self.cartridge.trusts_test_key() {
             return Err(invalid(
-                "cartridge.key_file",
-                "expected a file name, got \"\"",
+                "cartridge.trusted_keys",
+                format!(
+                    "the test factory key (\"{}\") may only be trusted by the sim backend, \
+                     not by \"{backend}\": trust your factory's public key instead",
+                    crate::cartridge::TEST_FACTORY_KEY_ID
+                ),
             ));
         }
         Ok(())

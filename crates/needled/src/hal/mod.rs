@@ -124,18 +124,62 @@ impl HalError {
     }
 }
 
-/// Reads the tag of the seated cartridge (an I2C EEPROM on the rig, simulated in sim).
+/// Why a cartridge chip operation gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ChipFault {
+    /// This backend has no driver for a cartridge authenticator chip (the EEPROM-only rigs,
+    /// the pen link): only the tag can be read.
+    #[error("this backend cannot reach a cartridge authenticator chip")]
+    Unsupported,
+    /// The seated part did not answer the chip command: a memory-only copy, or no chip.
+    #[error("the cartridge did not answer as an authenticator chip")]
+    NoAnswer,
+    /// The bus failed.
+    #[error(transparent)]
+    Hal(#[from] HalError),
+}
+
+/// The seated cartridge's authenticator chip, after the ATECC608/ECC204 pattern: readable
+/// memory holding the signed tag, a private key that never leaves the chip and signs a
+/// challenge, and a monotonic use counter. Backends without a chip driver implement only
+/// [`CartridgeChip::read_tag`]; the rest answer [`ChipFault::Unsupported`].
 ///
-/// Used from the service's async side (on a blocking thread), never from the control thread.
-pub trait TagReader: Send {
+/// Used from the service's async side (on the tag thread), never from the control thread.
+pub trait CartridgeChip: Send {
     /// The raw tag image, or `None` when no tag answers (no cartridge). Parsing and
     /// authentication are the job of [`crate::cartridge`].
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, HalError>;
+
+    /// The chip's answer to `nonce`: its signature of [`crate::cartridge::challenge_digest`]
+    /// with its private key (64 bytes, `r ‖ s`).
+    fn sign_challenge(&mut self, nonce: &[u8; 32]) -> Result<Vec<u8>, ChipFault> {
+        let _ = nonce;
+        Err(ChipFault::Unsupported)
+    }
+
+    /// The chip's monotonic use counter.
+    fn read_counter(&mut self) -> Result<u32, ChipFault> {
+        Err(ChipFault::Unsupported)
+    }
+
+    /// Advances the use counter by one and returns the new value.
+    fn advance_counter(&mut self) -> Result<u32, ChipFault> {
+        Err(ChipFault::Unsupported)
+    }
 }
 
-impl<T: TagReader + ?Sized> TagReader for Box<T> {
+impl<T: CartridgeChip + ?Sized> CartridgeChip for Box<T> {
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, HalError> {
         T::read_tag(self)
+    }
+    fn sign_challenge(&mut self, nonce: &[u8; 32]) -> Result<Vec<u8>, ChipFault> {
+        T::sign_challenge(self, nonce)
+    }
+    fn read_counter(&mut self) -> Result<u32, ChipFault> {
+        T::read_counter(self)
+    }
+    fn advance_counter(&mut self) -> Result<u32, ChipFault> {
+        T::advance_counter(self)
     }
 }
 

@@ -9,12 +9,15 @@ use std::time::Duration;
 use needle_core::units::Micros;
 use needle_sim::{Injection, SimParams, SimRig};
 
+use crate::cartridge::SimChip;
 use crate::control::TickClock;
+use crate::hal::ChipFault;
 
-/// The sim's cartridge tag slot: the EEPROM image of the seated cartridge, if any, and how
-/// long a read takes (a slow I2C bus, injectable).
+/// The sim's cartridge slot: the seated cartridge's authenticator chip (its readable tag,
+/// its key or a forger's stand-in, its use counter), if any, and how long a tag read takes
+/// (a slow I2C bus, injectable).
 #[derive(Debug, Clone, Default)]
-pub struct SimTagSlot(Arc<Mutex<Option<Vec<u8>>>>, Arc<AtomicU64>);
+pub struct SimTagSlot(Arc<Mutex<Option<SimChip>>>, Arc<AtomicU64>);
 
 impl SimTagSlot {
     /// Makes every tag read take `ms` (0: instant).
@@ -24,21 +27,55 @@ impl SimTagSlot {
 
     /// The image of the seated cartridge's tag.
     pub fn read(&self) -> Option<Vec<u8>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.chip().map(|c| c.memory)
     }
 
-    fn set(&self, image: Option<Vec<u8>>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = image;
+    /// The seated cartridge's chip, as it is now (counter included).
+    pub fn chip(&self) -> Option<SimChip> {
+        self.lock().clone()
+    }
+
+    fn set(&self, chip: Option<SimChip>) {
+        *self.lock() = chip;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<SimChip>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl crate::hal::TagReader for SimTagSlot {
+impl crate::hal::CartridgeChip for SimTagSlot {
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, crate::hal::HalError> {
         let delay = self.1.load(Ordering::Acquire);
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
         Ok(self.read())
+    }
+
+    fn sign_challenge(&mut self, nonce: &[u8; 32]) -> Result<Vec<u8>, ChipFault> {
+        self.lock()
+            .as_ref()
+            .and_then(|c| c.answer(nonce))
+            .ok_or(ChipFault::NoAnswer)
+    }
+
+    fn read_counter(&mut self) -> Result<u32, ChipFault> {
+        match self.lock().as_ref() {
+            Some(c) if c.secret().is_some() => Ok(c.counter),
+            _ => Err(ChipFault::NoAnswer),
+        }
+    }
+
+    fn advance_counter(&mut self) -> Result<u32, ChipFault> {
+        match self.lock().as_mut() {
+            // A real counter stops at its limit; so does this one (refused, not wrapped).
+            Some(c) if c.secret().is_some() => {
+                c.counter = c.counter.checked_add(1).ok_or(ChipFault::NoAnswer)?;
+                Ok(c.counter)
+            }
+            _ => Err(ChipFault::NoAnswer),
+        }
     }
 }
 
@@ -60,18 +97,20 @@ impl SimBackend {
         }
     }
 
-    /// Seats a cartridge carrying `image` on its tag (or no readable tag); returns the sim
-    /// time it was seated at.
-    pub fn seat_cartridge(&self, image: Option<Vec<u8>>) -> Micros {
-        self.tag.set(image);
+    /// Seats a cartridge with `chip` (or no readable chip); returns the sim time it was
+    /// seated at.
+    pub fn seat_cartridge(&self, chip: Option<SimChip>) -> Micros {
+        self.tag.set(chip);
         self.rig.inject(Injection::Cartridge(true))
     }
 
-    /// Pulls the cartridge; returns the sim time it was pulled at.
-    pub fn pull_cartridge(&self) -> Micros {
+    /// Pulls the cartridge; returns the sim time it was pulled at and its chip, which keeps
+    /// its state (the use counter) wherever it is seated next.
+    pub fn pull_cartridge(&self) -> (Micros, Option<SimChip>) {
         let at = self.rig.inject(Injection::Cartridge(false));
+        let chip = self.tag.chip();
         self.tag.set(None);
-        at
+        (at, chip)
     }
 
     /// The clock for the control thread: sim time is the monotonic time since start.
@@ -100,11 +139,16 @@ impl TickClock for SimClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cartridge::SimAnswers;
 
     #[test]
     fn seating_and_pulling_sets_switch_and_tag() {
         let sim = SimBackend::new(SimParams::default());
-        sim.seat_cartridge(Some(vec![1, 2, 3]));
+        sim.seat_cartridge(Some(SimChip {
+            memory: vec![1, 2, 3],
+            answers: SimAnswers::Nothing,
+            counter: 0,
+        }));
         assert!(sim.rig.cartridge_seated());
         assert_eq!(sim.tag.read(), Some(vec![1, 2, 3]));
         sim.pull_cartridge();

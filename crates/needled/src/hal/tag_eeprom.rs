@@ -1,14 +1,14 @@
 //! The cartridge tag: [`TagEeprom`] reads the tag image from a 24Cxx I2C EEPROM, as the
-//! service's [`TagReader`].
+//! service's [`CartridgeChip`].
 
 use std::fmt;
 
 use embedded_hal::i2c::{self, Error as _, I2c};
 
-use super::{HalError, TagReader};
+use super::{CartridgeChip, HalError};
 
 /// Size of a cartridge tag image (see `crate::cartridge`).
-pub const TAG_IMAGE_LEN: usize = 128;
+pub const TAG_IMAGE_LEN: usize = crate::cartridge::TAG_CAPACITY;
 
 /// Bytes read per bus transaction.
 const TAG_CHUNK: usize = 16;
@@ -112,7 +112,7 @@ impl<I2C: I2c> TagEeprom<I2C> {
     }
 }
 
-impl<I2C: I2c + Send> TagReader for TagEeprom<I2C> {
+impl<I2C: I2c + Send> CartridgeChip for TagEeprom<I2C> {
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, HalError> {
         self.read_stable()
             .map_err(|e| HalError::device(self.device.clone(), self.key.clone(), e.to_string()))
@@ -186,8 +186,8 @@ mod tests {
             let reads = Arc::clone(&fake.reads);
             let mut tag = TagEeprom::new(fake, 0x50, width, "/dev/i2c-1 0x50", "k");
             let image = tag.read_tag().unwrap().unwrap();
-            assert_eq!(image, (0..128).collect::<Vec<u8>>());
-            assert_eq!(reads.load(Ordering::Relaxed), 16); // 2 x 128 / 16
+            assert_eq!(image, (0..=255).collect::<Vec<u8>>());
+            assert_eq!(reads.load(Ordering::Relaxed), 32); // 2 x 256 / 16
         }
     }
 

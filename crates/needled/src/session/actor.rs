@@ -75,12 +75,13 @@ pub(super) enum Msg {
         answers: Vec<ChecklistItem>,
         reply: Reply<SessionRecord>,
     },
-    /// Arm a bound session; `tag` is the seated cartridge's, read by the handle.
+    /// Arm a bound session; `seated` is the seated cartridge, read and challenged by the
+    /// handle.
     Arm {
         actor: Actor,
         id: SessionId,
         set: Setpoints,
-        tag: Tag,
+        seated: super::seat::Seated,
         reply: Reply<SessionRecord>,
     },
     /// Start or resume the motor.
@@ -138,6 +139,8 @@ pub(super) struct Active {
     /// The first start, on the monotonic clock: the time limit counts from here.
     pub(super) started_at: Option<Micros>,
     pub(super) warned: bool,
+    /// This session advanced the cartridge chip's use counter (at its first arming).
+    pub(super) chip_advanced: bool,
     /// A stop at a limit failed and is being retried (recorded once).
     pub(super) stop_failed: bool,
 }
@@ -156,6 +159,7 @@ impl Active {
             last_stroke_count: None,
             started_at: None,
             warned: false,
+            chip_advanced: false,
             stop_failed: false,
         }
     }
@@ -392,10 +396,10 @@ impl Owner {
                 actor,
                 id,
                 set,
-                tag,
+                seated,
                 reply,
             } => {
-                let _ = reply.send(self.arm(&actor, id, set, tag).await);
+                let _ = reply.send(self.arm(&actor, id, set, seated).await);
             }
             Msg::Start { actor, id, reply } => {
                 let _ = reply.send(self.start(&actor, id).await);

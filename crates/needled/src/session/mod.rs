@@ -37,6 +37,7 @@ mod monitor;
 mod ops;
 mod plans;
 mod rules;
+mod seat;
 mod storage;
 mod types;
 
@@ -46,11 +47,11 @@ use std::time::Duration;
 use needle_core::Command;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::cartridge::{self as tag, DeviceKey, Tag};
+use crate::cartridge::{self as tag, TrustStore};
 use crate::control::ControlHandle;
 use crate::error::{ApiError, ErrorCode};
 use crate::hal::sim::SimBackend;
-use crate::hal::TagReader;
+use crate::hal::CartridgeChip;
 use crate::ledger::Ledger;
 use crate::store::{CartridgeRecord, LedgerError, SessionId, SessionRecord, Store, WriteFaults};
 use crate::worker::Worker;
@@ -84,8 +85,9 @@ pub struct Service {
     control: Arc<ControlHandle>,
     ledger: Ledger,
     write_faults: Option<Arc<WriteFaults>>,
-    key: DeviceKey,
-    tags: Worker<Box<dyn TagReader>>,
+    trust: Arc<TrustStore>,
+    chip_required: bool,
+    tags: Worker<Box<dyn CartridgeChip>>,
     policy: Arc<Policy>,
     sim: Option<SimBackend>,
     /// The session that holds the pen, as the owner last published it.
@@ -104,8 +106,9 @@ impl Service {
     pub fn new(
         control: ControlHandle,
         mut store: Store,
-        key: DeviceKey,
-        tags: Box<dyn TagReader>,
+        trust: TrustStore,
+        chip_required: bool,
+        tags: Box<dyn CartridgeChip>,
         policy: Policy,
         sim: Option<SimBackend>,
     ) -> Result<Self, ApiError> {
@@ -144,7 +147,8 @@ impl Service {
             control,
             ledger,
             write_faults,
-            key,
+            trust: Arc::new(trust),
+            chip_required,
             tags,
             policy,
             sim,
@@ -299,16 +303,16 @@ impl Service {
         .await
     }
 
-    /// A tag image for a fresh sim cartridge, signed with this device's key. Refused unless
-    /// the service runs on the sim backend: on a real rig only the factory signs tags.
-    pub fn sim_tag(
+    /// A fresh sim cartridge, provisioned with the published test factory key (which only
+    /// the sim configuration trusts). Refused unless the service runs on the sim backend.
+    pub fn sim_cartridge(
         &self,
         id: Option<String>,
         lot: Option<String>,
         needles: Option<tag::Needles>,
         expiry: Option<tag::Date>,
-    ) -> Result<Vec<u8>, ApiError> {
-        self.require_sim("sim tags")?;
+    ) -> Result<tag::Provisioned, ApiError> {
+        self.require_sim("sim cartridges")?;
         let now = rules::now()?;
         let id = id.unwrap_or_else(|| format!("SIM-{:08X}", rand::random::<u32>()));
         let expiry = match expiry {
@@ -322,7 +326,7 @@ impl Service {
             needles.unwrap_or(tag::Needles::Pins12),
             expiry,
         )?;
-        Ok(tag::encode(&data, &self.key))
+        Ok(tag::provision_test(&data)?)
     }
 
     /// Creates a session.
@@ -373,28 +377,10 @@ impl Service {
         read_session(&self.ledger, id).await
     }
 
-    /// Reads the seated cartridge's tag on the tag reader's own thread (an I2C transfer),
-    /// never on a tokio worker and never in the session owner.
-    async fn read_tag(&self) -> Result<Tag, ApiError> {
-        let image = self
-            .tags
-            .call(|reader| reader.read_tag())
-            .await
-            .map_err(|e| ApiError::new(500, ErrorCode::TagReadFailed, format!("tag reader: {e}")))?
-            .map_err(|e| {
-                ApiError::new(
-                    503,
-                    ErrorCode::TagReadFailed,
-                    format!("cannot read the cartridge tag: {e}"),
-                )
-            })?
-            .ok_or_else(|| {
-                ApiError::conflict(
-                    ErrorCode::CartridgeMissing,
-                    "no cartridge tag answers: seat a cartridge",
-                )
-            })?;
-        Ok(tag::parse(&image, &self.key)?)
+    /// Reads and checks the seated cartridge on the tag reader's own thread (an I2C
+    /// transfer and the signature checks), never on a tokio worker and never in the owner.
+    async fn read_seated(&self) -> Result<seat::Seated, ApiError> {
+        seat::read_seated(&self.tags, Arc::clone(&self.trust), self.chip_required).await
     }
 
     /// Binds the seated cartridge to a session.
@@ -405,10 +391,25 @@ impl Service {
         id: SessionId,
     ) -> Result<CartridgeRecord, ApiError> {
         // An unknown session is 404 whoever holds the pen: the session is read first.
-        let area = self.session(id).await?.area;
+        let session = self.session(id).await?;
         rules::check_pen_free(self.active_session(), id)?;
         check_writable(&self.storage_health())?;
-        let tag = self.read_tag().await?;
+        let seated = self.read_seated().await?;
+        // A chip that counts a use was armed before, on this pen or another: refused before
+        // the ledger sees it, so nothing is registered. A session that cannot take a
+        // cartridge at all gets the ledger's own refusal (`session_wrong_state`) instead.
+        // A cartridge this ledger already knows as in use or spent gets the ledger's refusal.
+        if let Some(chip) = &seated.chip {
+            if chip.counter != 0 && session.state == crate::store::SessionState::Created {
+                let (key, limits) = (seated.tag.id().to_owned(), self.policy.limits);
+                let known = self.read(move |st| st.cartridge(&key, &limits)).await?;
+                if known.is_none_or(|c| c.state == tag::CartridgeState::New) {
+                    return Err(seat::used_on_chip(seated.tag.id(), chip.counter));
+                }
+            }
+        }
+        let tag = seated.tag;
+        let area = session.area;
         // The owner checks the pen again before it is taken; the ledger binds a cartridge
         // once and a session once.
         let actor = actor.clone();
@@ -435,13 +436,13 @@ impl Service {
         check_writable(&self.storage_health())?;
         // The tag is read before the owner is asked: a slow I2C read must not hold up the
         // monitor. The owner checks the cartridge against the ledger.
-        let tag = self.read_tag().await?;
+        let seated = self.read_seated().await?;
         let actor = actor.clone();
         self.ask(|reply| Msg::Arm {
             actor,
             id,
             set,
-            tag,
+            seated,
             reply,
         })
         .await

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::actor::{core_armed, Active, Owner};
 use super::rules;
+use super::seat::{self, Seated, SeatedChip};
 use super::storage::ledger_error;
 use super::types::{Actor, Setpoints};
 use super::{read_session, unix_ms};
@@ -205,14 +206,18 @@ impl Owner {
         }
     }
 
-    /// Arms a bound session with its setpoints; `tag` is the seated cartridge's.
+    /// Arms a bound session with its setpoints; `seated` is the seated cartridge, its chip
+    /// challenged by the handle. The chip's use counter is advanced before the first arming,
+    /// after every other check, so a refused arm leaves it as it was.
     pub(super) async fn arm(
         &mut self,
         actor: &Actor,
         id: SessionId,
         set: Setpoints,
-        tag: Tag,
+        seated: Seated,
     ) -> Result<SessionRecord, ApiError> {
+        let Seated { tag, chip } = seated;
+        let cartridge_id = tag.id().to_owned();
         let session = self.session(id).await?;
         let active = self.require_active(id)?;
         rules::require_monitor(self.stamp.health())?;
@@ -255,6 +260,9 @@ impl Owner {
                 c.remaining_strokes.saturating_sub(active.unflushed_strokes),
             )
         });
+        if let Some(chip) = chip {
+            self.use_chip(&active, &cartridge_id, chip).await?;
+        }
         let arm = Command::Arm {
             depth,
             rate: MilliHertz(rate),
@@ -278,6 +286,39 @@ impl Owner {
             })
             .await?;
         self.session(id).await
+    }
+
+    /// The chip's use counter at arming: 0 before this session's first arming (then advanced
+    /// to 1 before the needles can move), 1 after it; anything else is a use this session did
+    /// not make (another pen, or a ledger rolled back), refused as `cartridge_used_on_chip`.
+    async fn use_chip(
+        &mut self,
+        active: &Active,
+        cartridge: &str,
+        chip: SeatedChip,
+    ) -> Result<(), ApiError> {
+        match (active.chip_advanced, chip.counter) {
+            (true, 1) => Ok(()),
+            (false, 0) => {
+                let advanced = chip
+                    .worker
+                    .call(|c| c.advance_counter())
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(500, ErrorCode::TagReadFailed, format!("tag reader: {e}"))
+                    })?
+                    .map_err(seat::chip_fault)?;
+                if advanced != 1 {
+                    return Err(seat::used_on_chip(cartridge, advanced));
+                }
+                if let Some(a) = self.active.as_mut() {
+                    a.chip_advanced = true;
+                }
+                tracing::info!(cartridge, "cartridge chip use counter advanced to 1");
+                Ok(())
+            }
+            (_, counter) => Err(seat::used_on_chip(cartridge, counter)),
+        }
     }
 
     /// The checks every change to a session's arming starts with: while the ledger cannot

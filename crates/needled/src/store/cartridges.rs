@@ -208,14 +208,17 @@ pub(super) fn register(
     session_id: Option<SessionId>,
 ) -> Result<(), LedgerError> {
     conn.execute(
-        "INSERT INTO cartridges (id, lot, needles, expiry, state, registered_at_ms)
-         VALUES (?1, ?2, ?3, ?4, 'new', ?5)",
+        "INSERT INTO cartridges (id, lot, needles, expiry, state, registered_at_ms,
+                                 signer_key_id, chip_public_key)
+         VALUES (?1, ?2, ?3, ?4, 'new', ?5, ?6, ?7)",
         params![
             tag.id(),
             tag.lot(),
             tag.needles().as_str(),
             tag.expiry().to_string(),
-            now_ms
+            now_ms,
+            tag.key_id(),
+            tag.chip_key().as_slice()
         ],
     )?;
     let mut event = Event::new(now_ms, SYSTEM_ACTOR, kinds::CARTRIDGE_REGISTERED)
@@ -224,6 +227,8 @@ pub(super) fn register(
             "lot": tag.lot(),
             "needles": tag.needles(),
             "expiry": tag.expiry(),
+            "signer_key_id": tag.key_id(),
+            "chip_public_key": hex::encode(tag.chip_key()),
         }));
     event.session_id = session_id;
     events::insert(conn, &event)?;

@@ -24,7 +24,12 @@ pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
 
 /// The schema's steps: version n is the first n of them. Each step is self-contained (it
 /// only adds), so a new one goes at the end.
-const STEPS: [&str; 3] = [SCHEMA_V1, SCHEMA_V2_PLANS, SCHEMA_V3_PEOPLE];
+const STEPS: [&str; 4] = [
+    SCHEMA_V1,
+    SCHEMA_V2_PLANS,
+    SCHEMA_V3_PEOPLE,
+    SCHEMA_V4_CARTRIDGE_SIGNER,
+];
 
 /// Version 1 of the schema.
 const SCHEMA_V1: &str = r#"
@@ -343,6 +348,20 @@ BEGIN
 END;
 "#;
 
+/// Version 4: a cartridge's signer (the factory key id) and its chip's public key, as the
+/// verified tag named them; fixed once written, like the rest of its identity. Rows from
+/// before (version-1 HMAC tags) keep NULL.
+const SCHEMA_V4_CARTRIDGE_SIGNER: &str = r#"
+ALTER TABLE cartridges ADD COLUMN signer_key_id TEXT;
+ALTER TABLE cartridges ADD COLUMN chip_public_key BLOB;
+
+CREATE TRIGGER cartridges_signer_fixed
+BEFORE UPDATE OF signer_key_id, chip_public_key ON cartridges
+BEGIN
+    SELECT RAISE(ABORT, 'a cartridge''s signer and chip key are fixed');
+END;
+"#;
+
 /// Brings the schema of `conn` to [`SCHEMA_VERSION`] in one immediate transaction (so two
 /// processes opening a new file at once cannot both create it).
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -443,6 +462,37 @@ mod tests {
                 []
             )
             .is_err());
+    }
+
+    #[test]
+    fn a_version_1_ledger_gains_the_signer_columns_and_keeps_its_rows() {
+        let mut conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(SCHEMA_V1).expect("v1");
+        conn.pragma_update(None, "user_version", 1).expect("pragma");
+        conn.execute(
+            "INSERT INTO cartridges (id, lot, needles, expiry, state, registered_at_ms)
+             VALUES ('OLD-1', 'LOT', 'pins12', '2099-12-31', 'new', 1)",
+            [],
+        )
+        .expect("old row");
+        migrate(&mut conn).expect("1 -> latest");
+        let signer: Option<String> = conn
+            .query_row(
+                "SELECT signer_key_id FROM cartridges WHERE id = 'OLD-1'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("row kept");
+        assert_eq!(signer, None);
+        conn.execute(
+            "UPDATE cartridges SET signer_key_id = 'k' WHERE id = 'OLD-1'",
+            [],
+        )
+        .expect_err("the signer is fixed");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .expect("pragma");
+        assert_eq!(version, SCHEMA_VERSION);
     }
 
     #[test]

@@ -105,3 +105,27 @@ pub fn call_with(
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
+
+/// Every checklist item of the default configuration, confirmed.
+pub fn all_checked() -> Value {
+    let config = needled::config::parse("", "defaults").expect("the defaults parse");
+    Value::Object(
+        config
+            .session
+            .checklist
+            .iter()
+            .map(|c| (c.id.clone(), Value::Bool(true)))
+            .collect(),
+    )
+}
+
+/// [`call_with`] under the name the cartridge tests use.
+pub fn call(
+    n: &Needled,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    call_with(n, method, path, token, body)
+}

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
-use needled::cartridge::{Date, Needles};
 
 use crate::client::TokenRole;
 
@@ -408,12 +407,26 @@ pub enum SimCmd {
     /// Seat a cartridge; its tag from --tag-hex or --tag-file, else a cartridge whose tag does
     /// not answer
     Seat {
-        /// The tag as hex text (e.g. from `tag make`)
+        /// The tag as hex text (e.g. from `needle-factory provision`)
         #[arg(long, value_name = "HEX", conflicts_with = "tag_file")]
         tag_hex: Option<String>,
-        /// A file with the tag: hex text (as `tag make --output` writes) or raw bytes
+        /// A file with the tag: hex text or raw bytes
         #[arg(long, value_name = "FILE")]
         tag_file: Option<PathBuf>,
+        /// The sim chip's private key (hex, `chip_secret_hex` of `needle-factory provision`);
+        /// without it the part is a copied tag with no key, which fails the chip's challenge
+        #[arg(long, value_name = "HEX")]
+        chip_secret: Option<String>,
+    },
+    /// Seat a fresh cartridge provisioned with the sim's test factory key (sim only; a
+    /// genuine chip, counter 0)
+    SeatNew {
+        /// Cartridge id, `[A-Za-z0-9-]{1,16}` (default: a random `SIM-` id)
+        #[arg(long)]
+        id: Option<String>,
+        /// Lot, `[A-Za-z0-9-]{1,16}`
+        #[arg(long)]
+        lot: Option<String>,
     },
     /// Pull the cartridge out (mid-session this spends it and ends the session)
     Pull,
@@ -506,62 +519,11 @@ impl WaitState {
     }
 }
 
-/// Needle configurations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum NeedlesArg {
-    /// 12 pins.
-    Pins12,
-    /// 24 pins.
-    Pins24,
-    /// 36 pins.
-    Pins36,
-    /// 42 pins.
-    Pins42,
-    /// Nano (needle-free) tip.
-    Nano,
-}
-
-impl From<NeedlesArg> for Needles {
-    fn from(n: NeedlesArg) -> Needles {
-        match n {
-            NeedlesArg::Pins12 => Needles::Pins12,
-            NeedlesArg::Pins24 => Needles::Pins24,
-            NeedlesArg::Pins36 => Needles::Pins36,
-            NeedlesArg::Pins42 => Needles::Pins42,
-            NeedlesArg::Nano => Needles::Nano,
-        }
-    }
-}
-
-/// `tag ...`
+/// `tag ...`: tags are made by the factory tool (`needle-factory provision`), never here.
 #[derive(Debug, Subcommand)]
 pub enum TagCmd {
-    /// Make a cartridge tag signed with the device key (for jigs and tests); prints its hex
-    Make {
-        /// Cartridge id: 1 to 16 of A-Z a-z 0-9 -
-        #[arg(long)]
-        id: String,
-        /// Production lot: 1 to 16 of A-Z a-z 0-9 -
-        #[arg(long)]
-        lot: String,
-        /// Needle configuration
-        #[arg(long, value_enum)]
-        needles: NeedlesArg,
-        /// Last day of use, YYYY-MM-DD
-        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
-        expiry: Date,
-        /// The device key (needled creates it in its data directory on first start)
-        #[arg(long, value_name = "FILE", default_value = "data/device.key")]
-        key_file: PathBuf,
-        /// Create the key file if it does not exist (provisioning a new device only: tags
-        /// signed with a new key are refused by every device that has another key)
-        #[arg(long)]
-        create_key: bool,
-        /// Write the tag's hex to this file instead of stdout
-        #[arg(long, value_name = "FILE")]
-        output: Option<PathBuf>,
-    },
-    /// Verify a tag against the device key and show its contents (exit 4 if refused)
+    /// Verify a tag's factory signature against the keys a configuration trusts and show its
+    /// contents (exit 4 if refused). The chip's challenge is the pen's job, at seat and arm
     #[command(group(ArgGroup::new("tag").args(["hex", "file"]).required(true)))]
     Verify {
         /// The tag as hex text
@@ -570,9 +532,10 @@ pub enum TagCmd {
         /// A file with the tag: hex text or raw bytes
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
-        /// The device key
-        #[arg(long, value_name = "FILE", default_value = "data/device.key")]
-        key_file: PathBuf,
+        /// The needled configuration whose `[cartridge]` keys to trust (default: the built-in
+        /// defaults, which trust the test factory key only)
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -601,10 +564,6 @@ pub fn parse_rate_hz(text: &str) -> Result<u32, String> {
         .and_then(|w| w.checked_add(frac_mhz))
         .unwrap_or(u64::MAX);
     u32::try_from(mhz).map_err(|_| format!("'{text}' is too large"))
-}
-
-fn parse_date(text: &str) -> Result<Date, String> {
-    text.parse::<Date>().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
-//! `needlectl tag`: cartridge tags made and verified offline with the device key, and tag
-//! files read as hex.
+//! `needlectl tag`: cartridge tags verified offline against the factory keys a configuration
+//! trusts, and tag files read as hex. Making tags is the factory tool's job.
 
 use std::path::Path;
 
-use needled::cartridge::{self, Date, DeviceKey, TagData};
+use needled::cartridge::{self, Date};
 use serde_json::json;
 
 use crate::cli::TagCmd;
@@ -28,78 +28,32 @@ pub(crate) fn tag_hex_of_file(path: &Path) -> Result<String, Failure> {
     Ok(text.trim().to_string())
 }
 
-/// Loads the device key; creates it only when asked to.
-pub(crate) fn device_key(path: &Path, create: bool) -> Result<DeviceKey, Failure> {
-    if !create && !path.exists() {
-        return Err(Failure::usage("no_device_key", format!("device key file {} does not exist", path.display())).hint(
-            "needled creates it in its data directory on first start: pass --key-file <data-dir>/device.key",
-        ));
-    }
-    DeviceKey::load_or_create(path).map_err(|e| {
-        Failure::usage(
-            "bad_device_key",
-            format!("device key {}: {e}", path.display()),
-        )
-    })
-}
-
 pub(crate) fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
     match cmd {
-        TagCmd::Make {
-            id,
-            lot,
-            needles,
-            expiry,
-            key_file,
-            create_key,
-            output,
-        } => {
-            let data = TagData::new(id, lot, needles.into(), expiry)
-                .map_err(|e| Failure::usage(e.code(), e.to_string()))?;
-            let key = device_key(&key_file, create_key)?;
-            let hex = cartridge::to_hex(&cartridge::encode(&data, &key));
-            let described = json!({
-                "hex": hex, "id": data.id(), "lot": data.lot(),
-                "needles": data.needles().as_str(), "expiry": data.expiry().to_string(),
-            });
-            if let Some(file) = &output {
-                std::fs::write(file, format!("{hex}\n")).map_err(|e| {
-                    Failure::local(
-                        "output_failed",
-                        format!("cannot write the tag to {}: {e}", file.display()),
-                    )
-                })?;
-            }
-            match (ctx.json, &output) {
-                (true, _) => emit(&described.to_string()),
-                (false, None) => emit(&hex),
-                (false, Some(file)) => emit(&format!(
-                    "tag {} (lot {}, {}, expires {}) written to {}",
-                    data.id(),
-                    data.lot(),
-                    data.needles(),
-                    data.expiry(),
-                    file.display()
-                )),
-            }
-        }
-        TagCmd::Verify {
-            hex,
-            file,
-            key_file,
-        } => {
+        TagCmd::Verify { hex, file, config } => {
             let hex = match (hex, file) {
                 (Some(h), _) => h,
                 (None, Some(f)) => tag_hex_of_file(&f)?,
                 (None, None) => return Err(Failure::usage("no_tag", "give --hex or --file")),
             };
-            let key = device_key(&key_file, false)?;
-            let tag = cartridge::parse_hex(&hex, &key)
+            let cartridge_config = match &config {
+                Some(path) => {
+                    needled::config::load(path)
+                        .map_err(|e| Failure::usage("config_invalid", e.to_string()))?
+                        .cartridge
+                }
+                None => needled::config::CartridgeConfig::default(),
+            };
+            let trust = cartridge_config.trust_store().map_err(|(key, reason)| {
+                Failure::usage("config_invalid", format!("{key}: {reason}"))
+            })?;
+            let tag = cartridge::parse_hex(&hex, &trust)
                 .map_err(|e| Failure::new(Exit::Refused, e.code(), e.to_string()))?;
             let today = Date::from_unix_ms(needled::session::unix_ms());
             let expired = today.is_some_and(|t| tag.expiry() < t);
             let v = json!({
-                "authentic": true, "id": tag.id(), "lot": tag.lot(), "needles": tag.needles().as_str(),
+                "authentic": true, "signer_key_id": tag.key_id(),
+                "chip_public_key": hex::encode(tag.chip_key()), "id": tag.id(), "lot": tag.lot(), "needles": tag.needles().as_str(),
                 "expiry": tag.expiry().to_string(), "expired": expired,
             });
             if ctx.json {
@@ -108,8 +62,9 @@ pub(crate) fn tag_cmd(ctx: &Ctx, cmd: TagCmd) -> Result<(), Failure> {
             let mut kv = render::Kv::new();
             kv.add(
                 "tag",
-                format!("authentic (signed with {})", key_file.display()),
+                format!("signature verified (factory key {})", tag.key_id()),
             )
+            .add("chip key", hex::encode(tag.chip_key()))
             .add("cartridge", tag.id())
             .add("lot", tag.lot())
             .add("needles", tag.needles().as_str())

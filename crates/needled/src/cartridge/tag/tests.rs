@@ -1,11 +1,33 @@
-//! Unit and property tests of the tag format (`cartridge/tag.rs`).
+//! Unit and property tests of the tag format (`cartridge/tag.rs`) and its signature.
 
 use super::*;
-use crate::cartridge::KEY_LEN;
+use crate::cartridge::{test_factory_key, FactoryKey, TrustStore};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
 use proptest::prelude::*;
 
-fn key() -> DeviceKey {
-    DeviceKey::from_bytes([7u8; KEY_LEN])
+fn trust() -> TrustStore {
+    let f = test_factory_key();
+    let mut t = TrustStore::new();
+    t.trust(f.id(), &f.public_key()).expect("valid key");
+    t
+}
+
+fn chip_key() -> [u8; CHIP_KEY_LEN] {
+    FactoryKey::from_secret("chip", &[9; 32])
+        .expect("valid scalar")
+        .public_key()
+}
+
+/// The test factory's signed tag of `data`.
+fn encode(data: &TagData) -> Vec<u8> {
+    test_factory_key()
+        .sign_tag(data, &chip_key())
+        .expect("signs")
+}
+
+fn encode_image(data: &TagData) -> [u8; TAG_CAPACITY] {
+    image_of(&encode(data))
 }
 
 fn date(y: u16, m: u8, d: u8) -> Date {
@@ -16,11 +38,13 @@ fn sample() -> TagData {
     TagData::new("CART-0001", "LOT-A7", Needles::Pins36, date(2027, 6, 30)).expect("valid")
 }
 
-/// A tag image with a correct MAC over arbitrary body bytes (to test content checks
-/// that only run after authentication).
-fn signed(body: &[u8], key: &DeviceKey) -> Vec<u8> {
+/// A tag with a correct factory signature over arbitrary body bytes (to test content
+/// checks that only run after authentication).
+fn signed(body: &[u8]) -> Vec<u8> {
+    let key = SigningKey::from_slice(&test_factory_key().secret()).expect("valid");
+    let signature: Signature = key.sign(body);
     let mut out = body.to_vec();
-    out.extend_from_slice(&key.sign(body));
+    out.extend_from_slice(&signature.to_bytes());
     out
 }
 
@@ -33,25 +57,34 @@ fn body(id: &[u8], lot: &[u8], expiry: [u8; 4], needle_code: u8) -> Vec<u8> {
     out.extend_from_slice(lot);
     out.extend_from_slice(&expiry);
     out.push(needle_code);
+    let key_id = crate::cartridge::TEST_FACTORY_KEY_ID.as_bytes();
+    out.push(key_id.len() as u8);
+    out.extend_from_slice(key_id);
+    out.extend_from_slice(&chip_key());
     out
 }
 
 #[test]
 fn encode_then_parse_round_trips_exact_and_padded_forms() {
     let data = sample();
-    let exact = encode(&data, &key());
-    assert_eq!(exact.len(), 4 + 1 + 1 + 9 + 1 + 6 + 4 + 1 + MAC_LEN);
-    let tag = parse(&exact, &key()).expect("exact form parses");
+    let exact = encode(&data);
+    assert_eq!(
+        exact.len(),
+        4 + 1 + 1 + 9 + 1 + 6 + 4 + 1 + 15 + CHIP_KEY_LEN + SIGNATURE_LEN
+    );
+    let tag = parse(&exact, &trust()).expect("exact form parses");
+    assert_eq!(tag.key_id(), "test-factory-1");
+    assert_eq!(tag.chip_key(), &chip_key());
     assert_eq!(tag.data(), &data);
     assert_eq!(tag.as_bytes(), exact.as_slice());
 
-    let image = encode_image(&data, &key());
-    let padded = parse(&image, &key()).expect("padded image parses");
+    let image = encode_image(&data);
+    let padded = parse(&image, &trust()).expect("padded image parses");
     assert_eq!(padded, tag);
 }
 
 #[test]
-fn longest_tag_fits_the_eeprom() {
+fn longest_tag_fits_the_chip_memory_and_the_link() {
     let data = TagData::new(
         "A".repeat(16),
         "B".repeat(16),
@@ -59,26 +92,30 @@ fn longest_tag_fits_the_eeprom() {
         date(9999, 12, 31),
     )
     .expect("valid");
-    let bytes = encode(&data, &key());
-    assert_eq!(bytes.len(), 76);
+    let key = FactoryKey::from_secret(&"K".repeat(16), &[3; 32]).expect("valid");
+    let bytes = key.sign_tag(&data, &chip_key()).expect("signs");
+    assert_eq!(bytes.len(), 158);
     assert!(bytes.len() <= TAG_CAPACITY);
-    assert_eq!(parse(&bytes, &key()).expect("parses").data(), &data);
+    assert!(bytes.len() <= needle_link::TAG_BYTES);
+    let mut trust = trust();
+    trust.trust(key.id(), &key.public_key()).expect("valid");
+    assert_eq!(parse(&bytes, &trust).expect("parses").data(), &data);
 }
 
 #[test]
 fn hex_form_round_trips_and_ignores_case_and_whitespace() {
-    let tag = parse(&encode(&sample(), &key()), &key()).expect("parses");
+    let tag = parse(&encode(&sample()), &trust()).expect("parses");
     let text = tag.to_hex();
     assert!(text
         .bytes()
         .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
-    let again = parse_hex(&format!("  {}\n", text.to_uppercase()), &key()).expect("parses");
+    let again = parse_hex(&format!("  {}\n", text.to_uppercase()), &trust()).expect("parses");
     assert_eq!(again, tag);
 }
 
 #[test]
 fn non_hex_text_is_unknown_format() {
-    let err = parse_hex("NDLT-not-hex", &key()).expect_err("refused");
+    let err = parse_hex("NDLT-not-hex", &trust()).expect_err("refused");
     assert_eq!(err.code(), "tag_unknown_format");
     let too_long = "00".repeat(TAG_CAPACITY + 1);
     assert_eq!(
@@ -89,15 +126,15 @@ fn non_hex_text_is_unknown_format() {
 
 #[test]
 fn bad_magic_is_unknown_format() {
-    let mut bytes = encode(&sample(), &key());
+    let mut bytes = encode(&sample());
     bytes[0] = b'X';
     assert_eq!(
-        parse(&bytes, &key()).expect_err("refused").code(),
+        parse(&bytes, &trust()).expect_err("refused").code(),
         "tag_unknown_format"
     );
     // A blank EEPROM reads as all 0xFF.
     assert_eq!(
-        parse(&[0xFF; TAG_CAPACITY], &key())
+        parse(&[0xFF; TAG_CAPACITY], &trust())
             .expect_err("refused")
             .code(),
         "tag_unknown_format"
@@ -105,10 +142,19 @@ fn bad_magic_is_unknown_format() {
 }
 
 #[test]
+fn version_1_hmac_tags_are_refused_with_their_own_code() {
+    let mut bytes = encode(&sample());
+    bytes[4] = 1;
+    let err = parse(&bytes, &trust()).expect_err("refused");
+    assert_eq!(err, TagError::V1Unsupported);
+    assert_eq!(err.code(), "tag_v1_unsupported");
+}
+
+#[test]
 fn unknown_version_is_unknown_format() {
-    let mut bytes = encode(&sample(), &key());
-    bytes[4] = 2;
-    let err = parse(&bytes, &key()).expect_err("refused");
+    let mut bytes = encode(&sample());
+    bytes[4] = 3;
+    let err = parse(&bytes, &trust()).expect_err("refused");
     assert_eq!(
         err,
         TagError::UnknownFormat {
@@ -119,45 +165,44 @@ fn unknown_version_is_unknown_format() {
 
 #[test]
 fn oversized_image_is_unknown_format() {
-    let mut bytes = encode_image(&sample(), &key()).to_vec();
+    let mut bytes = encode_image(&sample()).to_vec();
     bytes.push(0);
     assert_eq!(
-        parse(&bytes, &key()).expect_err("refused").code(),
+        parse(&bytes, &trust()).expect_err("refused").code(),
         "tag_unknown_format"
     );
 }
 
 #[test]
 fn every_proper_prefix_is_truncated() {
-    let bytes = encode(&sample(), &key());
+    let bytes = encode(&sample());
     for len in 0..bytes.len() {
-        let err = parse(&bytes[..len], &key()).expect_err("prefix refused");
+        let err = parse(&bytes[..len], &trust()).expect_err("prefix refused");
         assert_eq!(err.code(), "tag_truncated", "prefix of {len} bytes");
     }
 }
 
 #[test]
 fn zero_or_overlong_field_length_is_invalid_field() {
-    let mut zero = encode(&sample(), &key());
+    let mut zero = encode(&sample());
     zero[5] = 0;
     assert_eq!(
-        parse(&zero, &key()).expect_err("refused"),
+        parse(&zero, &trust()).expect_err("refused"),
         TagError::InvalidField {
             field: "id",
             reason: "length must be 1..=16"
         }
     );
-    let mut long = encode(&sample(), &key());
+    let mut long = encode(&sample());
     long[5] = 17;
     assert_eq!(
-        parse(&long, &key()).expect_err("refused").code(),
+        parse(&long, &trust()).expect_err("refused").code(),
         "tag_invalid_field"
     );
 }
 
 #[test]
 fn authenticated_but_invalid_contents_are_invalid_field() {
-    let k = key();
     let cases: [(&str, Vec<u8>); 5] = [
         ("id", body(b"bad id", b"LOT", [0x07, 0xEA, 1, 1], 12)),
         ("lot", body(b"ID", &[0xC3, 0xA9], [0x07, 0xEA, 1, 1], 12)),
@@ -166,7 +211,7 @@ fn authenticated_but_invalid_contents_are_invalid_field() {
         ("needles", body(b"ID", b"LOT", [0x07, 0xEA, 1, 1], 13)),
     ];
     for (field, body) in cases {
-        match parse(&signed(&body, &k), &k) {
+        match parse(&signed(&body), &trust()) {
             Err(TagError::InvalidField { field: got, .. }) => assert_eq!(got, field),
             other => panic!("expected invalid {field}, got {other:?}"),
         }
@@ -175,31 +220,60 @@ fn authenticated_but_invalid_contents_are_invalid_field() {
 
 #[test]
 fn nonzero_padding_is_invalid_field() {
-    let mut image = encode_image(&sample(), &key());
+    let mut image = encode_image(&sample());
     image[TAG_CAPACITY - 1] = 1;
     assert_eq!(
-        parse(&image, &key()).expect_err("refused"),
+        parse(&image, &trust()).expect_err("refused"),
         TagError::InvalidField {
             field: "padding",
-            reason: "bytes after the MAC must be zero"
+            reason: "bytes after the signature must be zero"
         }
     );
 }
 
 #[test]
-fn tag_signed_under_another_key_is_bad_mac() {
-    let other = DeviceKey::from_bytes([8u8; KEY_LEN]);
-    let bytes = encode(&sample(), &other);
-    assert_eq!(parse(&bytes, &key()), Err(TagError::BadMac));
+fn forged_tag_signed_by_a_key_the_pen_does_not_trust_is_refused() {
+    // A forger's key under the trusted key id: the signature does not verify.
+    let forger = FactoryKey::from_secret("test-factory-1", &[0x42; 32]).expect("valid");
+    let bytes = forger.sign_tag(&sample(), &chip_key()).expect("signs");
+    assert_eq!(parse(&bytes, &trust()), Err(TagError::BadSignature));
+    assert_eq!(TagError::BadSignature.code(), "tag_bad_signature");
+    // The same under its own key id: unknown signer.
+    let forger = FactoryKey::from_secret("forger-1", &[0x42; 32]).expect("valid");
+    let bytes = forger.sign_tag(&sample(), &chip_key()).expect("signs");
+    let err = parse(&bytes, &trust()).expect_err("refused");
+    assert_eq!(err.code(), "tag_signer_unknown");
 }
 
 #[test]
-fn changed_content_with_old_mac_is_bad_mac() {
-    let mut bytes = encode(&sample(), &key());
+fn tag_signed_by_a_revoked_key_id_is_refused() {
+    let mut trust = trust();
+    trust.revoke("test-factory-1");
+    let err = parse(&encode(&sample()), &trust).expect_err("refused");
+    assert_eq!(
+        err,
+        TagError::RevokedSigner {
+            key_id: "test-factory-1".into()
+        }
+    );
+    assert_eq!(err.code(), "tag_signer_revoked");
+}
+
+#[test]
+fn changed_content_with_old_signature_is_bad_signature() {
+    let mut bytes = encode(&sample());
     // Change the lot's first byte to another valid character: structure stays intact.
     let lot_start = 5 + 1 + sample().id().len() + 1;
     bytes[lot_start] = b'Z';
-    assert_eq!(parse(&bytes, &key()), Err(TagError::BadMac));
+    assert_eq!(parse(&bytes, &trust()), Err(TagError::BadSignature));
+    // A swapped chip key (a clone maker's own chip): the signature covers it.
+    let mut bytes = encode(&sample());
+    let chip_at = bytes.len() - SIGNATURE_LEN - CHIP_KEY_LEN;
+    let other = FactoryKey::from_secret("chip", &[5; 32])
+        .expect("valid")
+        .public_key();
+    bytes[chip_at..chip_at + CHIP_KEY_LEN].copy_from_slice(&other);
+    assert_eq!(parse(&bytes, &trust()), Err(TagError::BadSignature));
 }
 
 #[test]
@@ -270,7 +344,7 @@ fn arb_tag_data() -> impl Strategy<Value = TagData> {
 proptest! {
     #[test]
     fn any_valid_tag_round_trips(data in arb_tag_data()) {
-        let tag = parse(&encode_image(&data, &key()), &key()).expect("parses");
+        let tag = parse(&encode_image(&data), &trust()).expect("parses");
         prop_assert_eq!(tag.data(), &data);
     }
 
@@ -279,28 +353,28 @@ proptest! {
         data in arb_tag_data(),
         bit in 0usize..TAG_CAPACITY * 8,
     ) {
-        let mut image = encode_image(&data, &key());
+        let mut image = encode_image(&data);
         image[bit / 8] ^= 1 << (bit % 8);
-        prop_assert!(parse(&image, &key()).is_err());
+        prop_assert!(parse(&image, &trust()).is_err());
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
-        let _ = parse(&bytes, &key());
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let _ = parse(&bytes, &trust());
     }
 
     #[test]
     fn arbitrary_bytes_after_a_valid_header_never_panic_nor_authenticate(
-        tail in prop::collection::vec(any::<u8>(), 0..140),
+        tail in prop::collection::vec(any::<u8>(), 0..260),
     ) {
         let mut bytes = TAG_MAGIC.to_vec();
         bytes.push(TAG_VERSION);
         bytes.extend_from_slice(&tail);
-        prop_assert!(parse(&bytes, &key()).is_err());
+        prop_assert!(parse(&bytes, &trust()).is_err());
     }
 
     #[test]
-    fn arbitrary_text_never_panics_the_hex_parser(text in ".{0,300}") {
-        let _ = parse_hex(&text, &key());
+    fn arbitrary_text_never_panics_the_hex_parser(text in ".{0,600}") {
+        let _ = parse_hex(&text, &trust());
     }
 }

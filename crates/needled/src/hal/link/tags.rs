@@ -21,7 +21,7 @@ pub struct LinkTags {
     pub(super) device: PathBuf,
 }
 
-impl crate::hal::TagReader for LinkTags {
+impl crate::hal::CartridgeChip for LinkTags {
     fn read_tag(&mut self) -> Result<Option<Vec<u8>>, crate::hal::HalError> {
         let unanswered = || {
             crate::hal::HalError::device(
