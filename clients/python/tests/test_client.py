@@ -74,6 +74,9 @@ def test_a_session_completed_late_arms_runs_and_reports(operator, technician):
     assert ended["state"] == "ended"
     assert operator.cartridge("C-PY-1")["state"] == "spent"
     csv = operator.report_csv(s["id"]).splitlines()
-    assert csv[0] == "at_ms,kind,depth_um,rate_mhz,actor,reason"
+    header = "at_ms,kind,depth_um,rate_mhz,actor,reason,plan_id,plan_session,plan_sessions"
+    assert csv[0] == header + ",next_window_opens_at_ms,next_window_closes_at_ms"
     assert csv[-1].startswith(",post_care,")
+    # Outside a plan, every row ends in the plan context's five empty cells.
+    assert all(row.endswith(",,,,,") for row in csv[1:]), csv
     assert "post_care" in operator.report(s["id"])
