@@ -275,7 +275,11 @@ fn tag_is_read_over_i2c_dev_and_absent_when_it_does_not_acknowledge() {
     use embedded_hal::i2c::I2c;
     let chip = SimChip::new(32);
     let config = rig_config(&chip, |t| t);
-    let image: Vec<u8> = (0..128u32).map(|i| (i * 7 + 3) as u8).collect();
+    // The whole EEPROM the reader reads (a 24C02's 256 bytes since tag format v2), so every
+    // byte read back is one written here.
+    let image: Vec<u8> = (0..needled::cartridge::TAG_CAPACITY as u32)
+        .map(|i| (i * 7 + 3) as u8)
+        .collect();
     write(format!("{I2C_PARAMS}/tag_present"), "1");
     // Program the EEPROM through i2c-dev, 16 bytes per write as a 24C02's page.
     let mut bus = linux_embedded_hal::I2cdev::new(i2c_dev_of_rig()).unwrap();
