@@ -33,6 +33,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== vm-build: apt-get install ${missing[*]}"
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get clean
 fi
 
 K=$OUT/$ABI
@@ -108,6 +109,9 @@ ln -sf ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$I/lib64/ld-linux-x86-64.so
 cp vm/guest/init "$I/init"
 chmod +x "$I/init"
 (cd "$I" && find . | cpio -o -H newc --quiet | gzip -1) > "$K/initramfs.gz"
+# What the guest boots is vmlinuz and initramfs.gz: the extracted kernel package, the
+# sources and the module build are about 600 MB that a small CI disk needs back.
+rm -rf "$K/kroot" "$K/src" "$B" "$I"
 echo "$ABI" > "$OUT/current"
 echo "$STAMP" > "$K/stamp"
 echo "== vm-build: done: $K/vmlinuz, $K/initramfs.gz"
