@@ -21,8 +21,9 @@ from typing import List, Optional
 from .client import Needled, token_from_file
 from .errors import NeedledError
 
-#: The test configuration: the product's defaults, with a tick-gap margin for a loaded machine.
-CI_CONFIG = "[control]\nmax_tick_gap_ms = 500\n"
+#: The test configuration: the product's defaults, with a tick-gap margin and a 5 s service
+#: stall limit for a loaded machine (a jig run once homed into a stall stop beside a build).
+CI_CONFIG = "[control]\nmax_tick_gap_ms = 500\nservice_stall_ms = 5000\n"
 
 
 def find_binary(name: str = "needled", start: Optional[Path] = None) -> Path:
