@@ -272,7 +272,9 @@ function buildForms(c) {
     }
     list.append(label);
   }
-  $("operator").value = sessionStorage.getItem(OPERATOR_KEY) || "";
+  // The session's operator is the token's person; this field is only what they state
+  // (kept as `stated_operator`), prefilled with their name.
+  $("operator").value = sessionStorage.getItem(OPERATOR_KEY) || c.you.name;
   const interlocks = $("interlocks");
   interlocks.replaceChildren();
   for (const i of c.interlocks) {
@@ -915,16 +917,19 @@ function wire() {
     const checklist = {};
     for (const box of $("checklist").querySelectorAll("input[type=checkbox]")) checklist[box.name] = box.checked;
     const body = {
-      operator: $("operator").value.trim(),
       subject_ref: $("subject").value.trim(),
       area: $("area").value,
       checklist,
     };
+    // Optional: an empty field is no statement (the API refuses an empty one).
+    const stated = $("operator").value.trim();
+    if (stated) body.operator = stated;
     const override = $("override-reason").value.trim();
     if (!$("override").hidden && override) body.override_reason = override;
     const planId = Number($("plan-id").value);
     if ($("plan-id").value.trim() && Number.isInteger(planId) && planId > 0) body.plan_id = planId;
-    sessionStorage.setItem(OPERATOR_KEY, body.operator);
+    if (stated) sessionStorage.setItem(OPERATOR_KEY, stated);
+    else sessionStorage.removeItem(OPERATOR_KEY);
     act("create the session", $("create"), async () => {
       const s = await api("POST", "/v1/sessions", body);
       rememberSession(s.id);

@@ -763,6 +763,21 @@ async fn console_needs_a_token_and_shows_and_recovers_a_lost_telemetry_stream() 
         wait_text(&c, "#link", "Live").await;
         wait_js(&c, "the stale-data warning to go", "return document.getElementById('stale').hidden;").await;
         wait_text(&c, "#state", "Boot").await;
+
+        // The Operator field is optional, prefilled with the signed-in person's name. Left
+        // empty it is no statement: the session is created (it used to send "" and be
+        // refused), and its operator is the token's person.
+        let who = wait_js(&c, "the prefilled operator", "return document.getElementById('operator').value;").await;
+        assert!(text(&c, "#who").await.contains(who.as_str().unwrap()), "prefilled with {who}");
+        c.find(Locator::Css("#operator")).await.unwrap().clear().await.unwrap();
+        fill(&c, "#subject", "subject-web-002").await;
+        c.find(Locator::Css("#area")).await.unwrap().select_by_value("face").await.unwrap();
+        for box_ in c.find_all(Locator::Css("#checklist input[type=checkbox]")).await.unwrap() {
+            box_.click().await.unwrap();
+        }
+        click(&c, "#create").await;
+        wait_text(&c, "#s-state", "created").await;
+        assert_eq!(text(&c, "#s-operator").await, who.as_str().unwrap());
         assert_no_script_errors(&c, driver).await;
     })
     .await;
