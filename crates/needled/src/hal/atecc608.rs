@@ -4,8 +4,9 @@
 //!
 //! Written from the datasheet's command set, only the commands the pen needs:
 //!
-//! - **Wake**: SDA held low for at least 60 µs (tWLO) by addressing 0x00 (the address byte's
-//!   eight low bit times are 80 µs at the 100 kHz the pen's bus must run at), then tWHI
+//! - **Wake**: SDA held low for at least 60 µs (tWLO) by a zero-length write to address 0x00
+//!   (the address byte's eight low bit times are 80 µs at the 100 kHz the pen's bus must run
+//!   at; the bus adapter must allow zero-length messages, as i2c-bcm2835 does), then tWHI
 //!   (1.5 ms) until the chip listens; its wake response is `04 11 33 43` (count, status 0x11
 //!   "awake", CRC). After each operation the chip is put to sleep (word address 0x01), which
 //!   also clears TempKey, so a nonce never outlives the challenge it was loaded for.
@@ -309,8 +310,11 @@ impl<I2C: I2c, D: DelayNs> Atecc608<I2C, D> {
         // A chip already awake ignores the token and answers with something else: put it to
         // sleep and wake it once more.
         for _ in 0..2 {
-            // The wake token: address 0x00 holds SDA low; nobody acknowledges it.
-            let _ = self.i2c.write(0x00, &[0x00]);
+            // The wake token: addressing 0x00 holds SDA low for its eight bit times. A
+            // zero-length write: 0x00 is the general call, which other parts on the bus (the
+            // ADS1115) acknowledge, and the I2C specification forbids 0x00 as its second byte.
+            // Whether anyone acknowledges is of no interest.
+            let _ = self.i2c.write(0x00, &[]);
             self.delay.delay_us(WAKE_HIGH_US);
             let mut buf = [0u8; 4];
             match self.i2c.read(self.slots.address, &mut buf) {

@@ -179,7 +179,11 @@ impl I2c for FakeAtecc {
             return Err(FakeI2cError(i2c::ErrorKind::Other));
         };
         if address == 0x00 {
-            // The wake token: SDA low. Nobody acknowledges address 0x00.
+            // The wake token: SDA low, and no byte for the general call's listeners.
+            assert!(
+                matches!(operation, Operation::Write(bytes) if bytes.is_empty()),
+                "the wake token is a zero-length write"
+            );
             if self.present && !self.awake {
                 self.awake = true;
                 self.wakes += 1;
