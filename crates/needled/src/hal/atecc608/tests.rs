@@ -557,3 +557,167 @@ proptest! {
         }
     }
 }
+
+/// A [`FakeAtecc`] the test keeps a handle to while the service owns the driver.
+#[derive(Clone)]
+struct SharedFake(std::sync::Arc<std::sync::Mutex<FakeAtecc>>);
+
+impl i2c::ErrorType for SharedFake {
+    type Error = FakeI2cError;
+}
+
+impl I2c for SharedFake {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), FakeI2cError> {
+        let mut fake = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        fake.transaction(address, operations)
+    }
+}
+
+/// The service's own bind and arm, on the sim rig's motor but with this driver as the
+/// cartridge reader: the chip's answers pass the same checks as the sim chip's, and the first
+/// arming advances the chip's counter once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_binds_and_arms_through_the_driver_and_advances_the_chips_counter() {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use needle_core::units::{Micrometers, MilliHertz};
+    use needle_core::{Controller, ControllerConfig};
+    use needle_sim::{Injection, SimParams};
+
+    use crate::control::{self, LoopConfig};
+    use crate::hal::sim::SimBackend;
+    use crate::session::{Actor, ChecklistSpec, CreateSession, Policy, Role, Service, Setpoints};
+    use crate::store::{CartridgeLimits, Store};
+
+    let sim = SimBackend::new(SimParams::default());
+    let mut config = ControllerConfig::default();
+    // A loaded shared machine: margins so a starved thread does not fault the session.
+    config.safety.host_timeout = needle_core::units::Micros::from_millis(5_000);
+    config.safety.max_tick_gap = needle_core::units::Micros::from_millis(5_000);
+    let ctrl = Controller::new(sim.rig.hardware(), config).expect("controller");
+    let handle = control::spawn(
+        ctrl,
+        sim.clock(control::monotonic_now()),
+        LoopConfig {
+            period: Duration::from_millis(1),
+            realtime: false,
+            cpu: None,
+        },
+    )
+    .expect("control thread");
+    let factory = test_factory_key();
+    let mut trust = TrustStore::new();
+    trust
+        .trust(factory.id(), &factory.public_key())
+        .expect("valid");
+    let policy = Policy {
+        areas: BTreeMap::from([("face".to_string(), Micrometers(1_500))]),
+        checklist: vec![ChecklistSpec {
+            id: "consent".into(),
+            text: "consent given".into(),
+            required: true,
+        }],
+        time_limit: Duration::from_secs(3_600),
+        area_time_limits: BTreeMap::new(),
+        warning_before: Duration::from_millis(500),
+        min_interval: Duration::from_secs(0),
+        limits: CartridgeLimits::default(),
+        post_care: "keep it clean".into(),
+        rate_range: (MilliHertz::from_hz(80), MilliHertz::from_hz(160)),
+        numbing: None,
+    };
+    // A cartridge provisioned for this chip's key: the tag in slot 8, counter 0.
+    let mut chip = FakeAtecc::new();
+    let data = TagData::new(
+        "C-ATECC",
+        "L-1",
+        Needles::Pins12,
+        Date::new(2099, 1, 1).expect("date"),
+    )
+    .expect("valid");
+    let tag = factory
+        .sign_tag(&data, &compressed(chip.key.verifying_key()))
+        .expect("signs");
+    chip.slot8[..TAG_CAPACITY].copy_from_slice(&image_of(&tag));
+    chip.counters = [0, 7];
+    let fake = SharedFake(std::sync::Arc::new(std::sync::Mutex::new(chip)));
+    let slots = AteccSlots {
+        counter: 0,
+        ..SLOTS
+    };
+    let driver = Atecc608::new(fake.clone(), CountingDelay::default(), slots, "d", "k");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("ledger.db")).expect("store");
+    let svc =
+        Service::new(handle, store, trust, true, Box::new(driver), policy, None).expect("service");
+
+    // Waits for `f`, feeding the dead-man and running the monitor as main's tasks do.
+    async fn wait(svc: &Service, f: impl Fn(&crate::control::Snapshot) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let _ = svc.control().command(needle_core::Command::Heartbeat).await;
+            svc.monitor().await;
+            if f(&svc.control().snapshot()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "timed out");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    let a = Actor {
+        name: "tester".into(),
+        role: Role::Technician,
+    };
+    svc.home(&a).await.expect("homes");
+    wait(&svc, |s| s.telemetry.homed).await;
+    let id = svc
+        .create_session(
+            &a,
+            CreateSession {
+                operator: Some("op".into()),
+                subject_ref: "s-1".into(),
+                area: "face".into(),
+                checklist: BTreeMap::from([("consent".to_string(), true)]),
+                override_reason: None,
+                plan_id: None,
+            },
+        )
+        .await
+        .expect("created")
+        .id;
+    sim.rig.inject(Injection::Cartridge(true));
+    wait(&svc, |s| {
+        !s.telemetry
+            .interlocks
+            .contains(needle_core::Interlock::CartridgeMissing)
+    })
+    .await;
+    svc.bind_cartridge(&a, id).await.expect("binds");
+    assert_eq!(
+        fake.0.lock().expect("lock").counters,
+        [0, 7],
+        "bind reads, never counts"
+    );
+    svc.monitor().await;
+    svc.arm(
+        &a,
+        id,
+        Setpoints {
+            depth_um: Some(800),
+            rate_mhz: Some(120_000),
+            override_reason: None,
+        },
+    )
+    .await
+    .expect("arms");
+    let f = fake.0.lock().expect("lock");
+    assert_eq!(f.counters, [1, 7], "the configured counter, once");
+    // Sign was asked at bind and at arm, each after its own Nonce.
+    let signs = f.opcodes.windows(2).filter(|w| w == &[0x16, 0x41]).count();
+    assert_eq!(signs, 2, "{:?}", f.opcodes);
+}
