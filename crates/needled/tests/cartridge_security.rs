@@ -411,6 +411,16 @@ fn the_first_arm_records_the_chip_counter_advance_in_the_ledger() {
         Some(json!({ "depth_um": 2_400, "rate_mhz": 120_000 })),
     );
     assert!(!code.is_empty());
+    // So does a rate the core would refuse: refused before the chip is touched.
+    for rate in [0, 900_000] {
+        let code = refused(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{session}/arm"),
+            Some(json!({ "depth_um": 800, "rate_mhz": rate })),
+        );
+        assert_eq!(code, "rate_out_of_range");
+    }
     assert!(events_of(&n, "cartridge_counter_advanced").is_empty());
     op(
         &n,

@@ -232,6 +232,15 @@ impl Owner {
             ));
         };
         let depth = rules::check_depth(&self.policy, &session, depth)?;
+        // The core refuses such a rate too, but only after the chip's counter was advanced:
+        // bad input must be refused while the cartridge is still unused.
+        let (lo, hi) = self.policy.rate_range;
+        if rate < lo.0 || rate > hi.0 {
+            return Err(ApiError::bad_request(
+                ErrorCode::RateOutOfRange,
+                format!("stroke rate {rate} mHz is outside {}..={} mHz", lo.0, hi.0),
+            ));
+        }
         let ceiling = rules::area_ceiling(&self.policy, &session)?;
         self.plan_rules(
             actor,
