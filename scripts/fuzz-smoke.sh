@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-${FUZZ_SECONDS:-20}}"
-targets=(config_parse tag_parse chip_answer protocol_command api_bodies link_decoder)
+targets=(config_parse tag_parse chip_answer atecc_response protocol_command api_bodies link_decoder)
 
 if ! rustup toolchain list | grep -q '^nightly'; then
   echo "fuzz-smoke: cargo-fuzz needs a nightly toolchain (rustup toolchain install nightly)" >&2

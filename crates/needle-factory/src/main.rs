@@ -7,6 +7,10 @@
 //!   chip key and the tag signed with the factory key. Prints the tag hex and the chip's
 //!   private key hex: on a real ATECC608 the chip generates its key itself (GenKey) and only
 //!   its public key leaves it; here the key is for the sim chip and test fixtures.
+//!   With `--chip-public-key HEX` (a real chip's key, read at the factory after GenKey: 64
+//!   bytes X‖Y, or SEC1) no key is made: it prints the tag signed for that chip and the
+//!   256-byte image to write into the chip's data slot 8 (blocks 0–7) before the data zone
+//!   is locked, as the pen's ATECC608 driver reads it.
 //! - `inspect --hex .. [--trust ID=PUBHEX ..]`: parses a tag, verifies it if the signer is
 //!   given, and prints its fields.
 //!
@@ -60,6 +64,10 @@ enum Cmd {
         /// Last day of use, YYYY-MM-DD
         #[arg(long, value_name = "YYYY-MM-DD")]
         expiry: String,
+        /// A real chip's public key (hex: 64 bytes X‖Y from GenKey, or SEC1): sign the tag
+        /// for it and print the slot image instead of making a chip key
+        #[arg(long, value_name = "HEX")]
+        chip_public_key: Option<String>,
     },
     /// Parse a tag and show it; with --trust, verify its signature
     Inspect {
@@ -101,6 +109,7 @@ fn run(cmd: Cmd) -> Result<String, String> {
             lot,
             needles,
             expiry,
+            chip_public_key,
         } => {
             let factory = read_key(&key)?;
             let needles: Needles = needles
@@ -110,6 +119,9 @@ fn run(cmd: Cmd) -> Result<String, String> {
                 .parse()
                 .map_err(|e: cartridge::DateError| e.to_string())?;
             let data = TagData::new(id, lot, needles, expiry).map_err(|e| e.to_string())?;
+            if let Some(public) = chip_public_key {
+                return for_real_chip(&data, &factory, &public);
+            }
             let made = cartridge::provision(&data, &factory).map_err(|e| e.to_string())?;
             Ok(json!({
                 "tag_hex": made.tag_hex(),
@@ -120,6 +132,26 @@ fn run(cmd: Cmd) -> Result<String, String> {
         }
         Cmd::Inspect { hex: text, trust } => inspect(&text, &trust),
     }
+}
+
+/// The tag of `data` signed for the real chip whose public key is `public` (hex), and the image
+/// of the chip's tag slot.
+fn for_real_chip(data: &TagData, factory: &FactoryKey, public: &str) -> Result<String, String> {
+    let bytes = hex::decode(public.trim()).map_err(|_| "--chip-public-key: not hex".to_owned())?;
+    let chip_key = cartridge::chip_key_from_public(&bytes).ok_or_else(|| {
+        "--chip-public-key: not a P-256 public key (64 bytes X||Y, or SEC1 33/65 bytes)".to_owned()
+    })?;
+    let tag = factory
+        .sign_tag(data, &chip_key)
+        .map_err(|e| e.to_string())?;
+    Ok(json!({
+        "tag_hex": hex::encode(&tag),
+        "chip_public_key": hex::encode(chip_key),
+        "signer_key_id": factory.id(),
+        "slot": 8,
+        "slot_image_hex": hex::encode(cartridge::image_of(&tag)),
+    })
+    .to_string())
 }
 
 /// A tag's fields, verified when its signer is among `trust` (`ID=HEX`).
@@ -216,6 +248,7 @@ mod tests {
                 lot: "L-9".into(),
                 needles: "pins24".into(),
                 expiry: "2030-01-31".into(),
+                chip_public_key: None,
             })
             .unwrap(),
         )
@@ -229,5 +262,55 @@ mod tests {
         assert!(inspect(hex, &[])
             .unwrap_err()
             .starts_with("tag_signer_unknown"));
+    }
+
+    #[test]
+    fn provision_for_a_real_chip_signs_its_public_key_and_prints_the_slot_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("f.key");
+        let printed = run(Cmd::Keygen {
+            id: "fab-2".into(),
+            out: key.clone(),
+        })
+        .unwrap();
+        let public = printed.lines().last().unwrap().split('"').nth(3).unwrap();
+        // Some chip's public key (here a sim cartridge's, read from its tag; the 64-byte
+        // GenKey form is covered by `chip_key_from_public`'s own test).
+        let made = cartridge::provision_test(
+            &TagData::new("C-R", "L-R", Needles::Pins12, "2030-01-01".parse().unwrap()).unwrap(),
+        )
+        .unwrap();
+        let test_key = cartridge::test_factory_key();
+        let mut trust = TrustStore::new();
+        trust.trust(test_key.id(), &test_key.public_key()).unwrap();
+        let chip_key = *cartridge::parse(&made.tag, &trust).unwrap().chip_key();
+        let provision = |public: &str| {
+            run(Cmd::Provision {
+                key: key.clone(),
+                id: "C-REAL".into(),
+                lot: "L-1".into(),
+                needles: "pins36".into(),
+                expiry: "2031-06-30".into(),
+                chip_public_key: Some(public.into()),
+            })
+        };
+        let out: serde_json::Value =
+            serde_json::from_str(&provision(&hex::encode(chip_key)).unwrap()).unwrap();
+        assert!(out.get("chip_secret_hex").is_none(), "no chip key was made");
+        assert_eq!(out["chip_public_key"], hex::encode(chip_key));
+        assert_eq!(out["slot"], 8);
+        let image = hex::decode(out["slot_image_hex"].as_str().unwrap()).unwrap();
+        assert_eq!(image.len(), cartridge::TAG_CAPACITY);
+        // The image verifies as a tag for that chip under the factory key.
+        let mut trust = TrustStore::new();
+        trust.trust("fab-2", &hex::decode(public).unwrap()).unwrap();
+        let tag = cartridge::parse(&image, &trust).unwrap();
+        assert_eq!(tag.id(), "C-REAL");
+        assert_eq!(tag.chip_key(), &chip_key);
+        // Not a key: refused.
+        assert!(provision("00")
+            .unwrap_err()
+            .contains("not a P-256 public key"));
+        assert!(provision("zz").unwrap_err().contains("not hex"));
     }
 }

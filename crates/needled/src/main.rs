@@ -255,12 +255,12 @@ enum Rig {
     #[cfg(feature = "rppal")]
     Rppal(
         Box<needled::hal::rppal::RppalRig>,
-        needled::hal::tag_eeprom::TagEeprom<needled::hal::rppal::RppalI2c>,
+        Box<dyn needled::hal::CartridgeChip>,
     ),
     #[cfg(feature = "linux")]
     Linux(
         Box<needled::hal::linux::LinuxRig>,
-        needled::hal::tag_eeprom::TagEeprom<needled::hal::linux::LinuxI2c>,
+        Box<dyn needled::hal::CartridgeChip>,
     ),
 }
 
@@ -361,7 +361,7 @@ async fn run(
                 Controller::new(*rig, core).map_err(|e| format!("controller config: {e}"))?;
             let handle = control::spawn(ctrl, control::Monotonic, loop_config)
                 .map_err(|e| format!("control thread: {e}"))?;
-            (handle, None, Box::new(tags))
+            (handle, None, tags)
         }
         #[cfg(feature = "linux")]
         Rig::Linux(rig, tags) => {
@@ -369,7 +369,7 @@ async fn run(
                 Controller::new(*rig, core).map_err(|e| format!("controller config: {e}"))?;
             let handle = control::spawn(ctrl, control::Monotonic, loop_config)
                 .map_err(|e| format!("control thread: {e}"))?;
-            (handle, None, Box::new(tags))
+            (handle, None, tags)
         }
     };
     tracing::info!(

@@ -372,3 +372,79 @@ fn a_refused_arm_leaves_the_chip_counter_and_the_first_arm_advances_it_once() {
     let pulled = tech(&n, json!({ "action": "pull_cartridge" }))["pulled"].clone();
     assert_eq!(pulled["counter"], 1, "{pulled}");
 }
+
+/// Every event of kind `kind` in the log.
+fn events_of(n: &Needled, kind: &str) -> Vec<Value> {
+    let (mut after, mut out) = (0, vec![]);
+    loop {
+        let v = op(
+            n,
+            "GET",
+            &format!("/v1/events?after={after}&limit=1000"),
+            None,
+        );
+        let page = v["events"].as_array().cloned().unwrap_or_default();
+        if let Some(last) = page.last() {
+            after = last["seq"].as_i64().unwrap();
+        }
+        out.extend(page.iter().filter(|e| e["kind"] == kind).cloned());
+        if page.len() < 1000 {
+            return out;
+        }
+    }
+}
+
+#[test]
+fn the_first_arm_records_the_chip_counter_advance_in_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    homed(&n);
+    let made = cartridge::provision_test(&data("C-EVENT")).unwrap();
+    let session = create(&n, "subject-event");
+    tech(&n, made.seat_json(0));
+    assert!(bind(&n, session).0 < 300);
+    // A refused arm advances nothing and records nothing.
+    let code = refused(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{session}/arm"),
+        Some(json!({ "depth_um": 2_400, "rate_mhz": 120_000 })),
+    );
+    assert!(!code.is_empty());
+    // So does a rate the core would refuse: refused before the chip is touched.
+    for rate in [0, 900_000] {
+        let code = refused(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{session}/arm"),
+            Some(json!({ "depth_um": 800, "rate_mhz": rate })),
+        );
+        assert_eq!(code, "rate_out_of_range");
+    }
+    assert!(events_of(&n, "cartridge_counter_advanced").is_empty());
+    op(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{session}/arm"),
+        Some(arm_body()),
+    );
+    let advanced = events_of(&n, "cartridge_counter_advanced");
+    assert_eq!(advanced.len(), 1, "{advanced:?}");
+    let event = &advanced[0];
+    assert_eq!(event["session_id"], session, "{event}");
+    assert_eq!(event["cartridge_id"], "C-EVENT", "{event}");
+    assert_eq!(event["detail"]["counter"], 1, "{event}");
+    // The person who armed, as the ledger names them in the arm's own state change.
+    let armed: Vec<Value> = events_of(&n, "session_state")
+        .into_iter()
+        .filter(|e| e["session_id"] == session && e["detail"]["to"] == "armed")
+        .collect();
+    assert_eq!(armed.len(), 1, "{armed:?}");
+    assert_eq!(event["actor"], armed[0]["actor"], "{event}");
+    assert!(
+        event["seq"].as_i64() < armed[0]["seq"].as_i64(),
+        "advanced before armed"
+    );
+    let pulled = tech(&n, json!({ "action": "pull_cartridge" }))["pulled"].clone();
+    assert_eq!(pulled["counter"], 1, "{pulled}");
+}

@@ -465,6 +465,64 @@ fn charge_pump_pin_is_required_and_checked_like_every_output() {
 }
 
 #[test]
+fn cartridge_chip_selects_the_atecc608_and_its_slots_are_checked() {
+    use needled::config::{Atecc608Config, CartridgeChipKind};
+    let pi = std::fs::read_to_string(shipped("pi-rig.toml")).unwrap();
+    let shipped_pi = config::parse(&pi, "pi-rig.toml").unwrap();
+    let r = shipped_pi.hardware.rppal.as_ref().unwrap();
+    assert_eq!(r.cartridge_chip, CartridgeChipKind::Eeprom);
+    assert_eq!(r.atecc608, Atecc608Config::default());
+    let chip = pi.replace(
+        "cartridge_chip = \"eeprom\"",
+        "cartridge_chip = \"atecc608\"",
+    );
+    let c = config::parse(&chip.replace("counter = 0", "counter = 1"), "t").unwrap();
+    let r = c.hardware.rppal.as_ref().unwrap();
+    assert_eq!(r.cartridge_chip, CartridgeChipKind::Atecc608);
+    assert_eq!(r.atecc608.counter, 1);
+    let e = refuse(&chip.replace(
+        "cartridge_chip = \"atecc608\"",
+        "cartridge_chip = \"atecc508\"",
+    ));
+    assert_eq!(e.key.as_deref(), Some("hardware.rppal.cartridge_chip"));
+    for (from, to, key, says) in [
+        ("tag_slot = 8", "tag_slot = 9", "tag_slot", "only slot 8"),
+        ("key_slot = 0", "key_slot = 8", "key_slot", "tag slot"),
+        (
+            "key_slot = 0",
+            "key_slot = 16",
+            "key_slot",
+            "expected 0 to 15",
+        ),
+        ("counter = 0", "counter = 2", "counter", ""),
+        (
+            "i2c_address = 0x60",
+            "i2c_address = 0x48",
+            "i2c_address",
+            "ADC",
+        ),
+        (
+            "i2c_address = 0x60",
+            "i2c_address = 0x80",
+            "i2c_address",
+            "",
+        ),
+    ] {
+        let e = refuse(&chip.replace(from, to));
+        assert_eq!(
+            e.key.as_deref(),
+            Some(format!("hardware.rppal.atecc608.{key}").as_str()),
+            "{to}: {e}"
+        );
+        assert!(e.message.contains(says), "{to}: {e}");
+    }
+    // linux-rig.toml has the same keys.
+    let linux = std::fs::read_to_string(shipped("linux-rig.toml")).unwrap();
+    let e = refuse(&linux.replace("tag_slot = 8", "tag_slot = 3"));
+    assert_eq!(e.key.as_deref(), Some("hardware.linux.atecc608.tag_slot"));
+}
+
+#[test]
 fn hardware_only_load_names_file_line_and_key() {
     // `needled --safe-outputs` reads only [hardware], with the same file:line:key errors.
     let dir = tempfile::tempdir().unwrap();

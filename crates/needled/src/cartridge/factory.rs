@@ -90,6 +90,21 @@ pub fn compressed(key: &VerifyingKey) -> [u8; CHIP_KEY_LEN] {
     out
 }
 
+/// A chip's public key as a real chip gives it, in the SEC1 compressed form a tag holds: 64
+/// bytes `X ‖ Y` (what an ATECC608's GenKey returns), 65 bytes `04 ‖ X ‖ Y`, or 33 bytes
+/// compressed. `None` unless it is a point on P-256.
+pub fn chip_key_from_public(bytes: &[u8]) -> Option<[u8; CHIP_KEY_LEN]> {
+    let key = if bytes.len() == 64 {
+        let mut sec1 = Vec::with_capacity(65);
+        sec1.push(0x04);
+        sec1.extend_from_slice(bytes);
+        VerifyingKey::from_sec1_bytes(&sec1).ok()?
+    } else {
+        VerifyingKey::from_sec1_bytes(bytes).ok()?
+    };
+    Some(compressed(&key))
+}
+
 /// The published test factory key: derived from a fixed phrase, so every build and test has
 /// the same one. Trusted by the sim configuration only.
 pub fn test_factory_key() -> FactoryKey {
@@ -174,6 +189,20 @@ pub fn provision_test(data: &TagData) -> Result<Provisioned, TagError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_real_chips_public_key_is_taken_in_each_form_and_junk_is_refused() {
+        let chip = SigningKey::from_slice(&[0x33; 32]).expect("valid");
+        let want = compressed(chip.verifying_key());
+        let uncompressed = chip.verifying_key().to_encoded_point(false);
+        let sec1 = uncompressed.as_bytes();
+        assert_eq!(chip_key_from_public(sec1), Some(want));
+        assert_eq!(chip_key_from_public(&sec1[1..]), Some(want));
+        assert_eq!(chip_key_from_public(&want), Some(want));
+        assert_eq!(chip_key_from_public(&[0u8; 64]), None);
+        assert_eq!(chip_key_from_public(&[]), None);
+        assert_eq!(chip_key_from_public(&sec1[..40]), None);
+    }
     use crate::cartridge::{parse, Date, Needles, TrustStore};
 
     #[test]

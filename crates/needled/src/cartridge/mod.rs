@@ -40,8 +40,8 @@ pub use chip::{
 };
 pub use date::{Date, DateError};
 pub use factory::{
-    compressed, provision, provision_test, test_factory_key, FactoryKey, Provisioned,
-    TEST_FACTORY_KEY_ID,
+    chip_key_from_public, compressed, provision, provision_test, test_factory_key, FactoryKey,
+    Provisioned, TEST_FACTORY_KEY_ID,
 };
 pub use rules::{
     check_usable, is_expired, seated_is_bound, CartridgeLimits, CartridgeState, Refusal,

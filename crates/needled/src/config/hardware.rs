@@ -85,6 +85,15 @@ pub struct RppalConfig {
     /// or 2 (24C32 and larger).
     #[serde(default = "default_tag_eeprom_address_bytes")]
     pub tag_eeprom_address_bytes: u8,
+    /// `cartridge_chip`: what the cartridge carries on the bus: `"eeprom"` (default: a plain
+    /// 24Cxx tag, no authenticator chip, so `cartridge.chip_required` refuses every
+    /// cartridge) or `"atecc608"` (the tag in an ATECC608's data slot, its challenge and use
+    /// counter: `[hardware.rppal.atecc608]`).
+    #[serde(default)]
+    pub cartridge_chip: CartridgeChipKind,
+    /// `[hardware.rppal.atecc608]`: the ATECC608's address, slots and counter (defaults: 0x60, 8, 0, 0).
+    #[serde(default)]
+    pub atecc608: Atecc608Config,
     /// `step_pulse_us`: minimum STEP high and low time. Default 2.
     #[serde(default = "default_step_pulse_us")]
     pub step_pulse_us: u32,
@@ -148,6 +157,15 @@ pub struct LinuxConfig {
     /// `tag_eeprom_address_bytes`: see [`RppalConfig::tag_eeprom_address_bytes`].
     #[serde(default = "default_tag_eeprom_address_bytes")]
     pub tag_eeprom_address_bytes: u8,
+    /// `cartridge_chip`: what the cartridge carries on the bus: `"eeprom"` (default: a plain
+    /// 24Cxx tag, no authenticator chip, so `cartridge.chip_required` refuses every
+    /// cartridge) or `"atecc608"` (the tag in an ATECC608's data slot, its challenge and use
+    /// counter: `[hardware.linux.atecc608]`).
+    #[serde(default)]
+    pub cartridge_chip: CartridgeChipKind,
+    /// `[hardware.linux.atecc608]`: the ATECC608's address, slots and counter (defaults: 0x60, 8, 0, 0).
+    #[serde(default)]
+    pub atecc608: Atecc608Config,
     /// `step_pulse_us`: see [`RppalConfig::step_pulse_us`].
     #[serde(default = "default_step_pulse_us")]
     pub step_pulse_us: u32,
@@ -171,6 +189,69 @@ impl LinuxConfig {
             estop: self.estop,
             pedal: self.pedal,
             stroke_sensor: self.stroke_sensor,
+        }
+    }
+}
+
+/// What the cartridge carries on the I2C bus (`cartridge_chip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CartridgeChipKind {
+    /// A plain 24Cxx EEPROM holding the tag: no challenge, no use counter.
+    #[default]
+    Eeprom,
+    /// A Microchip ATECC608(A/B): the tag in a data slot, a P-256 key that signs the pen's
+    /// challenge, a monotonic use counter.
+    Atecc608,
+}
+
+impl CartridgeChipKind {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartridgeChipKind::Eeprom => "eeprom",
+            CartridgeChipKind::Atecc608 => "atecc608",
+        }
+    }
+}
+
+/// `[hardware.<backend>.atecc608]`: where the cartridge's ATECC608 is and which of its slots
+/// and counters the pen uses (what the factory configured and locked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Atecc608Config {
+    /// `i2c_address`: 7-bit I2C address. Default 0x60 (the factory's).
+    pub i2c_address: u8,
+    /// `tag_slot`: the data slot holding the signed tag image, readable in the clear; it must
+    /// hold the whole tag image, which only slot 8 (416 bytes) does. Default 8.
+    pub tag_slot: u8,
+    /// `key_slot`: the slot of the chip's P-256 private key, set up for Sign external.
+    /// Default 0.
+    pub key_slot: u8,
+    /// `counter`: the monotonic counter used as the cartridge's use counter, 0 or 1.
+    /// Default 0.
+    pub counter: u8,
+}
+
+impl Default for Atecc608Config {
+    fn default() -> Self {
+        Self {
+            i2c_address: 0x60,
+            tag_slot: 8,
+            key_slot: 0,
+            counter: 0,
+        }
+    }
+}
+
+impl Atecc608Config {
+    /// The driver's view of it.
+    pub fn slots(&self) -> crate::hal::atecc608::AteccSlots {
+        crate::hal::atecc608::AteccSlots {
+            address: self.i2c_address,
+            tag_slot: self.tag_slot,
+            key_slot: self.key_slot,
+            counter: self.counter,
         }
     }
 }

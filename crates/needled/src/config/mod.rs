@@ -58,7 +58,9 @@ pub use adc::{AdcChannelConfig, AdcConfig, ADS1115_DATA_RATES_SPS, ADS1115_FULL_
 pub use cartridge::CartridgeConfig;
 pub use control::{ControlConfig, DepthSection, SafetySection, StrokeSection};
 pub use error::{ConfigError, Invalid};
-pub use hardware::{Backend, HardwareConfig, LinuxConfig, RppalConfig, SimConfig};
+pub use hardware::{
+    Atecc608Config, Backend, CartridgeChipKind, HardwareConfig, LinuxConfig, RppalConfig, SimConfig,
+};
 pub use load::{load, load_hardware, parse};
 pub use pins::{PinMap, PinRole, PinSpec, Pull};
 pub use service::{

@@ -6,9 +6,42 @@ use std::ops::RangeInclusive;
 
 use super::error::{in_range, invalid, Invalid};
 use super::{
-    AdcConfig, Backend, Config, HardwareConfig, PinMap, PinRole, Pull, ADS1115_DATA_RATES_SPS,
-    ADS1115_FULL_SCALES_MV,
+    AdcConfig, Atecc608Config, Backend, Config, HardwareConfig, PinMap, PinRole, Pull,
+    ADS1115_DATA_RATES_SPS, ADS1115_FULL_SCALES_MV,
 };
+
+/// `[<p>.atecc608]`: an address no other part of the bus uses, a tag slot that holds the whole
+/// tag image, a key slot apart from it, counter 0 or 1. Checked whatever `cartridge_chip`
+/// says, so a table waiting for the switch is already right.
+fn validate_chip(p: &str, chip: &Atecc608Config, adc_address: u8) -> Result<(), Invalid> {
+    let p = format!("{p}.atecc608");
+    in_range(&format!("{p}.i2c_address"), chip.i2c_address, 0x08..=0x77)?;
+    if chip.i2c_address == adc_address {
+        return Err(invalid(
+            format!("{p}.i2c_address"),
+            format!("{:#04x} is the ADC's address", chip.i2c_address),
+        ));
+    }
+    let holds = crate::hal::atecc608::slot_capacity(chip.tag_slot);
+    if holds.is_none_or(|bytes| bytes < crate::cartridge::TAG_CAPACITY) {
+        return Err(invalid(
+            format!("{p}.tag_slot"),
+            format!(
+                "slot {} cannot hold the {}-byte tag image: only slot 8 (416 bytes) can",
+                chip.tag_slot,
+                crate::cartridge::TAG_CAPACITY
+            ),
+        ));
+    }
+    in_range(&format!("{p}.key_slot"), chip.key_slot, 0..=15)?;
+    if chip.key_slot == chip.tag_slot {
+        return Err(invalid(
+            format!("{p}.key_slot"),
+            "must not be the tag slot: the key slot is never readable",
+        ));
+    }
+    in_range(&format!("{p}.counter"), chip.counter, 0..=1)
+}
 
 impl Config {
     pub(super) fn validate_hardware(&self) -> Result<(), Invalid> {
@@ -50,6 +83,7 @@ impl Config {
                 }
                 validate_pins(p, &r.pins(), 0..=27, true, &reserved)?;
                 in_range(&format!("{p}.i2c_bus"), r.i2c_bus, 0..=22)?;
+                validate_chip(p, &r.atecc608, r.adc.address)?;
                 self.validate_bus_devices(
                     p,
                     r.pwm_frequency_hz,
@@ -79,6 +113,7 @@ impl Config {
                 }
                 validate_pins(p, &l.pins(), 0..=u32::MAX, false, &[])?;
                 in_range(&format!("{p}.pwm_channel"), l.pwm_channel, 0..=63)?;
+                validate_chip(p, &l.atecc608, l.adc.address)?;
                 self.validate_bus_devices(
                     p,
                     l.pwm_frequency_hz,

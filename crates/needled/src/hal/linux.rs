@@ -31,9 +31,8 @@ use super::background::Background;
 use super::edges::EdgeTimestamps;
 use super::safe::{gpio_safe_steps, SafeStep};
 use super::sysfs_pwm::{sysfs_pwm_off, SysfsPwm};
-use super::tag_eeprom::TagEeprom;
 use super::wiring::{open_rig, tag_reader, Backend, Rig, Wiring};
-use super::HalError;
+use super::{CartridgeChip, HalError};
 use crate::config::{Config, LinuxConfig, PinSpec};
 use crate::control::monotonic_now;
 
@@ -218,6 +217,8 @@ fn wiring(lc: &LinuxConfig) -> Wiring<'_> {
         adc: &lc.adc,
         tag_eeprom_address: lc.tag_eeprom_address,
         tag_eeprom_address_bytes: lc.tag_eeprom_address_bytes,
+        cartridge_chip: lc.cartridge_chip,
+        atecc608: lc.atecc608,
     }
 }
 
@@ -358,9 +359,9 @@ pub fn drive_outputs_safe(lc: &LinuxConfig) -> Vec<SafeStep> {
     steps
 }
 
-/// The cartridge tag reader on `i2c_device` (its own file descriptor; the kernel serializes
-/// its transfers with the ADC's).
-pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<LinuxI2c>, HalError> {
+/// The cartridge reader on `i2c_device` (its own file descriptor; the kernel serializes its
+/// transfers with the ADC's): the ATECC608 driver or the tag EEPROM, as `cartridge_chip` says.
+pub fn open_tag_reader(config: &Config) -> Result<Box<dyn CartridgeChip>, HalError> {
     let lc = section(config)?;
     Ok(tag_reader(open_bus(lc)?, &wiring(lc)))
 }
@@ -370,12 +371,16 @@ mod tests {
     use super::*;
     use crate::hal::fakes::example_config;
 
+    use crate::hal::atecc608::{Atecc608, StdDelay};
+    use crate::hal::tag_eeprom::TagEeprom;
+
     fn is_send<T: Send + 'static>() {}
 
     #[test]
     fn rig_and_tag_reader_can_move_to_their_threads() {
         is_send::<LinuxRig>();
         is_send::<TagEeprom<LinuxI2c>>();
+        is_send::<Atecc608<LinuxI2c, StdDelay>>();
     }
 
     #[test]
@@ -442,7 +447,10 @@ mod tests {
         if let Some(lc) = config.hardware.linux.as_mut() {
             lc.i2c_device = "/nonexistent/i2c-9".into();
         }
-        let err = open_tag_reader(&config).unwrap_err().to_string();
+        let err = open_tag_reader(&config)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("cannot open /nonexistent/i2c-9 (hardware.linux.i2c_device): "),
             "{err}"

@@ -12,7 +12,8 @@
 //!   `Backend` trait: how to open one line, the PWM, the edge source, the bus.
 //! - The drivers both real backends share, one module each, tested without hardware:
 //!   [`pins`] (pin inversion, STEP/DIR timing), [`sysfs_pwm`], [`ads1115`] and its scanner
-//!   [`analog`], [`edges`] (stroke edge timestamps), [`tag_eeprom`] (the cartridge tag);
+//!   [`analog`], [`edges`] (stroke edge timestamps), [`tag_eeprom`] (the cartridge tag in a plain EEPROM),
+//!   [`atecc608`] (the cartridge's ATECC608 authenticator chip);
 //!   [`background`] is the background thread of the ADC scanner and the linux edge reader.
 //! - [`safe`]: `needled --safe-outputs`, which drives the outputs to their safe levels after
 //!   any exit (systemd's `ExecStopPost=`), needing no ledger, key or tokens.
@@ -26,6 +27,7 @@
 
 pub mod ads1115;
 pub mod analog;
+pub mod atecc608;
 pub mod background;
 pub mod edges;
 #[cfg(test)]
@@ -134,6 +136,21 @@ pub enum ChipFault {
     /// The seated part did not answer the chip command: a memory-only copy, or no chip.
     #[error("the cartridge did not answer as an authenticator chip")]
     NoAnswer,
+    /// The chip answered with an error status (see [`atecc608::status_name`]): 0x01
+    /// checkmac miscompare, 0x0F execution error (a counter at its limit, a slot not set up for
+    /// the command), 0x11 a command it did not get after wake, 0xEE its watchdog, 0xFF a CRC
+    /// or communication error.
+    #[error("the cartridge chip answered status {0:#04x} ({name})", name = atecc608::status_name(*.0))]
+    Status(u8),
+    /// The chip's response had a wrong length or a bad CRC.
+    #[error("the cartridge chip's response is corrupt: {0}")]
+    Corrupt(&'static str),
+    /// The chip did not answer within the command's maximum execution time.
+    #[error("the cartridge chip did not answer within the command's execution time")]
+    Timeout,
+    /// The I2C bus failed in the middle of a chip command.
+    #[error("the cartridge chip's bus failed: {0}")]
+    Bus(String),
     /// The bus failed.
     #[error(transparent)]
     Hal(#[from] HalError),

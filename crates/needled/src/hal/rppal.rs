@@ -33,9 +33,8 @@ use rppal::pwm::{Channel, Polarity, Pwm};
 
 use super::edges::EdgeTimestamps;
 use super::safe::{gpio_safe_steps, SafeStep};
-use super::tag_eeprom::TagEeprom;
 use super::wiring::{open_rig, tag_reader, Backend, Rig, Wiring};
-use super::HalError;
+use super::{CartridgeChip, HalError};
 use crate::config::{Config, PinSpec, Pull, RppalConfig};
 use crate::control::monotonic_now;
 
@@ -301,6 +300,8 @@ fn wiring(rc: &RppalConfig) -> Wiring<'_> {
         adc: &rc.adc,
         tag_eeprom_address: rc.tag_eeprom_address,
         tag_eeprom_address_bytes: rc.tag_eeprom_address_bytes,
+        cartridge_chip: rc.cartridge_chip,
+        atecc608: rc.atecc608,
     }
 }
 
@@ -413,9 +414,10 @@ pub fn drive_outputs_safe(rc: &RppalConfig) -> Vec<SafeStep> {
     )
 }
 
-/// The cartridge tag reader on `/dev/i2c-<i2c_bus>` (its own file descriptor: the kernel
-/// serializes it with the ADC's transfers).
-pub fn open_tag_reader(config: &Config) -> Result<TagEeprom<RppalI2c>, HalError> {
+/// The cartridge reader on `/dev/i2c-<i2c_bus>` (its own file descriptor: the kernel
+/// serializes it with the ADC's transfers): the ATECC608 driver or the tag EEPROM, as
+/// `cartridge_chip` says.
+pub fn open_tag_reader(config: &Config) -> Result<Box<dyn CartridgeChip>, HalError> {
     let rc = section(config)?;
     Ok(tag_reader(open_bus(rc)?, &wiring(rc)))
 }
@@ -425,12 +427,16 @@ mod tests {
     use super::*;
     use crate::hal::fakes::example_config;
 
+    use crate::hal::atecc608::{Atecc608, StdDelay};
+    use crate::hal::tag_eeprom::TagEeprom;
+
     fn is_send<T: Send + 'static>() {}
 
     #[test]
     fn rig_and_tag_reader_can_move_to_their_threads() {
         is_send::<RppalRig>();
         is_send::<TagEeprom<RppalI2c>>();
+        is_send::<Atecc608<RppalI2c, StdDelay>>();
     }
 
     #[test]

@@ -29,11 +29,13 @@ use needle_core::hal::{Hardware, Parts};
 
 use super::ads1115::Ads1115;
 use super::analog::{start_analog, AnalogChannel, AnalogScanner};
+use super::atecc608::{Atecc608, StdDelay};
 use super::edges::{EdgeReader, EdgeTimestamps};
 use super::pins::{electrical_level, HoldOutput, Inverted};
 use super::tag_eeprom::TagEeprom;
+use super::CartridgeChip;
 use super::HalError;
-use crate::config::{AdcConfig, PinMap, PinSpec, StrokeSection};
+use crate::config::{AdcConfig, Atecc608Config, CartridgeChipKind, PinMap, PinSpec, StrokeSection};
 
 /// How a GPIO backend opens each device of the rig; [`open_rig`] calls it in the safe order.
 ///
@@ -97,6 +99,10 @@ pub struct Wiring<'a> {
     pub tag_eeprom_address: u8,
     /// `tag_eeprom_address_bytes`: word address width of the EEPROM, 1 or 2.
     pub tag_eeprom_address_bytes: u8,
+    /// `cartridge_chip`: a plain EEPROM or an ATECC608.
+    pub cartridge_chip: CartridgeChipKind,
+    /// `[.atecc608]`: the ATECC608's address, slots and counter.
+    pub atecc608: Atecc608Config,
 }
 
 /// The rig of a GPIO backend `B`, as needle-core's [`Hardware`] (see [`open_rig`]).
@@ -282,9 +288,35 @@ fn start_adc<B: Backend>(
     })
 }
 
-/// The cartridge tag reader on `bus`, the backend's I2C bus opened for it alone (its own file
-/// descriptor: the kernel serializes its transfers with the ADC's).
-pub fn tag_reader<I2C: I2c>(bus: I2C, wiring: &Wiring<'_>) -> TagEeprom<I2C> {
+/// The cartridge reader on `bus`, the backend's I2C bus opened for it alone (its own file
+/// descriptor: the kernel serializes its transfers with the ADC's): the ATECC608 driver or
+/// the plain tag EEPROM, as `cartridge_chip` says.
+pub fn tag_reader<I2C: I2c + Send + 'static>(
+    bus: I2C,
+    wiring: &Wiring<'_>,
+) -> Box<dyn CartridgeChip> {
+    match wiring.cartridge_chip {
+        CartridgeChipKind::Atecc608 => Box::new(chip_reader(bus, wiring)),
+        CartridgeChipKind::Eeprom => Box::new(eeprom_reader(bus, wiring)),
+    }
+}
+
+/// The ATECC608 driver on `bus` (see [`tag_reader`]).
+pub fn chip_reader<I2C: I2c>(bus: I2C, wiring: &Wiring<'_>) -> Atecc608<I2C, StdDelay> {
+    Atecc608::new(
+        bus,
+        StdDelay,
+        wiring.atecc608.slots(),
+        format!(
+            "ATECC608 at {:#04x} on {}",
+            wiring.atecc608.i2c_address, wiring.bus
+        ),
+        format!("{}.atecc608", wiring.key),
+    )
+}
+
+/// The plain tag EEPROM on `bus` (see [`tag_reader`]).
+pub fn eeprom_reader<I2C: I2c>(bus: I2C, wiring: &Wiring<'_>) -> TagEeprom<I2C> {
     TagEeprom::new(
         bus,
         wiring.tag_eeprom_address,
@@ -499,6 +531,8 @@ mod tests {
             adc: &adc,
             tag_eeprom_address: 0x50,
             tag_eeprom_address_bytes: 1,
+            cartridge_chip: CartridgeChipKind::Eeprom,
+            atecc608: Atecc608Config::default(),
         };
         let rig = open_rig(backend, &wiring, &Config::default().stroke);
         (rig, log)
@@ -567,5 +601,55 @@ mod tests {
             err.starts_with("ADS1115 at 0x48 on /dev/i2c-9 (hardware.fake.adc.address): "),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cartridge_chip_selects_the_reader() {
+        use crate::hal::fakes::NACK;
+        use crate::hal::ChipFault;
+
+        /// A bus on which nothing acknowledges (no cartridge seated).
+        struct Empty;
+        impl embedded_hal::i2c::ErrorType for Empty {
+            type Error = crate::hal::fakes::FakeI2cError;
+        }
+        impl I2c for Empty {
+            fn transaction(
+                &mut self,
+                _: u8,
+                _: &mut [embedded_hal::i2c::Operation<'_>],
+            ) -> Result<(), Self::Error> {
+                Err(NACK)
+            }
+        }
+        let adc = adc_config();
+        let mut wiring = Wiring {
+            key: "hardware.fake",
+            pins: pin_map(),
+            step_pulse_us: 2,
+            dir_setup_us: 1,
+            bus: "/dev/i2c-9".into(),
+            adc: &adc,
+            tag_eeprom_address: 0x50,
+            tag_eeprom_address_bytes: 1,
+            cartridge_chip: CartridgeChipKind::Eeprom,
+            atecc608: Atecc608Config::default(),
+        };
+        // The EEPROM reader has no chip to ask.
+        let mut eeprom = tag_reader(Empty, &wiring);
+        assert_eq!(eeprom.read_tag().unwrap(), None);
+        assert!(matches!(
+            eeprom.sign_challenge(&[0; 32]),
+            Err(ChipFault::Unsupported)
+        ));
+        // The ATECC608 driver asks the chip, and an absent one does not answer.
+        wiring.cartridge_chip = CartridgeChipKind::Atecc608;
+        let mut chip = tag_reader(Empty, &wiring);
+        assert_eq!(chip.read_tag().unwrap(), None);
+        assert!(matches!(
+            chip.sign_challenge(&[0; 32]),
+            Err(ChipFault::NoAnswer)
+        ));
+        assert!(matches!(chip.advance_counter(), Err(ChipFault::NoAnswer)));
     }
 }

@@ -232,6 +232,15 @@ impl Owner {
             ));
         };
         let depth = rules::check_depth(&self.policy, &session, depth)?;
+        // The core refuses such a rate too, but only after the chip's counter was advanced:
+        // bad input must be refused while the cartridge is still unused.
+        let (lo, hi) = self.policy.rate_range;
+        if rate < lo.0 || rate > hi.0 {
+            return Err(ApiError::bad_request(
+                ErrorCode::RateOutOfRange,
+                format!("stroke rate {rate} mHz is outside {}..={} mHz", lo.0, hi.0),
+            ));
+        }
         let ceiling = rules::area_ceiling(&self.policy, &session)?;
         self.plan_rules(
             actor,
@@ -261,7 +270,8 @@ impl Owner {
             )
         });
         if let Some(chip) = chip {
-            self.use_chip(&active, &cartridge_id, chip).await?;
+            self.use_chip(actor, id, &active, &cartridge_id, chip)
+                .await?;
         }
         let arm = Command::Arm {
             depth,
@@ -291,8 +301,12 @@ impl Owner {
     /// The chip's use counter at arming: 0 before this session's first arming (then advanced
     /// to 1 before the needles can move), 1 after it; anything else is a use this session did
     /// not make (another pen, or a ledger rolled back), refused as `cartridge_used_on_chip`.
+    /// The advance is recorded as a `cartridge_counter_advanced` event; when the ledger cannot
+    /// write it, the arm is refused (the counter stays advanced, the session may arm again).
     async fn use_chip(
         &mut self,
+        actor: &Actor,
+        id: SessionId,
         active: &Active,
         cartridge: &str,
         chip: SeatedChip,
@@ -315,7 +329,13 @@ impl Owner {
                     a.chip_advanced = true;
                 }
                 tracing::info!(cartridge, "cartridge chip use counter advanced to 1");
-                Ok(())
+                let event = Event::new(unix_ms(), &actor.name, kinds::CARTRIDGE_COUNTER_ADVANCED)
+                    .session(id)
+                    .cartridge(cartridge)
+                    .detail(json!({ "counter": advanced }));
+                self.records
+                    .persist_or_refuse(move |s| s.append_event(&event).map(|_| ()))
+                    .await
             }
             (_, counter) => Err(seat::used_on_chip(cartridge, counter)),
         }

@@ -99,6 +99,15 @@ pub(crate) fn chip_fault(fault: ChipFault) -> ApiError {
             "the cartridge's chip did not answer the challenge: not the chip its tag was \
              signed for",
         ),
+        ChipFault::Status(_) => ApiError::conflict(
+            ErrorCode::ChipChallengeFailed,
+            format!("the cartridge's chip refused the command: {fault}"),
+        ),
+        ChipFault::Corrupt(_) | ChipFault::Timeout | ChipFault::Bus(_) => ApiError::new(
+            503,
+            ErrorCode::TagReadFailed,
+            format!("cannot reach the cartridge chip: {fault}"),
+        ),
         ChipFault::Hal(e) => ApiError::new(
             503,
             ErrorCode::TagReadFailed,

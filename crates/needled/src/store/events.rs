@@ -51,6 +51,9 @@ pub mod kinds {
     /// Any other override of a rule with a recorded reason (appended by the service; listed in
     /// session reports with interval overrides).
     pub const OVERRIDE: &str = "override";
+    /// The cartridge chip's use counter was advanced before a session's first arming
+    /// (appended by the service; detail: counter, the value the chip returned).
+    pub const CARTRIDGE_COUNTER_ADVANCED: &str = "cartridge_counter_advanced";
 }
 
 /// Largest page [`Store::events_after`] returns.
