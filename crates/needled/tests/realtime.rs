@@ -64,7 +64,7 @@ fn status_reports_the_memory_lock_cpu_and_priority_the_process_really_has() {
     };
     let n = common::start(dir.path(), &config);
     let c = control_stats(&n);
-    let pid = n.child.id();
+    let pid = n.pid();
 
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let locked_kb: u64 = field(&proc_status, "VmLck:")

@@ -441,8 +441,7 @@ fn killed_mid_session_restarts_with_session_aborted_and_cartridge_spent() {
             .len();
         // SIGKILL: no chance to clean up.
         let mut n = n;
-        n.child.kill().unwrap();
-        n.child.wait().unwrap();
+        n.kill();
     }
     let n = start(dir.path());
     let s = op(&n, "GET", &format!("/v1/sessions/{id}"), None);

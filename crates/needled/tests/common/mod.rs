@@ -3,12 +3,10 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use needle_client::harness::Launch;
+use needle_client::harness::{Launch, Running};
 
 /// A margin for a loaded CI machine's late ticks; the product's defaults for the rest,
 /// including its 100 ms dead-man (`host_timeout_ms`), which the tests must live with.
@@ -18,8 +16,8 @@ pub const CI_CONFIG: &str =
 
 /// A running needled; killed when dropped.
 pub struct Needled {
-    /// The process.
-    pub child: Child,
+    /// The process (needle-client's harness: kill, terminate, restart, pid).
+    pub running: Running,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The generated operator token.
@@ -30,14 +28,22 @@ pub struct Needled {
     pub data: PathBuf,
 }
 
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Needled {
+    /// SIGKILLs it (no chance to clean up) and waits for it.
+    pub fn kill(&mut self) {
+        assert!(self.running.kill().is_some(), "needled was running");
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.running.pid().expect("needled runs")
+    }
+
+    /// A client with `token`.
+    pub fn client(&self, token: &str) -> needle_client::Client {
+        needle_client::Client::new(&self.base, token)
+    }
+
     /// A typed client (needle-client) with the operator's token.
     pub fn operator_client(&self) -> needle_client::Client {
         needle_client::Client::new(&self.base, &self.operator)
@@ -62,16 +68,15 @@ pub fn start_on(data: &Path, config: &str, bind: &str) -> Needled {
     if !file.exists() {
         std::fs::write(&file, config).expect("write the test config");
     }
-    let mut launch = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data);
-    launch.bind = bind.to_string();
-    let running = launch.start().expect("start needled");
+    let running = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data)
+        .bind(bind)
+        .start()
+        .expect("start needled");
     let base = running.base();
     let operator = running.token("operator").expect("operator token");
     let technician = running.token("technician").expect("technician token");
-    // The test owns the process from here (its Drop kills it).
-    let child = running.into_child().expect("the process");
     Needled {
-        child,
+        running,
         base,
         operator,
         technician,
@@ -87,23 +92,9 @@ pub fn call_with(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let req = ureq::request(method, &format!("{}{}", n.base, path))
-        .timeout(Duration::from_secs(10))
-        .set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    n.client(token)
+        .call(method, path, body.as_ref())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Every checklist item of the default configuration, confirmed.
