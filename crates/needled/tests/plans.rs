@@ -25,24 +25,7 @@ fn send(n: &Needled, who: Who, method: &str, path: &str, body: Option<Value>) ->
         Who::Operator => &n.operator,
         Who::Technician => &n.technician,
     };
-    let req = ureq::request(method, &format!("{}{}", n.base, path))
-        .timeout(Duration::from_secs(20))
-        .set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::call_as(n, method, path, Some(token), body, Duration::from_secs(20))
 }
 
 fn ok(n: &Needled, who: Who, method: &str, path: &str, body: Option<Value>) -> Value {

@@ -24,25 +24,7 @@ fn call_with(
     body: Option<Value>,
     timeout: Duration,
 ) -> (u16, Value) {
-    let mut req = ureq::request(method, &format!("{}{}", n.base, path)).timeout(timeout);
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::call_as(n, method, path, token, body, timeout)
 }
 
 fn call(n: &Needled, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -92,7 +93,30 @@ pub fn call_with(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    n.client(token)
+    call_as(n, method, path, Some(token), body, Duration::from_secs(10))
+}
+
+/// `method path` with `token` (none: an anonymous call) and a JSON body, each call within
+/// `timeout`: (status, JSON body or the text as a JSON string), on needle-client. The one
+/// untyped call helper of the service tests; only a transport failure panics.
+pub fn call_as(
+    n: &Needled,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    timeout: Duration,
+) -> (u16, Value) {
+    // A client of its own per call, a fresh connection each time, as ureq's free functions
+    // made: a pooled connection the service closed meanwhile fails a POST (seen here).
+    let builder = match token {
+        Some(t) => needle_client::Client::builder(&n.base, t),
+        None => needle_client::Client::anonymous(&n.base),
+    };
+    builder
+        .timeout(timeout)
+        .build()
+        .expect("a plain-HTTP client")
         .call(method, path, body.as_ref())
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
