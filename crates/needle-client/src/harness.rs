@@ -48,6 +48,8 @@ pub struct Launch {
     pub args: Vec<String>,
     /// Extra environment.
     pub env: Vec<(String, String)>,
+    /// Environment variables removed from what it inherits.
+    pub env_remove: Vec<String>,
     /// Where needled's stdout and stderr go.
     pub output: Output,
     /// How long it may take to be ready.
@@ -65,6 +67,7 @@ impl Launch {
             bind: "127.0.0.1:0".to_string(),
             args: Vec::new(),
             env: Vec::new(),
+            env_remove: Vec::new(),
             output: Output::Discard,
             ready_within: Duration::from_secs(30),
         }
@@ -85,6 +88,12 @@ impl Launch {
     /// One more environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// One environment variable not inherited.
+    pub fn env_remove(mut self, key: impl Into<String>) -> Self {
+        self.env_remove.push(key.into());
         self
     }
 
@@ -127,8 +136,11 @@ impl Launch {
             .arg("--ready-file")
             .arg(&ready)
             .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
+        for key in &self.env_remove {
+            cmd.env_remove(key);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         match &self.output {
             Output::File(file) => {
                 let out = std::fs::OpenOptions::new()

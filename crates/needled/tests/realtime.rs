@@ -10,14 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 fn status(n: &common::Needled) -> Value {
-    let body = ureq::get(&format!("{}/v1/status", n.base))
-        .set("Authorization", &format!("Bearer {}", n.operator))
-        .timeout(Duration::from_secs(10))
-        .call()
+    n.operator_client()
+        .json("GET", "/v1/status", None)
         .expect("GET /v1/status")
-        .into_string()
-        .expect("a body");
-    serde_json::from_str(&body).expect("JSON")
 }
 
 /// A `Key:` line of a `/proc/.../status` file.
