@@ -1,5 +1,7 @@
 //! The service's public HTTP API as a jig uses it: bearer tokens, JSON in and out, errors as
-//! `{"error": {"code", "message"}}`. Nothing here reaches around the API.
+//! `{"error": {"code", "message"}}`. Nothing here reaches around the API. On needle-client:
+//! [`Api::client`] gives its typed calls; the JSON calls here serve the scenarios' routes
+//! the contract does not type yet and their refusal checks.
 
 use std::time::Duration;
 
@@ -31,7 +33,9 @@ pub struct Endpoint {
 #[derive(Clone)]
 pub struct Api {
     endpoint: Endpoint,
-    agent: ureq::Agent,
+    operator: needle_client::Client,
+    technician: needle_client::Client,
+    anonymous: needle_client::Client,
 }
 
 impl std::fmt::Debug for Api {
@@ -61,11 +65,20 @@ impl Reply {
 impl Api {
     /// A client for `endpoint`; each request may take at most `timeout`.
     pub fn new(endpoint: Endpoint, timeout: Duration) -> Self {
-        let agent = ureq::AgentBuilder::new()
+        let operator =
+            needle_client::Client::with_timeout(&endpoint.base, &endpoint.operator_token, timeout);
+        let technician = operator.as_token(&endpoint.technician_token);
+        let anonymous = needle_client::Client::anonymous(&endpoint.base)
             .timeout(timeout)
-            .max_idle_connections_per_host(4)
-            .build();
-        Self { endpoint, agent }
+            .build()
+            // Only TLS trust can fail to build, and none is asked for here.
+            .unwrap_or_else(|_| operator.as_token(""));
+        Self {
+            endpoint,
+            operator,
+            technician,
+            anonymous,
+        }
     }
 
     /// The endpoint.
@@ -73,10 +86,11 @@ impl Api {
         &self.endpoint
     }
 
-    fn token(&self, role: Role) -> &str {
+    /// The typed client (needle-client) with the token of `role`.
+    pub fn client(&self, role: Role) -> &needle_client::Client {
         match role {
-            Role::Operator => &self.endpoint.operator_token,
-            Role::Technician => &self.endpoint.technician_token,
+            Role::Operator => &self.operator,
+            Role::Technician => &self.technician,
         }
     }
 
@@ -88,34 +102,14 @@ impl Api {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Reply> {
-        let mut req = self
-            .agent
-            .request(method, &format!("{}{}", self.endpoint.base, path));
-        if let Some(role) = role {
-            req = req.set("Authorization", &format!("Bearer {}", self.token(role)));
-        }
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => {
-                return Err(HilError::Transport {
-                    method: method.into(),
-                    path: path.into(),
-                    detail: e.to_string(),
-                })
-            }
-        };
-        let status = resp.status();
-        let text = resp.into_string().map_err(|e| HilError::Transport {
-            method: method.into(),
-            path: path.into(),
-            detail: format!("reading the body: {e}"),
-        })?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let client = role.map_or(&self.anonymous, |r| self.client(r));
+        let (status, body) = client
+            .call(method, path, body)
+            .map_err(|e| HilError::Transport {
+                method: method.into(),
+                path: path.into(),
+                detail: e.to_string(),
+            })?;
         Ok(Reply { status, body })
     }
 

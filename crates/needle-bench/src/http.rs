@@ -1,6 +1,11 @@
 //! A minimal HTTP/1.1 keep-alive GET client for the load generator: one request at a time per
 //! connection, responses with Content-Length only (what axum sends for JSON). Cheap, so the
 //! load generator spends its CPU on load, not on itself. Loopback targets only.
+//!
+//! The one HTTP client of the benches that is not needle-client (issue 13): `loadgen` must
+//! measure at the socket, from a request's first byte written to its response's last byte
+//! read, and a general client's pooling, header maps and JSON decoding would be in those
+//! figures. Every other call of the benches goes through needle-client (BENCHMARKS.md §4).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};

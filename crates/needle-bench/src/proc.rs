@@ -1,17 +1,20 @@
 //! The real needled as a child process on 127.0.0.1:0 with a temporary data directory (as
-//! `crates/needled/tests/service.rs` starts it), and the API calls the benches need.
+//! `crates/needled/tests/service.rs` starts it, on needle-client's harness), and the API
+//! calls the benches need, on needle-client.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use needle_client::harness::{Launch, Running};
+use needle_client::Client;
 
 use needled::cartridge::{self, Needles, TagData};
 use serde_json::{json, Value};
 
-/// A running needled.
+/// A running needled (needle-client's harness: ready by its ready file), and typed clients
+/// with its operator's and technician's tokens.
 pub struct Needled {
-    child: Child,
+    running: Running,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The generated operator token.
@@ -20,14 +23,11 @@ pub struct Needled {
     pub technician: String,
     /// The data directory.
     pub data: PathBuf,
+    /// A client with the operator's token.
+    pub op: Client,
+    /// A client with the technician's token.
+    pub tech: Client,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// The needled binary next to this one (`target/<profile>/needled`), or `NEEDLED_BIN`.
@@ -55,73 +55,27 @@ impl Needled {
             format!("# needle-bench configuration\n{config}\n"),
         )
         .map_err(|e| e.to_string())?;
-        let mut child = Command::new(bin)
-            .args([
-                "--config",
-                &config_path.to_string_lossy(),
-                "--bind",
-                "127.0.0.1:0",
-                "--data-dir",
-                &data.to_string_lossy(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", bin.display()))?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !line.contains("listening on") {
-            line.clear();
-            if reader.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
-                let _ = child.kill();
-                return Err("needled exited before listening".into());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return Err("needled did not start in 30 s".into());
-            }
-        }
-        // Keep draining stdout so needled never blocks on a full pipe.
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while reader.read_line(&mut sink).unwrap_or(0) > 0 {
-                sink.clear();
-            }
-        });
-        let base = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let tokens: Vec<Value> = serde_json::from_str(
-            &std::fs::read_to_string(data.join("tokens.json"))
-                .map_err(|e| format!("tokens.json: {e}"))?,
-        )
-        .map_err(|e| format!("tokens.json: {e}"))?;
-        let token = |role: &str| {
-            tokens
-                .iter()
-                .find(|t| t["role"] == role)
-                .and_then(|t| t["token"].as_str())
-                .map(str::to_string)
-                .ok_or_else(|| format!("no {role} token"))
-        };
+        let running = Launch::new(bin, &config_path, &data).start()?;
+        let base = running.base();
+        let operator = running.token("operator")?;
+        let technician = running.token("technician")?;
+        let op = Client::new(&base, &operator);
+        let tech = op.as_token(&technician);
         Ok(Needled {
-            operator: token("operator")?,
-            technician: token("technician")?,
-            child,
+            running,
             base,
+            operator,
+            technician,
             data,
+            op,
+            tech,
             _dir: dir,
         })
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.running.pid().unwrap_or_default()
     }
 
     /// One call; returns (status, JSON body).
@@ -132,24 +86,10 @@ impl Needled {
         token: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
-        let req = ureq::request(method, &format!("{}{}", self.base, path))
-            .timeout(Duration::from_secs(10))
-            .set("Authorization", &format!("Bearer {token}"));
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("{method} {path}: {e}")),
-        };
-        let status = resp.status();
-        let text = resp.into_string().unwrap_or_default();
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        self.op
+            .as_token(token)
+            .call(method, path, body.as_ref())
+            .map_err(|e| format!("{method} {path}: {e}"))
     }
 
     /// A call that must succeed (2xx).

@@ -19,10 +19,13 @@
 #[cfg(feature = "harness")]
 pub mod harness;
 mod sse;
+pub mod tls;
 
+use std::io::Read;
 use std::time::Duration;
 
 pub use needle_api::ErrorCode;
+
 use needle_api::{
     Cartridge, CreateSession, EndSession, ErrorBody, Events, Health, Injected, Reason, Recalled,
     Session, SessionReport, Setpoints, SimAction, SimTruth, Status, Ticks, Version,
@@ -34,8 +37,13 @@ pub use sse::Telemetry;
 /// What can go wrong with a call.
 #[derive(Debug)]
 pub enum Error {
-    /// The service did not answer (connection refused, timeout, reset).
+    /// The service did not answer (connection refused, reset, TLS refused): what the
+    /// transport said, and its cause.
     Transport(String),
+    /// The service did not answer within the client's timeout.
+    Timeout(String),
+    /// The connection broke while the answer was read.
+    Lost(String),
     /// The service refused: its status, stable code (`None` for a code this client does not
     /// know: a newer service) and message.
     Api {
@@ -45,9 +53,13 @@ pub enum Error {
         code_text: String,
         /// The message, for people.
         message: String,
+        /// The body as received.
+        body: String,
     },
     /// The answer was not the contract's type.
     Decode(String),
+    /// TLS trust could not be set up (see [`Tls`]).
+    Tls(String),
 }
 
 impl Error {
@@ -72,24 +84,103 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Transport(e) => write!(f, "the service did not answer: {e}"),
+            Error::Timeout(e) => write!(f, "the service did not answer in time: {e}"),
+            Error::Lost(e) => write!(f, "the connection broke: {e}"),
             Error::Api {
                 status,
                 code_text,
                 message,
+                ..
             } => write!(f, "{status} {code_text}: {message}"),
             Error::Decode(e) => write!(f, "unexpected answer: {e}"),
+            Error::Tls(e) => write!(f, "TLS: {e}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
-/// A client with one token. Cloning shares the connection pool.
+/// How an `https://` service's certificate is trusted.
+#[derive(Debug, Clone)]
+pub enum Tls {
+    /// Exactly the certificate with this SHA-256 (hex, as needled logs it; colons and case
+    /// ignored): `needlectl --tls-sha256`.
+    Sha256(String),
+    /// The certificates of this PEM file (a CA, or needled's own): `needlectl --ca-file`.
+    CaFile(std::path::PathBuf),
+    /// A rustls configuration made by the caller.
+    Config(std::sync::Arc<rustls::ClientConfig>),
+}
+
+/// Builds a [`Client`]: timeouts, TLS trust, user agent.
+#[derive(Debug)]
+pub struct ClientBuilder {
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+    tls: Option<Tls>,
+    user_agent: Option<String>,
+}
+
+impl ClientBuilder {
+    /// Each call may take at most `timeout` (connect, read and write each).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How an `https://` base's certificate is trusted.
+    pub fn tls(mut self, tls: Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The `User-Agent` header.
+    pub fn user_agent(mut self, agent: impl Into<String>) -> Self {
+        self.user_agent = Some(agent.into());
+        self
+    }
+
+    /// The client; an [`Error::Tls`] when the trust cannot be set up (a fingerprint that is
+    /// not 64 hex digits, an unreadable PEM file).
+    pub fn build(self) -> Result<Client, Error> {
+        let mut agent = ureq::AgentBuilder::new()
+            .timeout_connect(self.timeout)
+            .timeout_read(self.timeout)
+            .timeout_write(self.timeout)
+            .max_idle_connections_per_host(4);
+        if let Some(ua) = &self.user_agent {
+            agent = agent.user_agent(ua);
+        }
+        let config = match self.tls {
+            None => None,
+            Some(Tls::Sha256(pin)) => Some(std::sync::Arc::new(
+                tls::client_pinned(&pin).map_err(Error::Tls)?,
+            )),
+            Some(Tls::CaFile(pem)) => Some(std::sync::Arc::new(
+                tls::client_with_ca(&pem).map_err(Error::Tls)?,
+            )),
+            Some(Tls::Config(c)) => Some(c),
+        };
+        if let Some(c) = config {
+            agent = agent.tls_config(c);
+        }
+        Ok(Client {
+            base: self.base.trim_end_matches('/').to_string(),
+            token: self.token,
+            agent: agent.build(),
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// A client with one token (or none). Cloning shares the connection pool.
 #[derive(Clone)]
 pub struct Client {
     base: String,
-    token: String,
+    token: Option<String>,
     agent: ureq::Agent,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Client {
@@ -114,13 +205,36 @@ impl Client {
         timeout: Duration,
     ) -> Self {
         let agent = ureq::AgentBuilder::new()
-            .timeout(timeout)
+            .timeout_connect(timeout)
+            .timeout_read(timeout)
+            .timeout_write(timeout)
             .max_idle_connections_per_host(4)
             .build();
         Self {
             base: base.into().trim_end_matches('/').to_string(),
-            token: token.into(),
+            token: Some(token.into()),
             agent,
+            timeout,
+        }
+    }
+
+    /// A builder for a client of `base` with `token`: 10 s per call, no TLS trust (an
+    /// `https://` base then fails its calls) unless [`ClientBuilder::tls`] says how.
+    pub fn builder(base: impl Into<String>, token: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base: base.into(),
+            token: Some(token.into()),
+            timeout: Duration::from_secs(10),
+            tls: None,
+            user_agent: None,
+        }
+    }
+
+    /// As [`Client::builder`], sending no token (health, or a refusal's test).
+    pub fn anonymous(base: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            token: None,
+            ..Self::builder(base, "")
         }
     }
 
@@ -128,8 +242,9 @@ impl Client {
     pub fn as_token(&self, token: impl Into<String>) -> Self {
         Self {
             base: self.base.clone(),
-            token: token.into(),
+            token: Some(token.into()),
             agent: self.agent.clone(),
+            timeout: self.timeout,
         }
     }
 
@@ -138,10 +253,85 @@ impl Client {
         &self.base
     }
 
+    /// The same client (the same connection pool) whose calls send no token.
+    pub fn without_token(&self) -> Self {
+        Self {
+            token: None,
+            ..self.clone()
+        }
+    }
+
+    /// The same client (the same connection pool) whose calls each end within `timeout`; the
+    /// pool's own connect, read and write timeouts stay as they were built, so a longer
+    /// `timeout` than those is cut short by them.
+    pub fn with_call_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            timeout,
+            ..self.clone()
+        }
+    }
+
+    /// The timeout of each call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A request whose whole exchange must end within the timeout.
     fn request(&self, method: &str, path: &str) -> ureq::Request {
-        self.agent
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.token))
+        self.request_open(method, path).timeout(self.timeout)
+    }
+
+    /// A request without an overall deadline (a stream): connect, each read and each write
+    /// still within the timeout.
+    fn request_open(&self, method: &str, path: &str) -> ureq::Request {
+        let req = self.agent.request(method, &format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
+    /// `method path` with an optional JSON body, for routes the contract does not type yet
+    /// (plans, people, numbing, records) and for tests of refusals: the HTTP status and the
+    /// body as JSON (a body that is not JSON comes back as a JSON string). Only a transport
+    /// failure is an `Err`; a refusal is an answer here.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), Error> {
+        let req = self.request(method, path);
+        let result = match body {
+            Some(b) => req
+                .set("Content-Type", "application/json")
+                .send_string(&b.to_string()),
+            None => req.call(),
+        };
+        let resp = match result {
+            Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+            Err(ureq::Error::Transport(t)) => return Err(transport(&t)),
+        };
+        let status = resp.status();
+        let text = resp.into_string().map_err(|e| lost(&e))?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        ))
+    }
+
+    /// As [`Client::call`], but only a 2xx answer is `Ok` (its JSON body); a refusal is an
+    /// [`Error::Api`] with its code.
+    pub fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, Error> {
+        self.send(
+            self.request(method, path),
+            body.map(|b| b as &dyn erased::Body),
+        )
     }
 
     fn send<T: DeserializeOwned>(
@@ -155,30 +345,7 @@ impl Client {
                 .send_string(&b.json()?),
             None => req.call(),
         };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(status, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                return Err(match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(v) => Error::Api {
-                        status,
-                        code_text: v["error"]["code"].as_str().unwrap_or("").to_string(),
-                        message: v["error"]["message"]
-                            .as_str()
-                            .map_or_else(|| text.clone(), str::to_string),
-                    },
-                    Err(_) => Error::Api {
-                        status,
-                        code_text: String::new(),
-                        message: text,
-                    },
-                });
-            }
-            Err(e) => return Err(Error::Transport(e.to_string())),
-        };
-        let text = resp
-            .into_string()
-            .map_err(|e| Error::Transport(format!("reading the body: {e}")))?;
+        let text = answer(result)?.into_string().map_err(|e| lost(&e))?;
         serde_json::from_str(&text).map_err(|e| Error::Decode(format!("{e}: {text}")))
     }
 
@@ -316,23 +483,105 @@ impl Client {
     /// `GET /v1/telemetry`: the SSE stream, one [`needle_api::TelemetryEvent`] per item. The
     /// stream's reads have no timeout of their own beyond the agent's.
     pub fn telemetry(&self) -> Result<Telemetry, Error> {
-        let resp = match self.request("GET", "/v1/telemetry").call() {
-            Ok(r) => r,
-            Err(ureq::Error::Status(status, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
-                return Err(Error::Api {
-                    status,
-                    code_text: body
-                        .as_ref()
-                        .map(|b| b.error.code.as_str().to_string())
-                        .unwrap_or_default(),
-                    message: body.map_or(text, |b| b.error.message),
-                });
-            }
-            Err(e) => return Err(Error::Transport(e.to_string())),
+        Ok(Telemetry::new(Box::new(self.stream("/v1/telemetry")?)))
+    }
+
+    /// `method path` with an optional JSON body: the 2xx answer's body exactly as received
+    /// (a caller that shows it as the service sent it); a refusal is an [`Error::Api`].
+    pub fn text(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<String, Error> {
+        let req = self.request(method, path);
+        let result = match body {
+            Some(b) => req
+                .set("Content-Type", "application/json")
+                .send_string(&b.to_string()),
+            None => req.call(),
         };
-        Ok(Telemetry::new(resp.into_reader()))
+        answer(result)?.into_string().map_err(|e| lost(&e))
+    }
+
+    /// `GET path` as a server-sent event stream, the raw body: no overall deadline, each
+    /// read within the timeout (an [`std::io::Error`] of kind `TimedOut` or `WouldBlock`
+    /// when one is not answered in time).
+    pub fn stream(&self, path: &str) -> Result<impl Read + Send + Sync + 'static, Error> {
+        let req = self
+            .request_open("GET", path)
+            .set("Accept", "text/event-stream");
+        Ok(answer(req.call())?.into_reader())
+    }
+}
+
+/// A 2xx response, or the refusal / transport failure as an [`Error`].
+fn answer(result: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response, Error> {
+    match result {
+        Ok(r) => Ok(r),
+        Err(ureq::Error::Status(status, r)) => {
+            let text = r.into_string().unwrap_or_default();
+            let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+            Err(match body {
+                Some(b) => Error::Api {
+                    status,
+                    code_text: b.error.code.as_str().to_string(),
+                    message: b.error.message,
+                    body: text,
+                },
+                None => {
+                    // A code this client does not know still has its text.
+                    let v: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+                    let field = |k: &str| {
+                        v.as_ref()
+                            .and_then(|v| v["error"][k].as_str())
+                            .map(str::to_string)
+                    };
+                    Error::Api {
+                        status,
+                        code_text: field("code").unwrap_or_default(),
+                        message: field("message").unwrap_or_else(|| text.clone()),
+                        body: text,
+                    }
+                }
+            })
+        }
+        Err(ureq::Error::Transport(t)) => Err(transport(&t)),
+    }
+}
+
+/// Whether an I/O error is a read or write that did not complete in time.
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
+    )
+}
+
+/// No answer: [`Error::Timeout`] when it was the timeout, else [`Error::Transport`] with
+/// what the transport said and its cause (`message: cause`).
+fn transport(t: &ureq::Transport) -> Error {
+    let source = std::error::Error::source(t);
+    if source
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(is_timeout)
+    {
+        return Error::Timeout(t.to_string());
+    }
+    let detail = t
+        .message()
+        .map(str::to_string)
+        .unwrap_or_else(|| t.kind().to_string());
+    let cause = source.map(|s| format!(": {s}")).unwrap_or_default();
+    Error::Transport(format!("{detail}{cause}"))
+}
+
+/// The connection broke (or stalled past the timeout) while a body was read.
+fn lost(e: &std::io::Error) -> Error {
+    if is_timeout(e) {
+        Error::Timeout(e.to_string())
+    } else {
+        Error::Lost(e.to_string())
     }
 }
 

@@ -450,8 +450,13 @@ async fn run(
     // For people and the Python kit; programs use --ready-file.
     println!("needled listening on {scheme}://{local}");
     if let Some(file) = &ready_file {
-        write_ready_file(file, local)
-            .map_err(|e| format!("--ready-file {}: {e}", file.display()))?;
+        write_ready_file(
+            file,
+            local,
+            scheme,
+            tls.as_ref().map(|t| t.fingerprint.as_str()),
+        )
+        .map_err(|e| format!("--ready-file {}: {e}", file.display()))?;
     }
     spawn_watchdog(&service);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
@@ -485,9 +490,20 @@ async fn run(
     Ok(())
 }
 
-/// Writes the readiness file: the bound address and the pid, as JSON, atomically.
-fn write_ready_file(file: &std::path::Path, address: std::net::SocketAddr) -> std::io::Result<()> {
-    let body = serde_json::json!({ "address": address.to_string(), "pid": std::process::id() });
+/// Writes the readiness file: the bound address, the pid, the scheme (`http`, `https`) and
+/// the TLS certificate's SHA-256 (or null), as JSON, atomically.
+fn write_ready_file(
+    file: &std::path::Path,
+    address: std::net::SocketAddr,
+    scheme: &str,
+    tls_sha256: Option<&str>,
+) -> std::io::Result<()> {
+    let body = serde_json::json!({
+        "address": address.to_string(),
+        "pid": std::process::id(),
+        "scheme": scheme,
+        "tls_sha256": tls_sha256,
+    });
     let mut tmp = file.as_os_str().to_owned();
     tmp.push(".tmp");
     std::fs::write(&tmp, body.to_string())?;

@@ -88,7 +88,9 @@ fn case(
     }
 }
 
-/// (status, content type, raw body text)
+/// (status, content type, raw body text). On ureq, not needle-client: these tests send what
+/// a typed client never would (raw bytes, other content types, malformed Authorization
+/// headers) and read the content type.
 fn send(n: &Needled, method: &str, path: &str, auth: Auth, body: &Body) -> (u16, String, String) {
     let mut req =
         ureq::request(method, &format!("{}{}", n.base, path)).timeout(Duration::from_secs(20));

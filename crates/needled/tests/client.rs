@@ -102,9 +102,10 @@ fn typed_client_decodes_every_answer_and_refusals_carry_their_code() {
 #[test]
 fn harness_restarts_needled_on_the_same_port_with_its_records() {
     let dir = tempfile::tempdir().unwrap();
-    let first = common::start(dir.path(), common::CI_CONFIG);
-    let address = first.base.trim_start_matches("http://").to_string();
-    let id = first
+    let mut n = common::start(dir.path(), common::CI_CONFIG);
+    let base = n.running.base();
+    let first_pid = n.pid();
+    let id = n
         .operator_client()
         .create_session(&CreateSession {
             operator: Some("dr-test".into()),
@@ -116,10 +117,65 @@ fn harness_restarts_needled_on_the_same_port_with_its_records() {
         })
         .unwrap()
         .id;
-    drop(first);
-    let second = common::start_on(dir.path(), common::CI_CONFIG, &address);
-    assert_eq!(second.base, format!("http://{address}"));
+    // SIGKILL, then the same launch on the same address.
+    n.running.restart().unwrap();
+    assert_eq!(n.running.base(), base);
+    assert_ne!(n.pid(), first_pid, "a new process");
     // The session left open by the kill is aborted on start, and still there.
-    let s = second.operator_client().session(id).unwrap();
+    let s = n.operator_client().session(id).unwrap();
     assert_eq!(s.state, SessionState::Aborted);
+    // SIGTERM: a clean stop, exit status 0; stopping twice is refused.
+    let status = n.running.terminate().unwrap();
+    assert!(status.success(), "needled's exit on SIGTERM: {status}");
+    assert!(n.running.terminate().is_err());
+    assert!(n.running.kill().is_none());
+}
+
+#[test]
+fn harness_starts_needled_off_loopback_with_an_https_base_and_a_pinned_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("test.toml");
+    std::fs::write(&config, common::CI_CONFIG).unwrap();
+    let log = dir.path().join("needled.log");
+    let running =
+        needle_client::harness::Launch::new(env!("CARGO_BIN_EXE_needled"), &config, dir.path())
+            .bind("0.0.0.0:0")
+            .log(&log)
+            .start()
+            .unwrap();
+    assert_eq!(running.scheme, "https");
+    assert!(
+        running.address.starts_with("0.0.0.0:"),
+        "{}",
+        running.address
+    );
+    // Bound to all interfaces, reached through loopback.
+    let https = format!("https://127.0.0.1:{}", running.port().unwrap());
+    assert_eq!(running.base(), https);
+    let fp = running
+        .tls_sha256
+        .clone()
+        .expect("its certificate's fingerprint");
+    assert_eq!(
+        fp,
+        needled::tls::file_fingerprint(&dir.path().join("tls-cert.pem")).unwrap()
+    );
+    assert_eq!(running.log_path(), Some(log.as_path()));
+    // The harness's own client is pinned to that fingerprint; so is one made here.
+    assert!(running.client("operator").unwrap().status().is_ok());
+    let token = running.token("technician").unwrap();
+    let pinned = needle_client::Client::builder(&https, &token)
+        .tls(needle_client::Tls::Sha256(fp))
+        .build()
+        .unwrap();
+    assert!(pinned.status().is_ok());
+    // Another pin is refused before any request is sent.
+    let wrong = needle_client::Client::builder(&https, &token)
+        .tls(needle_client::Tls::Sha256("00".repeat(32)))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        wrong.status(),
+        Err(needle_client::Error::Transport(_))
+    ));
 }

@@ -12,7 +12,7 @@
 //! screenshot of the running console to `docs/console.png`; every run writes it to
 //! `target/tmp/console-running.png` (and a screenshot of any failure beside it).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
+use needle_client::harness::{Launch, Running};
 use needled::cartridge::{self, Needles, TagData};
 use serde_json::{json, Value};
 
@@ -90,15 +91,16 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// needled on needle-client's harness (ready by its ready file), with its tokens.
 struct Needled {
-    child: Child,
+    running: Running,
     base: String,
     operator: String,
     technician: String,
 }
 
 impl Needled {
-    fn start(data: &Path, port: u16) -> Needled {
+    fn start(data: &Path) -> Needled {
         let config = data.join("test.toml");
         if !config.exists() {
             // A loaded 2-core CI machine runs Chromium beside the 1 kHz control loop: with the
@@ -107,65 +109,33 @@ impl Needled {
             let text = "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = 1000\nrealtime_priority = false\n";
             std::fs::write(&config, text).unwrap();
         }
-        let bind = format!("127.0.0.1:{port}");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
-            .args([
-                "--config",
-                config.to_str().unwrap(),
-                "--bind",
-                &bind,
-                "--data-dir",
-                data.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
+        let running = Launch::new(env!("CARGO_BIN_EXE_needled"), &config, data)
+            .start()
             .expect("start needled");
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !line.contains("listening on") {
-            line.clear();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "needled exited before listening"
-            );
-            assert!(Instant::now() < deadline, "needled did not start");
-        }
-        let base = line.trim().rsplit(' ').next().unwrap().to_string();
-        let tokens: Vec<Value> =
-            serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap())
-                .unwrap();
-        let token = |role: &str| {
-            tokens.iter().find(|t| t["role"] == role).unwrap()["token"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
         Needled {
-            child,
-            base,
-            operator: token("operator"),
-            technician: token("technician"),
+            base: running.base(),
+            operator: running.token("operator").unwrap(),
+            technician: running.token("technician").unwrap(),
+            running,
         }
     }
 
+    /// SIGKILLs it.
     fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.running.kill();
+    }
+
+    /// Starts it again on the same port (the console's URL and tokens stay true).
+    fn restart(&mut self) {
+        self.running.restart().expect("restart needled");
+        assert_eq!(self.running.base(), self.base, "the same port");
     }
 
     /// A technician call to the API, as the test's own instrument.
     fn tech(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let req = ureq::request(method, &format!("{}{}", self.base, path))
-            .timeout(Duration::from_secs(10))
-            .set("Authorization", &format!("Bearer {}", self.technician));
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        }
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        resp.into_json().unwrap()
+        needle_client::Client::new(&self.base, &self.technician)
+            .json(method, path, body.as_ref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     /// A cartridge provisioned with the test factory key: (tag hex, chip private key hex).
@@ -173,12 +143,6 @@ impl Needled {
         let data = TagData::new(id, lot, Needles::Pins12, "2099-12-31".parse().unwrap()).unwrap();
         let made = cartridge::provision_test(&data).unwrap();
         (made.tag_hex(), made.chip_secret_hex())
-    }
-}
-
-impl Drop for Needled {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
@@ -485,7 +449,7 @@ async fn console_runs_a_whole_session_on_the_sim_and_clears_an_estop_fault() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let n = Needled::start(dir.path(), free_port());
+    let n = Needled::start(dir.path());
     let driver = Driver::start(&browser);
     let downloads = dir.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
@@ -685,14 +649,12 @@ async fn console_needs_a_token_and_shows_and_recovers_a_lost_telemetry_stream() 
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut n = Needled::start(dir.path(), port);
+    let mut n = Needled::start(dir.path());
     let driver = Driver::start(&browser);
     let downloads = dir.path().join("downloads");
     let c = open_browser(&browser, &driver, &dir.path().join("profile"), &downloads).await;
     let n = &mut n;
     let driver = &driver;
-    let data = dir.path().to_path_buf();
     with_browser(TEST, c.clone(), async move {
         c.goto(&n.base).await.unwrap();
         // Nothing but the login form without a token; a wrong token is refused by the API.
@@ -759,7 +721,7 @@ async fn console_needs_a_token_and_shows_and_recovers_a_lost_telemetry_stream() 
         wait_text(&c, "#link", "lost").await;
         wait_js(&c, "the stale-data warning", "return !document.getElementById('stale').hidden;").await;
         // ...and it reconnects by itself when the service is back (same port, same tokens).
-        *n = Needled::start(&data, port);
+        n.restart();
         wait_text(&c, "#link", "Live").await;
         wait_js(&c, "the stale-data warning to go", "return document.getElementById('stale').hidden;").await;
         wait_text(&c, "#state", "Boot").await;
@@ -825,7 +787,7 @@ async fn the_printed_record_of_a_plan_session_has_every_part_on_a4_and_letter() 
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let n = Needled::start(dir.path(), free_port());
+    let n = Needled::start(dir.path());
     // A session of a plan, armed deeper than planned (an override), faulted by a jam and
     // cleared with a reason, then ended: every part of the record has something to show.
     n.tech("POST", "/v1/home", None);

@@ -24,12 +24,12 @@
 //! `CRASH_SEED` replays a campaign; the seed is printed at the start.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use needle_client::harness::{Launch, Running};
+use needle_client::Client;
 use needled::cartridge::{self, Needles, TagData};
 use rusqlite::OpenFlags;
 use serde_json::{json, Value};
@@ -39,80 +39,40 @@ use serde_json::{json, Value};
 // -------------------------------------------------------------------------------------------
 
 struct Needled {
-    child: Child,
+    running: Running,
     api: Api,
-}
-
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[derive(Clone)]
 struct Api {
-    base: String,
-    operator: String,
-    technician: String,
+    operator: Client,
+    technician: Client,
 }
 
-fn config_file(data: &Path) -> PathBuf {
+/// needled on needle-client's harness, with a generous tick gap: as the service tests, so a
+/// loaded CI machine does not latch ControlOverrun in the middle of a flow (that would be
+/// correct, but not this test).
+fn launch(data: &Path) -> Launch {
     let config = data.join("test.toml");
     if !config.exists() {
-        // As the service tests: a generous tick gap, so a loaded CI machine does not latch
-        // ControlOverrun in the middle of a flow (that would be correct, but not this test).
         std::fs::write(&config, "[control]\nmax_tick_gap_ms = 500\n").unwrap();
     }
-    config
-}
-
-fn spawn(data: &Path) -> Child {
-    let config = config_file(data);
-    Command::new(env!("CARGO_BIN_EXE_needled"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start needled")
+    Launch::new(env!("CARGO_BIN_EXE_needled"), config, data)
 }
 
 fn start(data: &Path) -> Needled {
-    let mut child = spawn(data);
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
-    let mut line = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "needled exited before listening (after a crash it must always come back)"
-        );
-        assert!(Instant::now() < deadline, "needled did not start");
+    let running = launch(data)
+        .start()
+        .expect("needled starts (after a crash it must always come back)");
+    let operator = Client::new(running.base(), running.token("operator").unwrap());
+    let technician = operator.as_token(running.token("technician").unwrap());
+    Needled {
+        running,
+        api: Api {
+            operator,
+            technician,
+        },
     }
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    let tokens: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
-    let token = |role: &str| {
-        tokens.iter().find(|t| t["role"] == role).unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let api = Api {
-        base,
-        operator: token("operator"),
-        technician: token("technician"),
-    };
-    Needled { child, api }
 }
 
 /// A transport failure: the service is gone (killed), or did not answer in time.
@@ -127,31 +87,17 @@ impl Api {
         technician: bool,
         body: Option<Value>,
     ) -> Result<(u16, Value), Gone> {
-        let token = if technician {
+        let client = if technician {
             &self.technician
         } else {
             &self.operator
         };
-        let req = ureq::request(method, &format!("{}{}", self.base, path))
-            .timeout(Duration::from_secs(10))
-            .set("Authorization", &format!("Bearer {token}"));
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match result {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(Gone(format!("{method} {path}: {e}"))),
-        };
-        let status = resp.status();
-        let text = resp
-            .into_string()
-            .map_err(|e| Gone(format!("{method} {path}: body: {e}")))?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        client
+            .call(method, path, body.as_ref())
+            .map_err(|e| match e {
+                needle_client::Error::Transport(e) => Gone(format!("{method} {path}: {e}")),
+                e => panic!("{method} {path}: {e}"),
+            })
     }
 
     fn must(&self, method: &str, path: &str) -> Value {
@@ -776,8 +722,7 @@ fn sigkill_at_random_moments_never_breaks_the_ledger() {
         let _ = ready.recv_timeout(Duration::from_secs(20));
         // SIGKILL at a random moment of the flow (or after it).
         std::thread::sleep(Duration::from_millis(rng.below(2_500)));
-        n.child.kill().unwrap();
-        n.child.wait().unwrap();
+        assert!(n.running.kill().is_some(), "needled ran until the kill");
         {
             let mut m = model.lock().unwrap();
             let step = m.step;
@@ -789,7 +734,7 @@ fn sigkill_at_random_moments_never_breaks_the_ledger() {
         drop(n);
         if rng.chance(20) {
             // Kill the restart itself a few milliseconds in: during recovery.
-            let mut early = spawn(&data);
+            let mut early = launch(&data).spawn().expect("start needled");
             std::thread::sleep(Duration::from_millis(rng.below(60)));
             early.kill().unwrap();
             early.wait().unwrap();

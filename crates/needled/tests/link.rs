@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use needle_client::harness::{Launch, Running};
 use serde_json::{json, Value};
 
 /// Wall-clock patience for what takes a few ticks: a busy machine makes the tests slower,
@@ -84,19 +85,14 @@ impl Drop for Pen {
     }
 }
 
+/// needled on needle-client's harness, its output in `log` (read for the refusal messages,
+/// never for readiness).
 struct Needled {
-    child: Child,
+    running: Running,
     base: String,
     technician: String,
     operator: String,
     log: PathBuf,
-}
-
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// This test's own factory key: a rig may not trust the published test key.
@@ -121,37 +117,15 @@ fn start_needled(data: &Path, config: &str) -> Needled {
     let file = data.join("test.toml");
     std::fs::write(&file, config).unwrap();
     let log = data.join("needled.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
-        .arg("--config")
-        .arg(&file)
-        .args(["--bind", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "needled exited");
-    }
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    let tokens: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
-    let token = |role: &str| {
-        tokens
-            .iter()
-            .find(|t| t["role"] == role)
-            .and_then(|t| t["token"].as_str())
-            .unwrap()
-            .to_string()
-    };
+    let running = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data)
+        .log(&log)
+        .start()
+        .expect("start needled");
     Needled {
-        child,
-        base,
-        technician: token("technician"),
-        operator: token("operator"),
+        base: running.base(),
+        technician: running.token("technician").unwrap(),
+        operator: running.token("operator").unwrap(),
+        running,
         log,
     }
 }
@@ -166,20 +140,9 @@ fn send(n: &Needled, method: &str, path: &str, body: Option<Value>) -> (u16, Val
     } else {
         &n.technician
     };
-    let req = ureq::request(method, &format!("{}{}", n.base, path))
-        .timeout(Duration::from_secs(10))
-        .set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    (status, resp.into_json().unwrap_or(Value::Null))
+    needle_client::Client::new(&n.base, token)
+        .call(method, path, body.as_ref())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 fn wait_status(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value {
@@ -525,8 +488,7 @@ fn sigkill_of_needled_while_running_leaves_the_pen_to_stop_within_host_timeout_a
     let pen = Pen::spawn(dir.path());
     let mut n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
     run_session(&n, &pen);
-    n.child.kill().unwrap(); // SIGKILL
-    n.child.wait().unwrap();
+    assert!(n.running.kill().is_some(), "SIGKILL");
     let start = Instant::now();
     let t = loop {
         let t = pen.truth();

@@ -28,11 +28,11 @@ fn checked_in_openapi_document_is_the_generated_one() {
 fn served_openapi_document_is_the_checked_in_one_and_needs_no_token() {
     let dir = tempfile::tempdir().unwrap();
     let needled = common::start(dir.path(), common::CI_CONFIG);
-    let served: serde_json::Value = ureq::get(&format!("{}/v1/openapi.json", needled.base))
-        .call()
-        .expect("GET /v1/openapi.json without a token")
-        .into_json()
-        .expect("JSON");
+    let served = needle_client::Client::anonymous(&needled.base)
+        .build()
+        .unwrap()
+        .openapi()
+        .expect("GET /v1/openapi.json without a token");
     assert_eq!(served["openapi"], "3.1.0");
     assert!(
         served == checked_in(),

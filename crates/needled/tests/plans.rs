@@ -25,24 +25,7 @@ fn send(n: &Needled, who: Who, method: &str, path: &str, body: Option<Value>) ->
         Who::Operator => &n.operator,
         Who::Technician => &n.technician,
     };
-    let req = ureq::request(method, &format!("{}{}", n.base, path))
-        .timeout(Duration::from_secs(20))
-        .set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::call_as(n, method, path, Some(token), body, Duration::from_secs(20))
 }
 
 fn ok(n: &Needled, who: Who, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -277,11 +260,13 @@ fn a_plan_is_followed_to_completion_across_faked_dates() {
     assert!(p["next_window"].is_null());
     // The CSV report carries the plan context on every row.
     let last = p["history"][2]["session"]["id"].as_i64().unwrap();
-    let csv = ureq::get(&format!("{}/v1/sessions/{last}/report?format=csv", n.base))
-        .set("Authorization", &format!("Bearer {}", n.operator))
-        .call()
-        .unwrap()
-        .into_string()
+    let csv = n
+        .operator_client()
+        .text(
+            "GET",
+            &format!("/v1/sessions/{last}/report?format=csv"),
+            None,
+        )
         .unwrap();
     let mut lines = csv.lines();
     assert!(lines.next().unwrap().ends_with(
@@ -291,6 +276,7 @@ fn a_plan_is_followed_to_completion_across_faked_dates() {
         assert!(row.ends_with(&format!(",{id},3,3,,")), "{row}");
     }
     // The plan's printable record: its summary and history, then each session's record.
+    // Raw ureq: the test reads the content type, which the client does not return.
     let resp = ureq::get(&format!("{}/v1/plans/{id}/record", n.base))
         .set("Authorization", &format!("Bearer {}", n.operator))
         .call()
@@ -430,15 +416,13 @@ fn arming_deeper_than_planned_is_refused_and_changes_nothing_without_an_override
         .any(|o| o["detail"]["action"] == "depth_above_plan"
             && o["detail"]["planned_depth_um"] == 500));
     let set = format!("/v1/sessions/{s}/setpoints");
-    let (status, v) = {
-        let req = ureq::put(&format!("{}{set}", n.base))
-            .set("Authorization", &format!("Bearer {}", n.operator));
-        match req.send_json(json!({ "depth_um": 900 })) {
-            Ok(r) => (r.status(), Value::Null),
-            Err(ureq::Error::Status(c, r)) => (c, r.into_json().unwrap()),
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let (status, v) = send(
+        &n,
+        Who::Operator,
+        "PUT",
+        &set,
+        Some(json!({ "depth_um": 900 })),
+    );
     assert_eq!(
         (status, v["error"]["code"].as_str()),
         (409, Some("depth_above_plan")),

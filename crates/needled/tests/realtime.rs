@@ -10,14 +10,9 @@ use std::time::Duration;
 use serde_json::Value;
 
 fn status(n: &common::Needled) -> Value {
-    let body = ureq::get(&format!("{}/v1/status", n.base))
-        .set("Authorization", &format!("Bearer {}", n.operator))
-        .timeout(Duration::from_secs(10))
-        .call()
+    n.operator_client()
+        .json("GET", "/v1/status", None)
         .expect("GET /v1/status")
-        .into_string()
-        .expect("a body");
-    serde_json::from_str(&body).expect("JSON")
 }
 
 /// A `Key:` line of a `/proc/.../status` file.
@@ -64,7 +59,7 @@ fn status_reports_the_memory_lock_cpu_and_priority_the_process_really_has() {
     };
     let n = common::start(dir.path(), &config);
     let c = control_stats(&n);
-    let pid = n.child.id();
+    let pid = n.pid();
 
     let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let locked_kb: u64 = field(&proc_status, "VmLck:")

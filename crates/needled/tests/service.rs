@@ -29,26 +29,7 @@ fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req =
-        ureq::request(method, &format!("{}{}", n.base, path)).timeout(Duration::from_secs(10));
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::call_as(n, method, path, token, body, Duration::from_secs(10))
 }
 
 fn op(n: &Needled, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -441,8 +422,7 @@ fn killed_mid_session_restarts_with_session_aborted_and_cartridge_spent() {
             .len();
         // SIGKILL: no chance to clean up.
         let mut n = n;
-        n.child.kill().unwrap();
-        n.child.wait().unwrap();
+        n.kill();
     }
     let n = start(dir.path());
     let s = op(&n, "GET", &format!("/v1/sessions/{id}"), None);

@@ -24,25 +24,7 @@ fn call_with(
     body: Option<Value>,
     timeout: Duration,
 ) -> (u16, Value) {
-    let mut req = ureq::request(method, &format!("{}{}", n.base, path)).timeout(timeout);
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
-    };
-    let resp = match result {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    common::call_as(n, method, path, token, body, timeout)
 }
 
 fn call(n: &Needled, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
@@ -200,16 +182,9 @@ fn slow_tag_read_leaves_status_and_the_dead_man_answering() {
     inject(&n, json!({ "action": "slow_tag", "ms": 3000 }));
     let (base, token) = (n.base.clone(), n.operator.clone());
     let (bind, answered) = statuses_during(&n, move || {
-        let r = ureq::post(&format!("{base}/v1/sessions/{id}/cartridge"))
-            .set("Authorization", &format!("Bearer {token}"))
-            .timeout(Duration::from_secs(30))
-            .call();
-        match r {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                (r.status(), r.into_json().unwrap_or(Value::Null))
-            }
-            Err(e) => panic!("bind: {e}"),
-        }
+        needle_client::Client::with_timeout(&base, &token, Duration::from_secs(30))
+            .call("POST", &format!("/v1/sessions/{id}/cartridge"), None)
+            .unwrap_or_else(|e| panic!("bind: {e}"))
     });
     inject(&n, json!({ "action": "slow_tag", "ms": 0 }));
     // The running session is already bound: the ledger refuses, after the slow read.
@@ -241,16 +216,13 @@ fn slow_ledger_writes_leave_status_and_the_dead_man_answering() {
     inject(&n, json!({ "action": "slow_ledger", "ms": 1500 }));
     let (base, token) = (n.base.clone(), n.operator.clone());
     let (change, answered) = statuses_during(&n, move || {
-        let r = ureq::put(&format!("{base}/v1/sessions/{id}/setpoints"))
-            .set("Authorization", &format!("Bearer {token}"))
-            .timeout(Duration::from_secs(60))
-            .send_json(json!({ "depth_um": 700 }));
-        match r {
-            Ok(r) | Err(ureq::Error::Status(_, r)) => {
-                (r.status(), r.into_json().unwrap_or(Value::Null))
-            }
-            Err(e) => panic!("setpoints: {e}"),
-        }
+        needle_client::Client::with_timeout(&base, &token, Duration::from_secs(60))
+            .call(
+                "PUT",
+                &format!("/v1/sessions/{id}/setpoints"),
+                Some(&json!({ "depth_um": 700 })),
+            )
+            .unwrap_or_else(|e| panic!("setpoints: {e}"))
     });
     let s = op(&n, "GET", "/v1/status", None);
     inject(&n, json!({ "action": "slow_ledger", "ms": 0 }));
@@ -282,10 +254,11 @@ fn ledger_stalled_past_the_stall_limit_stops_the_needles() {
     inject(&n, json!({ "action": "slow_ledger", "ms": 1500 }));
     let (base, token) = (n.base.clone(), n.operator.clone());
     let change = std::thread::spawn(move || {
-        let _ = ureq::put(&format!("{base}/v1/sessions/{id}/setpoints"))
-            .set("Authorization", &format!("Bearer {token}"))
-            .timeout(Duration::from_secs(60))
-            .send_json(json!({ "depth_um": 700 }));
+        let _ = needle_client::Client::with_timeout(&base, &token, Duration::from_secs(60)).call(
+            "PUT",
+            &format!("/v1/sessions/{id}/setpoints"),
+            Some(&json!({ "depth_um": 700 })),
+        );
     });
     let t = wait_until(
         "the needles stopped by the dead-man",

@@ -3,65 +3,44 @@
 //! Rust client with the pinned fingerprint. Plain HTTP gets no answer, and a foreign `Host`
 //! header (DNS rebinding) is refused with 421 `host_not_allowed`, changing nothing.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use needle_client::harness::{Launch, Running};
+use needle_client::{Client, Error, Tls};
 use serde_json::Value;
 
-struct Running {
-    child: Child,
+struct Started {
+    running: Running,
     port: u16,
     fingerprint: Option<String>,
     technician: String,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// needled bound to `bind` (port 0), its listening line read for the port.
-fn start(data: &Path, bind: &str) -> Running {
+/// needled bound to `bind` (port 0) on needle-client's harness: the port, the scheme and the
+/// certificate's fingerprint come from its ready file.
+fn start(data: &Path, bind: &str) -> Started {
     let file = data.join("test.toml");
     std::fs::write(&file, "[control]\nmax_tick_gap_ms = 500\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_needled"))
-        .args(["--config", file.to_str().unwrap(), "--bind", bind])
-        .arg("--data-dir")
-        .arg(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let (mut line, mut fingerprint) = (String::new(), None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(out.read_line(&mut line).unwrap() > 0, "needled exited");
-        if let Some(fp) = line.trim().strip_prefix("needled TLS certificate ") {
-            fingerprint = fp.rsplit(' ').next().map(str::to_owned);
+    let running = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data)
+        .bind(bind)
+        .start()
+        .expect("start needled");
+    let fingerprint = running.tls_sha256.clone();
+    assert_eq!(
+        running.scheme,
+        if fingerprint.is_some() {
+            "https"
+        } else {
+            "http"
         }
-        assert!(Instant::now() < deadline, "needled did not start");
-    }
-    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
-    let tokens: Vec<Value> =
-        serde_json::from_str(&std::fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
-    let technician = tokens
-        .iter()
-        .find(|t| t["role"] == "technician")
-        .and_then(|t| t["token"].as_str())
-        .unwrap()
-        .to_owned();
-    Running {
-        child,
-        port,
+    );
+    Started {
+        port: running.port().expect("a port"),
+        technician: running.token("technician").unwrap(),
         fingerprint,
-        technician,
+        running,
     }
 }
 
@@ -150,31 +129,31 @@ fn off_loopback_only_tls_answers_and_a_foreign_host_is_refused() {
     let after = events(None);
     assert_eq!(before.2, after.2, "the refused command changed nothing");
 
-    // The Rust client with the pinned fingerprint; a wrong pin is refused by the client.
-    let agent = |pin: &str| {
-        ureq::AgentBuilder::new()
-            .tls_config(Arc::new(needled::tls::client_pinned(pin).unwrap()))
+    // The Rust client (needle-client) with the pinned fingerprint, and with the certificate
+    // as its CA file; a wrong pin is refused by the client.
+    let client = |tls: Tls| {
+        Client::builder(&https, &n.technician)
+            .tls(tls)
             .timeout(Duration::from_secs(20))
             .build()
+            .unwrap()
     };
-    let ok = agent(&fp)
-        .get(&format!("{https}/v1/health"))
-        .call()
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-    let version: Value = agent(&fp)
-        .get(&format!("{https}/v1/version"))
-        .set("Authorization", &format!("Bearer {}", n.technician))
-        .call()
-        .unwrap()
-        .into_json()
-        .unwrap();
-    assert_eq!(version["tls_sha256"], fp.as_str());
+    assert!(client(Tls::Sha256(fp.clone())).health().is_ok());
+    let version = client(Tls::Sha256(fp.clone())).version().unwrap();
+    assert_eq!(version.tls_sha256.as_deref(), Some(fp.as_str()));
+    assert!(client(Tls::CaFile(cert.clone())).health().is_ok());
     let wrong = "00".repeat(32);
-    assert!(agent(&wrong)
-        .get(&format!("{https}/v1/health"))
-        .call()
-        .is_err());
+    assert!(matches!(
+        client(Tls::Sha256(wrong.clone())).health(),
+        Err(Error::Transport(_))
+    ));
+    // Without any trust the https base gets no answer either.
+    assert!(matches!(
+        Client::new(&https, &n.technician).health(),
+        Err(Error::Transport(_))
+    ));
+    // The harness's own client of it is pinned already.
+    assert!(n.running.client("technician").unwrap().status().is_ok());
 
     // needlectl shows the same fingerprint offline, from the certificate file.
     let shown = Command::new(env!("CARGO_BIN_EXE_needlectl"))

@@ -9,15 +9,15 @@
 mod vm_rig;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use needle_client::harness::Launch;
 use needled::cartridge::{self, FactoryKey, Needles, TagData};
-use serde_json::{json, Value};
+use serde_json::json;
 use vm_rig::api::{checklist, Api};
 use vm_rig::{i2c_dev_of_rig, pwm_applied, pwm_chip_of_rig, write, SimChip, I2C_PARAMS, RIG_TOML};
 
@@ -122,49 +122,16 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
     }
 
     let t0 = Instant::now();
-    let mut child = Command::new(&needled)
-        .args([
-            "--config",
-            config_path.to_str().unwrap(),
-            "--bind",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn needled");
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("listening on") {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "needled exited before listening"
-        );
-        print!("needled: {line}");
-    }
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        while out.read_line(&mut line).is_ok_and(|n| n > 0) {
-            print!("needled: {line}");
-            line.clear();
-        }
-    });
-    println!("needled listening after {:?}", t0.elapsed());
-    let base = line.trim().rsplit(' ').next().unwrap().to_string();
-    let base = if base.starts_with("http") {
-        base
-    } else {
-        format!("http://{base}")
-    };
-    let tokens: Vec<Value> =
-        serde_json::from_str(&fs::read_to_string(data.join("tokens.json")).unwrap()).unwrap();
-    let token = tokens.iter().find(|t| t["role"] == "operator").unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    // needle-client's harness runs in the guest as on the host (a child process and a ready
+    // file in the guest's /tmp); its output goes to the guest's console.
+    let mut needled_proc = Launch::new(&needled, &config_path, &data)
+        .inherit_output()
+        .ready_within(Duration::from_secs(120))
+        .start()
+        .expect("start needled");
+    println!("needled ready after {:?}", t0.elapsed());
+    let base = needled_proc.base();
+    let token = needled_proc.token("operator").unwrap();
     let api = Api {
         base,
         token,
@@ -259,8 +226,7 @@ fn needled_homes_arms_runs_and_is_killed_on_the_linux_backend() {
     println!("running: enable 1, PWM duty {duty} ns");
 
     // SIGKILL: no destructor runs.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(needled_proc.kill().is_some(), "SIGKILL");
     stop.store(true, Ordering::Relaxed);
     stroke_thread.join().unwrap();
     let (mean, worst, late, naps) = probe.join().unwrap();

@@ -122,12 +122,9 @@ fn readme_walkthrough_runs_as_written() {
     // What the walkthrough did, from the service: one session, ended, its cartridge spent, the
     // late checklist confirmation recorded, and the report on disk.
     let get = |path: &str| -> Value {
-        ureq::get(&format!("{}{path}", n.base))
-            .set("Authorization", &format!("Bearer {}", n.operator))
-            .call()
+        n.operator_client()
+            .json("GET", path, None)
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
-            .into_json()
-            .unwrap()
     };
     let events = get("/v1/events?after=0&limit=1000");
     let events = events["events"].as_array().unwrap().clone();

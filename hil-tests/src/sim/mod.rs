@@ -14,13 +14,12 @@
 pub mod jig;
 pub mod workspace;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use needle_client::harness::{Launch, Running};
 use needled::cartridge::FactoryKey;
 use serde_json::Value;
 
@@ -117,7 +116,7 @@ pub struct SimRig {
     binary: PathBuf,
     config_path: PathBuf,
     settings: RigSettings,
-    child: Option<Child>,
+    child: Option<Running>,
     endpoint: Arc<RwLock<Endpoint>>,
     firmware: String,
 }
@@ -218,60 +217,24 @@ impl SimRig {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
+    /// Starts needled on needle-client's harness (ready by its ready file, never by its
+    /// log), its output appended to `needled.log`; its base URL.
     fn spawn(&mut self) -> Result<String> {
         let log_path = self.data.path().join("needled.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| HilError::io(&log_path, e))?;
-        let mut child = Command::new(&self.binary)
-            .arg("--config")
-            .arg(&self.config_path)
-            .args(["--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(self.data.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
+        let running = Launch::new(&self.binary, &self.config_path, self.data.path())
+            .log(log_path)
+            .ready_within(START_TIMEOUT)
+            .start()
             .map_err(|e| {
-                HilError::Service(format!("cannot start {}: {e}", self.binary.display()))
+                HilError::Service(format!(
+                    "cannot start {}: {e}; its log ends:\n{}",
+                    self.binary.display(),
+                    self.log_tail(20)
+                ))
             })?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| HilError::Service("no stdout".into()))?;
-        self.child = Some(child);
-        let (tx, rx) = mpsc::channel();
-        // Keeps draining stdout for the life of the process, so a later print cannot fail.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) if line.contains("listening on") => {
-                    return Ok(line
-                        .trim()
-                        .rsplit(' ')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string());
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    let _ = self.kill_service();
-                    return Err(HilError::Service(format!(
-                        "needled did not report listening within {START_TIMEOUT:?}; its log ends:\n{}",
-                        self.log_tail(20)
-                    )));
-                }
-            }
-        }
+        let base = running.base();
+        self.child = Some(running);
+        Ok(base)
     }
 }
 
@@ -348,14 +311,11 @@ impl Rig for SimRig {
     }
 
     fn kill_service(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
+        if let Some(mut running) = self.child.take() {
             // SIGKILL: no chance to clean up, as a crash or a power cut.
-            child
-                .kill()
-                .map_err(|e| HilError::Service(format!("kill needled: {e}")))?;
-            child
-                .wait()
-                .map_err(|e| HilError::Service(format!("wait for needled: {e}")))?;
+            if running.kill().is_none() {
+                return Err(HilError::Service("needled could not be killed".into()));
+            }
         }
         Ok(())
     }

@@ -3,12 +3,11 @@
 #![allow(dead_code)] // each test file uses its own part of this module
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use needle_client::harness::Launch;
+use needle_client::harness::{Launch, Running};
 
 /// A margin for a loaded CI machine's late ticks; the product's defaults for the rest,
 /// including its 100 ms dead-man (`host_timeout_ms`), which the tests must live with.
@@ -18,8 +17,8 @@ pub const CI_CONFIG: &str =
 
 /// A running needled; killed when dropped.
 pub struct Needled {
-    /// The process.
-    pub child: Child,
+    /// The process (needle-client's harness: kill, terminate, restart, pid).
+    pub running: Running,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The generated operator token.
@@ -30,14 +29,22 @@ pub struct Needled {
     pub data: PathBuf,
 }
 
-impl Drop for Needled {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Needled {
+    /// SIGKILLs it (no chance to clean up) and waits for it.
+    pub fn kill(&mut self) {
+        assert!(self.running.kill().is_some(), "needled was running");
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.running.pid().expect("needled runs")
+    }
+
+    /// A client with `token`.
+    pub fn client(&self, token: &str) -> needle_client::Client {
+        needle_client::Client::new(&self.base, token)
+    }
+
     /// A typed client (needle-client) with the operator's token.
     pub fn operator_client(&self) -> needle_client::Client {
         needle_client::Client::new(&self.base, &self.operator)
@@ -62,16 +69,15 @@ pub fn start_on(data: &Path, config: &str, bind: &str) -> Needled {
     if !file.exists() {
         std::fs::write(&file, config).expect("write the test config");
     }
-    let mut launch = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data);
-    launch.bind = bind.to_string();
-    let running = launch.start().expect("start needled");
+    let running = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data)
+        .bind(bind)
+        .start()
+        .expect("start needled");
     let base = running.base();
     let operator = running.token("operator").expect("operator token");
     let technician = running.token("technician").expect("technician token");
-    // The test owns the process from here (its Drop kills it).
-    let child = running.into_child().expect("the process");
     Needled {
-        child,
+        running,
         base,
         operator,
         technician,
@@ -87,23 +93,32 @@ pub fn call_with(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let req = ureq::request(method, &format!("{}{}", n.base, path))
-        .timeout(Duration::from_secs(10))
-        .set("Authorization", &format!("Bearer {token}"));
-    let result = match body {
-        Some(b) => req.send_json(b),
-        None => req.call(),
+    call_as(n, method, path, Some(token), body, Duration::from_secs(10))
+}
+
+/// `method path` with `token` (none: an anonymous call) and a JSON body, each call within
+/// `timeout`: (status, JSON body or the text as a JSON string), on needle-client. The one
+/// untyped call helper of the service tests; only a transport failure panics.
+pub fn call_as(
+    n: &Needled,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    timeout: Duration,
+) -> (u16, Value) {
+    // A client of its own per call, a fresh connection each time, as ureq's free functions
+    // made: a pooled connection the service closed meanwhile fails a POST (seen here).
+    let builder = match token {
+        Some(t) => needle_client::Client::builder(&n.base, t),
+        None => needle_client::Client::anonymous(&n.base),
     };
-    let resp = match result {
-        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {path}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    builder
+        .timeout(timeout)
+        .build()
+        .expect("a plain-HTTP client")
+        .call(method, path, body.as_ref())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// Every checklist item of the default configuration, confirmed.

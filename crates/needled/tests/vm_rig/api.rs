@@ -1,5 +1,5 @@
 //! needled's HTTP API as the VM tests call it: one bearer token, JSON bodies, generous
-//! timeouts for a TCG guest.
+//! timeouts for a TCG guest; on needle-client.
 
 use std::time::{Duration, Instant};
 
@@ -24,29 +24,19 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), String> {
-        let mut agent = ureq::AgentBuilder::new();
-        if let Some(tls) = &self.tls {
-            agent = agent.tls_config(std::sync::Arc::clone(tls));
-        }
-        let req = agent
-            .build()
-            .request(method, &format!("{}{path}", self.base))
-            .set("Authorization", &format!("Bearer {}", self.token))
+        let mut client = needle_client::Client::builder(&self.base, &self.token)
             .timeout(Duration::from_secs(30));
-        let resp = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = match resp {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => return Err(format!("{method} {path}: {e}")),
-        };
-        let status = resp.status();
-        let text = resp
-            .into_string()
-            .map_err(|e| format!("{method} {path}: body: {e}"))?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        if let Some(tls) = &self.tls {
+            client = client.tls(needle_client::Tls::Config(std::sync::Arc::clone(tls)));
+        }
+        let client = client
+            .build()
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        let (status, body) = client
+            .call(method, path, body.as_ref())
+            .map_err(|e| format!("{method} {path}: {e}"))?;
+        // As before: a body that is not JSON is Null here.
+        Ok((status, if body.is_string() { Value::Null } else { body }))
     }
 
     /// One call that must get an answer.

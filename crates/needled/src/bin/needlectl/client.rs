@@ -37,11 +37,10 @@ pub fn init_tls(pin: Option<&str>, ca: Option<&Path>) -> Result<(), Failure> {
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os(CA_FILE_ENV).map(std::path::PathBuf::from));
     let config = match (pin, ca) {
-        (Some(pin), _) => {
-            needled::tls::client_pinned(&pin).map_err(|e| Failure::usage("bad_tls_sha256", e))?
-        }
+        (Some(pin), _) => needle_client::tls::client_pinned(&pin)
+            .map_err(|e| Failure::usage("bad_tls_sha256", e))?,
         (None, Some(ca)) => {
-            needled::tls::client_with_ca(&ca).map_err(|e| Failure::usage("bad_ca_file", e))?
+            needle_client::tls::client_with_ca(&ca).map_err(|e| Failure::usage("bad_ca_file", e))?
         }
         (None, None) => return Ok(()),
     };
@@ -202,47 +201,42 @@ fn snippet(text: &str) -> String {
     }
 }
 
-/// A client of one needled, with or without a token.
+/// A client of one needled, with or without a token: needle-client underneath, its errors
+/// mapped onto needlectl's failure classes and messages.
 pub struct Api {
     base: String,
-    agent: ureq::Agent,
+    client: needle_client::Client,
     timeout: Duration,
-    token: Option<String>,
 }
 
 impl Api {
     /// A client of the service at `base` (checked by [`base_url`]); every request must be
     /// answered within `timeout`.
     pub fn new(base: String, timeout: Duration, token: Option<String>) -> Self {
-        let mut agent = ureq::AgentBuilder::new();
+        let builder = match token {
+            Some(t) => needle_client::Client::builder(&base, t),
+            None => needle_client::Client::anonymous(&base),
+        };
+        let mut builder = builder
+            .timeout(timeout)
+            .user_agent(concat!("needlectl/", env!("CARGO_PKG_VERSION")));
         if let Some(tls) = TLS.get() {
-            agent = agent.tls_config(std::sync::Arc::clone(tls));
+            builder = builder.tls(needle_client::Tls::Config(std::sync::Arc::clone(tls)));
         }
-        let agent = agent
-            .timeout_connect(timeout)
-            .timeout_read(timeout)
-            .timeout_write(timeout)
-            .user_agent(concat!("needlectl/", env!("CARGO_PKG_VERSION")))
-            .build();
+        // Only a Tls::Sha256 or Tls::CaFile can fail to build; a ready rustls config cannot.
+        let client = builder
+            .build()
+            .unwrap_or_else(|_| needle_client::Client::new(&base, ""));
         Self {
             base,
-            agent,
+            client,
             timeout,
-            token,
         }
     }
 
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base
-    }
-
-    fn request(&self, method: &str, path: &str) -> ureq::Request {
-        let mut req = self.agent.request(method, &format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        req
     }
 
     /// `GET path`.
@@ -261,72 +255,49 @@ impl Api {
     }
 
     fn send(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply, Failure> {
-        let req = self.request(method, path).timeout(self.timeout);
-        let result = match body {
-            Some(b) => req.send_json(b),
-            None => req.call(),
-        };
-        let resp = self.answer(method, path, result)?;
-        let text = resp
-            .into_string()
-            .map_err(|e| self.transport_io(method, path, &e))?;
+        let text = self
+            .client
+            .text(method, path, body)
+            .map_err(|e| self.failure(method, path, e))?;
         Ok(Reply { text })
     }
 
     /// `GET path` as a server-sent event stream: the body, read line by line, with the
     /// timeout applying to each read rather than to the whole stream.
     pub fn stream(&self, path: &str) -> Result<impl BufRead, Failure> {
-        let req = self.request("GET", path).set("Accept", "text/event-stream");
-        let resp = self.answer("GET", path, req.call())?;
-        Ok(BufReader::new(resp.into_reader()))
+        let body = self
+            .client
+            .stream(path)
+            .map_err(|e| self.failure("GET", path, e))?;
+        Ok(BufReader::new(body))
     }
 
-    fn answer(
-        &self,
-        method: &str,
-        path: &str,
-        result: Result<ureq::Response, ureq::Error>,
-    ) -> Result<ureq::Response, Failure> {
-        match result {
-            Ok(resp) => Ok(resp),
-            Err(ureq::Error::Status(status, resp)) => {
-                let text = resp.into_string().unwrap_or_default();
-                Err(api_failure(status, &text, method, path))
-            }
-            Err(ureq::Error::Transport(t)) => Err(self.transport(method, path, &t)),
-        }
-    }
-
-    fn transport(&self, method: &str, path: &str, t: &ureq::Transport) -> Failure {
-        let timed_out = std::error::Error::source(t)
-            .and_then(|s| s.downcast_ref::<std::io::Error>())
-            .is_some_and(|e| {
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock
-                )
-            });
-        if timed_out {
-            return self.timed_out(method, path);
-        }
-        let detail = t
-            .message()
-            .map(str::to_string)
-            .unwrap_or_else(|| t.kind().to_string());
-        let cause = std::error::Error::source(t)
-            .map(|s| format!(": {s}"))
-            .unwrap_or_default();
-        Failure::new(
-            Exit::Connection,
-            "connection_failed",
-            format!(
-                "cannot reach needled at {} ({method} {path}): {detail}{cause}",
-                self.base
+    /// needle-client's error as needlectl's failure.
+    fn failure(&self, method: &str, path: &str, e: needle_client::Error) -> Failure {
+        use needle_client::Error as E;
+        match e {
+            E::Api { status, body, .. } => api_failure(status, &body, method, path),
+            E::Timeout(_) => self.timed_out(method, path),
+            E::Lost(e) => Failure::new(
+                Exit::Connection,
+                "connection_failed",
+                format!(
+                    "lost the connection to needled at {} ({method} {path}): {e}",
+                    self.base
+                ),
             ),
-        )
-        .hint(format!(
-            "is needled running and listening there? Set the address with --url or {URL_ENV}"
-        ))
+            E::Transport(detail) | E::Tls(detail) | E::Decode(detail) => Failure::new(
+                Exit::Connection,
+                "connection_failed",
+                format!(
+                    "cannot reach needled at {} ({method} {path}): {detail}",
+                    self.base
+                ),
+            )
+            .hint(format!(
+                "is needled running and listening there? Set the address with --url or {URL_ENV}"
+            )),
+        }
     }
 
     fn timed_out(&self, method: &str, path: &str) -> Failure {
