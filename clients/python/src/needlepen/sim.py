@@ -3,8 +3,8 @@
 The binary is ``$NEEDLED_BIN``, else the newer of ``target/release/needled`` and
 ``target/debug/needled`` in the repository above the current directory (build it first:
 ``cargo build --release -p needled``). It binds port 0 on loopback with a fresh data
-directory; the address comes from the line needled prints on stdout for that purpose, and it
-counts as ready once ``GET /v1/health`` answers ``ok`` (polled, never a log sentence).
+directory; the address and scheme come from the file ``needled --ready-file`` writes once it
+listens, and it counts as ready once ``GET /v1/health`` answers ``ok`` (never a log sentence).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import json
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 from .client import Needled, token_from_file
 from .errors import NeedledError
@@ -64,26 +64,31 @@ class SimNeedled:
         self.ready_timeout_s = ready_timeout_s
         self.proc: Optional[subprocess.Popen] = None
         self.url = ""
-        self._lines: List[str] = []
 
     def start(self) -> "SimNeedled":
+        ready = self.data_dir / "ready.json"
+        if ready.exists():
+            ready.unlink()
         log = open(self.log_file, "wb")
+        # Ready when needled has written --ready-file (its bound address, atomically, once it
+        # listens) and /v1/health answers ok: never a log sentence.
         self.proc = subprocess.Popen(
             [str(self.binary), "--config", str(self.config_file), "--bind", "127.0.0.1:0",
-             "--data-dir", str(self.data_dir)],
-            stdout=subprocess.PIPE,
-            stderr=log,
+             "--data-dir", str(self.data_dir), "--ready-file", str(ready)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
         log.close()
-        address = threading.Event()
-        threading.Thread(target=self._read_stdout, args=(address,), daemon=True).start()
         deadline = time.monotonic() + self.ready_timeout_s
-        while not address.wait(0.05):
+        while not ready.exists():
             self._check_alive()
             if time.monotonic() > deadline:
                 self.stop()
-                raise NeedledError(f"needled printed no address within {self.ready_timeout_s} s")
+                raise NeedledError(f"needled wrote no ready file within {self.ready_timeout_s} s")
+            time.sleep(0.05)
+        info = json.loads(ready.read_text())
+        self.url = f"{info['scheme']}://{info['address']}"
         health = Needled(self.url, timeout_s=2.0)
         while True:
             self._check_alive()
@@ -99,17 +104,6 @@ class SimNeedled:
         self.operator_token = token_from_file(str(self.data_dir / "tokens.json"), "operator")
         self.technician_token = token_from_file(str(self.data_dir / "tokens.json"), "technician")
         return self
-
-    def _read_stdout(self, address: threading.Event) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            line = raw.decode(errors="replace").strip()
-            self._lines.append(line)
-            # "needled listening on http://127.0.0.1:PORT": printed for jigs binding port 0.
-            word = line.rsplit(" ", 1)[-1]
-            if not address.is_set() and word.startswith("http://"):
-                self.url = word
-                address.set()
 
     def _check_alive(self) -> None:
         if self.proc is not None and self.proc.poll() is not None:
