@@ -9,7 +9,7 @@ use needle_core::{Command, ControllerConfig, Rejected, Telemetry};
 use serde::{Deserialize, Serialize};
 
 /// The link protocol's version. Raise it with any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A pen's identity: a serial number burned in at manufacture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -162,8 +162,11 @@ impl<H: Hardware> Pen<H> {
         let Slot::Waiting(hardware) = core::mem::replace(&mut self.slot, Slot::Moving) else {
             return Outcome::ConfigRefused(ConfigRefusal::Invalid);
         };
+        let period = config.safety.tick_period;
         match Controller::new(hardware, config) {
             Ok(ctrl) => {
+                self.link
+                    .set_step(needle_link::telemetry::Step::of(period, telemetry_every));
                 self.slot = Slot::Configured {
                     ctrl,
                     hash,
