@@ -404,17 +404,18 @@ pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Opti
             (&k.values, u64::from(since), k.step, true)
         }
     };
-    let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17] = *base;
+    // By reference: each is loaded where it is compared, not all 18 first (and spilled).
+    let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17] = base;
     let m1_at = w.at;
     w.at += 1;
     let strokes = u64::from(t.stroke_count());
-    let mut m1 = u8::from(w.put(strokes, b0));
-    m1 |= u8::from(w.put(u64::from(t.rate_measured().0), b1)) << 1;
-    m1 |= u8::from(w.put(u64::from(t.duty().0), b2)) << 2;
-    m1 |= u8::from(w.put(wide(t.depth_position().0), b3)) << 3;
-    m1 |= u8::from(w.put(wide(t.current().0), b4)) << 4;
-    m1 |= u8::from(w.put(wide(t.temperature().0), b5)) << 5;
-    m1 |= u8::from(w.put(wide(t.supply().0), b6)) << 6;
+    let mut m1 = u8::from(w.put(strokes, *b0));
+    m1 |= u8::from(w.put(u64::from(t.rate_measured().0), *b1)) << 1;
+    m1 |= u8::from(w.put(u64::from(t.duty().0), *b2)) << 2;
+    m1 |= u8::from(w.put(wide(t.depth_position().0), *b3)) << 3;
+    m1 |= u8::from(w.put(wide(t.current().0), *b4)) << 4;
+    m1 |= u8::from(w.put(wide(t.temperature().0), *b5)) << 5;
+    m1 |= u8::from(w.put(wide(t.supply().0), *b6)) << 6;
     let m2_at = w.at;
     w.at += 2;
     let advance = since.wrapping_mul(u64::from(step.micros));
@@ -424,19 +425,26 @@ pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Opti
     let run = b9.wrapping_add(if running { advance } else { 0 });
     m2 |= u16::from(w.put(t.arming_run().0, run)) << 2;
     // In a delta frame, the strokes of this arming grow with the stroke counter.
-    let counted = if delta { strokes.wrapping_sub(b0) } else { 0 };
+    let counted = if delta { strokes.wrapping_sub(*b0) } else { 0 };
     m2 |= u16::from(w.put(u64::from(t.arming_strokes()), b10.wrapping_add(counted))) << 3;
     let s = status(t);
     let [r0, r1, r2, r3, r4, r5] = rare(t);
-    if (s ^ b11) | (r0 ^ b12) | (r1 ^ b13) | (r2 ^ b14) | (r3 ^ b15) | (r4 ^ b16) | (r5 ^ b17) != 0
+    if (s ^ *b11)
+        | (r0 ^ *b12)
+        | (r1 ^ *b13)
+        | (r2 ^ *b14)
+        | (r3 ^ *b15)
+        | (r4 ^ *b16)
+        | (r5 ^ *b17)
+        != 0
     {
-        m2 |= u16::from(w.put(s, b11)) << 4;
-        m2 |= u16::from(w.put(r0, b12)) << 5;
-        m2 |= u16::from(w.put(r1, b13)) << 6;
-        m2 |= u16::from(w.put(r2, b14)) << 7;
-        m2 |= u16::from(w.put(r3, b15)) << 8;
-        m2 |= u16::from(w.put(r4, b16)) << 9;
-        m2 |= u16::from(w.put(r5, b17)) << 10;
+        m2 |= u16::from(w.put(s, *b11)) << 4;
+        m2 |= u16::from(w.put(r0, *b12)) << 5;
+        m2 |= u16::from(w.put(r1, *b13)) << 6;
+        m2 |= u16::from(w.put(r2, *b14)) << 7;
+        m2 |= u16::from(w.put(r3, *b15)) << 8;
+        m2 |= u16::from(w.put(r4, *b16)) << 9;
+        m2 |= u16::from(w.put(r5, *b17)) << 10;
     }
     let end = w.at;
     if m2 == 0 {
