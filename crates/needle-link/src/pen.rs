@@ -212,6 +212,12 @@ impl PenLink {
     }
 
     fn send_verdict(&mut self, k: Kept) {
+        if k.outcome == Outcome::Command(Ok(())) {
+            // The common verdict, an accepted command, written by hand.
+            self.tx
+                .queue(|room| message::encode_accepted(k.seq, k.tick, k.at, room));
+            return;
+        }
         self.send(&PenMessage::Verdict {
             seq: k.seq,
             outcome: k.outcome,
@@ -321,6 +327,10 @@ fn parse(got: Result<Frame<'_>, Rejection>) -> Result<(Header, HostMessage), Rej
     let frame = got?;
     if let Some(host_time) = message::sync_time(frame.payload) {
         return Ok((frame.header, HostMessage::Sync { host_time }));
+    }
+    if message::is_heartbeat(frame.payload) {
+        let heartbeat = Reliable::Command(needle_core::Command::Heartbeat);
+        return Ok((frame.header, HostMessage::Reliable(heartbeat)));
     }
     match postcard::take_from_bytes::<HostMessage>(frame.payload) {
         Ok((message, [])) => Ok((frame.header, message)),
