@@ -312,11 +312,13 @@ impl PenLink {
     }
 
     /// The queued bytes, oldest first.
+    #[inline]
     pub fn pending(&self) -> &[u8] {
         self.tx.queue.pending()
     }
 
     /// Drops the first `n` queued bytes, once the serial port took them.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         self.tx.queue.consume(n);
     }
