@@ -8,7 +8,7 @@ use needle_link::{
 };
 
 /// The pen sends its link counters every this many ticks.
-pub const COUNTERS_EVERY: u64 = 250;
+pub const COUNTERS_EVERY: u16 = 250;
 
 /// Tick period before a host configured one: the controller's default.
 const UNCONFIGURED_PERIOD: Micros = Micros(1_000);
@@ -33,6 +33,10 @@ pub struct Pen<H: Hardware> {
     slot: Slot<H>,
     now: Micros,
     ticks: u64,
+    /// Ticks until the next telemetry frame and the next counters frame: counted down, not
+    /// a division of `ticks` a tick.
+    until_telemetry: u16,
+    until_counters: u16,
     last_host_frame: Option<Micros>,
     last_refresh: Option<Micros>,
     tag: Option<TagImage>,
@@ -46,6 +50,8 @@ impl<H: Hardware> Pen<H> {
             slot: Slot::Waiting(hardware),
             now: Micros::ZERO,
             ticks: 0,
+            until_telemetry: 1,
+            until_counters: COUNTERS_EVERY,
             last_host_frame: None,
             last_refresh: None,
             tag: None,
@@ -190,12 +196,16 @@ impl<H: Hardware> Pen<H> {
         } = &mut self.slot
         {
             ctrl.tick(now);
-            if self.ticks.is_multiple_of(u64::from(*telemetry_every)) {
+            self.until_telemetry = self.until_telemetry.saturating_sub(1);
+            if self.until_telemetry == 0 {
+                self.until_telemetry = *telemetry_every;
                 // Straight from the controller's fields: no snapshot a tick.
                 self.link.telemetry(ctrl);
             }
         }
-        if self.ticks.is_multiple_of(COUNTERS_EVERY) {
+        self.until_counters = self.until_counters.saturating_sub(1);
+        if self.until_counters == 0 {
+            self.until_counters = COUNTERS_EVERY;
             self.link.send_counters();
         }
     }
