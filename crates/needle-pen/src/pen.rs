@@ -112,19 +112,20 @@ impl<H: Hardware> Pen<H> {
         while !rest.is_empty() {
             let (took, event) = self.link.receive_some(rest);
             rest = rest.get(took..).unwrap_or(&[]);
-            if let Some(event) = event {
+            if let Some(event) = &event {
+                // By reference: an event can hold a whole configuration.
                 self.dispatch(event, now);
             }
         }
     }
 
     #[inline(never)]
-    fn dispatch(&mut self, event: Received, now: Micros) {
+    fn dispatch(&mut self, event: &Received, now: Micros) {
         self.last_host_frame = Some(now);
-        match event {
+        match *event {
             Received::Identify => self.link.identity(self.config_hash(), now),
             Received::Sync { host_time } => self.link.clock(host_time, now),
-            Received::Apply { seq, message } => {
+            Received::Apply { seq, ref message } => {
                 let outcome = self.apply(message);
                 self.link.verdict(seq, outcome, self.ticks, now);
             }
@@ -133,8 +134,8 @@ impl<H: Hardware> Pen<H> {
         }
     }
 
-    fn apply(&mut self, message: Reliable) -> Outcome {
-        match message {
+    fn apply(&mut self, message: &Reliable) -> Outcome {
+        match *message {
             Reliable::Command(command) => match &mut self.slot {
                 Slot::Configured { ctrl, .. } => {
                     let verdict = ctrl.handle(command);
