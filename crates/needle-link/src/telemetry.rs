@@ -226,11 +226,8 @@ fn wide(v: i32) -> u64 {
 #[inline(always)]
 fn status<F: Fields + ?Sized>(t: &F) -> u64 {
     let last_fault = t.last_fault().map_or(0, |f| f as u32 + 1);
-    let ended = match t.arming_ended_by() {
-        None => 0,
-        Some(ArmingLimit::RunTime) => 1,
-        Some(ArmingLimit::Strokes) => 2,
-    };
+    // 0 none, 1 run time, 2 strokes (the variants' order).
+    let ended = t.arming_ended_by().map_or(0, |l| l as u32 + 1);
     let active = t.interlocks();
     let mut interlocks = 0u32;
     for i in Interlock::ALL {
@@ -806,6 +803,20 @@ mod tests {
                 let m2 = u16::from_le_bytes([out[4], out[5]]);
                 assert_eq!(m2, 1 << (i - FREQUENT), "number {i}");
                 assert!(n == 6 + 1 || i == 11, "number {i}: {n} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn every_arming_limit_and_fault_round_trips() {
+        let mut out = [0u8; MAX_LEN];
+        for ended in [None, Some(ArmingLimit::RunTime), Some(ArmingLimit::Strokes)] {
+            for last_fault in core::iter::once(None).chain(Fault::ALL.map(Some)) {
+                let mut t = running();
+                t.arming_ended_by = ended;
+                t.last_fault = last_fault;
+                let n = encode(&t, Kind::Key(1, STEP), &mut out).unwrap();
+                assert_eq!(decode(&out[..n], None).map(|d| d.0), Ok(t));
             }
         }
     }
