@@ -27,8 +27,8 @@ pub struct Counters {
     pub version: u32,
     /// Telemetry frames older than one already received (dropped: newest wins).
     pub stale: u32,
-    /// Compact telemetry frames with no recent full one to complete them (dropped; the pen
-    /// sends a full frame after each handshake and every `telemetry::FULL_EVERY` frames).
+    /// Compact telemetry frames with no recent key frame to complete them (dropped; the pen
+    /// sends a key frame after each handshake and every `telemetry::KEY_EVERY` frames).
     pub unanchored: u32,
 }
 

@@ -9,7 +9,7 @@ use needle_core::{Command, ControllerConfig, Rejected, Telemetry};
 use serde::{Deserialize, Serialize};
 
 /// The link protocol's version. Raise it with any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A pen's identity: a serial number burned in at manufacture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -188,6 +188,32 @@ const SYNC_TAG: u8 = 2;
 /// Postcard's tag of [`PenMessage::Clock`].
 const CLOCK_TAG: u8 = 3;
 
+/// Postcard's tag of [`PenMessage::Verdict`].
+const VERDICT_TAG: u8 = 1;
+/// Postcard's bytes of [`HostMessage::Reliable`]`(`[`Reliable::Command`]`(Command::Heartbeat))`.
+const HEARTBEAT: [u8; 3] = [1, 1, 0];
+
+/// Writes postcard's encoding of a [`PenMessage::Verdict`] of `Outcome::Command(Ok(()))`
+/// into `out`, by hand: the pen accepts a heartbeat every few tens of milliseconds, and
+/// serde's path costs about 300 instructions a verdict. Returns the bytes written, or `None`
+/// when `out` is too short.
+pub(crate) fn encode_accepted(seq: u8, tick: u64, at: Micros, out: &mut [u8]) -> Option<usize> {
+    let mut w = crate::telemetry::Writer { out, at: 0 };
+    // Outcome::Command is variant 0, Ok variant 0, and `()` has no bytes.
+    for b in [VERDICT_TAG, seq, 0, 0] {
+        w.byte(b)?;
+    }
+    w.varint(tick)?;
+    w.varint(at.0)?;
+    Some(w.at)
+}
+
+/// Whether `payload` is exactly postcard's encoding of a heartbeat command, read by hand
+/// (the most frequent numbered message).
+pub(crate) fn is_heartbeat(payload: &[u8]) -> bool {
+    payload == HEARTBEAT
+}
+
 /// Writes postcard's encoding of [`PenMessage::Clock`] into `out`, by hand: the pen answers
 /// a probe every few milliseconds, and serde's path costs it about 300 instructions a reply.
 /// Returns the bytes written, or `None` when `out` is too short.
@@ -214,6 +240,37 @@ pub(crate) fn sync_time(payload: &[u8]) -> Option<Micros> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hand_written_verdict_and_heartbeat_are_postcards_own() {
+        for (seq, tick, at) in [(0, 0, 0), (255, 127, 128), (7, 36_000_123, u64::MAX)] {
+            let mut ours = [0u8; 32];
+            let n = encode_accepted(seq, tick, Micros(at), &mut ours).unwrap();
+            let verdict = PenMessage::Verdict {
+                seq,
+                outcome: Outcome::Command(Ok(())),
+                tick,
+                at: Micros(at),
+            };
+            let theirs = postcard::to_slice(&verdict, &mut [0u8; 32])
+                .unwrap()
+                .to_vec();
+            assert_eq!(&ours[..n], theirs.as_slice());
+            assert_eq!(
+                encode_accepted(seq, tick, Micros(at), &mut ours[..n - 1]),
+                None
+            );
+        }
+        let heartbeat = HostMessage::Reliable(Reliable::Command(Command::Heartbeat));
+        let bytes = postcard::to_slice(&heartbeat, &mut [0u8; 8])
+            .unwrap()
+            .to_vec();
+        assert!(is_heartbeat(&bytes));
+        let home = HostMessage::Reliable(Reliable::Command(Command::Home));
+        let bytes = postcard::to_slice(&home, &mut [0u8; 8]).unwrap().to_vec();
+        assert!(!is_heartbeat(&bytes));
+        assert!(!is_heartbeat(&HEARTBEAT[..2]));
+    }
 
     #[test]
     fn the_hand_written_clock_and_sync_are_postcards_own() {

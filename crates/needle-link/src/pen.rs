@@ -17,7 +17,7 @@ use crate::message::{
     self, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
     TELEMETRY_TAG,
 };
-use crate::telemetry::{self, Fields, Key, Kind, KEY_EVERY, KEY_PERIOD};
+use crate::telemetry::{self, Fields, Key, Kind, Step, KEY_EVERY, KEY_PERIOD};
 
 /// Most numbered messages in flight (the host's window); verdicts of this many are kept.
 pub const WINDOW: u8 = 8;
@@ -76,6 +76,8 @@ pub struct PenLink {
     since_key: u16,
     /// The next key frame's number.
     next_key: u8,
+    /// What the clock and tick count advance by between telemetry frames.
+    step: Step,
     counters: Counters,
 }
 
@@ -96,6 +98,7 @@ impl PenLink {
             key: None,
             since_key: 0,
             next_key: 0,
+            step: Step::DEFAULT,
             counters: Counters::default(),
         }
     }
@@ -209,6 +212,12 @@ impl PenLink {
     }
 
     fn send_verdict(&mut self, k: Kept) {
+        if k.outcome == Outcome::Command(Ok(())) {
+            // The common verdict, an accepted command, written by hand.
+            self.tx
+                .queue(|room| message::encode_accepted(k.seq, k.tick, k.at, room));
+            return;
+        }
         self.send(&PenMessage::Verdict {
             seq: k.seq,
             outcome: k.outcome,
@@ -241,6 +250,16 @@ impl PenLink {
         self.send(&PenMessage::Tag { request, image });
     }
 
+    /// Sets what the clock and tick count advance by between telemetry frames (the tick
+    /// period times the decimation, and the decimation), which delta frames' predictions use;
+    /// the next frame is a key frame carrying it. [`Step::DEFAULT`] until set.
+    pub fn set_step(&mut self, step: Step) {
+        if step != self.step {
+            self.step = step;
+            self.key = None;
+        }
+    }
+
     /// Queues a telemetry frame in the compact layout ([`crate::telemetry`]): a key frame
     /// first after a handshake and then every [`KEY_EVERY`] frames or [`KEY_PERIOD`] of the
     /// telemetry's clock, delta frames from the last key between.
@@ -258,21 +277,20 @@ impl PenLink {
         let number = self.next_key;
         let delta = key.is_some();
         let kind = match key {
-            Some((k, _)) => Kind::Delta(k),
-            None => Kind::Key(number),
+            // `since_key` is below `KEY_EVERY`, under 256.
+            Some((k, _)) => Kind::Delta(k, since_key as u8),
+            None => Kind::Key(number, self.step),
         };
         let sent = self.tx.queue(|room| {
             let (tag, rest) = room.split_first_mut()?;
             *tag = TELEMETRY_TAG;
             Some(1 + telemetry::encode(t, kind, rest)?)
         });
-        if !sent {
-            return;
-        }
         if delta {
+            // Counted sent or not: the next frame's predictions are from the tick it is of.
             self.since_key += 1;
-        } else {
-            self.key = Some((Key::of(t, number), now));
+        } else if sent {
+            self.key = Some((Key::of(t, number, self.step), now));
             self.since_key = 1;
             self.next_key = number.wrapping_add(1);
         }
@@ -294,11 +312,13 @@ impl PenLink {
     }
 
     /// The queued bytes, oldest first.
+    #[inline]
     pub fn pending(&self) -> &[u8] {
         self.tx.queue.pending()
     }
 
     /// Drops the first `n` queued bytes, once the serial port took them.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         self.tx.queue.consume(n);
     }
@@ -309,6 +329,10 @@ fn parse(got: Result<Frame<'_>, Rejection>) -> Result<(Header, HostMessage), Rej
     let frame = got?;
     if let Some(host_time) = message::sync_time(frame.payload) {
         return Ok((frame.header, HostMessage::Sync { host_time }));
+    }
+    if message::is_heartbeat(frame.payload) {
+        let heartbeat = Reliable::Command(needle_core::Command::Heartbeat);
+        return Ok((frame.header, HostMessage::Reliable(heartbeat)));
     }
     match postcard::take_from_bytes::<HostMessage>(frame.payload) {
         Ok((message, [])) => Ok((frame.header, message)),

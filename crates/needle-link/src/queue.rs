@@ -97,26 +97,31 @@ impl<const N: usize> TxQueue<N> {
     }
 
     /// Bytes that can still be queued.
+    #[inline]
     pub fn room(&self) -> usize {
         N - self.len()
     }
 
     /// Bytes queued.
+    #[inline]
     pub fn len(&self) -> usize {
         self.end - self.start
     }
 
     /// Whether nothing is queued.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.start == self.end
     }
 
     /// The queued bytes, oldest first.
+    #[inline]
     pub fn pending(&self) -> &[u8] {
         self.buf.get(self.start..self.end).unwrap_or(&[])
     }
 
     /// Drops the first `n` queued bytes (all of them if fewer).
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
         if self.start == self.end {

@@ -1,32 +1,43 @@
 //! The compact telemetry layout: the one message sent every pen tick, so it is small on the
-//! wire and cheap to build on the pen (hand-written, no serde).
+//! wire and cheap to build on the pen (hand-written, no serde). Protocol version 4.
 //!
 //! ```text
 //! flags: u8      bit 0 key frame, bits 1-3 state, bit 4 homed, bit 5 depth_moving,
 //!                bit 6 motor_enabled, bit 7 pedal
 //! key: u8        a key frame's number, or the number of the key frame a delta frame is from
-//! limits: u8     bits 0-3 last_fault (0 none, n + 1 the fault with discriminant n),
-//!                bits 4-5 arming_ended_by (0 none, 1 run time, 2 strokes), bits 6-7 zero
-//! faults: varint, interlocks: u8 (bit n the interlock with discriminant n)
-//! present: u24   little endian, bit n set when number n follows (bits 17-23 zero)
-//! 17 numbers:    now, ticks, stroke_count, arming_run, arming_strokes, rate_measured,
-//!                depth_position, duty, current, temperature, supply, depth_setpoint,
-//!                depth_ceiling, depth_lash, rate_setpoint, cartridge_openings, late_ticks;
-//!                each its difference (wrapping, 64 bits) from the key frame's, or from 0 in
-//!                a key frame itself; only those present, each a zigzag LEB128 varint; a
-//!                number not present did not change (its difference is 0)
+//! key frame:     step: varint (u32, µs), step_ticks: varint (u16): what the clock and the
+//!                tick count advance by from one telemetry frame to the next
+//! delta frame:   since: u8, the telemetry frames sent since its key (1 the first after it)
+//! m1: u8         bits 0-6: which of numbers 0-6 follow; bit 7: m2 follows them
+//! numbers 0-6:   stroke_count, rate_measured, duty, depth_position, current, temperature,
+//!                supply (those m1 names, in this order)
+//! m2: u16        (only when m1 bit 7) little endian, bits 0-10: which of numbers 7-17
+//!                follow; bits 11-15 zero, and m2 not 0
+//! numbers 7-17:  now, ticks, arming_run, arming_strokes, status (last_fault | arming_ended_by
+//!                << 4 | faults << 8 | interlocks << 24), depth_setpoint, depth_ceiling,
+//!                depth_lash, rate_setpoint, cartridge_openings, late_ticks
 //! ```
 //!
-//! Most fields do not move between ticks (setpoints, limits, counters of rare events) and
-//! the clock and counters that grow large move by little, so a delta frame carries a handful
-//! of short differences: about 20 bytes where postcard's varints of the whole values took 46. The pen sends a key frame first after every handshake and then every
-//! [`KEY_EVERY`] frames or [`KEY_PERIOD`] of its clock, whichever comes first; the host keeps
-//! the last key frame it received and uses a delta frame only when it names that key and the
-//! key came at most [`ANCHOR_FOR`] ago (host clock). Key numbers wrap after 256 keys, which
-//! take at least 1.28 s (50 frames at the fastest tick, 100 µs, per key), so a delta frame
-//! within [`ANCHOR_FOR`] of its key cannot name an older key of the same number. A lost key
-//! frame costs the delta frames up to the next one (counted as `unanchored`, and still
-//! proof that the pen is configured and sending), never a wrong value.
+//! Each number travels as a zigzag LEB128 varint of its difference (wrapping, 64 bits) from
+//! its *expected* value, and only when that difference is not 0. In a key frame every
+//! expected value is 0 (whole values). In a delta frame it is the key frame's value, except
+//! for the numbers that move by a known amount every frame: `now` is expected at the key's
+//! plus `since` times `step`, `ticks` at the key's plus `since` times `step_ticks`,
+//! `arming_run` (in `Running`, the frame's state) at the key's plus `since` times `step`, and
+//! `arming_strokes` at the key's plus the strokes counted since the key (number 0's
+//! difference). A running pen's delta frame therefore carries, most ticks, only the few
+//! sensor readings that changed since its key: 6 to 8 bytes of payload.
+//!
+//! The pen sends a key frame first after every handshake and then every [`KEY_EVERY`] frames
+//! or [`KEY_PERIOD`] of its clock, whichever comes first; the host keeps the last key frame
+//! it received and uses a delta frame only when it names that key and the key came at most
+//! [`ANCHOR_FOR`] ago (host clock). Key numbers wrap after 256 keys, which take at least
+//! 1.28 s (50 frames at the fastest tick, 100 µs, per key), so a delta frame within
+//! [`ANCHOR_FOR`] of its key cannot name an older key of the same number. A lost key frame
+//! costs the delta frames up to the next one (counted as `unanchored`, and still proof that
+//! the pen is configured and sending), never a wrong value. A misprediction (a late tick, a
+//! frame the pen's queue had no room for) costs a varint's bytes, never a wrong value: the
+//! decoder makes the same prediction from the same bytes.
 
 use needle_core::hal::Hardware;
 use needle_core::units::{
@@ -43,12 +54,13 @@ pub const KEY_PERIOD: Micros = Micros(100_000);
 /// The host uses a delta frame only within this long (host clock) of its key frame.
 pub const ANCHOR_FOR: Micros = Micros(500_000);
 /// The numbers a frame carries.
-const NUMBERS: usize = 17;
-/// Bytes of the `present` mask.
-const PRESENT: usize = 3;
-/// Longest encoding: flags, key, limits, faults (3), interlocks, the mask, 17 varints of 10
-/// bytes.
-pub const MAX_LEN: usize = 1 + 1 + 1 + 3 + 1 + PRESENT + NUMBERS * 10;
+const NUMBERS: usize = 18;
+/// The numbers `m1` names (the sensor readings and the stroke counter, which move most).
+const FREQUENT: usize = 7;
+/// The room [`encode`] needs. The longest encoding is 118 bytes: flags, key, a key frame's
+/// steps (5 + 3), `m1`, `m2` (2), three 64-bit numbers (`now`, `ticks`, `arming_run`) of 10
+/// bytes and fifteen of at most 5 (32-bit values and their differences).
+pub const MAX_LEN: usize = 128;
 
 const STATES: [State; 8] = [
     State::Boot,
@@ -158,33 +170,115 @@ fields! {
     late_ticks: u32,
 }
 
+/// What the clock and the tick count advance by from one telemetry frame to the next: the
+/// pen's tick period times its telemetry decimation, and the decimation. Carried in key
+/// frames; delta frames' `now`, `ticks` and `arming_run` are sent as differences from the
+/// advance it predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// Microseconds of the pen's clock between telemetry frames.
+    pub micros: u32,
+    /// Ticks between telemetry frames.
+    pub ticks: u16,
+}
+
+impl Step {
+    /// One frame a tick at 1 kHz, the controller's default.
+    pub const DEFAULT: Step = Step {
+        micros: 1_000,
+        ticks: 1,
+    };
+
+    /// The step of telemetry every `every` ticks of `period`; a period too long for `u32`
+    /// saturates (a misprediction costs bytes, never a value).
+    pub fn of(period: Micros, every: u16) -> Self {
+        let micros = period.0.saturating_mul(u64::from(every));
+        Step {
+            micros: u32::try_from(micros).unwrap_or(u32::MAX),
+            ticks: every,
+        }
+    }
+}
+
+impl Default for Step {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
 /// A key frame's numbers, which delta frames are differences from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
     /// The key frame's number.
     pub number: u8,
+    /// The advance a frame the key carried.
+    pub step: Step,
     values: [u64; NUMBERS],
 }
 
+/// Sign-extends an `i32` to the 64 bits of the wire's arithmetic.
+#[inline(always)]
+fn wide(v: i32) -> u64 {
+    i64::from(v) as u64
+}
+
+/// The status number: `last_fault | arming_ended_by << 4 | faults << 8 | interlocks << 24`.
+#[inline(always)]
+fn status<F: Fields + ?Sized>(t: &F) -> u64 {
+    let last_fault = t.last_fault().map_or(0, |f| f as u32 + 1);
+    // 0 none, 1 run time, 2 strokes (the variants' order).
+    let ended = t.arming_ended_by().map_or(0, |l| l as u32 + 1);
+    let active = t.interlocks();
+    let mut interlocks = 0u32;
+    for i in Interlock::ALL {
+        interlocks |= u32::from(active.contains(i)) << (i as u32);
+    }
+    u64::from(last_fault | ended << 4 | u32::from(t.faults().bits()) << 8 | interlocks << 24)
+}
+
+/// The flags byte of `t` (bit 0, the key bit, clear).
+#[inline(always)]
+fn flags<F: Fields + ?Sized>(t: &F) -> u8 {
+    state_code(t.state()) << 1
+        | u8::from(t.homed()) << 4
+        | u8::from(t.depth_moving()) << 5
+        | u8::from(t.motor_enabled()) << 6
+        | u8::from(t.pedal()) << 7
+}
+
+/// The six rare numbers, the last of the 18: setpoints, limits and counters of rare events.
+#[inline(always)]
+fn rare<F: Fields + ?Sized>(t: &F) -> [u64; 6] {
+    [
+        wide(t.depth_setpoint().0),
+        wide(t.depth_ceiling().0),
+        wide(t.depth_lash().0),
+        u64::from(t.rate_setpoint().0),
+        u64::from(t.cartridge_openings()),
+        u64::from(t.late_ticks()),
+    ]
+}
+
 impl Key {
-    /// The key of telemetry `t`, numbered `number`.
-    pub fn of<F: Fields + ?Sized>(t: &F, number: u8) -> Self {
-        let wide = |v: i32| i64::from(v) as u64;
+    /// The key of telemetry `t`, numbered `number`, sent with `step`.
+    pub fn of<F: Fields + ?Sized>(t: &F, number: u8, step: Step) -> Self {
         let [r0, r1, r2, r3, r4, r5] = rare(t);
         Self {
             number,
+            step,
             values: [
-                t.now().0,
-                t.ticks(),
                 u64::from(t.stroke_count()),
-                t.arming_run().0,
-                u64::from(t.arming_strokes()),
                 u64::from(t.rate_measured().0),
-                wide(t.depth_position().0),
                 u64::from(t.duty().0),
+                wide(t.depth_position().0),
                 wide(t.current().0),
                 wide(t.temperature().0),
                 wide(t.supply().0),
+                t.now().0,
+                t.ticks(),
+                t.arming_run().0,
+                u64::from(t.arming_strokes()),
+                status(t),
                 r0,
                 r1,
                 r2,
@@ -196,27 +290,13 @@ impl Key {
     }
 }
 
-/// The six rare numbers, the last of the 17: setpoints, limits and counters of rare events.
-#[inline(always)]
-fn rare<F: Fields + ?Sized>(t: &F) -> [u64; 6] {
-    let wide = |v: i32| i64::from(v) as u64;
-    [
-        wide(t.depth_setpoint().0),
-        wide(t.depth_ceiling().0),
-        wide(t.depth_lash().0),
-        u64::from(t.rate_setpoint().0),
-        u64::from(t.cartridge_openings()),
-        u64::from(t.late_ticks()),
-    ]
-}
-
 /// What a telemetry frame is.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind<'a> {
-    /// A key frame with this number: whole values.
-    Key(u8),
-    /// A delta frame from this key.
-    Delta(&'a Key),
+    /// A key frame with this number and step: whole values.
+    Key(u8, Step),
+    /// A delta frame from this key, the `since`-th telemetry frame after it.
+    Delta(&'a Key, u8),
 }
 
 /// Writes bytes and LEB128 varints into a buffer, refusing to run past its end.
@@ -243,100 +323,141 @@ impl Writer<'_> {
     }
 }
 
-/// The numbers' part of a frame being written: each number's difference from the key's,
-/// and the mask of those present.
-struct Numbers<'a, 'b> {
-    w: Writer<'a>,
-    base: &'b [u64; NUMBERS],
-    present: u32,
+/// The telemetry encoder's writer: a buffer of exactly [`MAX_LEN`] bytes written at
+/// `at % MAX_LEN`, so no byte needs a bounds check (the mask is one instruction); the
+/// longest encoding is shorter than the buffer, and [`encode`] checks `at` once at the end.
+struct Fixed<'a> {
+    out: &'a mut [u8; MAX_LEN],
+    at: usize,
 }
 
-impl Numbers<'_, '_> {
-    /// Number `i` is `v`: written when it differs from the key's.
+impl Fixed<'_> {
     #[inline(always)]
-    fn put(&mut self, i: usize, v: u64) -> Option<()> {
-        let d = v.wrapping_sub(self.base.get(i).copied().unwrap_or(0)) as i64;
-        if d != 0 {
-            self.present |= 1 << i;
-            self.w.varint(((d << 1) ^ (d >> 63)) as u64)?;
+    fn byte(&mut self, b: u8) {
+        if let Some(slot) = self.out.get_mut(self.at % MAX_LEN) {
+            *slot = b;
         }
-        Some(())
+        self.at += 1;
+    }
+
+    /// A LEB128 varint; one byte (the common case, a small difference) takes one test.
+    #[inline(always)]
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.byte(v as u8);
+    }
+
+    /// Number `value` where `expected` was: its zigzag difference written when not 0;
+    /// returns whether it was.
+    #[inline(always)]
+    fn put(&mut self, value: u64, expected: u64) -> bool {
+        let d = value.wrapping_sub(expected) as i64;
+        if d == 0 {
+            return false;
+        }
+        self.varint(((d << 1) ^ (d >> 63)) as u64);
+        true
     }
 }
 
 /// Writes `t` into `out` as `kind`; returns the bytes written, or `None` when `out` is
-/// shorter than [`MAX_LEN`] and the encoding did not fit.
+/// shorter than [`MAX_LEN`].
 ///
 /// Written out field by field, once a pen tick: each number is read from `t` where it is
 /// compared, with no array of the numbers built first (only a key frame keeps one, its
-/// [`Key`]), and the rare numbers (setpoints, limits, counters of rare events) are tested
-/// as one block, since during a treatment they do not move for thousands of ticks.
+/// [`Key`]), and the status and rare numbers (faults, interlocks, setpoints, limits,
+/// counters of rare events) are tested as one block, since during a treatment they do not
+/// move for thousands of ticks.
 #[inline]
 pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
-    let (key, number, base) = match kind {
-        Kind::Key(n) => (true, n, &[0; NUMBERS]),
-        Kind::Delta(k) => (false, k.number, &k.values),
+    let out = out.first_chunk_mut::<MAX_LEN>()?;
+    let flags = flags(t);
+    let running = flags >> 1 & 7 == state_code(State::Running);
+    let mut w = Fixed { out, at: 0 };
+    // The expected values: zeros in a key frame, the key's and its predictions in a delta.
+    let (base, since, step, delta) = match kind {
+        Kind::Key(number, step) => {
+            w.byte(flags | 1);
+            w.byte(number);
+            w.varint(u64::from(step.micros));
+            w.varint(u64::from(step.ticks));
+            (
+                &[0; NUMBERS],
+                0u64,
+                Step {
+                    micros: 0,
+                    ticks: 0,
+                },
+                false,
+            )
+        }
+        Kind::Delta(k, since) => {
+            w.byte(flags);
+            w.byte(k.number);
+            w.byte(since);
+            (&k.values, u64::from(since), k.step, true)
+        }
     };
-    let flags = u8::from(key)
-        | state_code(t.state()) << 1
-        | u8::from(t.homed()) << 4
-        | u8::from(t.depth_moving()) << 5
-        | u8::from(t.motor_enabled()) << 6
-        | u8::from(t.pedal()) << 7;
-    let last_fault = t.last_fault().map_or(0, |f| f as u8 + 1);
-    let ended = match t.arming_ended_by() {
-        None => 0,
-        Some(ArmingLimit::RunTime) => 1,
-        Some(ArmingLimit::Strokes) => 2,
-    };
-    let active = t.interlocks();
-    let mut interlocks = 0u8;
-    for i in Interlock::ALL {
-        interlocks |= u8::from(active.contains(i)) << (i as u8);
-    }
-    let mut w = Writer { out, at: 0 };
-    w.byte(flags)?;
-    w.byte(number)?;
-    w.byte(last_fault | ended << 4)?;
-    w.varint(u64::from(t.faults().bits()))?;
-    w.byte(interlocks)?;
-    // The mask goes before the numbers but is known after them: its bytes are reserved and
-    // filled in at the end, so the numbers are written in one pass.
-    let mask_at = w.at;
-    w.at += PRESENT;
-    let wide = |v: i32| i64::from(v) as u64;
-    let mut n = Numbers {
-        w,
-        base,
-        present: 0,
-    };
-    n.put(0, t.now().0)?;
-    n.put(1, t.ticks())?;
-    n.put(2, u64::from(t.stroke_count()))?;
-    n.put(3, t.arming_run().0)?;
-    n.put(4, u64::from(t.arming_strokes()))?;
-    n.put(5, u64::from(t.rate_measured().0))?;
-    n.put(6, wide(t.depth_position().0))?;
-    n.put(7, u64::from(t.duty().0))?;
-    n.put(8, wide(t.current().0))?;
-    n.put(9, wide(t.temperature().0))?;
-    n.put(10, wide(t.supply().0))?;
-    let [.., c0, c1, c2, c3, c4, c5] = *base;
+    // By reference: each is loaded where it is compared, not all 18 first (and spilled).
+    let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17] = base;
+    let m1_at = w.at;
+    w.at += 1;
+    let strokes = u64::from(t.stroke_count());
+    let mut m1 = u8::from(w.put(strokes, *b0));
+    m1 |= u8::from(w.put(u64::from(t.rate_measured().0), *b1)) << 1;
+    m1 |= u8::from(w.put(u64::from(t.duty().0), *b2)) << 2;
+    m1 |= u8::from(w.put(wide(t.depth_position().0), *b3)) << 3;
+    m1 |= u8::from(w.put(wide(t.current().0), *b4)) << 4;
+    m1 |= u8::from(w.put(wide(t.temperature().0), *b5)) << 5;
+    m1 |= u8::from(w.put(wide(t.supply().0), *b6)) << 6;
+    let m2_at = w.at;
+    w.at += 2;
+    let advance = since.wrapping_mul(u64::from(step.micros));
+    let mut m2 = u16::from(w.put(t.now().0, b7.wrapping_add(advance)));
+    let ticks = b8.wrapping_add(since.wrapping_mul(u64::from(step.ticks)));
+    m2 |= u16::from(w.put(t.ticks(), ticks)) << 1;
+    let run = b9.wrapping_add(if running { advance } else { 0 });
+    m2 |= u16::from(w.put(t.arming_run().0, run)) << 2;
+    // In a delta frame, the strokes of this arming grow with the stroke counter.
+    let counted = if delta { strokes.wrapping_sub(*b0) } else { 0 };
+    m2 |= u16::from(w.put(u64::from(t.arming_strokes()), b10.wrapping_add(counted))) << 3;
+    let s = status(t);
     let [r0, r1, r2, r3, r4, r5] = rare(t);
-    if (r0 ^ c0) | (r1 ^ c1) | (r2 ^ c2) | (r3 ^ c3) | (r4 ^ c4) | (r5 ^ c5) != 0 {
-        n.put(11, r0)?;
-        n.put(12, r1)?;
-        n.put(13, r2)?;
-        n.put(14, r3)?;
-        n.put(15, r4)?;
-        n.put(16, r5)?;
+    if (s ^ *b11)
+        | (r0 ^ *b12)
+        | (r1 ^ *b13)
+        | (r2 ^ *b14)
+        | (r3 ^ *b15)
+        | (r4 ^ *b16)
+        | (r5 ^ *b17)
+        != 0
+    {
+        m2 |= u16::from(w.put(s, *b11)) << 4;
+        m2 |= u16::from(w.put(r0, *b12)) << 5;
+        m2 |= u16::from(w.put(r1, *b13)) << 6;
+        m2 |= u16::from(w.put(r2, *b14)) << 7;
+        m2 |= u16::from(w.put(r3, *b15)) << 8;
+        m2 |= u16::from(w.put(r4, *b16)) << 9;
+        m2 |= u16::from(w.put(r5, *b17)) << 10;
     }
-    let Numbers { w, present, .. } = n;
-    let [m0, m1, m2, _] = present.to_le_bytes();
-    *w.out
-        .get_mut(mask_at..mask_at + PRESENT)?
-        .first_chunk_mut()? = [m0, m1, m2];
-    Some(w.at)
+    let end = w.at;
+    if m2 == 0 {
+        // Nothing of numbers 7-17: m2's room is given back (nothing was written after it).
+        w.at = m2_at;
+    } else {
+        m1 |= 0x80;
+        let [lo, hi] = m2.to_le_bytes();
+        w.at = m2_at;
+        w.byte(lo);
+        w.byte(hi);
+    }
+    let len = if m2 == 0 { m2_at } else { end };
+    w.at = m1_at;
+    w.byte(m1);
+    (len <= MAX_LEN).then_some(len)
 }
 
 /// Why a telemetry payload was not used.
@@ -378,6 +499,17 @@ impl Reader<'_> {
             shift += 7;
         }
     }
+
+    /// The numbers `mask` names, of `values`, as differences: zigzag varints, in order.
+    fn numbers(&mut self, mask: u32, values: &mut [u64]) -> Result<(), Unusable> {
+        for (i, v) in values.iter_mut().enumerate() {
+            if mask & 1 << i != 0 {
+                let z = self.varint(64)?;
+                *v = ((z >> 1) as i64 ^ -((z & 1) as i64)) as u64;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn unsigned<T: TryFrom<u64>>(v: u64) -> Result<T, Unusable> {
@@ -398,7 +530,59 @@ pub fn decode(bytes: &[u8], key: Option<&Key>) -> Result<(Telemetry, Option<Key>
         .get(usize::from(flags >> 1 & 7))
         .ok_or(Unusable::Malformed)?;
     let number = r.byte()?;
-    let limits = r.byte()?;
+    let (since, step) = if is_key {
+        let micros = unsigned(r.varint(32)?)?;
+        let ticks = unsigned(r.varint(16)?)?;
+        (0u64, Step { micros, ticks })
+    } else {
+        (
+            u64::from(r.byte()?),
+            Step {
+                micros: 0,
+                ticks: 0,
+            },
+        )
+    };
+    let m1 = r.byte()?;
+    let mut diffs = [0u64; NUMBERS];
+    let (frequent, others) = diffs.split_at_mut(FREQUENT);
+    r.numbers(u32::from(m1 & 0x7f), frequent)?;
+    if m1 & 0x80 != 0 {
+        let m2 = u32::from(u16::from_le_bytes([r.byte()?, r.byte()?]));
+        if m2 == 0 || m2 >> (NUMBERS - FREQUENT) != 0 {
+            return Err(Unusable::Malformed);
+        }
+        r.numbers(m2, others)?;
+    }
+    if !r.bytes.is_empty() {
+        return Err(Unusable::Malformed);
+    }
+    let values = if is_key {
+        diffs
+    } else {
+        // Checked after the whole frame, so a malformed one is counted as such.
+        let k = key
+            .filter(|k| k.number == number)
+            .ok_or(Unusable::Unanchored)?;
+        let advance = since.wrapping_mul(u64::from(k.step.micros));
+        let mut expected = k.values;
+        let [_, _, _, _, _, _, _, now, ticks, run, arming_strokes, ..] = &mut expected;
+        *now = now.wrapping_add(advance);
+        *ticks = ticks.wrapping_add(since.wrapping_mul(u64::from(k.step.ticks)));
+        if state == State::Running {
+            *run = run.wrapping_add(advance);
+        }
+        *arming_strokes = arming_strokes.wrapping_add(diffs.first().copied().unwrap_or(0));
+        let mut values = diffs;
+        for (v, e) in values.iter_mut().zip(expected) {
+            *v = v.wrapping_add(e);
+        }
+        values
+    };
+    let [strokes, rate, duty, position, current, temperature, supply, now, ticks, run, arming_strokes, status, setpoint, ceiling, lash, rate_set, openings, late] =
+        values;
+    let status = u32::try_from(status).map_err(|_| Unusable::Malformed)?;
+    let [limits, fault_lo, fault_hi, interlock_bits] = status.to_le_bytes();
     let last_fault = match limits & 0x0f {
         0 => None,
         n => Some(
@@ -413,17 +597,16 @@ pub fn decode(bytes: &[u8], key: Option<&Key>) -> Result<(Telemetry, Option<Key>
         2 => Some(ArmingLimit::Strokes),
         _ => return Err(Unusable::Malformed),
     };
-    let fault_bits = r.varint(16)?;
+    let fault_bits = u16::from_le_bytes([fault_lo, fault_hi]);
     let mut faults = Faults::EMPTY;
     for f in Fault::ALL {
         if fault_bits & 1 << (f as u8) != 0 {
             faults.insert(f);
         }
     }
-    if u64::from(faults.bits()) != fault_bits {
+    if faults.bits() != fault_bits {
         return Err(Unusable::Malformed);
     }
-    let interlock_bits = r.byte()?;
     let mut interlocks = Interlocks::NONE;
     let mut known = 0u8;
     for i in Interlock::ALL {
@@ -434,32 +617,6 @@ pub fn decode(bytes: &[u8], key: Option<&Key>) -> Result<(Telemetry, Option<Key>
     if interlock_bits & !known != 0 {
         return Err(Unusable::Malformed);
     }
-    let [m0, m1, m2] = [r.byte()?, r.byte()?, r.byte()?];
-    let present = u32::from_le_bytes([m0, m1, m2, 0]);
-    if present >> NUMBERS != 0 {
-        return Err(Unusable::Malformed);
-    }
-    let mut values = [0u64; NUMBERS];
-    for (i, v) in values.iter_mut().enumerate() {
-        if present & 1 << i != 0 {
-            let z = r.varint(64)?;
-            *v = ((z >> 1) as i64 ^ -((z & 1) as i64)) as u64;
-        }
-    }
-    if !r.bytes.is_empty() {
-        return Err(Unusable::Malformed);
-    }
-    if !is_key {
-        // Checked after the whole frame, so a malformed one is counted as such.
-        let k = key
-            .filter(|k| k.number == number)
-            .ok_or(Unusable::Unanchored)?;
-        for (v, b) in values.iter_mut().zip(k.values) {
-            *v = v.wrapping_add(b);
-        }
-    }
-    let [now, ticks, strokes, run, arming_strokes, rate, position, duty, current, temperature, supply, setpoint, ceiling, lash, rate_set, openings, late] =
-        values;
     let t = Telemetry {
         now: Micros(now),
         state,
@@ -488,9 +645,8 @@ pub fn decode(bytes: &[u8], key: Option<&Key>) -> Result<(Telemetry, Option<Key>
         ticks,
         late_ticks: unsigned(late)?,
     };
-    Ok((t, is_key.then(|| Key::of(&t, number))))
+    Ok((t, is_key.then(|| Key::of(&t, number, step))))
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -541,6 +697,8 @@ mod tests {
         assert_eq!(bytes[0], TELEMETRY_TAG);
     }
 
+    const STEP: Step = Step::DEFAULT;
+
     #[test]
     fn key_and_delta_frames_round_trip() {
         let t = running();
@@ -552,35 +710,72 @@ mod tests {
         earlier.stroke_count = t.stroke_count - 24;
         earlier.arming_run = Micros(t.arming_run.0 + 5_000_000);
         earlier.temperature = MilliCelsius(36_190);
-        let n = encode(&earlier, Kind::Key(7), &mut out).unwrap();
+        let n = encode(&earlier, Kind::Key(7, STEP), &mut out).unwrap();
         let (got, key) = decode(&out[..n], None).unwrap();
         assert_eq!(got, earlier);
         let key = key.unwrap();
-        assert_eq!(key, Key::of(&earlier, 7));
-        let n = encode(&t, Kind::Delta(&key), &mut out).unwrap();
+        assert_eq!(key, Key::of(&earlier, 7, STEP));
+        let n = encode(&t, Kind::Delta(&key, 200), &mut out).unwrap();
         assert!(n <= 30, "a delta frame is {n} bytes");
         assert_eq!(decode(&out[..n], Some(&key)), Ok((t, None)));
         assert_eq!(decode(&out[..n], None), Err(Unusable::Unanchored));
-        let other = Key::of(&earlier, 8);
+        let other = Key::of(&earlier, 8, STEP);
         assert_eq!(decode(&out[..n], Some(&other)), Err(Unusable::Unanchored));
+    }
+
+    #[test]
+    fn the_clock_tick_count_run_time_and_arming_strokes_advance_as_predicted_for_free() {
+        let t = running();
+        let step = Step::of(Micros(500), 4);
+        let key = Key::of(&t, 2, step);
+        let mut later = t;
+        later.now = Micros(t.now.0 + 9 * 2_000);
+        later.ticks = t.ticks + 9 * 4;
+        later.arming_run = Micros(t.arming_run.0 + 9 * 2_000);
+        later.stroke_count = t.stroke_count + 3;
+        later.arming_strokes = t.arming_strokes + 3;
+        let mut out = [0u8; MAX_LEN];
+        let n = encode(&later, Kind::Delta(&key, 9), &mut out).unwrap();
+        // flags, key, since, m1 (number 0 only), its difference: 3 strokes.
+        assert_eq!(out[..n], [out[0], 2, 9, 0b1, 6], "{:?}", &out[..n]);
+        assert_eq!(decode(&out[..n], Some(&key)), Ok((later, None)));
+        // Paused: the run time stands still, and is expected to.
+        let mut paused = later;
+        paused.state = State::Paused;
+        paused.arming_run = t.arming_run;
+        let n = encode(&paused, Kind::Delta(&key, 9), &mut out).unwrap();
+        assert_eq!(n, 5);
+        assert_eq!(decode(&out[..n], Some(&key)), Ok((paused, None)));
+        // A late tick: a misprediction costs the clock's difference, not its value.
+        let mut late = later;
+        late.now = Micros(later.now.0 + 37);
+        let n = encode(&late, Kind::Delta(&key, 9), &mut out).unwrap();
+        assert_eq!(out[3], 0x81, "m2 follows");
+        assert_eq!(out[5..8], [1, 0, 74], "now's bit, its zigzag 37");
+        assert_eq!(n, 8);
+        assert_eq!(decode(&out[..n], Some(&key)), Ok((late, None)));
+        // The step travels in the key frame.
+        let n = encode(&t, Kind::Key(2, step), &mut out).unwrap();
+        assert_eq!(decode(&out[..n], None), Ok((t, Some(key))));
     }
 
     #[test]
     fn a_delta_frame_carries_each_number_alone_at_its_own_mask_bit() {
         let t = running();
-        let key = Key::of(&t, 9);
+        let key = Key::of(&t, 9, STEP);
         let changes: [fn(&mut Telemetry); NUMBERS] = [
-            |t| t.now.0 += 1,
-            |t| t.ticks += 1,
             |t| t.stroke_count += 1,
-            |t| t.arming_run.0 += 1,
-            |t| t.arming_strokes += 1,
             |t| t.rate_measured.0 += 1,
-            |t| t.depth_position.0 += 1,
             |t| t.duty.0 += 1,
+            |t| t.depth_position.0 += 1,
             |t| t.current.0 += 1,
             |t| t.temperature.0 += 1,
             |t| t.supply.0 += 1,
+            |t| t.now.0 += 1,
+            |t| t.ticks += 1,
+            |t| t.arming_run.0 += 1,
+            |t| t.arming_strokes += 1,
+            |t| t.interlocks.set(Interlock::CartridgeMissing, false),
             |t| t.depth_setpoint.0 += 1,
             |t| t.depth_ceiling.0 += 1,
             |t| t.depth_lash.0 += 1,
@@ -591,16 +786,38 @@ mod tests {
         for (i, change) in changes.iter().enumerate() {
             let mut later = t;
             change(&mut later);
+            if i == 0 {
+                // The stroke counter alone moves, the arming's strokes expected to follow.
+                later.arming_strokes += 1;
+            }
             let mut out = [0u8; MAX_LEN];
-            let n = encode(&later, Kind::Delta(&key), &mut out).unwrap();
-            let mask = u32::from_le_bytes([out[5], out[6], out[7], 0]);
-            assert_eq!(mask, 1 << i, "number {i}");
-            assert_eq!(n, 8 + 1, "number {i}: its difference, 1, in one byte");
-            assert_eq!(
-                decode(&out[..n], Some(&key)),
-                Ok((later, None)),
-                "number {i}"
-            );
+            // `since` 0: no advance expected of the clock and tick count.
+            let n = encode(&later, Kind::Delta(&key, 0), &mut out).unwrap();
+            let got = decode(&out[..n], Some(&key));
+            assert_eq!(got, Ok((later, None)), "number {i}");
+            if i < FREQUENT {
+                assert_eq!(out[3], 1 << i, "number {i}");
+                assert_eq!(n, 4 + 1, "number {i}: its difference in one byte");
+            } else {
+                assert_eq!(out[3], 0x80, "number {i}");
+                let m2 = u16::from_le_bytes([out[4], out[5]]);
+                assert_eq!(m2, 1 << (i - FREQUENT), "number {i}");
+                assert!(n == 6 + 1 || i == 11, "number {i}: {n} bytes");
+            }
+        }
+    }
+
+    #[test]
+    fn every_arming_limit_and_fault_round_trips() {
+        let mut out = [0u8; MAX_LEN];
+        for ended in [None, Some(ArmingLimit::RunTime), Some(ArmingLimit::Strokes)] {
+            for last_fault in core::iter::once(None).chain(Fault::ALL.map(Some)) {
+                let mut t = running();
+                t.arming_ended_by = ended;
+                t.last_fault = last_fault;
+                let n = encode(&t, Kind::Key(1, STEP), &mut out).unwrap();
+                assert_eq!(decode(&out[..n], None).map(|d| d.0), Ok(t));
+            }
         }
     }
 
@@ -613,70 +830,112 @@ mod tests {
         t.depth_position = Micrometers(i32::MIN);
         t.current = MilliAmps(i32::MAX);
         t.late_ticks = u32::MAX;
+        t.stroke_count = u32::MAX;
+        t.arming_strokes = 0;
         t.state = State::EStop;
+        let step = Step {
+            micros: u32::MAX,
+            ticks: u16::MAX,
+        };
         let mut out = [0u8; MAX_LEN];
-        let n = encode(&t, Kind::Key(0), &mut out).unwrap();
+        let n = encode(&t, Kind::Key(0, step), &mut out).unwrap();
         assert_eq!(decode(&out[..n], None).map(|d| d.0), Ok(t));
-        assert_eq!(encode(&t, Kind::Key(0), &mut [0u8; 20]), None);
-        let key = Key::of(&running(), 1);
-        let n = encode(&t, Kind::Delta(&key), &mut out).unwrap();
-        assert_eq!(decode(&out[..n], Some(&key)).map(|d| d.0), Ok(t));
-        for cut in 0..n {
-            assert_eq!(decode(&out[..cut], Some(&key)), Err(Unusable::Malformed));
+        assert_eq!(
+            encode(&t, Kind::Key(0, step), &mut [0u8; MAX_LEN - 1]),
+            None
+        );
+        let mut low = running();
+        low.stroke_count = 0;
+        low.arming_strokes = u32::MAX;
+        low.depth_position = Micrometers(i32::MAX);
+        low.current = MilliAmps(i32::MIN);
+        let key = Key::of(&low, 1, step);
+        for since in [1, 255] {
+            let n = encode(&t, Kind::Delta(&key, since), &mut out).unwrap();
+            assert!(n <= 118, "{n}");
+            assert_eq!(decode(&out[..n], Some(&key)).map(|d| d.0), Ok(t));
+            for cut in 0..n {
+                assert_eq!(decode(&out[..cut], Some(&key)), Err(Unusable::Malformed));
+            }
+            let mut long = out[..n].to_vec();
+            long.push(0);
+            assert_eq!(decode(&long, Some(&key)), Err(Unusable::Malformed));
         }
-        let mut long = out[..n].to_vec();
-        long.push(0);
-        assert_eq!(decode(&long, Some(&key)), Err(Unusable::Malformed));
     }
 
     #[test]
     fn only_the_numbers_that_changed_travel_and_unknown_mask_bits_are_malformed() {
         let t = running();
-        let key = Key::of(&t, 5);
+        let key = Key::of(&t, 5, STEP);
         let mut out = [0u8; MAX_LEN];
-        let n = encode(&t, Kind::Delta(&key), &mut out).unwrap();
-        assert_eq!(n, 8, "header and an empty mask");
+        let n = encode(&t, Kind::Delta(&key, 0), &mut out).unwrap();
+        assert_eq!(n, 4, "header and an empty mask");
         assert_eq!(decode(&out[..n], Some(&key)), Ok((t, None)));
         let mut later = t;
         later.now = Micros(t.now.0 + 1_000);
         later.late_ticks = 3;
-        let n = encode(&later, Kind::Delta(&key), &mut out).unwrap();
-        assert_eq!(out[5..8], [1, 0, 1], "now (bit 0) and late_ticks (bit 16)");
-        assert_eq!(n, 8 + 2 + 1);
+        let n = encode(&later, Kind::Delta(&key, 0), &mut out).unwrap();
+        assert_eq!(
+            out[3..6],
+            [0x80, 1, 4],
+            "now (bit 0) and late_ticks (bit 10)"
+        );
+        assert_eq!(n, 6 + 2 + 1);
         assert_eq!(decode(&out[..n], Some(&key)), Ok((later, None)));
         let mut unknown = out;
-        unknown[7] |= 0x02; // bit 17: there are 17 numbers
+        unknown[5] |= 0x08; // bit 11 of m2: there are 11 numbers after m1's
         assert_eq!(decode(&unknown[..n], Some(&key)), Err(Unusable::Malformed));
+        // m2 announced but empty: not the encoder's, malformed.
+        assert_eq!(
+            decode(&[out[0], 5, 0, 0x80, 0, 0], Some(&key)),
+            Err(Unusable::Malformed)
+        );
     }
 
     #[test]
     fn out_of_range_fields_are_malformed() {
         let mut out = [0u8; MAX_LEN];
-        let n = encode(&running(), Kind::Key(3), &mut out).unwrap();
-        let mut bad_fault = out;
-        bad_fault[2] = 0x0f; // last fault 14: there are 10
-        assert_eq!(decode(&bad_fault[..n], None), Err(Unusable::Malformed));
-        let mut bad_limit = out;
-        bad_limit[2] = 0x30;
-        assert_eq!(decode(&bad_limit[..n], None), Err(Unusable::Malformed));
-        // An over-long varint: a u16 field (faults) given three bytes of value.
+        let mut bad_fault = running();
+        bad_fault.last_fault = None;
+        let key = Key::of(&bad_fault, 3, STEP);
+        let n = encode(&running(), Kind::Delta(&key, 0), &mut out).unwrap();
+        assert_eq!(decode(&out[..n], Some(&key)).map(|d| d.0), Ok(running()));
+        // A status whose last fault is 15: there are 10.
+        let mut status = key;
+        status.values[11] |= 0x0f;
+        assert_eq!(decode(&out[..n], Some(&status)), Err(Unusable::Malformed));
+        let mut limit = key;
+        limit.values[11] = limit.values[11] & !0xf0 | 0x30;
+        assert_eq!(decode(&out[..n], Some(&limit)), Err(Unusable::Malformed));
+        let mut wide_status = key;
+        wide_status.values[11] |= 1 << 32;
         assert_eq!(
-            decode(&[1, 0, 0, 0xff, 0xff, 0x7f], None),
+            decode(&out[..n], Some(&wide_status)),
             Err(Unusable::Malformed)
         );
-        // A depth out of i32's range.
+        // An over-long varint: a u16 step given three bytes of value.
+        assert_eq!(
+            decode(&[1, 0, 0xe8, 0x07, 0xff, 0xff, 0x7f, 0], None),
+            Err(Unusable::Malformed)
+        );
+        // A depth at the edge of i32's range.
         let mut t = running();
         t.depth_lash = Micrometers(i32::MAX);
-        let n = encode(&t, Kind::Key(3), &mut out).unwrap();
+        let n = encode(&t, Kind::Key(3, STEP), &mut out).unwrap();
         assert_eq!(decode(&out[..n], None).map(|d| d.0), Ok(t));
         // A delta that takes a depth past i32's range.
         let mut low = running();
         low.depth_lash = Micrometers(i32::MIN);
-        let n = encode(&running(), Kind::Delta(&Key::of(&low, 3)), &mut out).unwrap();
+        let n = encode(
+            &running(),
+            Kind::Delta(&Key::of(&low, 3, STEP), 1),
+            &mut out,
+        )
+        .unwrap();
         let mut high = running();
         high.depth_lash = Micrometers(i32::MAX);
         assert_eq!(
-            decode(&out[..n], Some(&Key::of(&high, 3))),
+            decode(&out[..n], Some(&Key::of(&high, 3, STEP))),
             Err(Unusable::Malformed)
         );
     }

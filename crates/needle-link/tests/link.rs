@@ -379,7 +379,11 @@ proptest! {
         bytes in proptest::collection::vec(any::<u8>(), 0..256),
         number in any::<u8>(),
     ) {
-        let key = needle_link::telemetry::Key::of(&telemetry_at(0), number);
+        let key = needle_link::telemetry::Key::of(
+            &telemetry_at(0),
+            number,
+            needle_link::telemetry::Step::DEFAULT,
+        );
         let _ = needle_link::telemetry::decode(&bytes, Some(&key));
         let _ = needle_link::telemetry::decode(&bytes, None);
     }

@@ -146,21 +146,26 @@ const CURRENT: usize = 9;
 const TEMP: usize = 10;
 const SUPPLY: usize = 11;
 
-/// One pen tick as the firmware's main loop runs it: bytes in, tick, bytes out (copied to
-/// `out`, as a UART's DMA buffer would take them).
+/// The UART's DMA channel: what it was handed to send. It sends without the CPU, so the
+/// bench copies the bytes out for the host outside `step`.
+#[derive(Default)]
+struct Dma {
+    /// Bytes of the queue's front handed over at the last step.
+    handed: usize,
+}
+
+/// One pen tick as the firmware's main loop runs it: the transfer handed to the DMA last
+/// tick is done (at 1 Mbaud a tick's frames take well under a tick), so its bytes leave the
+/// queue; bytes in, tick, and the queue's pending bytes handed to the DMA in place, as one
+/// slice (a pointer and a length), not copied. The queue is released before anything is
+/// queued, so it never moves bytes the DMA is reading.
 #[inline(never)]
-fn step(pen: &mut Pen<Board<'_>>, bytes: &[u8], now: Micros, out: &mut Vec<u8>) {
+fn step(pen: &mut Pen<Board<'_>>, bytes: &[u8], now: Micros, dma: &mut Dma) {
+    pen.consume(dma.handed);
     pen.receive(bytes, now);
     pen.tick(now);
-    loop {
-        let pending = pen.pending();
-        let n = pending.len();
-        if n == 0 {
-            return;
-        }
-        out.extend_from_slice(pending);
-        pen.consume(n);
-    }
+    let pending = black_box(pen.pending());
+    dma.handed = pending.len();
 }
 
 fn main() {
@@ -191,46 +196,50 @@ fn main() {
     let mut pen = Pen::new(board, PenId(*b"BENCHPEN"));
     let mut host = HostLink::new(Micros(20_000));
     let mut now = 0u64;
+    let mut dma = Dma::default();
     let mut tx = Vec::with_capacity(8192);
     let mut rx = Vec::with_capacity(8192);
     let mut bytes_out = 0usize;
     let mut frames_out = 0usize;
     // One tick: the host's bytes for this tick in, the pen's step, the pen's bytes to the host.
-    let mut tick = |pen: &mut Pen<Board>, host: &mut HostLink, now: &mut u64| -> usize {
-        *now += 1_000;
-        let period = 8_333;
-        let edges = (*now / period) as u32;
-        cells[STROKE].sample.set(StrokeSample {
-            edges,
-            last_edge: Some(Micros(u64::from(edges) * period)),
-            last_period: Some(Micros(period)),
-        });
-        let t = *now / 1_000;
-        if t.is_multiple_of(10) {
-            host.sync(Micros(*now));
-        }
-        if t.is_multiple_of(20) {
-            let _ = host.send_reliable(Reliable::Command(Command::Heartbeat), Micros(*now));
-        }
-        host.poll(Micros(*now));
-        tx.clear();
-        while !host.pending().is_empty() {
-            tx.extend_from_slice(host.pending());
-            let n = host.pending().len();
-            host.consume(n);
-        }
-        rx.clear();
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        step(black_box(pen), black_box(&tx), Micros(*now), &mut rx);
-        STEP_ALLOCATIONS.fetch_add(
-            ALLOCATIONS.load(Ordering::Relaxed) - before,
-            Ordering::Relaxed,
-        );
-        for b in &rx {
-            let _ = host.receive(*b, Micros(*now));
-        }
-        rx.len()
-    };
+    let mut tick =
+        |pen: &mut Pen<Board>, host: &mut HostLink, now: &mut u64, dma: &mut Dma| -> usize {
+            *now += 1_000;
+            let period = 8_333;
+            let edges = (*now / period) as u32;
+            cells[STROKE].sample.set(StrokeSample {
+                edges,
+                last_edge: Some(Micros(u64::from(edges) * period)),
+                last_period: Some(Micros(period)),
+            });
+            let t = *now / 1_000;
+            if t.is_multiple_of(10) {
+                host.sync(Micros(*now));
+            }
+            if t.is_multiple_of(20) {
+                let _ = host.send_reliable(Reliable::Command(Command::Heartbeat), Micros(*now));
+            }
+            host.poll(Micros(*now));
+            tx.clear();
+            while !host.pending().is_empty() {
+                tx.extend_from_slice(host.pending());
+                let n = host.pending().len();
+                host.consume(n);
+            }
+            rx.clear();
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            step(black_box(pen), black_box(&tx), Micros(*now), dma);
+            STEP_ALLOCATIONS.fetch_add(
+                ALLOCATIONS.load(Ordering::Relaxed) - before,
+                Ordering::Relaxed,
+            );
+            // The DMA's transfer, without the CPU: the handed bytes reach the host.
+            rx.extend_from_slice(pen.pending().get(..dma.handed).unwrap_or(&[]));
+            for b in &rx {
+                let _ = host.receive(*b, Micros(*now));
+            }
+            rx.len()
+        };
     // Handshake and set-up run through the same path, unmeasured by the script's difference.
     host.identify();
     let mut said = Vec::new();
@@ -246,33 +255,43 @@ fn main() {
         panic!("no identity: {said:?}");
     };
     host.start(next_seq);
-    let command = |pen: &mut Pen<Board>, host: &mut HostLink, message: Reliable, now: u64| {
-        host.send_reliable(message, Micros(now)).expect("window");
-        let bytes = host.pending().to_vec();
-        host.consume(bytes.len());
-        pen.receive(&bytes, Micros(now));
-        let out = pen.pending().to_vec();
-        pen.consume(out.len());
-        for b in out {
-            let _ = host.receive(b, Micros(now));
-        }
-    };
+    let command =
+        |pen: &mut Pen<Board>, host: &mut HostLink, dma: &mut Dma, message: Reliable, now: u64| {
+            // Between ticks: the DMA's last transfer is done.
+            pen.consume(std::mem::take(&mut dma.handed));
+            host.send_reliable(message, Micros(now)).expect("window");
+            let bytes = host.pending().to_vec();
+            host.consume(bytes.len());
+            pen.receive(&bytes, Micros(now));
+            let out = pen.pending().to_vec();
+            pen.consume(out.len());
+            for b in out {
+                let _ = host.receive(b, Micros(now));
+            }
+        };
     command(
         &mut pen,
         &mut host,
+        &mut dma,
         Reliable::Configure {
             config: ControllerConfig::default(),
             telemetry_every,
         },
         now,
     );
-    command(&mut pen, &mut host, Reliable::Command(Command::Home), now);
+    command(
+        &mut pen,
+        &mut host,
+        &mut dma,
+        Reliable::Command(Command::Home),
+        now,
+    );
     for _ in 0..20_000 {
         let closed = pen
             .controller()
             .is_some_and(|c| c.telemetry().depth_position.0 <= 0);
         cells[HOME].level.set(closed);
-        tick(&mut pen, &mut host, &mut now);
+        tick(&mut pen, &mut host, &mut now, &mut dma);
         if pen.controller().is_some_and(|c| c.state() == State::Idle) {
             break;
         }
@@ -285,42 +304,58 @@ fn main() {
         max_run: Micros(u64::MAX),
         max_strokes: u32::MAX,
     };
-    command(&mut pen, &mut host, Reliable::Command(arm), now);
+    command(&mut pen, &mut host, &mut dma, Reliable::Command(arm), now);
     while pen.controller().is_some_and(|c| c.telemetry().depth_moving) {
-        tick(&mut pen, &mut host, &mut now);
+        tick(&mut pen, &mut host, &mut now, &mut dma);
     }
-    command(&mut pen, &mut host, Reliable::Command(Command::Start), now);
+    command(
+        &mut pen,
+        &mut host,
+        &mut dma,
+        Reliable::Command(Command::Start),
+        now,
+    );
     let before = STEP_ALLOCATIONS.load(Ordering::Relaxed);
     for _ in 0..ticks {
-        let sent = tick(&mut pen, &mut host, &mut now);
+        let sent = tick(&mut pen, &mut host, &mut now, &mut dma);
         bytes_out += sent;
         frames_out += usize::from(sent > 0);
     }
     let counters = host.counters();
     // Telemetry frames on the wire, with the clock and counters ten hours in (their
-    // varints are then as long as a treatment day makes them): the key frame sent first
-    // after a handshake and every `KEY_EVERY` frames, then the last delta frame from it,
-    // `KEY_EVERY - 1` ticks later (the same ticks in both run lengths, so they cancel).
+    // varints are then as long as a treatment day makes them): a key frame, then the delta
+    // frames of the next `KEY_EVERY - 1` telemetry ticks from it, the last of which (the
+    // furthest from its key) is reported. The same ticks in both run lengths, so they cancel.
     let ten_hours = |mut t: needle_core::Telemetry| {
         t.now = Micros(t.now.0 + 36_000_000_000);
         t.ticks += 36_000_000;
         t.stroke_count += 4_320_000;
         t
     };
-    let key = ten_hours(pen.controller().map(|c| c.telemetry()).expect("configured"));
-    for _ in 1..needle_link::telemetry::KEY_EVERY {
-        tick(&mut pen, &mut host, &mut now);
-    }
-    let t = ten_hours(pen.controller().map(|c| c.telemetry()).expect("configured"));
+    let snapshot =
+        |pen: &Pen<Board>| ten_hours(pen.controller().map(|c| c.telemetry()).expect("configured"));
     let mut link = needle_link::PenLink::new(PenId(*b"BENCHPEN"));
-    link.telemetry(&key);
+    link.set_step(needle_link::telemetry::Step::of(
+        Micros(1_000),
+        telemetry_every,
+    ));
+    link.telemetry(&snapshot(&pen));
     let key_bytes = link.pending().len();
     link.consume(key_bytes);
-    link.telemetry(&t);
-    println!(
-        "telemetry_frame_bytes={} key_frame_bytes={key_bytes}",
-        link.pending().len()
-    );
+    let mut delta_bytes = 0;
+    // Delta frames before the next key: `KEY_EVERY` frames or `KEY_PERIOD`, whichever first.
+    let step = 1_000 * u64::from(telemetry_every);
+    let frames_per_key = u64::from(needle_link::telemetry::KEY_EVERY)
+        .min(needle_link::telemetry::KEY_PERIOD.0.div_ceil(step));
+    for _ in 1..frames_per_key {
+        for _ in 0..telemetry_every {
+            tick(&mut pen, &mut host, &mut now, &mut dma);
+        }
+        link.telemetry(&snapshot(&pen));
+        delta_bytes = link.pending().len();
+        link.consume(delta_bytes);
+    }
+    println!("telemetry_frame_bytes={delta_bytes} key_frame_bytes={key_bytes}");
     assert_eq!(counters.damaged(), 0);
     let allocations = STEP_ALLOCATIONS.load(Ordering::Relaxed) - before;
     let state = pen.controller().map(|c| c.state());

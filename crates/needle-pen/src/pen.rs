@@ -8,7 +8,7 @@ use needle_link::{
 };
 
 /// The pen sends its link counters every this many ticks.
-pub const COUNTERS_EVERY: u64 = 250;
+pub const COUNTERS_EVERY: u16 = 250;
 
 /// Tick period before a host configured one: the controller's default.
 const UNCONFIGURED_PERIOD: Micros = Micros(1_000);
@@ -33,6 +33,10 @@ pub struct Pen<H: Hardware> {
     slot: Slot<H>,
     now: Micros,
     ticks: u64,
+    /// Ticks until the next telemetry frame and the next counters frame: counted down, not
+    /// a division of `ticks` a tick.
+    until_telemetry: u16,
+    until_counters: u16,
     last_host_frame: Option<Micros>,
     last_refresh: Option<Micros>,
     tag: Option<TagImage>,
@@ -46,6 +50,8 @@ impl<H: Hardware> Pen<H> {
             slot: Slot::Waiting(hardware),
             now: Micros::ZERO,
             ticks: 0,
+            until_telemetry: 1,
+            until_counters: COUNTERS_EVERY,
             last_host_frame: None,
             last_refresh: None,
             tag: None,
@@ -106,19 +112,20 @@ impl<H: Hardware> Pen<H> {
         while !rest.is_empty() {
             let (took, event) = self.link.receive_some(rest);
             rest = rest.get(took..).unwrap_or(&[]);
-            if let Some(event) = event {
+            if let Some(event) = &event {
+                // By reference: an event can hold a whole configuration.
                 self.dispatch(event, now);
             }
         }
     }
 
     #[inline(never)]
-    fn dispatch(&mut self, event: Received, now: Micros) {
+    fn dispatch(&mut self, event: &Received, now: Micros) {
         self.last_host_frame = Some(now);
-        match event {
+        match *event {
             Received::Identify => self.link.identity(self.config_hash(), now),
             Received::Sync { host_time } => self.link.clock(host_time, now),
-            Received::Apply { seq, message } => {
+            Received::Apply { seq, ref message } => {
                 let outcome = self.apply(message);
                 self.link.verdict(seq, outcome, self.ticks, now);
             }
@@ -127,8 +134,8 @@ impl<H: Hardware> Pen<H> {
         }
     }
 
-    fn apply(&mut self, message: Reliable) -> Outcome {
-        match message {
+    fn apply(&mut self, message: &Reliable) -> Outcome {
+        match *message {
             Reliable::Command(command) => match &mut self.slot {
                 Slot::Configured { ctrl, .. } => {
                     let verdict = ctrl.handle(command);
@@ -162,8 +169,11 @@ impl<H: Hardware> Pen<H> {
         let Slot::Waiting(hardware) = core::mem::replace(&mut self.slot, Slot::Moving) else {
             return Outcome::ConfigRefused(ConfigRefusal::Invalid);
         };
+        let period = config.safety.tick_period;
         match Controller::new(hardware, config) {
             Ok(ctrl) => {
+                self.link
+                    .set_step(needle_link::telemetry::Step::of(period, telemetry_every));
                 self.slot = Slot::Configured {
                     ctrl,
                     hash,
@@ -187,12 +197,16 @@ impl<H: Hardware> Pen<H> {
         } = &mut self.slot
         {
             ctrl.tick(now);
-            if self.ticks.is_multiple_of(u64::from(*telemetry_every)) {
+            self.until_telemetry = self.until_telemetry.saturating_sub(1);
+            if self.until_telemetry == 0 {
+                self.until_telemetry = *telemetry_every;
                 // Straight from the controller's fields: no snapshot a tick.
                 self.link.telemetry(ctrl);
             }
         }
-        if self.ticks.is_multiple_of(COUNTERS_EVERY) {
+        self.until_counters = self.until_counters.saturating_sub(1);
+        if self.until_counters == 0 {
+            self.until_counters = COUNTERS_EVERY;
             self.link.send_counters();
         }
     }

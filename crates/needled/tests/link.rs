@@ -362,10 +362,10 @@ fn pen_fault_and_stop_times_are_reported_on_the_hosts_clock() {
     );
 }
 
-/// A pen that answers every `Identify` claiming another protocol version.
-fn fake_pen_of_another_version(dir: &Path) -> (PathBuf, std::thread::JoinHandle<()>) {
+/// A pen that answers every `Identify` claiming protocol version `version`.
+fn fake_pen_of_version(dir: &Path, version: u16) -> (PathBuf, std::thread::JoinHandle<()>) {
     use needle_link::frame::{self, Decoder, Header};
-    use needle_link::{HostMessage, PenId, PenMessage, PROTOCOL_VERSION};
+    use needle_link::{HostMessage, PenId, PenMessage};
     let pty = nix::pty::openpty(None, None).unwrap();
     raw_nonblocking(&pty.slave);
     raw_nonblocking(&pty.master);
@@ -386,7 +386,7 @@ fn fake_pen_of_another_version(dir: &Path) -> (PathBuf, std::thread::JoinHandle<
                     continue;
                 };
                 let identity = PenMessage::Identity {
-                    version: PROTOCOL_VERSION + 1,
+                    version,
                     pen: PenId(*b"FAKEPEN1"),
                     config_hash: None,
                     next_seq: 0,
@@ -404,17 +404,31 @@ fn fake_pen_of_another_version(dir: &Path) -> (PathBuf, std::thread::JoinHandle<
     (tty, thread)
 }
 
-#[test]
-fn a_pen_of_another_protocol_version_is_refused_and_health_says_why() {
+/// needled against a pen claiming protocol `version`: refused, and health says why.
+fn assert_refused_for_its_version(version: u16) {
     let dir = tempfile::tempdir().unwrap();
-    let (tty, _fake) = fake_pen_of_another_version(dir.path());
+    let (tty, _fake) = fake_pen_of_version(dir.path(), version);
     let n = start_needled(&dir.path().join("data"), &config(&tty, 500));
     let link = wait_health(&n, "the refusal", |l| l["state"] == "refused");
     assert_eq!(link["refusal"]["code"], "version", "{link}");
     let message = link["refusal"]["message"].as_str().unwrap();
     assert!(message.contains("update one of them"), "{link}");
+    assert!(message.contains(&version.to_string()), "{link}");
     assert_eq!(link["pen"], "FAKEPEN1", "{link}");
     assert_ne!(call(&n, "POST", "/v1/home").0, 200);
+}
+
+#[test]
+fn a_pen_of_another_protocol_version_is_refused_and_health_says_why() {
+    assert_refused_for_its_version(needle_link::PROTOCOL_VERSION + 1);
+}
+
+/// Version 4 changed the telemetry layout (predicted clock, tick count and run time; two
+/// masks): a pen still on version 3 would be misread, so it is refused.
+#[test]
+fn a_pen_of_protocol_version_3_is_refused_with_the_version_error() {
+    assert_eq!(needle_link::PROTOCOL_VERSION, 4);
+    assert_refused_for_its_version(3);
 }
 
 #[test]
