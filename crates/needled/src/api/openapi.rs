@@ -15,7 +15,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{sessions, sim, status};
+use super::{people, plans, record, sessions, sim, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,6 +47,18 @@ use super::{sessions, sim, status};
         sessions::cartridge,
         sessions::recall,
         sessions::events,
+        record::session,
+        plans::apply_numbing,
+        plans::numbing,
+        plans::create,
+        plans::list,
+        plans::get,
+        plans::change,
+        plans::stop,
+        record::plan,
+        people::list,
+        people::add,
+        people::revoke,
         sim::sim_truth,
         sim::sim_ticks,
         sim::sim_inject,
