@@ -158,3 +158,65 @@ fn plan_numbing_record_and_people_routes_answer_their_contract_types() {
     is_a::<needle_api::ErrorBody>("a refused revoke", &again);
     assert_eq!(again["error"]["code"], "person_revoked");
 }
+
+#[test]
+fn every_response_link_names_an_operation_and_a_parameter_of_it() {
+    let doc = checked_in();
+    let mut params: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let methods = ["get", "post", "put", "delete"];
+    for item in doc["paths"].as_object().unwrap().values() {
+        for m in methods {
+            let Some(op) = item.get(m) else { continue };
+            let names = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| p["name"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            params.insert(op["operationId"].as_str().unwrap().to_string(), names);
+        }
+    }
+    let mut from_session = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in methods {
+            let Some(op) = item.get(m) else { continue };
+            for response in op["responses"].as_object().unwrap().values() {
+                let Some(links) = response["links"].as_object() else {
+                    continue;
+                };
+                for link in links.values() {
+                    let target = link["operationId"].as_str().expect("an operationId");
+                    let taken = params
+                        .get(target)
+                        .unwrap_or_else(|| panic!("{path}: a link to no operation {target}"));
+                    for name in link["parameters"].as_object().unwrap().keys() {
+                        assert!(
+                            taken.contains(name),
+                            "{path}: link to {target} passes {name}, which it does not take"
+                        );
+                    }
+                    if path == "/v1/sessions" {
+                        from_session.push(target.to_string());
+                    }
+                }
+            }
+        }
+    }
+    // Every operation on a session by its id is reachable from the session just created.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/sessions/{id}") {
+            continue;
+        }
+        for m in methods {
+            if let Some(op) = item.get(m) {
+                let id = op["operationId"].as_str().unwrap();
+                assert!(
+                    from_session.iter().any(|t| t == id),
+                    "no link from POST /v1/sessions to {id} ({m} {path})"
+                );
+            }
+        }
+    }
+}

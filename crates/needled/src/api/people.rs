@@ -44,7 +44,7 @@ fn now_ms() -> i64 {
 }
 
 /// Everyone who holds or held a token (technicians only).
-#[utoipa::path(get, path = "/v1/people", tag = "people",
+#[utoipa::path(get, path = "/v1/people", operation_id = "list_people", tag = "people",
     responses((status = 200, description = "the people", body = wire::People)))]
 pub(super) async fn list(
     State(s): State<AppState>,
@@ -55,7 +55,7 @@ pub(super) async fn list(
 }
 
 /// Add a person with a new token, answered this once (technicians only).
-#[utoipa::path(post, path = "/v1/people", tag = "people", request_body = NewPerson,
+#[utoipa::path(post, path = "/v1/people", operation_id = "add_person", tag = "people", request_body = NewPerson,
     responses((status = 201, description = "added: the new token", body = wire::NewToken)))]
 pub(super) async fn add(
     State(s): State<AppState>,
@@ -80,7 +80,7 @@ pub(super) async fn add(
 }
 
 /// Revoke a person's token for good (technicians only).
-#[utoipa::path(post, path = "/v1/people/{name}/revoke", tag = "people", params(PersonPath),
+#[utoipa::path(post, path = "/v1/people/{name}/revoke", operation_id = "revoke_person", tag = "people", params(PersonPath),
     responses((status = 200, description = "revoked", body = wire::Revoked)))]
 pub(super) async fn revoke(
     State(s): State<AppState>,

@@ -22,7 +22,7 @@ pub(super) struct PlanPath {
 }
 
 /// Create a treatment plan (technicians only).
-#[utoipa::path(post, path = "/v1/plans", tag = "plans", request_body = CreatePlan,
+#[utoipa::path(post, path = "/v1/plans", operation_id = "create_plan", tag = "plans", request_body = CreatePlan,
     responses((status = 201, description = "created: the plan", body = wire::Plan)))]
 pub(super) async fn create(
     State(s): State<AppState>,
@@ -34,7 +34,7 @@ pub(super) async fn create(
 }
 
 /// A plan with its status, slots, window, history and log.
-#[utoipa::path(get, path = "/v1/plans/{id}", tag = "plans", params(PlanPath),
+#[utoipa::path(get, path = "/v1/plans/{id}", operation_id = "get_plan", tag = "plans", params(PlanPath),
     responses((status = 200, description = "the plan", body = wire::Plan)))]
 pub(super) async fn get(
     State(s): State<AppState>,
@@ -45,7 +45,7 @@ pub(super) async fn get(
 }
 
 /// A subject's plans, oldest first.
-#[utoipa::path(get, path = "/v1/plans", tag = "plans", params(PlansQuery),
+#[utoipa::path(get, path = "/v1/plans", operation_id = "list_plans", tag = "plans", params(PlansQuery),
     responses((status = 200, description = "the subject's plans", body = wire::Plans)))]
 pub(super) async fn list(
     State(s): State<AppState>,
@@ -59,7 +59,7 @@ pub(super) async fn list(
 }
 
 /// Change a plan's window or planned sessions, with a reason (technicians only).
-#[utoipa::path(post, path = "/v1/plans/{id}/change", tag = "plans", params(PlanPath),
+#[utoipa::path(post, path = "/v1/plans/{id}/change", operation_id = "change_plan", tag = "plans", params(PlanPath),
     request_body = ChangePlan,
     responses((status = 200, description = "changed: the plan", body = wire::Plan)))]
 pub(super) async fn change(
@@ -72,7 +72,7 @@ pub(super) async fn change(
 }
 
 /// Stop a plan for good, with a reason (technicians only).
-#[utoipa::path(post, path = "/v1/plans/{id}/stop", tag = "plans", params(PlanPath),
+#[utoipa::path(post, path = "/v1/plans/{id}/stop", operation_id = "stop_plan", tag = "plans", params(PlanPath),
     request_body = Reason,
     responses((status = 200, description = "stopped: the plan", body = wire::Plan)))]
 pub(super) async fn stop(
@@ -85,7 +85,7 @@ pub(super) async fn stop(
 }
 
 /// Record numbing applied now (a created or bound session); arming waits for it to act.
-#[utoipa::path(post, path = "/v1/sessions/{id}/numbing", tag = "sessions", params(SessionPath),
+#[utoipa::path(post, path = "/v1/sessions/{id}/numbing", operation_id = "apply_numbing", tag = "sessions", params(SessionPath),
     responses((status = 200, description = "recorded: the wait", body = wire::Numbing)))]
 pub(super) async fn apply_numbing(
     State(s): State<AppState>,
@@ -98,7 +98,7 @@ pub(super) async fn apply_numbing(
 }
 
 /// When the session's numbing will have acted (the console's countdown).
-#[utoipa::path(get, path = "/v1/sessions/{id}/numbing", tag = "sessions", params(SessionPath),
+#[utoipa::path(get, path = "/v1/sessions/{id}/numbing", operation_id = "numbing", tag = "sessions", params(SessionPath),
     responses((status = 200, description = "the wait", body = wire::Numbing)))]
 pub(super) async fn numbing(
     State(s): State<AppState>,

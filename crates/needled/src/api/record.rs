@@ -23,7 +23,7 @@ fn html(body: String) -> Response {
 }
 
 /// A session's printable treatment record.
-#[utoipa::path(get, path = "/v1/sessions/{id}/record", tag = "sessions", params(SessionPath),
+#[utoipa::path(get, path = "/v1/sessions/{id}/record", operation_id = "session_record", tag = "sessions", params(SessionPath),
     responses((status = 200, description = "the record, an HTML page with print CSS",
         content_type = "text/html", body = String)))]
 pub(super) async fn session(
@@ -41,7 +41,7 @@ pub(super) async fn session(
 }
 
 /// A plan's printable treatment record: every session of it.
-#[utoipa::path(get, path = "/v1/plans/{id}/record", tag = "plans", params(PlanPath),
+#[utoipa::path(get, path = "/v1/plans/{id}/record", operation_id = "plan_record", tag = "plans", params(PlanPath),
     responses((status = 200, description = "the record, an HTML page with print CSS",
         content_type = "text/html", body = String)))]
 pub(super) async fn plan(
