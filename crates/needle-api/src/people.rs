@@ -43,7 +43,11 @@ pub struct People {
 #[serde(deny_unknown_fields)]
 pub struct NewPerson {
     /// Unique name (never reused, not `system` or `bootstrap`).
-    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: String,
     /// Their role.
     pub role: Role,

@@ -26,7 +26,11 @@ pub struct PlannedSession {
 #[serde(deny_unknown_fields)]
 pub struct CreatePlan {
     /// Opaque subject reference (never a name).
-    #[schema(min_length = 1, max_length = 128, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub subject_ref: String,
     /// Treatment areas, each a configured area (1 to 8).
     #[schema(min_items = 1, max_items = 8)]
@@ -42,7 +46,11 @@ pub struct CreatePlan {
     pub sessions: Vec<PlannedSession>,
     /// Why (optional on creation; not blank when given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -51,7 +59,11 @@ pub struct CreatePlan {
 #[serde(deny_unknown_fields)]
 pub struct ChangePlan {
     /// Why.
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
     /// New window, earliest days.
     #[serde(default, skip_serializing_if = "Option::is_none")]
