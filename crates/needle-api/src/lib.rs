@@ -8,8 +8,9 @@
 //! document itself are assembled in `needled::api::openapi` (it needs the handlers).
 //!
 //! Files: `error.rs` (the error body and the codes), `session.rs` (sessions, reports,
-//! requests), `cartridge.rs` (cartridges, recalls), `events.rs` (the event log), `status.rs`
-//! (health, status, version, telemetry), `sim.rs` (the sim backend's truth and injections).
+//! requests), `cartridge.rs` (cartridges, recalls), `events.rs` (the event log), `plan.rs`
+//! (treatment plans, numbing), `people.rs` (people and their tokens), `status.rs` (health,
+//! status, version, telemetry), `sim.rs` (the sim backend's truth and injections).
 //!
 //! ```
 //! let body: needle_api::ErrorBody =
@@ -21,6 +22,8 @@
 mod cartridge;
 mod error;
 mod events;
+mod people;
+mod plan;
 mod session;
 mod sim;
 mod status;
@@ -28,6 +31,11 @@ mod status;
 pub use cartridge::{Cartridge, CartridgeState, Needles, Recalled};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use events::{EventRecord, Events, EventsQuery};
+pub use people::{NewPerson, NewToken, People, Person, Revoked, Role};
+pub use plan::{
+    ChangePlan, CreatePlan, Numbing, Plan, PlanEvent, PlanId, PlanRecord, PlanSession, PlanSlot,
+    PlanState, PlanWindow, PlannedSession, Plans, PlansQuery,
+};
 pub use session::{
     ChecklistItem, CreateSession, EndSession, Ok, Reason, ReportCartridge, ReportFormat,
     ReportPlan, ReportQuery, Session, SessionId, SessionReport, SessionState, SetpointEntry,

@@ -28,8 +28,13 @@ impl Ok {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reason {
-    /// Why, recorded in the event log; must not be blank (`reason_required`).
-    #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
+    /// Why, recorded in the event log; must not be blank (`reason_required`), at most 1000
+    /// characters, no control characters but newline and tab.
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: String,
 }
 
@@ -39,6 +44,11 @@ pub struct Reason {
 pub struct EndSession {
     /// Why it ends (default: "ended by the operator").
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub reason: Option<String>,
 }
 
@@ -71,16 +81,36 @@ pub struct CreateSession {
     /// `stated_operator` in the `session_created` detail. The session's operator and every
     /// event's actor is the authenticated person, never this string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub operator: Option<String>,
-    /// Opaque subject reference (never a name).
+    /// Opaque subject reference (never a name): one line of at most 128 characters.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub subject_ref: String,
-    /// Treatment area, one of the configured areas.
+    /// Treatment area, one of the configured areas (`unknown_area`).
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub area: String,
-    /// Checklist answers by item id.
+    /// Checklist answers by item id, each a configured item (`unknown_checklist_item`).
     #[serde(default)]
     pub checklist: BTreeMap<String, bool>,
     /// Reason to override the minimum interval or the plan's window (technicians only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub override_reason: Option<String>,
     /// The treatment plan this session belongs to; it becomes the plan's next session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,6 +133,7 @@ pub struct UpdateChecklist {
 pub struct Setpoints {
     /// Needle depth, µm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0)]
     pub depth_um: Option<i32>,
     /// Stroke rate, mHz.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +141,11 @@ pub struct Setpoints {
     /// Reason to arm deeper than the plan's depth or before the numbing has acted
     /// (technicians only); recorded as an `override` event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u0008\u000B-\u001F\u007F-\u009F]*$"
+    )]
     pub override_reason: Option<String>,
 }
 

@@ -40,21 +40,6 @@ fn served_openapi_document_is_the_checked_in_one_and_needs_no_token() {
     );
 }
 
-/// Routes that landed beside the contract (treatment plans, numbing, the printable record,
-/// people) and still answer untyped JSON or HTML: not yet in the document, a known gap of
-/// issue 13. No other route may be missing, and this list may only shrink.
-const NOT_YET_IN_THE_CONTRACT: &[&str] = &[
-    "/v1/sessions/{id}/record",
-    "/v1/sessions/{id}/numbing",
-    "/v1/plans",
-    "/v1/plans/{id}",
-    "/v1/plans/{id}/change",
-    "/v1/plans/{id}/stop",
-    "/v1/plans/{id}/record",
-    "/v1/people",
-    "/v1/people/{name}/revoke",
-];
-
 #[test]
 fn every_route_of_the_router_is_in_the_document() {
     // The route table's paths, as api/mod.rs lists them: a route added without its
@@ -65,18 +50,173 @@ fn every_route_of_the_router_is_in_the_document() {
     for piece in source.split("\"/v1/").skip(1) {
         let path = format!("/v1/{}", piece.split('"').next().unwrap());
         routes += 1;
-        if NOT_YET_IN_THE_CONTRACT.contains(&path.as_str()) {
-            // Listed as a gap: it must still be one (drop it from the list once documented).
-            assert!(
-                doc["paths"].get(&path).is_none(),
-                "{path} is documented now: take it off NOT_YET_IN_THE_CONTRACT"
-            );
-            continue;
-        }
         assert!(
             doc["paths"].get(&path).is_some(),
             "route {path} is not in docs/openapi.json"
         );
     }
     assert!(routes >= 22, "found only {routes} routes in api/mod.rs");
+}
+
+/// `body` is a `T` field for field: it parses as the contract's type and that type writes it
+/// back unchanged (no field the type lacks, none it adds or renames).
+fn is_a<T: serde::de::DeserializeOwned + serde::Serialize>(what: &str, body: &serde_json::Value) {
+    let typed: T = serde_json::from_value(body.clone())
+        .unwrap_or_else(|e| panic!("{what}: not its contract type: {e}: {body}"));
+    assert_eq!(
+        &serde_json::to_value(&typed).unwrap(),
+        body,
+        "{what}: the contract type does not carry the body as it is"
+    );
+}
+
+#[test]
+fn plan_numbing_record_and_people_routes_answer_their_contract_types() {
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let n = common::start(dir.path(), common::CI_CONFIG);
+    let (op, tech) = (n.operator.clone(), n.technician.clone());
+    let call = |method: &str, path: &str, token: &str, body: Option<serde_json::Value>| {
+        let (status, v) = common::call_with(&n, method, path, token, body);
+        (status, v)
+    };
+
+    let plan = json!({ "subject_ref": "s-typed", "areas": ["face"], "min_days": 28,
+        "max_days": 42, "sessions": [{ "depth_um": 500, "rate_mhz": 100_000 }] });
+    let (status, created) = call("POST", "/v1/plans", &tech, Some(plan));
+    assert_eq!(status, 201, "{created}");
+    is_a::<needle_api::Plan>("POST /v1/plans", &created);
+    let id = created["id"].as_i64().unwrap();
+    let (status, got) = call("GET", &format!("/v1/plans/{id}"), &op, None);
+    assert_eq!(status, 200);
+    is_a::<needle_api::Plan>("GET /v1/plans/{id}", &got);
+    let (_, list) = call("GET", "/v1/plans?subject_ref=s-typed", &op, None);
+    is_a::<needle_api::Plans>("GET /v1/plans", &list);
+    assert_eq!(list["plans"][0]["id"], id);
+    let (status, changed) = call(
+        "POST",
+        &format!("/v1/plans/{id}/change"),
+        &tech,
+        Some(json!({ "reason": "longer gap", "max_days": 60 })),
+    );
+    assert_eq!(status, 200, "{changed}");
+    is_a::<needle_api::Plan>("POST /v1/plans/{id}/change", &changed);
+
+    let session = json!({ "subject_ref": "s-typed", "area": "face", "plan_id": id });
+    let (status, s) = call("POST", "/v1/sessions", &op, Some(session));
+    assert_eq!(status, 201, "{s}");
+    let sid = s["id"].as_i64().unwrap();
+    let (status, applied) = call("POST", &format!("/v1/sessions/{sid}/numbing"), &op, None);
+    assert_eq!(status, 200, "{applied}");
+    is_a::<needle_api::Numbing>("POST /v1/sessions/{id}/numbing", &applied);
+    let (_, wait) = call("GET", &format!("/v1/sessions/{sid}/numbing"), &op, None);
+    is_a::<needle_api::Numbing>("GET /v1/sessions/{id}/numbing", &wait);
+    assert_eq!(wait["session_id"], sid);
+
+    for path in [
+        format!("/v1/sessions/{sid}/record"),
+        format!("/v1/plans/{id}/record"),
+    ] {
+        let resp = ureq::get(&format!("{}{path}", n.base))
+            .set("Authorization", &format!("Bearer {op}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        assert!(
+            resp.content_type() == "text/html",
+            "{path}: {}",
+            resp.content_type()
+        );
+    }
+
+    let (status, ended) = call("POST", &format!("/v1/sessions/{sid}/end"), &op, None);
+    assert_eq!(status, 200, "{ended}");
+    let (status, stopped) = call(
+        "POST",
+        &format!("/v1/plans/{id}/stop"),
+        &tech,
+        Some(json!({ "reason": "subject moved away" })),
+    );
+    assert_eq!(status, 200, "{stopped}");
+    is_a::<needle_api::Plan>("POST /v1/plans/{id}/stop", &stopped);
+    assert_eq!(stopped["status"], "stopped");
+
+    let (status, added) = call(
+        "POST",
+        "/v1/people",
+        &tech,
+        Some(json!({ "name": "ann", "role": "operator" })),
+    );
+    assert_eq!(status, 201, "{added}");
+    is_a::<needle_api::NewToken>("POST /v1/people", &added);
+    let (_, people) = call("GET", "/v1/people", &tech, None);
+    is_a::<needle_api::People>("GET /v1/people", &people);
+    let (status, revoked) = call("POST", "/v1/people/ann/revoke", &tech, None);
+    assert_eq!(status, 200, "{revoked}");
+    is_a::<needle_api::Revoked>("POST /v1/people/{name}/revoke", &revoked);
+    let (status, again) = call("POST", "/v1/people/ann/revoke", &tech, None);
+    assert_eq!(status, 409);
+    is_a::<needle_api::ErrorBody>("a refused revoke", &again);
+    assert_eq!(again["error"]["code"], "person_revoked");
+}
+
+#[test]
+fn every_response_link_names_an_operation_and_a_parameter_of_it() {
+    let doc = checked_in();
+    let mut params: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    let methods = ["get", "post", "put", "delete"];
+    for item in doc["paths"].as_object().unwrap().values() {
+        for m in methods {
+            let Some(op) = item.get(m) else { continue };
+            let names = op["parameters"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| p["name"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            params.insert(op["operationId"].as_str().unwrap().to_string(), names);
+        }
+    }
+    let mut from_session = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for m in methods {
+            let Some(op) = item.get(m) else { continue };
+            for response in op["responses"].as_object().unwrap().values() {
+                let Some(links) = response["links"].as_object() else {
+                    continue;
+                };
+                for link in links.values() {
+                    let target = link["operationId"].as_str().expect("an operationId");
+                    let taken = params
+                        .get(target)
+                        .unwrap_or_else(|| panic!("{path}: a link to no operation {target}"));
+                    for name in link["parameters"].as_object().unwrap().keys() {
+                        assert!(
+                            taken.contains(name),
+                            "{path}: link to {target} passes {name}, which it does not take"
+                        );
+                    }
+                    if path == "/v1/sessions" {
+                        from_session.push(target.to_string());
+                    }
+                }
+            }
+        }
+    }
+    // Every operation on a session by its id is reachable from the session just created.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/v1/sessions/{id}") {
+            continue;
+        }
+        for m in methods {
+            if let Some(op) = item.get(m) {
+                let id = op["operationId"].as_str().unwrap();
+                assert!(
+                    from_session.iter().any(|t| t == id),
+                    "no link from POST /v1/sessions to {id} ({m} {path})"
+                );
+            }
+        }
+    }
 }

@@ -1131,3 +1131,38 @@ fn end_with_a_null_body_ends_the_session_as_with_none() {
     assert_eq!(v["end_reason"], "ended by the operator");
     assert_eq!(w["end_reason"], "ended by the operator");
 }
+
+/// serde reads a struct from an array of its fields too; the API takes objects only, so an
+/// array body is refused and changes nothing (schemathesis found `[]` ending a session).
+#[test]
+fn a_body_that_is_not_an_object_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = start(dir.path());
+    let id = create(&n, "subj-array-end", "face");
+    for body in [json!([]), json!(["changed my mind"]), json!(7)] {
+        let (status, v) = call(
+            &n,
+            "POST",
+            &format!("/v1/sessions/{id}/end"),
+            Some(&n.operator),
+            Some(body.clone()),
+        );
+        assert_eq!(status, 400, "end with {body}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+        let (status, v) = call(
+            &n,
+            "POST",
+            "/v1/faults/clear",
+            Some(&n.operator),
+            Some(body.clone()),
+        );
+        assert_eq!(status, 400, "faults/clear with {body}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_request", "{v}");
+    }
+    let s = op(&n, "GET", &format!("/v1/sessions/{id}"), None);
+    assert_eq!(
+        s["state"], "created",
+        "a refused end changed the session: {s}"
+    );
+    assert!(s["end_reason"].is_null());
+}

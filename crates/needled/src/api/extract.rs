@@ -57,33 +57,77 @@ impl FromRequestParts<AppState> for Technician {
     }
 }
 
-/// A JSON body whose rejections are API errors with stable codes.
+/// A JSON body whose rejections are API errors with stable codes. Every request body of the
+/// API is a JSON object: serde would also read a struct from an array of its fields in order
+/// (`[]` for a body whose fields all have defaults), which the contract does not allow, so
+/// anything but an object is refused (400 `invalid_request`).
 pub struct Body<T>(pub T);
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The first byte of a JSON text that is not white space.
+pub(super) fn first_token(bytes: &[u8]) -> Option<u8> {
+    bytes.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// A refusal of a body that parsed but is not a JSON object.
+pub(super) fn not_an_object() -> ApiError {
+    ApiError::bad_request(ErrorCode::InvalidRequest, "a request body is a JSON object")
+}
+
+/// A refusal of a request body that could not be read.
+pub(super) fn unreadable(e: BytesRejection) -> ApiError {
+    match e.status().as_u16() {
+        413 => ApiError::new(413, ErrorCode::BodyTooLarge, e.body_text()),
+        _ => ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text()),
+    }
+}
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => Err(match e {
-                JsonRejection::MissingJsonContentType(_) => ApiError::new(
-                    415,
-                    ErrorCode::UnsupportedMediaType,
-                    "send Content-Type: application/json",
-                ),
-                JsonRejection::JsonSyntaxError(e) => {
-                    ApiError::bad_request(ErrorCode::InvalidJson, e.body_text())
-                }
-                JsonRejection::JsonDataError(e) => {
-                    ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text())
-                }
-                JsonRejection::BytesRejection(e) => {
-                    ApiError::new(413, ErrorCode::BodyTooLarge, e.body_text())
-                }
-                other => ApiError::bad_request(ErrorCode::InvalidRequest, other.body_text()),
-            }),
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                415,
+                ErrorCode::UnsupportedMediaType,
+                "send Content-Type: application/json",
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(unreadable)?;
+        let value = match Json::<T>::from_bytes(&bytes) {
+            Ok(Json(v)) => v,
+            Err(e) => {
+                return Err(match e {
+                    JsonRejection::JsonSyntaxError(e) => {
+                        ApiError::bad_request(ErrorCode::InvalidJson, e.body_text())
+                    }
+                    other => ApiError::bad_request(ErrorCode::InvalidRequest, other.body_text()),
+                })
+            }
+        };
+        if first_token(&bytes) != Some(b'{') {
+            return Err(not_an_object());
+        }
+        Ok(Body(value))
     }
 }
 
@@ -96,12 +140,9 @@ impl<S: Send + Sync> FromRequest<S> for NoBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let body = axum::body::Bytes::from_request(req, state).await.map_err(
-            |e: BytesRejection| match e.status().as_u16() {
-                413 => ApiError::new(413, ErrorCode::BodyTooLarge, e.body_text()),
-                _ => ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text()),
-            },
-        )?;
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(unreadable)?;
         if body.is_empty() {
             Ok(NoBody)
         } else {

@@ -10,12 +10,14 @@
 
 use axum::http::header;
 use axum::response::IntoResponse;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::extensions::Extensions;
+use utoipa::openapi::link::LinkBuilder;
+use utoipa::openapi::path::{HttpMethod, Operation};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{sessions, sim, status};
+use super::{people, plans, record, sessions, sim, status};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,12 +49,24 @@ use super::{sessions, sim, status};
         sessions::cartridge,
         sessions::recall,
         sessions::events,
+        record::session,
+        plans::apply_numbing,
+        plans::numbing,
+        plans::create,
+        plans::list,
+        plans::get,
+        plans::change,
+        plans::stop,
+        record::plan,
+        people::list,
+        people::add,
+        people::revoke,
         sim::sim_truth,
         sim::sim_ticks,
         sim::sim_inject,
     ),
     components(schemas(needle_api::ErrorBody, needle_api::TelemetryEvent, needle_api::ReportFormat)),
-    modifiers(&Common),
+    modifiers(&Common, &Links),
     security(("bearer" = [])),
 )]
 struct ApiDoc;
@@ -95,6 +109,113 @@ impl Modify for Common {
                 op.responses
                     .responses
                     .insert("default".to_string(), RefOr::T(error.clone()));
+            }
+        }
+    }
+}
+
+/// One group of response links: the response of `method path` with `status` names a resource
+/// whose `param` the `targets` (operation ids) take, found in the response at `value` (a
+/// runtime expression).
+struct LinkGroup {
+    method: HttpMethod,
+    path: &'static str,
+    status: &'static str,
+    param: &'static str,
+    value: &'static str,
+    targets: &'static [&'static str],
+}
+
+/// The OpenAPI `links` from the operations that make a session, a cartridge binding, a plan
+/// and a person to the operations on them: how a client (and schemathesis's stateful phase)
+/// gets from a created resource to its `{id}` routes.
+const LINKS: &[LinkGroup] = &[
+    LinkGroup {
+        method: HttpMethod::Post,
+        path: "/v1/sessions",
+        status: "201",
+        param: "id",
+        value: "$response.body#/id",
+        targets: &[
+            "get_session",
+            "update_checklist",
+            "bind_cartridge",
+            "apply_numbing",
+            "numbing",
+            "arm",
+            "start",
+            "pause",
+            "end",
+            "setpoints",
+            "report",
+            "session_record",
+        ],
+    },
+    LinkGroup {
+        method: HttpMethod::Post,
+        path: "/v1/sessions/{id}/cartridge",
+        status: "200",
+        param: "id",
+        value: "$response.body#/id",
+        targets: &["cartridge"],
+    },
+    LinkGroup {
+        method: HttpMethod::Post,
+        path: "/v1/plans",
+        status: "201",
+        param: "id",
+        value: "$response.body#/id",
+        targets: &["get_plan", "change_plan", "stop_plan", "plan_record"],
+    },
+    LinkGroup {
+        method: HttpMethod::Post,
+        path: "/v1/plans",
+        status: "201",
+        param: "subject_ref",
+        value: "$response.body#/subject_ref",
+        targets: &["list_plans"],
+    },
+    LinkGroup {
+        method: HttpMethod::Post,
+        path: "/v1/people",
+        status: "201",
+        param: "name",
+        value: "$response.body#/name",
+        targets: &["revoke_person"],
+    },
+];
+
+/// Adds [`LINKS`] to the responses they start from.
+struct Links;
+
+impl Modify for Links {
+    fn modify(&self, doc: &mut Document) {
+        for group in LINKS {
+            let Some(item) = doc.paths.paths.get_mut(group.path) else {
+                continue;
+            };
+            let op = match group.method {
+                HttpMethod::Get => item.get.as_mut(),
+                HttpMethod::Put => item.put.as_mut(),
+                _ => item.post.as_mut(),
+            };
+            let Some(RefOr::T(response)) =
+                op.and_then(|op| op.responses.responses.get_mut(group.status))
+            else {
+                continue;
+            };
+            for target in group.targets {
+                // utoipa 5.5 writes `Link::operation_id` as `operation_id` where OpenAPI says
+                // `operationId` (its Link lacks serde's camelCase), and tools ignore the
+                // misspelt field; the key is written through the link's flattened
+                // extensions map instead, which serializes as given.
+                let mut id = Extensions::default();
+                id.insert("operationId".to_string(), (*target).into());
+                let link = LinkBuilder::new()
+                    .parameter(group.param, group.value)
+                    .extensions(Some(id))
+                    .build();
+                response.links.insert((*target).to_string(), RefOr::T(link));
             }
         }
     }

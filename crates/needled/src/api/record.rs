@@ -4,6 +4,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use super::plans::PlanPath;
+use super::sessions::SessionPath;
 use super::{AppState, Authed, Param};
 use crate::error::ApiError;
 use crate::record;
@@ -20,6 +22,10 @@ fn html(body: String) -> Response {
         .into_response()
 }
 
+/// A session's printable treatment record.
+#[utoipa::path(get, path = "/v1/sessions/{id}/record", operation_id = "session_record", tag = "sessions", params(SessionPath),
+    responses((status = 200, description = "the record, an HTML page with print CSS",
+        content_type = "text/html", body = String)))]
 pub(super) async fn session(
     State(s): State<AppState>,
     Authed(_): Authed,
@@ -34,6 +40,10 @@ pub(super) async fn session(
     )))
 }
 
+/// A plan's printable treatment record: every session of it.
+#[utoipa::path(get, path = "/v1/plans/{id}/record", operation_id = "plan_record", tag = "plans", params(PlanPath),
+    responses((status = 200, description = "the record, an HTML page with print CSS",
+        content_type = "text/html", body = String)))]
 pub(super) async fn plan(
     State(s): State<AppState>,
     Authed(_): Authed,

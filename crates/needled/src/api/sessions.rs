@@ -141,11 +141,8 @@ pub(super) async fn end(
     Param(id): Param<SessionId>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Json<wire::Session>, ApiError> {
-    let body = body.map_err(|e| match e.status().as_u16() {
-        413 => ApiError::new(413, ErrorCode::BodyTooLarge, e.body_text()),
-        _ => ApiError::bad_request(ErrorCode::InvalidRequest, e.body_text()),
-    })?;
-    // The body is optional: none, `null`, or {"reason": "..."}.
+    let body = body.map_err(super::extract::unreadable)?;
+    // The body is optional: none, `null`, or {"reason": "..."} (an object, as every body).
     let given: EndSession = if body.iter().all(u8::is_ascii_whitespace) {
         EndSession::default()
     } else {
@@ -160,6 +157,9 @@ pub(super) async fn end(
                 _ => ApiError::bad_request(ErrorCode::InvalidJson, e.to_string()),
             })?
     };
+    if !matches!(super::extract::first_token(&body), None | Some(b'{' | b'n')) {
+        return Err(super::extract::not_an_object());
+    }
     let reason = given
         .reason
         .unwrap_or_else(|| "ended by the operator".to_string());

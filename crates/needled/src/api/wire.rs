@@ -6,10 +6,10 @@ use needle_core::protocol::State;
 use needle_core::Telemetry;
 
 use crate::cartridge::Needles;
-use crate::session::StorageHealth;
+use crate::session::{PlanSlot, PlanView, StorageHealth, Window};
 use crate::store::{
-    CartridgeRecord, CartridgeState, ChecklistItem, EventRecord, ReportCartridge, SessionRecord,
-    SessionReport, SessionState, SetpointEntry, TimelineEntry,
+    CartridgeRecord, CartridgeState, ChecklistItem, EventRecord, PlanSession, ReportCartridge,
+    SessionRecord, SessionReport, SessionState, SetpointEntry, TimelineEntry,
 };
 
 impl From<SessionState> for wire::SessionState {
@@ -202,6 +202,51 @@ pub(super) fn report(r: SessionReport, post_care: String) -> wire::SessionReport
             next_window_closes_at_ms: p.next_window_closes_at_ms,
         }),
         post_care,
+    }
+}
+
+impl From<Window> for wire::PlanWindow {
+    fn from(w: Window) -> Self {
+        wire::PlanWindow {
+            n: w.n,
+            opens_at_ms: w.opens_at_ms,
+            closes_at_ms: w.closes_at_ms,
+        }
+    }
+}
+
+impl From<PlanSlot> for wire::PlanSlot {
+    fn from(s: PlanSlot) -> Self {
+        wire::PlanSlot {
+            n: s.n,
+            planned: s.planned,
+            status: s.status.to_owned(),
+            session_id: s.session_id,
+        }
+    }
+}
+
+impl From<PlanSession> for wire::PlanSession {
+    fn from(p: PlanSession) -> Self {
+        wire::PlanSession {
+            n: p.n,
+            session: p.session.into(),
+        }
+    }
+}
+
+impl From<PlanView> for wire::Plan {
+    fn from(v: PlanView) -> Self {
+        wire::Plan {
+            plan: v.plan,
+            status: v.status.to_owned(),
+            done: v.done,
+            total: v.total,
+            next_window: v.next_window.map(Into::into),
+            slots: v.slots.into_iter().map(Into::into).collect(),
+            history: v.history.into_iter().map(Into::into).collect(),
+            events: v.events,
+        }
     }
 }
 

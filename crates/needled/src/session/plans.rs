@@ -4,7 +4,7 @@
 //! arming rules a plan adds (deeper than planned, the numbing wait), each overridable only by a
 //! technician with a reason.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::actor::Msg;
 use super::types::{Actor, Policy, Role};
@@ -15,41 +15,9 @@ use crate::store::{
     PlanSession, PlannedSession, SessionId, SessionRecord, SessionState, Store,
 };
 
-/// A request to create a plan (the creator is the caller's token, never the body).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreatePlan {
-    /// Opaque subject reference (never a name).
-    pub subject_ref: String,
-    /// Treatment areas, each a configured area.
-    pub areas: Vec<String>,
-    /// Interval window, earliest days after the previous session.
-    pub min_days: u32,
-    /// Interval window, latest days after the previous session.
-    pub max_days: u32,
-    /// Planned depth and rate of each session, in order.
-    pub sessions: Vec<PlannedSession>,
-    /// Why (optional on creation).
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-/// A request to change a plan: a reason and what changes.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChangePlan {
-    /// Why.
-    pub reason: String,
-    /// New window, earliest days.
-    #[serde(default)]
-    pub min_days: Option<u32>,
-    /// New window, latest days.
-    #[serde(default)]
-    pub max_days: Option<u32>,
-    /// New planned sessions.
-    #[serde(default)]
-    pub sessions: Option<Vec<PlannedSession>>,
-}
+/// Requests to create and to change a plan (the contract's types; the creator is the
+/// caller's token, never the body).
+pub use needle_api::{ChangePlan, CreatePlan};
 
 /// The next session's window, unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -18,15 +18,8 @@ pub struct Actor {
     pub role: Role,
 }
 
-/// Roles of API tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Runs sessions.
-    Operator,
-    /// Everything an operator does, plus overrides, recalls and the sim controls.
-    Technician,
-}
+/// Roles of API tokens (the contract's type).
+pub use needle_api::Role;
 
 /// A checklist item every session must answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,10 +4,10 @@
 //! authenticated technician who did it.
 
 use rusqlite::{params, OptionalExtension};
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::{events, validate, Event, LedgerError, Store};
+use crate::error::ErrorCode;
 use crate::session::Role;
 
 /// Event kind: a person was added (detail: name, role).
@@ -31,22 +31,8 @@ pub fn same_hash(a: &TokenHash, b: &TokenHash) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// One person as listed (no hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Person {
-    /// Unique name, recorded as the actor of their calls.
-    pub name: String,
-    /// Their role.
-    pub role: Role,
-    /// When they were added, unix ms.
-    pub created_at_ms: i64,
-    /// The technician (or `bootstrap`) who added them.
-    pub created_by: String,
-    /// When their token was revoked, unix ms.
-    pub revoked_at_ms: Option<i64>,
-    /// Who revoked it.
-    pub revoked_by: Option<String>,
-}
+/// One person as listed (no hash): the contract's type.
+pub use needle_api::Person;
 
 /// Why a change to the people was refused; it changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -71,13 +57,13 @@ pub enum PeopleError {
 
 impl PeopleError {
     /// Stable machine code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            PeopleError::Exists(_) => "person_exists",
-            PeopleError::NotFound(_) => "person_not_found",
-            PeopleError::AlreadyRevoked(_) => "person_revoked",
-            PeopleError::Reserved(_) => "person_name_reserved",
-            PeopleError::Ledger(e) => e.code(),
+            PeopleError::Exists(_) => ErrorCode::PersonExists,
+            PeopleError::NotFound(_) => ErrorCode::PersonNotFound,
+            PeopleError::AlreadyRevoked(_) => ErrorCode::PersonRevoked,
+            PeopleError::Reserved(_) => ErrorCode::PersonNameReserved,
+            PeopleError::Ledger(e) => crate::error::known(e.code()),
         }
     }
 
@@ -346,14 +332,22 @@ mod tests {
                 2,
             )
             .unwrap_err();
-        assert_eq!(e.code(), "person_exists");
+        assert_eq!(e.code().as_str(), "person_exists");
         assert_eq!(
-            store.revoke_person("zed", "tech", 2).unwrap_err().code(),
+            store
+                .revoke_person("zed", "tech", 2)
+                .unwrap_err()
+                .code()
+                .as_str(),
             "person_not_found"
         );
         store.revoke_person("ann", "tech", 3).unwrap();
         assert_eq!(
-            store.revoke_person("ann", "tech", 4).unwrap_err().code(),
+            store
+                .revoke_person("ann", "tech", 4)
+                .unwrap_err()
+                .code()
+                .as_str(),
             "person_revoked"
         );
         // A revoked name cannot be re-added with a new token either.
@@ -367,7 +361,8 @@ mod tests {
                     5
                 )
                 .unwrap_err()
-                .code(),
+                .code()
+                .as_str(),
             "person_exists"
         );
         for reserved in ["system", "Bootstrap"] {
@@ -380,7 +375,7 @@ mod tests {
                     6,
                 )
                 .unwrap_err();
-            assert_eq!(e.code(), "person_name_reserved");
+            assert_eq!(e.code().as_str(), "person_name_reserved");
         }
         assert_eq!(store.events_after(0, 10).unwrap().len(), 2);
         assert_eq!(store.people().unwrap().len(), 1);
@@ -403,7 +398,11 @@ mod tests {
             ("bob", Role::Technician, token_hash("token-of-bob-1111")),
         ];
         assert_eq!(
-            store.add_people(&batch, "t", 2).unwrap_err().code(),
+            store
+                .add_people(&batch, "t", 2)
+                .unwrap_err()
+                .code()
+                .as_str(),
             "person_exists"
         );
         assert_eq!(

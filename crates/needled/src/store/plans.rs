@@ -34,15 +34,8 @@ pub mod plan_kinds {
     pub const OVERRIDE: &str = "plan_override";
 }
 
-/// The planned depth and stroke rate of one session of a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlannedSession {
-    /// Planned needle depth, µm: arming deeper needs a technician's override.
-    pub depth_um: u32,
-    /// Planned stroke rate, mHz.
-    pub rate_mhz: u32,
-}
+/// The planned depth and stroke rate of one session of a plan (the contract's type).
+pub use needle_api::PlannedSession;
 
 /// What a new plan records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,61 +52,14 @@ pub struct NewPlan {
     pub sessions: Vec<PlannedSession>,
 }
 
-/// Whether a plan goes on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PlanState {
-    /// Sessions may be given.
-    Active,
-    /// Stopped with a reason; frozen.
-    Stopped,
-}
+/// Whether a plan goes on (the contract's type).
+pub use needle_api::PlanState;
 
-/// A plan as the ledger stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PlanRecord {
-    /// Plan id.
-    pub id: PlanId,
-    /// Opaque subject reference.
-    pub subject_ref: String,
-    /// Treatment areas.
-    pub areas: Vec<String>,
-    /// Interval window, earliest days.
-    pub min_days: u32,
-    /// Interval window, latest days.
-    pub max_days: u32,
-    /// Planned sessions.
-    pub sessions: Vec<PlannedSession>,
-    /// Active or stopped (complete is derived: every planned session done).
-    pub state: PlanState,
-    /// Created, unix ms.
-    pub created_at_ms: i64,
-    /// Who created it.
-    pub created_by: String,
-    /// Stopped, unix ms.
-    pub stopped_at_ms: Option<i64>,
-    /// Why it was stopped.
-    pub stop_reason: Option<String>,
-}
+/// A plan as the ledger stores it (the contract's type).
+pub use needle_api::PlanRecord;
 
-/// One event of a plan's log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PlanEvent {
-    /// Order in the plan log.
-    pub seq: i64,
-    /// The plan.
-    pub plan_id: PlanId,
-    /// When, unix ms.
-    pub at_ms: i64,
-    /// Who.
-    pub actor: String,
-    /// What (`plan_created`, `plan_changed`, ...).
-    pub kind: String,
-    /// Why, if given.
-    pub reason: Option<String>,
-    /// Details (JSON).
-    pub detail: serde_json::Value,
-}
+/// One event of a plan's log (the contract's type).
+pub use needle_api::PlanEvent;
 
 /// A session of a plan: its number and its record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
