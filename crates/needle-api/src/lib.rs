@@ -20,6 +20,7 @@
 //! ```
 
 mod cartridge;
+mod console;
 mod error;
 mod events;
 mod people;
@@ -29,6 +30,10 @@ mod sim;
 mod status;
 
 pub use cartridge::{Cartridge, CartridgeState, Needles, Recalled};
+pub use console::{
+    ConsoleArea, ConsoleCaller, ConsoleCartridgeBudget, ConsoleChecklistItem, ConsoleConfig,
+    ConsoleInterlock, ConsoleSessionLimits, ConsoleStrokeRange,
+};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail};
 pub use events::{EventRecord, Events, EventsQuery};
 pub use people::{NewPerson, NewToken, People, Person, Revoked, Role};

@@ -27,7 +27,8 @@ use std::time::Duration;
 pub use needle_api::ErrorCode;
 
 use needle_api::{
-    Cartridge, CreateSession, EndSession, ErrorBody, Events, Health, Injected, Reason, Recalled,
+    Cartridge, ChangePlan, CreatePlan, CreateSession, EndSession, ErrorBody, Events, Health,
+    Injected, NewPerson, NewToken, Numbing, People, Plan, Plans, Reason, Recalled, Revoked,
     Session, SessionReport, Setpoints, SimAction, SimTruth, Status, Ticks, Version,
 };
 use serde::de::DeserializeOwned;
@@ -291,8 +292,8 @@ impl Client {
         }
     }
 
-    /// `method path` with an optional JSON body, for routes the contract does not type yet
-    /// (plans, people, numbing, records) and for tests of refusals: the HTTP status and the
+    /// `method path` with an optional JSON body, for tests of refusals and callers that show
+    /// an answer as it came (every route also has a typed call): the HTTP status and the
     /// body as JSON (a body that is not JSON comes back as a JSON string). Only a transport
     /// failure is an `Err`; a refusal is an answer here.
     pub fn call(
@@ -443,6 +444,72 @@ impl Client {
     /// `GET /v1/sessions/{id}/report` as JSON.
     pub fn report(&self, id: i64) -> Result<SessionReport, Error> {
         self.get(&format!("/v1/sessions/{id}/report"))
+    }
+
+    /// `POST /v1/sessions/{id}/numbing`: numbing applied now; the wait before arming.
+    pub fn apply_numbing(&self, id: i64) -> Result<Numbing, Error> {
+        self.post(&format!("/v1/sessions/{id}/numbing"), None)
+    }
+
+    /// `GET /v1/sessions/{id}/numbing`: when the session's numbing will have acted.
+    pub fn numbing(&self, id: i64) -> Result<Numbing, Error> {
+        self.get(&format!("/v1/sessions/{id}/numbing"))
+    }
+
+    /// `GET /v1/sessions/{id}/record`: the printable record, HTML as served.
+    pub fn session_record(&self, id: i64) -> Result<String, Error> {
+        self.text("GET", &format!("/v1/sessions/{id}/record"), None)
+    }
+
+    /// `POST /v1/plans` (technicians).
+    pub fn create_plan(&self, req: &CreatePlan) -> Result<Plan, Error> {
+        self.post("/v1/plans", Some(req))
+    }
+
+    /// `GET /v1/plans/{id}`.
+    pub fn plan(&self, id: i64) -> Result<Plan, Error> {
+        self.get(&format!("/v1/plans/{id}"))
+    }
+
+    /// `GET /v1/plans?subject_ref=...`: a subject's plans, oldest first.
+    pub fn plans(&self, subject_ref: &str) -> Result<Plans, Error> {
+        self.get(&format!(
+            "/v1/plans?subject_ref={}",
+            query_escape(subject_ref)
+        ))
+    }
+
+    /// `POST /v1/plans/{id}/change` (technicians, with a reason).
+    pub fn change_plan(&self, id: i64, req: &ChangePlan) -> Result<Plan, Error> {
+        self.post(&format!("/v1/plans/{id}/change"), Some(req))
+    }
+
+    /// `POST /v1/plans/{id}/stop` (technicians, with a reason): for good.
+    pub fn stop_plan(&self, id: i64, reason: &str) -> Result<Plan, Error> {
+        let body = Reason {
+            reason: reason.to_string(),
+        };
+        self.post(&format!("/v1/plans/{id}/stop"), Some(&body))
+    }
+
+    /// `GET /v1/plans/{id}/record`: the plan's printable record, HTML as served.
+    pub fn plan_record(&self, id: i64) -> Result<String, Error> {
+        self.text("GET", &format!("/v1/plans/{id}/record"), None)
+    }
+
+    /// `GET /v1/people` (technicians).
+    pub fn people(&self) -> Result<People, Error> {
+        self.get("/v1/people")
+    }
+
+    /// `POST /v1/people` (technicians): the new person's token, shown this once.
+    pub fn add_person(&self, req: &NewPerson) -> Result<NewToken, Error> {
+        self.post("/v1/people", Some(req))
+    }
+
+    /// `POST /v1/people/{name}/revoke` (technicians): final.
+    pub fn revoke_person(&self, name: &str) -> Result<Revoked, Error> {
+        self.post(&format!("/v1/people/{}/revoke", path_escape(name)), None)
     }
 
     /// `GET /v1/cartridges/{id}`.
@@ -597,5 +664,35 @@ mod erased {
         fn json(&self) -> Result<String, Error> {
             serde_json::to_string(self).map_err(|e| Error::Decode(e.to_string()))
         }
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters (a path segment).
+fn path_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A query value: as a path segment (a space is `%20`, which every server reads).
+fn query_escape(text: &str) -> String {
+    path_escape(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_escape;
+
+    #[test]
+    fn path_segments_keep_unreserved_bytes_and_escape_the_rest() {
+        assert_eq!(path_escape("dr-anna_1.b~"), "dr-anna_1.b~");
+        assert_eq!(path_escape("a b/c?d&e"), "a%20b%2Fc%3Fd%26e");
+        assert_eq!(path_escape("Zoë"), "Zo%C3%AB");
     }
 }

@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use needle_core::protocol::{Fault, Interlock};
-use serde_json::{json, Value};
 
 use crate::api::{AppState, Authed};
 use crate::session::Role;
@@ -117,36 +116,70 @@ fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// `GET /v1/console/config`: what the console needs to draw its forms, and who is calling.
-async fn config(State(s): State<AppState>, Authed(actor): Authed) -> Json<Value> {
+/// What the console needs to draw its forms (areas and their depth ceilings, the checklist,
+/// the time limits, the cartridge budget, the stroke-rate range, every interlock and fault
+/// code), and who is calling.
+#[utoipa::path(get, path = "/v1/console/config", operation_id = "console_config", tag = "console",
+    responses((status = 200, description = "the console's configuration", body = needle_api::ConsoleConfig)))]
+pub(crate) async fn config(
+    State(s): State<AppState>,
+    Authed(actor): Authed,
+) -> Json<needle_api::ConsoleConfig> {
+    use needle_api as wire;
     let policy = s.service.policy();
-    let areas: Vec<Value> = policy
-        .areas
-        .iter()
-        .map(|(name, ceiling)| json!({ "name": name, "max_depth_um": ceiling.0 }))
-        .collect();
-    let interlocks: Vec<Value> = Interlock::ALL
-        .iter()
-        .map(|i| json!({ "code": i.code(), "reason": i.reason() }))
-        .collect();
-    let faults: Vec<&str> = Fault::ALL.iter().map(|f| f.code()).collect();
-    Json(json!({
-        "you": { "name": actor.name, "role": actor.role, "technician": actor.role == Role::Technician },
-        "backend": if s.service.sim().is_some() { "sim" } else { "hardware" },
-        "server_time_ms": crate::session::unix_ms(),
-        "telemetry_period_ms": millis(s.telemetry_period),
-        "areas": areas,
-        "checklist": policy.checklist,
-        "session": {
-            "time_limit_ms": millis(policy.time_limit),
-            "warning_before_ms": millis(policy.warning_before),
-            "min_interval_ms": millis(policy.min_interval),
+    Json(wire::ConsoleConfig {
+        you: wire::ConsoleCaller {
+            name: actor.name.clone(),
+            role: actor.role,
+            technician: actor.role == Role::Technician,
         },
-        "cartridge": { "max_run_ms": policy.limits.max_run_ms, "max_strokes": policy.limits.max_strokes },
-        "stroke": { "rate_min_mhz": policy.rate_range.0 .0, "rate_max_mhz": policy.rate_range.1 .0 },
-        "interlocks": interlocks,
-        "faults": faults,
-    }))
+        backend: if s.service.sim().is_some() {
+            "sim"
+        } else {
+            "hardware"
+        }
+        .to_string(),
+        server_time_ms: crate::session::unix_ms(),
+        telemetry_period_ms: millis(s.telemetry_period),
+        areas: policy
+            .areas
+            .iter()
+            .map(|(name, ceiling)| wire::ConsoleArea {
+                name: name.clone(),
+                max_depth_um: ceiling.0,
+            })
+            .collect(),
+        checklist: policy
+            .checklist
+            .iter()
+            .map(|c| wire::ConsoleChecklistItem {
+                id: c.id.clone(),
+                text: c.text.clone(),
+                required: c.required,
+            })
+            .collect(),
+        session: wire::ConsoleSessionLimits {
+            time_limit_ms: millis(policy.time_limit),
+            warning_before_ms: millis(policy.warning_before),
+            min_interval_ms: millis(policy.min_interval),
+        },
+        cartridge: wire::ConsoleCartridgeBudget {
+            max_run_ms: policy.limits.max_run_ms,
+            max_strokes: policy.limits.max_strokes,
+        },
+        stroke: wire::ConsoleStrokeRange {
+            rate_min_mhz: policy.rate_range.0 .0,
+            rate_max_mhz: policy.rate_range.1 .0,
+        },
+        interlocks: Interlock::ALL
+            .iter()
+            .map(|i| wire::ConsoleInterlock {
+                code: i.code().to_string(),
+                reason: i.reason().to_string(),
+            })
+            .collect(),
+        faults: Fault::ALL.iter().map(|f| f.code().to_string()).collect(),
+    })
 }
 
 #[cfg(test)]

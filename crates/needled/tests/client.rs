@@ -100,6 +100,109 @@ fn typed_client_decodes_every_answer_and_refusals_carry_their_code() {
 }
 
 #[test]
+fn typed_client_covers_plans_numbing_records_and_people() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = common::start(dir.path(), common::CI_CONFIG);
+    let op = n.operator_client();
+    let tech = n.technician_client();
+
+    let planned = needle_api::PlannedSession {
+        depth_um: 500,
+        rate_mhz: 120_000,
+    };
+    let create = needle_api::CreatePlan {
+        subject_ref: "subj plan/1".into(),
+        areas: vec!["face".into()],
+        min_days: 28,
+        max_days: 42,
+        sessions: vec![planned; 3],
+        reason: Some("acne scars, series of three".into()),
+    };
+    // Plans are a technician's: the operator's refusal carries its code.
+    let e = op.create_plan(&create).unwrap_err();
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(403), Some(ErrorCode::Forbidden))
+    );
+    let plan = tech.create_plan(&create).unwrap();
+    assert_eq!(plan.plan.subject_ref, "subj plan/1");
+    assert_eq!((plan.done, plan.total), (0, 3));
+    assert_eq!(op.plan(plan.plan.id).unwrap(), plan);
+    // The subject reference travels escaped in the query.
+    assert_eq!(op.plans("subj plan/1").unwrap().plans, vec![plan.clone()]);
+    assert!(op.plans("someone else").unwrap().plans.is_empty());
+    let changed = tech
+        .change_plan(
+            plan.plan.id,
+            &needle_api::ChangePlan {
+                reason: "a longer window".into(),
+                min_days: None,
+                max_days: Some(56),
+                sessions: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(changed.plan.max_days, 56);
+
+    // A session of the plan: its numbing wait, and its printed record.
+    let session = op
+        .create_session(&CreateSession {
+            operator: None,
+            subject_ref: "subj plan/1".into(),
+            area: "face".into(),
+            checklist: checklist(),
+            override_reason: None,
+            plan_id: Some(plan.plan.id),
+        })
+        .unwrap();
+    assert_eq!(op.numbing(session.id).unwrap().ready_at_ms, None);
+    let numbing = op.apply_numbing(session.id).unwrap();
+    assert_eq!(numbing.session_id, session.id);
+    assert!(
+        numbing.ready_at_ms.is_some() && numbing.wait_left_ms > 0,
+        "{numbing:?}"
+    );
+    assert!(op
+        .session_record(session.id)
+        .unwrap()
+        .starts_with("<!doctype html>"));
+    assert!(op
+        .plan_record(plan.plan.id)
+        .unwrap()
+        .starts_with("<!doctype html>"));
+    op.end(session.id, Some("test over")).unwrap();
+    let stopped = tech.stop_plan(plan.plan.id, "series cancelled").unwrap();
+    assert_eq!(stopped.plan.state, needle_api::PlanState::Stopped);
+    let e = op.numbing(999_999).unwrap_err();
+    assert_eq!(
+        (e.status(), e.code()),
+        (Some(404), Some(ErrorCode::NotFound)),
+        "{e}"
+    );
+
+    // People: a new person's token works, and revoking them is final.
+    let new = tech
+        .add_person(&needle_api::NewPerson {
+            name: "dr anna".into(),
+            role: needle_api::Role::Operator,
+        })
+        .unwrap();
+    assert!(tech
+        .people()
+        .unwrap()
+        .people
+        .iter()
+        .any(|p| p.name == "dr anna"));
+    let anna = op.as_token(new.token.clone());
+    assert!(anna.status().is_ok());
+    let revoked = tech.revoke_person("dr anna").unwrap();
+    assert_eq!((revoked.name.as_str(), revoked.revoked), ("dr anna", true));
+    assert_eq!(anna.status().unwrap_err().status(), Some(401));
+    let e = op.people().unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+}
+
+#[test]
 fn harness_restarts_needled_on_the_same_port_with_its_records() {
     let dir = tempfile::tempdir().unwrap();
     let mut n = common::start(dir.path(), common::CI_CONFIG);

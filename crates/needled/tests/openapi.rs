@@ -42,9 +42,12 @@ fn served_openapi_document_is_the_checked_in_one_and_needs_no_token() {
 
 #[test]
 fn every_route_of_the_router_is_in_the_document() {
-    // The route table's paths, as api/mod.rs lists them: a route added without its
-    // #[utoipa::path] and a line in openapi.rs fails here.
-    let source = include_str!("../src/api/mod.rs");
+    // The route tables' paths, as api/mod.rs and the console's router (its one /v1 route)
+    // list them: a route added without its #[utoipa::path] and a line in openapi.rs fails here.
+    let source = concat!(
+        include_str!("../src/api/mod.rs"),
+        include_str!("../src/console.rs")
+    );
     let doc = checked_in();
     let mut routes = 0;
     for piece in source.split("\"/v1/").skip(1) {
@@ -80,6 +83,12 @@ fn plan_numbing_record_and_people_routes_answer_their_contract_types() {
         let (status, v) = common::call_with(&n, method, path, token, body);
         (status, v)
     };
+
+    for token in [&op, &tech] {
+        let (status, config) = call("GET", "/v1/console/config", token, None);
+        assert_eq!(status, 200, "{config}");
+        is_a::<needle_api::ConsoleConfig>("GET /v1/console/config", &config);
+    }
 
     let plan = json!({ "subject_ref": "s-typed", "areas": ["face"], "min_days": 28,
         "max_days": 42, "sessions": [{ "depth_um": 500, "rate_mhz": 100_000 }] });

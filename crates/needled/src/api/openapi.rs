@@ -64,6 +64,7 @@ use super::{people, plans, record, sessions, sim, status};
         sim::sim_truth,
         sim::sim_ticks,
         sim::sim_inject,
+        crate::console::config,
     ),
     components(schemas(needle_api::ErrorBody, needle_api::TelemetryEvent, needle_api::ReportFormat)),
     modifiers(&Common, &Links),
