@@ -81,6 +81,35 @@ impl Api {
         }
     }
 
+    /// A client for an `https://` `endpoint` trusted by `tls` (a rig Pi off loopback serves
+    /// only TLS, with a self-signed certificate whose fingerprint it logs), or as
+    /// [`Api::new`] without it. A trust that cannot be built (a malformed pin, an unreadable
+    /// PEM file) is an error here, not a failed call later.
+    pub fn with_tls(
+        endpoint: Endpoint,
+        timeout: Duration,
+        tls: Option<needle_client::Tls>,
+    ) -> Result<Self, needle_client::Error> {
+        let Some(tls) = tls else {
+            return Ok(Self::new(endpoint, timeout));
+        };
+        let operator = needle_client::Client::builder(&endpoint.base, &endpoint.operator_token)
+            .timeout(timeout)
+            .tls(tls.clone())
+            .build()?;
+        let technician = operator.as_token(&endpoint.technician_token);
+        let anonymous = needle_client::Client::anonymous(&endpoint.base)
+            .timeout(timeout)
+            .tls(tls)
+            .build()?;
+        Ok(Self {
+            endpoint,
+            operator,
+            technician,
+            anonymous,
+        })
+    }
+
     /// The endpoint.
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint

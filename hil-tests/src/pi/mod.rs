@@ -32,8 +32,16 @@ use instruments::{
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PiConfig {
-    /// The rig's service, e.g. `http://rig-pi.local:7878`.
+    /// The rig's service, e.g. `https://rig-pi.local:7878` (off loopback needled serves only
+    /// TLS).
     pub url: String,
+    /// The SHA-256 of the rig's TLS certificate, as needled logs it at start and
+    /// `needlectl tls-fingerprint` prints it: the jig trusts exactly that certificate.
+    #[serde(default)]
+    pub tls_sha256: Option<String>,
+    /// Or a PEM file of the rig's certificate or its CA (instead of `tls_sha256`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// A technician token of the rig's service (the jig recalls lots and services the rig).
     pub token: String,
     /// An operator token for the session calls; the technician token if left out.
@@ -452,6 +460,31 @@ impl std::fmt::Debug for PiRig {
     }
 }
 
+impl PiConfig {
+    /// How the jig trusts the rig's `https://` service: `tls_sha256` or `ca_file`, not both;
+    /// an `https://` url needs one of them, an `http://` one neither.
+    pub fn tls(&self) -> Result<Option<needle_client::Tls>> {
+        let https = self.url.starts_with("https://");
+        match (&self.tls_sha256, &self.ca_file) {
+            (Some(_), Some(_)) => Err(HilError::Config(
+                "[pi] sets both tls_sha256 and ca_file: give one".into(),
+            )),
+            (Some(_), None) | (None, Some(_)) if !https => Err(HilError::Config(format!(
+                "[pi] tls_sha256/ca_file given, but url {} is not https://",
+                self.url
+            ))),
+            (Some(pin), None) => Ok(Some(needle_client::Tls::Sha256(pin.clone()))),
+            (None, Some(pem)) => Ok(Some(needle_client::Tls::CaFile(pem.clone()))),
+            (None, None) if https => Err(HilError::Config(format!(
+                "[pi] url {} is https://: set tls_sha256 (needled logs it; `needlectl \
+                 tls-fingerprint`) or ca_file",
+                self.url
+            ))),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
 impl PiRig {
     /// Reaches the rig's service and checks that its configuration meets `options`.
     pub fn open(config: &PiConfig, options: RigOptions) -> Result<PiRig> {
@@ -468,7 +501,8 @@ impl PiRig {
                 .unwrap_or_else(|| config.token.clone()),
             technician_token: config.token.clone(),
         };
-        let api = Api::new(endpoint, crate::sim::REQUEST_TIMEOUT);
+        let api = Api::with_tls(endpoint, crate::sim::REQUEST_TIMEOUT, config.tls()?)
+            .map_err(|e| HilError::Config(format!("[pi] TLS: {e}")))?;
         let rig = PiRig {
             config: config.clone(),
             api,
@@ -610,9 +644,115 @@ impl Rig for PiRig {
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
+    use std::path::Path;
     use std::rc::Rc;
 
     use super::*;
+    use crate::api::Role;
+
+    /// The example jig configuration's `[pi]`, with `url`, `tls_sha256` and `ca_file` set.
+    fn pi_config(url: &str, pin: Option<&str>, ca: Option<&str>) -> PiConfig {
+        let doc: toml::Value = toml::from_str(include_str!("../../jig.example.toml")).unwrap();
+        let mut pi = doc["pi"].as_table().unwrap().clone();
+        pi.insert("url".into(), url.into());
+        pi.remove("tls_sha256");
+        pi.remove("ca_file");
+        if let Some(pin) = pin {
+            pi.insert("tls_sha256".into(), pin.into());
+        }
+        if let Some(ca) = ca {
+            pi.insert("ca_file".into(), ca.into());
+        }
+        toml::Value::Table(pi).try_into().unwrap()
+    }
+
+    #[test]
+    fn pi_tls_trust_is_a_pin_or_a_pem_file_and_https_needs_one() {
+        let pin = "ab".repeat(32);
+        assert!(pi_config("http://rig:7878", None, None)
+            .tls()
+            .unwrap()
+            .is_none());
+        let tls = pi_config("https://rig:7878", Some(&pin), None)
+            .tls()
+            .unwrap();
+        assert!(matches!(tls, Some(needle_client::Tls::Sha256(p)) if p == pin));
+        let tls = pi_config("https://rig:7878", None, Some("/etc/rig.pem"))
+            .tls()
+            .unwrap();
+        assert!(
+            matches!(tls, Some(needle_client::Tls::CaFile(p)) if p == Path::new("/etc/rig.pem"))
+        );
+        for (config, says) in [
+            (pi_config("https://rig:7878", None, None), "set tls_sha256"),
+            (
+                pi_config("https://rig:7878", Some(&pin), Some("/x.pem")),
+                "both",
+            ),
+            (
+                pi_config("http://rig:7878", Some(&pin), None),
+                "is not https://",
+            ),
+        ] {
+            let e = config.tls().unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
+
+    /// The jig's API client against a real needled serving TLS off loopback, as a rig Pi
+    /// does: trusted by the certificate's pin it answers; by another pin it is refused.
+    #[test]
+    fn the_jig_reaches_a_tls_needled_by_its_pin_and_refuses_another_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("test.toml");
+        std::fs::write(&config, "[control]\nmax_tick_gap_ms = 500\n").unwrap();
+        let running = needle_client::harness::Launch::new(
+            crate::sim::needled_binary().unwrap(),
+            &config,
+            dir.path(),
+        )
+        .bind("0.0.0.0:0")
+        .start()
+        .unwrap();
+        let endpoint = || Endpoint {
+            base: running.base(),
+            operator_token: running.token("operator").unwrap(),
+            technician_token: running.token("technician").unwrap(),
+        };
+        assert!(
+            endpoint().base.starts_with("https://"),
+            "{}",
+            endpoint().base
+        );
+        let pin = running.tls_sha256.clone().expect("a TLS fingerprint");
+        let timeout = std::time::Duration::from_secs(10);
+        let api =
+            Api::with_tls(endpoint(), timeout, Some(needle_client::Tls::Sha256(pin))).unwrap();
+        assert!(api.client(Role::Operator).status().is_ok());
+        assert!(api.client(Role::Technician).version().is_ok());
+        let other = Api::with_tls(
+            endpoint(),
+            timeout,
+            Some(needle_client::Tls::Sha256("00".repeat(32))),
+        )
+        .unwrap();
+        let e = other.client(Role::Operator).status().unwrap_err();
+        assert_eq!(e.status(), None, "refused before any HTTP answer: {e}");
+        // Without TLS trust the https:// service is not reached either.
+        assert!(Api::new(endpoint(), timeout)
+            .client(Role::Operator)
+            .status()
+            .is_err());
+        let e = Api::with_tls(
+            endpoint(),
+            timeout,
+            Some(needle_client::Tls::Sha256("xyz".into())),
+        );
+        assert!(
+            e.is_err(),
+            "a malformed pin is refused when the client is built"
+        );
+    }
 
     #[test]
     fn pins_parse_with_active_low_mark() {
