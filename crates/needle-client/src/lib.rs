@@ -302,13 +302,10 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<(u16, serde_json::Value), Error> {
-        let req = self.request(method, path);
-        let result = match body {
-            Some(b) => req
-                .set("Content-Type", "application/json")
-                .send_string(&b.to_string()),
-            None => req.call(),
-        };
+        let result = dispatch(
+            self.request(method, path),
+            body.map(|b| b as &dyn erased::Body),
+        )?;
         let resp = match result {
             Ok(r) | Err(ureq::Error::Status(_, r)) => r,
             Err(ureq::Error::Transport(t)) => return Err(transport(&t)),
@@ -340,12 +337,7 @@ impl Client {
         req: ureq::Request,
         body: Option<&dyn erased::Body>,
     ) -> Result<T, Error> {
-        let result = match body {
-            Some(b) => req
-                .set("Content-Type", "application/json")
-                .send_string(&b.json()?),
-            None => req.call(),
-        };
+        let result = dispatch(req, body)?;
         let text = answer(result)?.into_string().map_err(|e| lost(&e))?;
         serde_json::from_str(&text).map_err(|e| Error::Decode(format!("{e}: {text}")))
     }
@@ -561,13 +553,10 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<String, Error> {
-        let req = self.request(method, path);
-        let result = match body {
-            Some(b) => req
-                .set("Content-Type", "application/json")
-                .send_string(&b.to_string()),
-            None => req.call(),
-        };
+        let result = dispatch(
+            self.request(method, path),
+            body.map(|b| b as &dyn erased::Body),
+        )?;
         answer(result)?.into_string().map_err(|e| lost(&e))
     }
 
@@ -653,6 +642,20 @@ fn lost(e: &std::io::Error) -> Error {
 }
 
 /// Bodies as trait objects, so one `send` serves every request type.
+/// Sends `req` with `body` as JSON, or with none: ureq's outcome (a refusal is its
+/// `Status` error); only a body that cannot be written is an `Err` here.
+fn dispatch(
+    req: ureq::Request,
+    body: Option<&dyn erased::Body>,
+) -> Result<Result<ureq::Response, ureq::Error>, Error> {
+    Ok(match body {
+        Some(b) => req
+            .set("Content-Type", "application/json")
+            .send_string(&b.json()?),
+        None => req.call(),
+    })
+}
+
 mod erased {
     use super::{Error, Serialize};
 

@@ -15,20 +15,8 @@ use serde_json::{json, Value};
 
 use common::Needled;
 
-/// (status, body)
-fn call_with(
-    n: &Needled,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    timeout: Duration,
-) -> (u16, Value) {
-    common::call_as(n, method, path, token, body, timeout)
-}
-
 fn call(n: &Needled, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    call_with(n, method, path, Some(token), body, Duration::from_secs(30))
+    common::call_as(n, method, path, Some(token), body, Duration::from_secs(30))
 }
 
 /// The status and stable error code of an answer.
@@ -58,7 +46,7 @@ fn truth(n: &Needled) -> Value {
 }
 
 fn health(n: &Needled) -> Value {
-    let (status, v) = call_with(n, "GET", "/v1/health", None, None, Duration::from_secs(30));
+    let (status, v) = common::call_as(n, "GET", "/v1/health", None, None, Duration::from_secs(30));
     assert_eq!(status, 200, "{v}");
     v
 }
