@@ -43,6 +43,11 @@ pub struct Controller<H: Hardware> {
     cartridge_openings: u32,
     arming: Arming,
     pump_high: bool,
+    /// Bumped whenever a field of [`Controller::revision`]'s list may have changed.
+    revision: u32,
+    /// The interlocks' inputs at the latest tick: E-stop, cartridge, over-temperature and
+    /// under-voltage (bits 0-3).
+    interlocking: u8,
 }
 
 /// The run-time and stroke budget of the current arming, and what it has used.
@@ -54,6 +59,16 @@ struct Arming {
     run: Micros,
     edges: u64,
     ended_by: Option<ArmingLimit>,
+}
+
+/// The inputs behind the interlocks ([`safety::interlocks`]) as bits: E-stop, cartridge,
+/// over-temperature, under-voltage.
+#[inline]
+fn interlocking(limits: &crate::config::SafetyConfig, inputs: &Inputs) -> u8 {
+    u8::from(inputs.estop)
+        | u8::from(inputs.cartridge) << 1
+        | u8::from(inputs.temperature > limits.max_temperature) << 2
+        | u8::from(inputs.supply < limits.min_supply) << 3
 }
 
 /// Reads a value, keeping `previous` and noting the error if the read fails.
@@ -69,6 +84,10 @@ impl<H: Hardware> Controller<H> {
     /// configuration.
     pub fn new(hw: H, config: ControllerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let initial = Inputs {
+            cartridge: false,
+            ..Inputs::default()
+        };
         Ok(Self {
             hw,
             config,
@@ -78,10 +97,7 @@ impl<H: Hardware> Controller<H> {
             timers: Timers::default(),
             stroke: StrokeLoop::new(config.stroke),
             axis: DepthAxis::new(&config.depth),
-            inputs: Inputs {
-                cartridge: false,
-                ..Inputs::default()
-            },
+            inputs: initial,
             sample: StrokeSample::default(),
             ceiling: config.depth.max_depth,
             now: Micros::ZERO,
@@ -99,6 +115,8 @@ impl<H: Hardware> Controller<H> {
                 ended_by: None,
             },
             pump_high: false,
+            revision: 0,
+            interlocking: interlocking(&config.safety, &initial),
         })
     }
 
@@ -275,6 +293,26 @@ impl<H: Hardware> Controller<H> {
         self.arming.ended_by
     }
 
+    /// A number that changes whenever any of the telemetry fields that stay put for
+    /// thousands of ticks during a treatment may have changed: [`Telemetry::faults`],
+    /// [`Telemetry::last_fault`], [`Telemetry::interlocks`], [`Telemetry::arming_ended_by`],
+    /// [`Telemetry::depth_setpoint`], [`Telemetry::depth_ceiling`], [`Telemetry::depth_lash`],
+    /// [`Telemetry::rate_setpoint`], [`Telemetry::cartridge_openings`],
+    /// [`Telemetry::late_ticks`] and [`Telemetry::homed`]. It may also change when none of
+    /// them did (any accepted command but a heartbeat moves it). A telemetry encoder that saw
+    /// them at one revision needs to read them again only once the revision moved: the pen
+    /// link encodes them a tick only then. Wraps; two revisions are equal only if nothing
+    /// moved it in between (or it moved it 2^32 times).
+    #[inline]
+    pub fn revision(&self) -> u32 {
+        self.revision.wrapping_add(self.axis.revision())
+    }
+
+    #[inline]
+    fn touched(&mut self) {
+        self.revision = self.revision.wrapping_add(1);
+    }
+
     /// [`Telemetry::ticks`]: ticks since start-up.
     #[inline]
     pub fn ticks(&self) -> u64 {
@@ -297,6 +335,7 @@ impl<H: Hardware> Controller<H> {
         };
         if gap.0 > self.config.safety.tick_period.0 + self.config.safety.tick_period.0 / 2 {
             self.late_ticks = self.late_ticks.saturating_add(1);
+            self.touched();
         }
         if self.motor_enabled {
             // The motor was powered from the previous tick's outputs until now.
@@ -372,6 +411,13 @@ impl<H: Hardware> Controller<H> {
         if before.cartridge && !inputs.cartridge {
             self.cartridge_openings = self.cartridge_openings.wrapping_add(1);
         }
+        // The inputs behind the interlocks ([`safety::interlocks`]; the reference and the
+        // faults move the revision where they change).
+        let interlocking = interlocking(&self.config.safety, &inputs);
+        if interlocking != self.interlocking {
+            self.interlocking = interlocking;
+            self.touched();
+        }
         self.inputs = Inputs {
             hal_error: error,
             ..inputs
@@ -383,6 +429,7 @@ impl<H: Hardware> Controller<H> {
     fn latch(&mut self, found: Faults) -> bool {
         let new = found.without(self.faults);
         if !new.is_empty() {
+            self.touched();
             for fault in new.iter() {
                 self.faults.insert(fault);
                 self.last_fault = Some(fault);
@@ -421,6 +468,7 @@ impl<H: Hardware> Controller<H> {
         self.axis.halt();
         self.state = State::Idle;
         self.arming.ended_by = Some(limit);
+        self.touched();
     }
 
     fn follow_pedal(&mut self) {
@@ -535,7 +583,16 @@ impl<H: Hardware> Controller<H> {
         Ok(())
     }
 
+    /// Applies `command`; an accepted one but a heartbeat moves [`Controller::revision`].
     fn apply(&mut self, command: Command) -> Result<(), Rejected> {
+        self.apply_command(command)?;
+        if !matches!(command, Command::Heartbeat) {
+            self.touched();
+        }
+        Ok(())
+    }
+
+    fn apply_command(&mut self, command: Command) -> Result<(), Rejected> {
         let now = self.now;
         match command {
             Command::Heartbeat => Ok(()),

@@ -109,6 +109,12 @@ pub struct DepthAxis {
     phase_start: i32,
     setpoint: Micrometers,
     last: Micros,
+    /// `load` in micrometres, kept as `load` changes: read every tick by the telemetry,
+    /// changed only by a move.
+    position: Micrometers,
+    /// Bumped whenever the setpoint, the lash or the reference may have changed
+    /// ([`DepthAxis::revision`]).
+    revision: u32,
 }
 
 impl DepthAxis {
@@ -143,6 +149,8 @@ impl DepthAxis {
             phase_start: 0,
             setpoint: Micrometers::ZERO,
             last: Micros::ZERO,
+            revision: 0,
+            position: Micrometers::ZERO,
         };
         axis.backlash = axis.to_steps(config.backlash).max(0);
         axis.max_steps = axis.to_steps_down(config.max_depth).max(0);
@@ -209,7 +217,14 @@ impl DepthAxis {
     /// The depth the depth stop is at, from counted steps and the lash model.
     #[inline]
     pub fn position(&self) -> Micrometers {
-        self.to_um(self.load)
+        self.position
+    }
+
+    /// Sets the load side's position in steps, and the micrometres of it.
+    #[inline]
+    fn set_load(&mut self, load: i32) {
+        self.load = load;
+        self.position = self.to_um(load);
     }
 
     /// The position of the motor side of the lead screw.
@@ -231,6 +246,20 @@ impl DepthAxis {
     /// Forgets the reference: homing is required again (position may be lost).
     pub fn unreference(&mut self) {
         self.referenced = false;
+        self.touched();
+    }
+
+    /// A number that changes whenever [`DepthAxis::setpoint`], [`DepthAxis::lash`] or
+    /// [`DepthAxis::is_referenced`] may have changed (it may also change when they did not):
+    /// a telemetry encoder compares the three only when it moved.
+    #[inline]
+    pub fn revision(&self) -> u32 {
+        self.revision
+    }
+
+    #[inline]
+    fn touched(&mut self) {
+        self.revision = self.revision.wrapping_add(1);
     }
 
     /// Stops at once (no deceleration) and returns whether the axis was moving.
@@ -262,12 +291,14 @@ impl DepthAxis {
         };
         self.then = None;
         self.setpoint = self.to_um(self.target.clamp(0, self.max_steps));
+        self.touched();
     }
 
     /// Starts homing; the reference is lost until it succeeds.
     pub fn start_homing(&mut self, now: Micros) {
         self.stop();
         self.referenced = false;
+        self.touched();
         self.last = now;
         self.phase = Phase::HomeFast;
         self.phase_start = self.motor;
@@ -308,6 +339,7 @@ impl DepthAxis {
             self.then = (over != target).then_some(target);
         }
         self.setpoint = self.to_um(target);
+        self.touched();
         self.vmax = match speed {
             MoveSpeed::Normal => self.speed,
             MoveSpeed::Running => self.running_speed,
@@ -379,7 +411,7 @@ impl DepthAxis {
                     // both are at the trigger point.
                     self.stop();
                     self.motor = 0;
-                    self.load = 0;
+                    self.set_load(0);
                     self.begin_phase(Phase::HomeLash, self.backoff, self.homing_slow);
                     return idle;
                 }
@@ -394,7 +426,8 @@ impl DepthAxis {
                     // The switch reads the steps of earlier ticks: it opened at this motor
                     // position, when the lash was taken up and the load lifted by one step.
                     self.backlash = self.motor.saturating_sub(1).max(0);
-                    self.load = self.motor.saturating_sub(self.backlash);
+                    self.touched();
+                    self.set_load(self.motor.saturating_sub(self.backlash));
                     let back = self.motor.saturating_neg();
                     self.begin_phase(Phase::HomeReturn, back, self.homing_slow);
                     return idle;
@@ -411,9 +444,10 @@ impl DepthAxis {
                     // Back at the trigger point going shallower: the load is at 0 again.
                     self.stop();
                     self.motor = 0;
-                    self.load = 0;
+                    self.set_load(0);
                     self.referenced = true;
                     self.setpoint = Micrometers::ZERO;
+                    self.touched();
                     return AxisOutput {
                         event: AxisEvent::Homed,
                         ..idle
@@ -470,10 +504,10 @@ impl DepthAxis {
         let n = i32::try_from(steps).unwrap_or(0);
         if deeper {
             self.motor = self.motor.saturating_add(n);
-            self.load = self.load.max(self.motor.saturating_sub(self.backlash));
+            self.set_load(self.load.max(self.motor.saturating_sub(self.backlash)));
         } else {
             self.motor = self.motor.saturating_sub(n);
-            self.load = self.load.min(self.motor);
+            self.set_load(self.load.min(self.motor));
         }
         AxisOutput {
             dir_deeper: deeper,

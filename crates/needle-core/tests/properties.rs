@@ -368,11 +368,19 @@ fn fake_rig_reaches_running_with_motor_powered() {
     };
     io.0.borrow_mut().r = healthy;
     let mut now = 0;
+    // Homing measures the lash and references the axis, which the random walk above rarely
+    // gets to: the revision is checked on this path too, a tick at a time.
+    let mut seen = (ctrl.revision(), slow_fields(&ctrl.telemetry()));
     let mut tick = |ctrl: &mut Controller<FakeHw>, home: bool| {
         now += 1_000;
         io.0.borrow_mut().r.home = home;
         ctrl.handle(Command::Heartbeat).unwrap();
         ctrl.tick(Micros(now));
+        let fields = slow_fields(&ctrl.telemetry());
+        if ctrl.revision() == seen.0 {
+            assert_eq!(seen.1, fields, "changed under revision {}", seen.0);
+        }
+        seen = (ctrl.revision(), fields);
     };
     tick(&mut ctrl, false);
     ctrl.handle(Command::Home).unwrap();
@@ -406,4 +414,53 @@ fn fake_rig_reaches_running_with_motor_powered() {
     }
     let i = io.0.borrow();
     assert!(i.enable && i.duty > 0, "motor not powered in Running");
+}
+
+/// The telemetry fields [`Controller::revision`] vouches for: the pen link sends them only
+/// when the revision moved, so one of them changing under an unchanged revision would be a
+/// change the host never sees.
+fn slow_fields(t: &needle_core::Telemetry) -> impl PartialEq + std::fmt::Debug {
+    (
+        (
+            t.faults,
+            t.last_fault,
+            t.interlocks,
+            t.arming_ended_by,
+            t.homed,
+        ),
+        (
+            t.depth_setpoint,
+            t.depth_ceiling,
+            t.depth_lash,
+            t.rate_setpoint,
+        ),
+        (t.cartridge_openings, t.late_ticks),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn revision_moves_whenever_a_slow_telemetry_field_changes(ops in prop::collection::vec(op(), 1..400)) {
+        let (io, hw) = fake();
+        let mut ctrl = Controller::new(hw, ControllerConfig::default()).unwrap();
+        let mut now = 0u64;
+        for op in ops {
+            let (revision, before) = (ctrl.revision(), slow_fields(&ctrl.telemetry()));
+            match op {
+                Op::Tick { dt, r } => {
+                    now = now.saturating_add(dt);
+                    io.0.borrow_mut().r = r;
+                    ctrl.tick(Micros(now));
+                }
+                Op::Cmd(c) => {
+                    let _ = ctrl.handle(c);
+                }
+            }
+            if ctrl.revision() == revision {
+                prop_assert_eq!(before, slow_fields(&ctrl.telemetry()), "changed under revision {} by {:?}", revision, op);
+            }
+        }
+    }
 }

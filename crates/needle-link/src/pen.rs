@@ -76,6 +76,9 @@ pub struct PenLink {
     since_key: u16,
     /// The next key frame's number.
     next_key: u8,
+    /// The [`Fields::revision`] at which the status and rare numbers were last seen equal to
+    /// the key's: while it holds, delta frames skip them.
+    same_since: Option<u32>,
     /// What the clock and tick count advance by between telemetry frames.
     step: Step,
     counters: Counters,
@@ -98,6 +101,7 @@ impl PenLink {
             key: None,
             since_key: 0,
             next_key: 0,
+            same_since: None,
             step: Step::DEFAULT,
             counters: Counters::default(),
         }
@@ -281,11 +285,20 @@ impl PenLink {
             Some((k, _)) => Kind::Delta(k, since_key as u8),
             None => Kind::Key(number, self.step),
         };
+        let revision = t.revision();
+        let known_same = revision.is_some() && revision == self.same_since;
+        let mut same = None;
         let sent = self.tx.queue(|room| {
             let (tag, rest) = room.split_first_mut()?;
             *tag = TELEMETRY_TAG;
-            Some(1 + telemetry::encode(t, kind, rest)?)
+            let (n, equal) = telemetry::encode_frame(t, kind, known_same, rest)?;
+            same = Some(equal);
+            Some(1 + n)
         });
+        if let Some(same) = same {
+            // Read at `revision` (a frame encoded but not queued saw them all the same).
+            self.same_since = if same { revision } else { None };
+        }
         if delta {
             // Counted sent or not: the next frame's predictions are from the tick it is of.
             self.since_key += 1;
@@ -293,6 +306,9 @@ impl PenLink {
             self.key = Some((Key::of(t, number, self.step), now));
             self.since_key = 1;
             self.next_key = number.wrapping_add(1);
+        } else {
+            // No key frame went out: the old key (if any) is still the host's.
+            self.same_since = None;
         }
     }
 

@@ -97,6 +97,14 @@ macro_rules! fields {
         /// (the snapshot and its copy were about 180 instructions of a 1 kHz tick).
         pub trait Fields {
             $($(#[$doc])* fn $name(&self) -> $ty;)*
+
+            /// [`Controller::revision`]: a number that changes whenever the status and the
+            /// rare numbers (11-17) may have changed, or `None` when there is none (a
+            /// snapshot), so they are compared every frame.
+            #[inline]
+            fn revision(&self) -> Option<u32> {
+                None
+            }
         }
 
         impl Fields for Telemetry {
@@ -111,6 +119,11 @@ macro_rules! fields {
             fn $name(&self) -> $ty {
                 Controller::$name(self)
             })*
+
+            #[inline]
+            fn revision(&self) -> Option<u32> {
+                Some(Controller::revision(self))
+            }
         }
     };
 }
@@ -373,6 +386,20 @@ impl Fixed<'_> {
 /// move for thousands of ticks.
 #[inline]
 pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
+    encode_frame(t, kind, false, out).map(|(n, _)| n)
+}
+
+/// [`encode`], told whether the caller knows the status and rare numbers (11-17) to equal
+/// the key's (`known_same`, from an unchanged [`Fields::revision`]: a delta frame then skips
+/// reading and comparing them). Returns the bytes written and whether those numbers equal
+/// the key's (always in a key frame).
+#[inline]
+pub fn encode_frame<F: Fields + ?Sized>(
+    t: &F,
+    kind: Kind<'_>,
+    known_same: bool,
+    out: &mut [u8],
+) -> Option<(usize, bool)> {
     let out = out.first_chunk_mut::<MAX_LEN>()?;
     let flags = flags(t);
     let running = flags >> 1 & 7 == state_code(State::Running);
@@ -424,17 +451,27 @@ pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Opti
     // In a delta frame, the strokes of this arming grow with the stroke counter.
     let counted = if delta { strokes.wrapping_sub(*b0) } else { 0 };
     m2 |= u16::from(w.put(u64::from(t.arming_strokes()), b10.wrapping_add(counted))) << 3;
-    let s = status(t);
-    let [r0, r1, r2, r3, r4, r5] = rare(t);
-    if (s ^ *b11)
-        | (r0 ^ *b12)
-        | (r1 ^ *b13)
-        | (r2 ^ *b14)
-        | (r3 ^ *b15)
-        | (r4 ^ *b16)
-        | (r5 ^ *b17)
-        != 0
-    {
+    let same = if known_same && delta {
+        debug_assert!(
+            status(t) == *b11 && rare(t) == [*b12, *b13, *b14, *b15, *b16, *b17],
+            "status or rare numbers changed under an unchanged revision"
+        );
+        true
+    } else {
+        let s = status(t);
+        let [r0, r1, r2, r3, r4, r5] = rare(t);
+        (s ^ *b11)
+            | (r0 ^ *b12)
+            | (r1 ^ *b13)
+            | (r2 ^ *b14)
+            | (r3 ^ *b15)
+            | (r4 ^ *b16)
+            | (r5 ^ *b17)
+            == 0
+    };
+    if !same {
+        let s = status(t);
+        let [r0, r1, r2, r3, r4, r5] = rare(t);
         m2 |= u16::from(w.put(s, *b11)) << 4;
         m2 |= u16::from(w.put(r0, *b12)) << 5;
         m2 |= u16::from(w.put(r1, *b13)) << 6;
@@ -457,7 +494,7 @@ pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Opti
     let len = if m2 == 0 { m2_at } else { end };
     w.at = m1_at;
     w.byte(m1);
-    (len <= MAX_LEN).then_some(len)
+    (len <= MAX_LEN).then_some((len, same || !delta))
 }
 
 /// Why a telemetry payload was not used.

@@ -160,9 +160,23 @@ fn the_host_decodes_the_controllers_exact_state_every_tick_with_frames_lost_betw
     ctrl.handle(Command::Start).unwrap();
     run(&mut ctrl, 3_000);
     assert_eq!(ctrl.state(), State::Running);
+    // Rare numbers moved by commands mid-run (between key frames, so only the controller's
+    // revision tells the link to look at them again): the rate and the depth setpoints.
+    ctrl.handle(Command::SetRate(MilliHertz::from_hz(140)))
+        .unwrap();
+    run(&mut ctrl, 7);
+    ctrl.handle(Command::SetDepth(Micrometers(1_200))).unwrap();
+    run(&mut ctrl, 400);
+    assert_eq!(ctrl.rate_setpoint(), MilliHertz::from_hz(140));
     rig.inject(Injection::EStop(true));
     run(&mut ctrl, 50);
     assert_eq!(ctrl.state(), State::EStop);
+    // Released and cleared: faults and interlocks go back.
+    rig.inject(Injection::EStop(false));
+    run(&mut ctrl, 3);
+    ctrl.handle(Command::ClearFaults).unwrap();
+    run(&mut ctrl, 20);
+    assert_ne!(ctrl.state(), State::EStop);
     assert!(
         lost_keys > 0 && unanchored > 0,
         "the key path: {lost_keys} {unanchored}"
