@@ -55,7 +55,7 @@ pub const MAX_PAYLOAD: usize = 240;
 /// Bytes of the frame before the payload: `len` and `seq`.
 pub const HEAD: usize = 2;
 /// Bytes of the frame after the payload: the CRC and the sync byte.
-const TAIL: usize = 4 + 1;
+pub(crate) const TAIL: usize = 4 + 1;
 /// Bytes of the frame around the payload: `len`, `seq`, the CRC and the sync byte.
 pub const OVERHEAD: usize = HEAD + TAIL;
 /// Largest frame on the wire.

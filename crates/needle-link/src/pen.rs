@@ -10,6 +10,7 @@
 //! dispatcher refreshes the controller's dead-man timer on each one, and on nothing else.
 
 use needle_core::units::Micros;
+use needle_core::{Command, ControllerConfig};
 
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Frame, Header, Rejection};
@@ -29,12 +30,22 @@ pub const TX_QUEUE: usize = 4096;
 pub enum Received {
     /// The host asks who the pen is: answer with [`PenLink::identity`].
     Identify,
-    /// The next numbered message, to apply now and answer with [`PenLink::verdict`].
-    Apply {
+    /// The next numbered message, a command, to apply now and answer with
+    /// [`PenLink::verdict`].
+    Command {
         /// Its number.
         seq: u8,
-        /// The message.
-        message: Reliable,
+        /// The command.
+        command: Command,
+    },
+    /// The next numbered message, a configuration: take it with
+    /// [`PenLink::take_configuration`] (kept there, so this event stays small enough to
+    /// pass by value each frame), apply it now and answer with [`PenLink::verdict`].
+    Configure {
+        /// Its number.
+        seq: u8,
+        /// The pen sends telemetry every this many ticks.
+        telemetry_every: u16,
     },
     /// A clock probe: answer with [`PenLink::clock`].
     Sync {
@@ -81,6 +92,8 @@ pub struct PenLink {
     same_since: Option<u32>,
     /// What the clock and tick count advance by between telemetry frames.
     step: Step,
+    /// The configuration of the latest [`Received::Configure`], until taken.
+    configuration: Option<ControllerConfig>,
     counters: Counters,
 }
 
@@ -103,6 +116,7 @@ impl PenLink {
             next_key: 0,
             same_since: None,
             step: Step::DEFAULT,
+            configuration: None,
             counters: Counters::default(),
         }
     }
@@ -179,7 +193,19 @@ impl PenLink {
     fn sequence(&mut self, seq: u8, message: Reliable) -> Received {
         if seq == self.expected {
             self.expected = self.expected.wrapping_add(1);
-            return Received::Apply { seq, message };
+            return match message {
+                Reliable::Command(command) => Received::Command { seq, command },
+                Reliable::Configure {
+                    config,
+                    telemetry_every,
+                } => {
+                    self.configuration = Some(config);
+                    Received::Configure {
+                        seq,
+                        telemetry_every,
+                    }
+                }
+            };
         }
         let behind = self.expected.wrapping_sub(seq);
         if (1..=WINDOW).contains(&behind) {
@@ -200,7 +226,13 @@ impl PenLink {
         }
     }
 
-    /// Answers the numbered message `seq` (from [`Received::Apply`]) and keeps the answer
+    /// The configuration of the latest [`Received::Configure`], once.
+    pub fn take_configuration(&mut self) -> Option<ControllerConfig> {
+        self.configuration.take()
+    }
+
+    /// Answers the numbered message `seq` (from [`Received::Command`] or
+    /// [`Received::Configure`]) and keeps the answer
     /// for its retransmissions. `tick` and `at` are the pen's tick count and clock.
     pub fn verdict(&mut self, seq: u8, outcome: Outcome, tick: u64, at: Micros) {
         let kept = Kept {
@@ -271,43 +303,95 @@ impl PenLink {
     /// `t` is a [`Telemetry`](needle_core::Telemetry) snapshot or, on the pen, the controller itself
     /// ([`telemetry::Fields`]), read where its state is.
     pub fn telemetry<F: Fields + ?Sized>(&mut self, t: &F) {
-        // By reference: a key is 144 bytes, not worth a copy a tick.
         let since_key = self.since_key;
         let now = t.now();
-        let key = self
-            .key
-            .as_ref()
-            .filter(|(_, at)| since_key < KEY_EVERY && now.since(*at) < KEY_PERIOD);
-        let number = self.next_key;
-        let delta = key.is_some();
-        let kind = match key {
-            // `since_key` is below `KEY_EVERY`, under 256.
-            Some((k, _)) => Kind::Delta(k, since_key as u8),
-            None => Kind::Key(number, self.step),
+        let fresh = matches!(
+            &self.key,
+            Some((_, at)) if since_key < KEY_EVERY && now.since(*at) < KEY_PERIOD
+        );
+        if fresh {
+            self.delta_frame(t);
+        } else {
+            self.key_frame(t);
+        }
+    }
+
+    /// A delta frame from the key (fresh: [`PenLink::telemetry`] checked): the frame of
+    /// nearly every tick, encoded with the key's numbers known to be there, straight into
+    /// the transmit queue.
+    #[inline(always)]
+    fn delta_frame<F: Fields + ?Sized>(&mut self, t: &F) {
+        // By reference: a key is 144 bytes, not worth a copy a tick.
+        let Some((key, _)) = &self.key else {
+            return;
         };
+        // `since_key` is below `KEY_EVERY`, under 256.
+        let kind = Kind::Delta(key, self.since_key as u8);
         let revision = t.revision();
         let known_same = revision.is_some() && revision == self.same_since;
-        let mut same = None;
+        let same = match self.tx.telemetry_payload() {
+            Some(payload) => match telemetry::encode_frame(t, kind, known_same, payload) {
+                Some((n, same)) => {
+                    self.tx.seal_telemetry(n);
+                    Some(same)
+                }
+                None => {
+                    self.tx.dropped = self.tx.dropped.saturating_add(1);
+                    None
+                }
+            },
+            None => {
+                // No whole frame's room at the queue's end: the general path compacts it.
+                let mut same = None;
+                self.tx.queue(|room| {
+                    let (tag, rest) = room.split_first_mut()?;
+                    *tag = TELEMETRY_TAG;
+                    let (n, equal) = telemetry::encode_frame(
+                        t,
+                        kind,
+                        known_same,
+                        rest.first_chunk_mut::<{ telemetry::MAX_LEN }>()?,
+                    )?;
+                    same = Some(equal);
+                    Some(1 + n)
+                });
+                same
+            }
+        };
+        if let Some(same) = same {
+            // Read at `revision`, against the key (a frame encoded but not queued saw them
+            // just the same).
+            self.same_since = if same { revision } else { None };
+        }
+        // Counted sent or not: the next frame's predictions are from the tick it is of.
+        self.since_key += 1;
+    }
+
+    /// A key frame: after a handshake, and every [`KEY_EVERY`] frames or [`KEY_PERIOD`].
+    #[inline(never)]
+    fn key_frame<F: Fields + ?Sized>(&mut self, t: &F) {
+        let number = self.next_key;
+        let kind = Kind::Key(number, self.step);
         let sent = self.tx.queue(|room| {
             let (tag, rest) = room.split_first_mut()?;
             *tag = TELEMETRY_TAG;
-            let (n, equal) = telemetry::encode_frame(t, kind, known_same, rest)?;
-            same = Some(equal);
+            let (n, _) = telemetry::encode_frame(
+                t,
+                kind,
+                false,
+                rest.first_chunk_mut::<{ telemetry::MAX_LEN }>()?,
+            )?;
             Some(1 + n)
         });
-        if let Some(same) = same {
-            // Read at `revision` (a frame encoded but not queued saw them all the same).
-            self.same_since = if same { revision } else { None };
-        }
-        if delta {
-            // Counted sent or not: the next frame's predictions are from the tick it is of.
-            self.since_key += 1;
-        } else if sent {
-            self.key = Some((Key::of(t, number, self.step), now));
+        if sent {
+            self.key = Some((Key::of(t, number, self.step), t.now()));
             self.since_key = 1;
             self.next_key = number.wrapping_add(1);
+            // The new key's numbers are the ones just read.
+            self.same_since = t.revision();
         } else {
-            // No key frame went out: the old key (if any) is still the host's.
+            // No key frame went out: the old key (if any) is still the host's, and nothing
+            // was compared against it.
             self.same_since = None;
         }
     }
@@ -363,7 +447,55 @@ struct Tx {
     dropped: u32,
 }
 
+/// Writes a telemetry frame's head and tail around the `n` payload bytes in `room`;
+/// returns the frame's length.
+#[inline(always)]
+fn seal(room: Option<&mut [u8; TELEMETRY_FRAME]>, seq: u8, n: usize) -> Option<usize> {
+    let room = room?;
+    if n > telemetry::MAX_LEN {
+        return None;
+    }
+    let (head, _) = room.split_first_chunk_mut::<{ frame::HEAD + 1 }>()?;
+    // n + 1 <= MAX_LEN + 1, under 256.
+    *head = [(n + 1) as u8, seq, TELEMETRY_TAG];
+    let end = frame::HEAD + 1 + n;
+    let crc = crate::crc32c::checksum(room.get(..end)?);
+    let [a, b, c, d] = crc.to_le_bytes();
+    *room.get_mut(end..)?.first_chunk_mut::<{ frame::TAIL }>()? = [a, b, c, d, frame::SYNC];
+    Some(end + frame::TAIL)
+}
+
+/// Bytes of a telemetry frame's room: the head, the tag, the longest compact payload and
+/// the tail.
+const TELEMETRY_FRAME: usize = frame::HEAD + 1 + telemetry::MAX_LEN + frame::TAIL;
+
 impl Tx {
+    /// The room for a telemetry frame's compact payload at the queue's end, when the end
+    /// has a whole frame's room: exactly [`telemetry::MAX_LEN`] bytes, where the payload goes
+    /// in the frame; [`Tx::seal_telemetry`] frames and queues what was written there.
+    #[inline(always)]
+    fn telemetry_payload(&mut self) -> Option<&mut [u8; telemetry::MAX_LEN]> {
+        let room = self.queue.tail_chunk::<TELEMETRY_FRAME>()?;
+        let (_, rest) = room.split_first_chunk_mut::<{ frame::HEAD + 1 }>()?;
+        Some(rest.split_first_chunk_mut::<{ telemetry::MAX_LEN }>()?.0)
+    }
+
+    /// Frames the `n` payload bytes written into [`Tx::telemetry_payload`] (the length,
+    /// sequence number and tag before them, the CRC and sync byte after) and queues the
+    /// frame. Every offset is within the room by its type and `n <= MAX_LEN`.
+    #[inline(always)]
+    fn seal_telemetry(&mut self, n: usize) {
+        let seq = self.seq;
+        let sealed = seal(self.queue.tail_chunk::<TELEMETRY_FRAME>(), seq, n);
+        match sealed {
+            Some(len) => {
+                self.queue.commit(len);
+                self.seq = seq.wrapping_add(1);
+            }
+            None => self.dropped = self.dropped.saturating_add(1),
+        }
+    }
+
     /// Queues the frame whose payload `fill` writes, framed straight into the transmit
     /// queue; returns whether it was queued (a frame that does not fit is counted).
     fn queue(&mut self, fill: impl FnOnce(&mut [u8]) -> Option<usize>) -> bool {

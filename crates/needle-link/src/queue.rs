@@ -96,6 +96,21 @@ impl<const N: usize> TxQueue<N> {
         })
     }
 
+    /// The first `M` bytes of the free space at the end, without compacting: `None` when
+    /// the end has less room. What the caller writes there is queued by
+    /// [`TxQueue::commit`].
+    #[inline]
+    pub fn tail_chunk<const M: usize>(&mut self) -> Option<&mut [u8; M]> {
+        self.buf.get_mut(self.end..)?.first_chunk_mut::<M>()
+    }
+
+    /// Queues the first `n` bytes of the free space at the end, written through
+    /// [`TxQueue::tail_chunk`] (`n` at most its `M`); never past the buffer's end.
+    #[inline]
+    pub fn commit(&mut self, n: usize) {
+        self.end = self.end.saturating_add(n).min(N);
+    }
+
     /// Bytes that can still be queued.
     #[inline]
     pub fn room(&self) -> usize {

@@ -386,21 +386,20 @@ impl Fixed<'_> {
 /// move for thousands of ticks.
 #[inline]
 pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
-    encode_frame(t, kind, false, out).map(|(n, _)| n)
+    encode_frame(t, kind, false, out.first_chunk_mut::<MAX_LEN>()?).map(|(n, _)| n)
 }
 
 /// [`encode`], told whether the caller knows the status and rare numbers (11-17) to equal
 /// the key's (`known_same`, from an unchanged [`Fields::revision`]: a delta frame then skips
 /// reading and comparing them). Returns the bytes written and whether those numbers equal
 /// the key's (always in a key frame).
-#[inline]
+#[inline(always)]
 pub fn encode_frame<F: Fields + ?Sized>(
     t: &F,
     kind: Kind<'_>,
     known_same: bool,
-    out: &mut [u8],
+    out: &mut [u8; MAX_LEN],
 ) -> Option<(usize, bool)> {
-    let out = out.first_chunk_mut::<MAX_LEN>()?;
     let flags = flags(t);
     let running = flags >> 1 & 7 == state_code(State::Running);
     let mut w = Fixed { out, at: 0 };

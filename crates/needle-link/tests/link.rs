@@ -40,23 +40,38 @@ impl Pen {
             self.valid_frames += 1;
             match event {
                 Received::Identify => self.link.identity(self.config, Micros(0)),
-                Received::Apply { seq, message } => {
-                    self.applied.push(message);
-                    let outcome = match message {
-                        Reliable::Configure { config, .. } => {
-                            self.config = Some(config_hash(&config));
-                            Outcome::Configured(config_hash(&config))
-                        }
-                        Reliable::Command(_) => Outcome::Command(Ok(())),
-                    };
-                    self.link
-                        .verdict(seq, outcome, self.tick, Micros(self.tick * 1000));
+                Received::Command { seq, command } => self.apply(seq, Reliable::Command(command)),
+                Received::Configure {
+                    seq,
+                    telemetry_every,
+                } => {
+                    let config = self.link.take_configuration().expect("kept for its event");
+                    self.apply(
+                        seq,
+                        Reliable::Configure {
+                            config,
+                            telemetry_every,
+                        },
+                    )
                 }
                 Received::Sync { host_time } => self.link.clock(host_time, Micros(self.tick)),
                 Received::ReadTag { request } => self.link.tag(request, None),
                 Received::Duplicate | Received::Ahead => {}
             }
         }
+    }
+
+    fn apply(&mut self, seq: u8, message: Reliable) {
+        self.applied.push(message);
+        let outcome = match message {
+            Reliable::Configure { config, .. } => {
+                self.config = Some(config_hash(&config));
+                Outcome::Configured(config_hash(&config))
+            }
+            Reliable::Command(_) => Outcome::Command(Ok(())),
+        };
+        self.link
+            .verdict(seq, outcome, self.tick, Micros(self.tick * 1000));
     }
 
     fn take_tx(&mut self) -> Vec<u8> {

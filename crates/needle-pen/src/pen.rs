@@ -2,10 +2,8 @@
 
 use needle_core::hal::Hardware;
 use needle_core::units::Micros;
-use needle_core::{Controller, ControllerConfig};
-use needle_link::{
-    config_hash, ConfigRefusal, Outcome, PenId, PenLink, Received, Reliable, TagImage,
-};
+use needle_core::{Command, Controller, ControllerConfig};
+use needle_link::{config_hash, ConfigRefusal, Outcome, PenId, PenLink, Received, TagImage};
 
 /// The pen sends its link counters every this many ticks.
 pub const COUNTERS_EVERY: u16 = 250;
@@ -125,8 +123,19 @@ impl<H: Hardware> Pen<H> {
         match *event {
             Received::Identify => self.link.identity(self.config_hash(), now),
             Received::Sync { host_time } => self.link.clock(host_time, now),
-            Received::Apply { seq, ref message } => {
-                let outcome = self.apply(message);
+            Received::Command { seq, command } => {
+                let outcome = self.command(command);
+                self.link.verdict(seq, outcome, self.ticks, now);
+            }
+            Received::Configure {
+                seq,
+                telemetry_every,
+            } => {
+                let outcome = match self.link.take_configuration() {
+                    Some(config) => self.configure(config, telemetry_every.max(1)),
+                    // Not reached: the link keeps each configuration for its event.
+                    None => Outcome::ConfigRefused(ConfigRefusal::Invalid),
+                };
                 self.link.verdict(seq, outcome, self.ticks, now);
             }
             Received::ReadTag { request } => self.link.tag(request, self.tag),
@@ -134,22 +143,16 @@ impl<H: Hardware> Pen<H> {
         }
     }
 
-    fn apply(&mut self, message: &Reliable) -> Outcome {
-        match *message {
-            Reliable::Command(command) => match &mut self.slot {
-                Slot::Configured { ctrl, .. } => {
-                    let verdict = ctrl.handle(command);
-                    if verdict.is_ok() {
-                        self.last_refresh = Some(self.now);
-                    }
-                    Outcome::Command(verdict)
+    fn command(&mut self, command: Command) -> Outcome {
+        match &mut self.slot {
+            Slot::Configured { ctrl, .. } => {
+                let verdict = ctrl.handle(command);
+                if verdict.is_ok() {
+                    self.last_refresh = Some(self.now);
                 }
-                _ => Outcome::NotConfigured,
-            },
-            Reliable::Configure {
-                config,
-                telemetry_every,
-            } => self.configure(config, telemetry_every.max(1)),
+                Outcome::Command(verdict)
+            }
+            _ => Outcome::NotConfigured,
         }
     }
 
