@@ -38,6 +38,13 @@
 //! the pen is configured and sending), never a wrong value. A misprediction (a late tick, a
 //! frame the pen's queue had no room for) costs a varint's bytes, never a wrong value: the
 //! decoder makes the same prediction from the same bytes.
+//!
+//! The status and the six rare numbers (11-17) move only on rare events, so the pen reads them
+//! only when they may have: [`Fields::revision`] is the controller's
+//! [`Controller::revision`], which moves whenever any of them may have changed, and a delta
+//! frame at the revision at which the pen last saw them equal to its key's skips them (in debug
+//! builds it checks that they still are). A snapshot has no revision and is compared every
+//! frame. Either way the bytes are the same.
 
 use needle_core::hal::Hardware;
 use needle_core::units::{
