@@ -1,6 +1,7 @@
 //! The link backend: the controller runs in the pen (needle-pen), reached over a serial device
-//! with needle-link; needled keeps the same [`ControlHandle`] so the service, API, SSE and
-//! events are the same as with the in-process backends.
+//! with needle-link; needled keeps the same
+//! [`ControlHandle`](crate::control::ControlHandle) so the service, API, SSE and events are
+//! the same as with the in-process backends.
 //!
 //! One thread owns the port. It opens the device, asks the pen who it is, refuses a pen of
 //! another protocol version or one already configured differently (by the configuration
