@@ -22,6 +22,8 @@
 //! assert!(rig.truth().depth_um.abs() < 2.5); // within a step of the switch
 //! ```
 
+#[cfg(feature = "chip")]
+pub mod chip;
 mod hardware;
 mod physics;
 mod rig;

@@ -13,15 +13,12 @@
 
 use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
-use sha2::{Digest, Sha256};
 
 use super::trust::SIGNATURE_LEN;
 
-/// Length of a challenge nonce.
-pub const NONCE_LEN: usize = 32;
-
-/// Domain separation: a chip's answer to a challenge can't be mistaken for another signature.
-const CHALLENGE_DOMAIN: &[u8] = b"NDLC-challenge-v1";
+/// The digest a chip signs for a nonce, and a nonce's length: one definition, with the
+/// simulated parts' signing (`needle_sim::chip`).
+pub use needle_sim::chip::{challenge_digest, NONCE_LEN};
 
 /// Why a chip's answer was refused. Every variant has a stable code ([`ChipError::code`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,14 +52,6 @@ impl ChipError {
 /// A fresh random challenge from the operating system's random source.
 pub fn fresh_nonce() -> [u8; NONCE_LEN] {
     rand::random()
-}
-
-/// The 32-byte digest a chip signs for `nonce`.
-pub fn challenge_digest(nonce: &[u8; NONCE_LEN]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(CHALLENGE_DOMAIN);
-    h.update(nonce);
-    h.finalize().into()
 }
 
 /// Parses a chip's answer: exactly 64 bytes, `r ‖ s`, each a scalar in range. Never panics.
@@ -176,6 +165,22 @@ mod tests {
         let nonce = fresh_nonce();
         let answer = chip.answer(&nonce).expect("answers");
         assert_eq!(verify_answer(&public, &nonce, &answer), Ok(()));
+    }
+
+    /// The pen's simulated chip signs with `needle_sim::chip::sign`: its answers verify here,
+    /// and only for their nonce.
+    #[test]
+    fn the_sim_crates_chip_answers_as_a_genuine_chip() {
+        let (chip, public) = genuine();
+        let secret = chip.secret().expect("genuine");
+        let nonce = fresh_nonce();
+        let answer = needle_sim::chip::sign(&secret, &nonce).expect("valid scalar");
+        assert_eq!(verify_answer(&public, &nonce, &answer), Ok(()));
+        assert_eq!(
+            verify_answer(&public, &fresh_nonce(), &answer),
+            Err(ChipError::Failed)
+        );
+        assert_eq!(needle_sim::chip::sign(&[0; 32], &nonce), None);
     }
 
     #[test]
