@@ -1,9 +1,10 @@
 //! The link rig in every test run: a representative subset of the scenario suite against
 //! needled driving the pen firmware's host build over a pty (`NEEDLE_RIG=link`), judged by the
 //! pen's truth socket. The whole suite on the link rig (`NEEDLE_RIG=link cargo nextest run -p
-//! hil-tests --test scenarios`, 12 of 12 passed, 62 s wall alone) adds a minute and doubles the
+//! hil-tests --test scenarios`, 13 of 13 passed, 62 s wall alone) adds a minute and doubles the
 //! suite's processes, so CI runs these: the reactions that must hold across the
-//! line (E-stop, a pulled cartridge, a cut line, a killed service) and a refusal.
+//! line (E-stop, a pulled cartridge, a cut line, a killed service) and two refusals (a depth
+//! above the ceiling; a copied cartridge, refused by the challenge the pen relays to its chip).
 
 use hil_tests::bench::RigKind;
 use hil_tests::report::run_scenario_on;
@@ -62,5 +63,16 @@ fn link_depth_above_area_ceiling_is_refused() {
         "over the link: a depth above the treatment area's ceiling is refused; the stop never goes deeper",
         RigOptions::default(),
         rules::depth_above_area_ceiling,
+    );
+}
+
+#[test]
+fn link_copied_cartridge_is_refused_by_its_chip() {
+    run_scenario_on(
+        Ok(RigKind::Link),
+        "link_copied_cartridge_is_refused_by_its_chip",
+        "over the link: a copy of a genuine cartridge's tag on another chip fails the challenge the pen relays to it, and the needles never run",
+        RigOptions::default(),
+        rules::copied_cartridge_refused_by_its_chip,
     );
 }

@@ -102,6 +102,16 @@ fn spent_expired_recalled_and_counterfeit_cartridges_are_refused() {
 }
 
 #[test]
+fn copied_cartridge_is_refused_by_its_chip() {
+    run_scenario(
+        "copied_cartridge_is_refused_by_its_chip",
+        "a byte-for-byte copy of a genuine cartridge's tag on another chip fails the challenge at bind and the needles never run; the genuine one is accepted",
+        RigOptions::default(),
+        rules::copied_cartridge_refused_by_its_chip,
+    );
+}
+
+#[test]
 fn depth_above_area_ceiling_is_refused() {
     run_scenario(
         "depth_above_area_ceiling_is_refused",

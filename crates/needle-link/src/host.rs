@@ -14,7 +14,8 @@ use crate::clock::ClockSync;
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Header, Rejection};
 use crate::message::{
-    HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION, TELEMETRY_TAG,
+    ChipAnswer, ChipCommand, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage,
+    PROTOCOL_VERSION, TELEMETRY_TAG,
 };
 pub use crate::pen::WINDOW;
 use crate::telemetry::{self, Key, Unusable, ANCHOR_FOR};
@@ -69,6 +70,13 @@ pub enum FromPen {
         request: u8,
         /// The tag's image, or `None` when no tag answers.
         image: Option<TagImage>,
+    },
+    /// The answer to [`HostLink::chip`] (a repeat's too: match it by `request`).
+    Chip {
+        /// The request's number.
+        request: u32,
+        /// The chip's answer.
+        answer: ChipAnswer,
     },
 }
 
@@ -153,6 +161,14 @@ impl HostLink {
     /// Not numbered: ask again when no answer comes.
     pub fn read_tag(&mut self, request: u8) {
         let _ = self.send(self.next_seq, &HostMessage::ReadTag { request });
+    }
+
+    /// Asks the cartridge's chip to run `command` as request `request`; the answer is a
+    /// [`FromPen::Chip`] with `request`. Not numbered: ask again with the same `request` when
+    /// no answer comes (the pen runs a request once and answers a repeat from memory), and
+    /// with a new one for a new command.
+    pub fn chip(&mut self, request: u32, command: ChipCommand) {
+        let _ = self.send(self.next_seq, &HostMessage::Chip { request, command });
     }
 
     /// Sends a numbered message; returns its number.
@@ -333,6 +349,7 @@ impl HostLink {
             }
             PenMessage::Counters(c) => Some(FromPen::Counters(c)),
             PenMessage::Tag { request, image } => Some(FromPen::Tag { request, image }),
+            PenMessage::Chip { request, answer } => Some(FromPen::Chip { request, answer }),
         }
     }
 

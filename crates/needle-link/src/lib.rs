@@ -58,7 +58,7 @@ pub use counters::Counters;
 pub use hash::config_hash;
 pub use host::{FromPen, HostLink, SendError};
 pub use message::{
-    ConfigRefusal, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
-    TAG_BYTES, TELEMETRY_TAG,
+    ChipAnswer, ChipCommand, ConfigRefusal, HostMessage, Outcome, PenId, PenMessage, Reliable,
+    TagImage, PROTOCOL_VERSION, TAG_BYTES, TELEMETRY_TAG,
 };
 pub use pen::{PenLink, Received};

@@ -9,7 +9,7 @@ use needle_core::{Command, ControllerConfig, Rejected, Telemetry};
 use serde::{Deserialize, Serialize};
 
 /// The link protocol's version. Raise it with any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// A pen's identity: a serial number burned in at manufacture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,6 +105,50 @@ pub enum HostMessage {
         /// The host's number for this request, echoed.
         request: u8,
     },
+    /// A command for the seated cartridge's authenticator chip (on the pen's bus), relayed
+    /// by the pen. Not numbered with the reliable messages, but the pen runs each `request`
+    /// number once: a repeat (the host asks again when no answer came) gets the kept answer,
+    /// so a use counter advances once however often its request is sent.
+    Chip {
+        /// The host's number for this request, echoed; a new command takes a new number.
+        request: u32,
+        /// What to do.
+        command: ChipCommand,
+    },
+}
+
+/// What the host asks of the cartridge's authenticator chip (an ATECC608 on the pen's I2C
+/// bus on hardware): the pen relays it and the host judges the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChipCommand {
+    /// Sign the challenge digest of this nonce with the chip's private key.
+    Sign([u8; 32]),
+    /// Read the monotonic use counter.
+    ReadCounter,
+    /// Advance the use counter by one; the answer is the new value.
+    AdvanceCounter,
+}
+
+/// The chip's answer to a [`ChipCommand`], as the pen got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChipAnswer {
+    /// The signature `r ‖ s` of a [`ChipCommand::Sign`], in two halves.
+    Signed {
+        /// `r`.
+        r: [u8; 32],
+        /// `s`.
+        s: [u8; 32],
+    },
+    /// The use counter (after the advance, for [`ChipCommand::AdvanceCounter`]).
+    Counter(u32),
+    /// The seated part did not answer as a chip (a memory-only copy, or no cartridge).
+    NoAnswer,
+    /// The chip answered this error status.
+    Status(u8),
+    /// The chip is still running another request: ask again with a new number later.
+    Busy,
+    /// This pen has no chip bus.
+    Unsupported,
 }
 
 /// Why the pen refused a configuration.
@@ -177,6 +221,13 @@ pub enum PenMessage {
         request: u8,
         /// The tag's image, or `None` when no tag answers (no cartridge).
         image: Option<TagImage>,
+    },
+    /// The answer to [`HostMessage::Chip`] `request`; resent for a repeat of it.
+    Chip {
+        /// The request's number.
+        request: u32,
+        /// The chip's answer.
+        answer: ChipAnswer,
     },
 }
 

@@ -15,8 +15,8 @@ use needle_core::{Command, ControllerConfig};
 use crate::counters::Counters;
 use crate::frame::{self, Decoder, Frame, Header, Rejection};
 use crate::message::{
-    self, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage, PROTOCOL_VERSION,
-    TELEMETRY_TAG,
+    self, ChipAnswer, ChipCommand, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage,
+    PROTOCOL_VERSION, TELEMETRY_TAG,
 };
 use crate::telemetry::{self, Fields, Key, Kind, Step, KEY_EVERY, KEY_PERIOD};
 
@@ -57,6 +57,15 @@ pub enum Received {
         /// The request's number.
         request: u8,
     },
+    /// A new chip request: run it once and answer with [`PenLink::chip_answer`] (now or
+    /// when the chip is done). Its repeats never come here: the link answers them from the
+    /// kept answer, or drops them while the answer is not in.
+    Chip {
+        /// The request's number.
+        request: u32,
+        /// What to run.
+        command: ChipCommand,
+    },
     /// A numbered message seen before: dropped, its verdict already resent.
     Duplicate,
     /// A numbered message ahead of the next expected: dropped; the host will resend.
@@ -94,6 +103,8 @@ pub struct PenLink {
     step: Step,
     /// The configuration of the latest [`Received::Configure`], until taken.
     configuration: Option<ControllerConfig>,
+    /// The latest chip request and its answer once in (the host runs one at a time).
+    chip: Option<(u32, Option<ChipAnswer>)>,
     counters: Counters,
 }
 
@@ -117,6 +128,7 @@ impl PenLink {
             same_since: None,
             step: Step::DEFAULT,
             configuration: None,
+            chip: None,
             counters: Counters::default(),
         }
     }
@@ -186,8 +198,36 @@ impl PenLink {
             }
             HostMessage::Sync { host_time } => Some(Received::Sync { host_time }),
             HostMessage::ReadTag { request } => Some(Received::ReadTag { request }),
+            HostMessage::Chip { request, command } => self.chip_request(request, command),
             HostMessage::Reliable(message) => Some(self.sequence(header.seq, message)),
         }
+    }
+
+    /// A chip request: new ones go to the dispatcher, repeats get the kept answer.
+    fn chip_request(&mut self, request: u32, command: ChipCommand) -> Option<Received> {
+        match self.chip {
+            Some((latest, answer)) if latest == request => {
+                self.counters.duplicates = self.counters.duplicates.saturating_add(1);
+                if let Some(answer) = answer {
+                    self.send(&PenMessage::Chip { request, answer });
+                }
+                None
+            }
+            _ => {
+                self.chip = Some((request, None));
+                Some(Received::Chip { request, command })
+            }
+        }
+    }
+
+    /// Answers chip request `request` (from [`Received::Chip`]) and keeps the answer for its
+    /// repeats. An answer to a request the host has since replaced is dropped.
+    pub fn chip_answer(&mut self, request: u32, answer: ChipAnswer) {
+        match &mut self.chip {
+            Some((latest, kept)) if *latest == request => *kept = Some(answer),
+            _ => return,
+        }
+        self.send(&PenMessage::Chip { request, answer });
     }
 
     fn sequence(&mut self, seq: u8, message: Reliable) -> Received {
@@ -266,6 +306,8 @@ impl PenLink {
     /// configuration in force. The next telemetry frame is a full one, for the new host.
     pub fn identity(&mut self, config_hash: Option<u32>, now: Micros) {
         self.key = None;
+        // A new host numbers its chip requests afresh: nothing kept answers them.
+        self.chip = None;
         self.send(&PenMessage::Identity {
             version: PROTOCOL_VERSION,
             pen: self.pen,

@@ -56,6 +56,9 @@ impl Pen {
                 }
                 Received::Sync { host_time } => self.link.clock(host_time, Micros(self.tick)),
                 Received::ReadTag { request } => self.link.tag(request, None),
+                Received::Chip { request, .. } => self
+                    .link
+                    .chip_answer(request, needle_link::ChipAnswer::Unsupported),
                 Received::Duplicate | Received::Ahead => {}
             }
         }
@@ -511,4 +514,114 @@ fn a_tag_image_travels_whole_and_an_absent_tag_as_none() {
         assert_eq!(got[0].0, request);
         assert_eq!(got[0].1.as_ref().map(|i| i.as_bytes()), seated);
     }
+}
+
+/// A chip request runs once on the pen whatever the host resends: a use counter advanced by
+/// a request whose answer was lost is not advanced again when the host asks again, and the
+/// answer to the repeat is the first one's. A repeat that comes before the answer is dropped;
+/// a new number runs again; a new host's handshake forgets the kept answer.
+#[test]
+fn a_chip_request_runs_once_and_its_repeats_get_the_kept_answer() {
+    use needle_link::{ChipAnswer, ChipCommand};
+    let mut pen = PenLink::new(PEN);
+    let mut host = HostLink::new(Micros(5_000));
+    let counter = std::cell::Cell::new(7u32);
+    let runs = std::cell::RefCell::new(Vec::new());
+    let exchange = |pen: &mut PenLink,
+                    host: &mut HostLink,
+                    ask: Option<(u32, ChipCommand)>,
+                    answer_now: bool| {
+        if let Some((request, command)) = ask {
+            host.chip(request, command);
+        }
+        let wire = host.pending().to_vec();
+        host.consume(wire.len());
+        for b in wire {
+            match pen.receive(b) {
+                Some(Received::Identify) => pen.identity(None, Micros(0)),
+                Some(Received::Chip { request, command }) => {
+                    runs.borrow_mut().push((request, command));
+                    if command == ChipCommand::AdvanceCounter {
+                        counter.set(counter.get() + 1);
+                    }
+                    if answer_now {
+                        pen.chip_answer(request, ChipAnswer::Counter(counter.get()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let wire = pen.pending().to_vec();
+        pen.consume(wire.len());
+        wire.into_iter()
+            .filter_map(|b| host.receive(b, Micros(0)))
+            .filter_map(|m| match m {
+                FromPen::Chip { request, answer } => Some((request, answer)),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    host.identify();
+    exchange(&mut pen, &mut host, None, true);
+    let advance = Some((41, ChipCommand::AdvanceCounter));
+    assert_eq!(
+        exchange(&mut pen, &mut host, advance, true),
+        [(41, ChipAnswer::Counter(8))]
+    );
+    // The answer was lost on the way: the host asks again with the same number.
+    for _ in 0..3 {
+        assert_eq!(
+            exchange(&mut pen, &mut host, advance, true),
+            [(41, ChipAnswer::Counter(8))]
+        );
+    }
+    // A new request runs; its repeat before the chip is done is dropped, then answered.
+    let read = Some((42, ChipCommand::ReadCounter));
+    assert_eq!(exchange(&mut pen, &mut host, read, false), []);
+    assert_eq!(exchange(&mut pen, &mut host, read, false), []);
+    pen.chip_answer(42, ChipAnswer::Counter(counter.get()));
+    // A late answer to a request the host has since replaced goes nowhere.
+    pen.chip_answer(41, ChipAnswer::Counter(99));
+    assert_eq!(
+        exchange(&mut pen, &mut host, None, true),
+        [(42, ChipAnswer::Counter(8))]
+    );
+    assert_eq!(
+        *runs.borrow(),
+        [
+            (41, ChipCommand::AdvanceCounter),
+            (42, ChipCommand::ReadCounter)
+        ]
+    );
+    assert_eq!(counter.get(), 8, "advanced once");
+    // A new handshake: the same number is a new request of the new host's.
+    host.identify();
+    exchange(&mut pen, &mut host, None, true);
+    assert_eq!(
+        exchange(&mut pen, &mut host, advance, true),
+        [(41, ChipAnswer::Counter(9))]
+    );
+    // A signature travels whole.
+    let (r, s) = ([3u8; 32], [250u8; 32]);
+    host.chip(43, ChipCommand::Sign([9; 32]));
+    let wire = host.pending().to_vec();
+    host.consume(wire.len());
+    for b in wire {
+        if let Some(Received::Chip { request, command }) = pen.receive(b) {
+            assert_eq!(command, ChipCommand::Sign([9; 32]));
+            pen.chip_answer(request, ChipAnswer::Signed { r, s });
+        }
+    }
+    let wire = pen.pending().to_vec();
+    let got: Vec<_> = wire
+        .into_iter()
+        .filter_map(|b| host.receive(b, Micros(0)))
+        .collect();
+    assert_eq!(
+        got,
+        [FromPen::Chip {
+            request: 43,
+            answer: ChipAnswer::Signed { r, s }
+        }]
+    );
 }

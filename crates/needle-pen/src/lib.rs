@@ -3,7 +3,7 @@
 //! [`Pen`] is the whole of the firmware's logic and is `#![no_std]`: it feeds received bytes
 //! to the link, applies the host's configuration and commands to the controller exactly once,
 //! refreshes the controller's dead-man timer on every valid host frame, ticks the controller,
-//! and queues telemetry. A `main` owns the clock, the serial port and the hardware; the one
+//! queues telemetry, and relays the host's requests to the cartridge's chip ([`Chip`]). A `main` owns the clock, the serial port and the hardware; the one
 //! here (`src/bin/needle-pen.rs`, feature `host`) runs it against needle-sim over a
 //! pseudo-terminal. Porting to a microcontroller is a HAL and a `main` (see the README).
 //!
@@ -37,6 +37,8 @@
     )
 )]
 
+mod chip;
 mod pen;
 
+pub use chip::{Chip, NoChip};
 pub use pen::{Pen, COUNTERS_EVERY};

@@ -3,7 +3,11 @@
 use needle_core::hal::Hardware;
 use needle_core::units::Micros;
 use needle_core::{Command, Controller, ControllerConfig};
-use needle_link::{config_hash, ConfigRefusal, Outcome, PenId, PenLink, Received, TagImage};
+use needle_link::{
+    config_hash, ChipAnswer, ConfigRefusal, Outcome, PenId, PenLink, Received, TagImage,
+};
+
+use crate::chip::{Chip, NoChip};
 
 /// The pen sends its link counters every this many ticks.
 pub const COUNTERS_EVERY: u16 = 250;
@@ -25,9 +29,12 @@ enum Slot<H: Hardware> {
     Moving,
 }
 
-/// The pen's firmware logic over the hardware `H`.
-pub struct Pen<H: Hardware> {
+/// The pen's firmware logic over the hardware `H` and the cartridge chip's driver `C`.
+pub struct Pen<H: Hardware, C: Chip = NoChip> {
     link: PenLink,
+    chip: C,
+    /// The chip request running, if any: its number.
+    chip_running: Option<u32>,
     slot: Slot<H>,
     now: Micros,
     ticks: u64,
@@ -41,10 +48,19 @@ pub struct Pen<H: Hardware> {
 }
 
 impl<H: Hardware> Pen<H> {
-    /// The pen at power-up, waiting for a host.
+    /// The pen at power-up, waiting for a host, with no chip bus.
     pub fn new(hardware: H, pen: PenId) -> Self {
+        Self::with_chip(hardware, pen, NoChip)
+    }
+}
+
+impl<H: Hardware, C: Chip> Pen<H, C> {
+    /// The pen at power-up, waiting for a host, with the cartridge chip's driver `chip`.
+    pub fn with_chip(hardware: H, pen: PenId, chip: C) -> Self {
         Self {
             link: PenLink::new(pen),
+            chip,
+            chip_running: None,
             slot: Slot::Waiting(hardware),
             now: Micros::ZERO,
             ticks: 0,
@@ -139,6 +155,17 @@ impl<H: Hardware> Pen<H> {
                 self.link.verdict(seq, outcome, self.ticks, now);
             }
             Received::ReadTag { request } => self.link.tag(request, self.tag),
+            Received::Chip { request, command } => {
+                if self.chip_running.is_some() {
+                    // One at a time: the host asks again with a new number.
+                    self.link.chip_answer(request, ChipAnswer::Busy);
+                } else {
+                    match self.chip.start(command) {
+                        Ok(()) => self.chip_running = Some(request),
+                        Err(answer) => self.link.chip_answer(request, answer),
+                    }
+                }
+            }
             Received::Duplicate | Received::Ahead => {}
         }
     }
@@ -207,10 +234,22 @@ impl<H: Hardware> Pen<H> {
                 self.link.telemetry(ctrl);
             }
         }
+        if self.chip_running.is_some() {
+            self.poll_chip();
+        }
         self.until_counters = self.until_counters.saturating_sub(1);
         if self.until_counters == 0 {
             self.until_counters = COUNTERS_EVERY;
             self.link.send_counters();
+        }
+    }
+
+    /// Passes the running chip request's answer on once the chip is done.
+    #[cold]
+    fn poll_chip(&mut self) {
+        if let (Some(request), Some(answer)) = (self.chip_running, self.chip.poll()) {
+            self.chip_running = None;
+            self.link.chip_answer(request, answer);
         }
     }
 

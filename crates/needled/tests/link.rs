@@ -105,7 +105,7 @@ fn config(tty: &Path, host_timeout_ms: u32) -> String {
         "[control]\nmax_tick_gap_ms = 500\nhost_timeout_ms = {host_timeout_ms}\n\
          [hardware]\nbackend = \"link\"\n\
          [link]\ndevice = \"{}\"\nlost_after_ms = 200\n\
-         [cartridge]\nchip_required = false\n\
+         [cartridge]\nchip_required = true\n\
          [cartridge.trusted_keys]\n\"link-test-1\" = \"{}\"\n",
         tty.display(),
         hex::encode(factory().public_key())
@@ -173,9 +173,8 @@ fn wait_health(n: &Needled, what: &str, until: impl Fn(&Value) -> bool) -> Value
     }
 }
 
-/// A cartridge tag signed with the test factory key, as hex. The pen link carries no chip
-/// commands yet, so this needled runs with `cartridge.chip_required = false`.
-fn tag_hex(_n: &Needled, id: &str) -> String {
+/// A cartridge provisioned with this test's factory key: its signed tag and its chip's key.
+fn cartridge(id: &str) -> needled::cartridge::Provisioned {
     use needled::cartridge::{self, Needles, TagData};
     let data = TagData::new(
         id,
@@ -184,7 +183,15 @@ fn tag_hex(_n: &Needled, id: &str) -> String {
         "2099-12-31".parse().unwrap(),
     )
     .unwrap();
-    cartridge::provision(&data, &factory()).unwrap().tag_hex()
+    cartridge::provision(&data, &factory()).unwrap()
+}
+
+/// The pen's request seating `c`: its tag, and its genuine chip with use counter `counter`.
+fn seat(c: &needled::cartridge::Provisioned, counter: u32) -> Value {
+    json!({
+        "op": "inject", "what": "cartridge", "on": true,
+        "tag_hex": c.tag_hex(), "chip_secret_hex": c.chip_secret_hex(), "counter": counter,
+    })
 }
 
 fn checklist() -> Value {
@@ -214,7 +221,7 @@ fn run_session(n: &Needled, pen: &Pen) -> i64 {
     let id = ok(n, "POST", "/v1/sessions", Some(body))["id"]
         .as_i64()
         .unwrap();
-    pen.ask(json!({"op": "inject", "what": "cartridge", "on": true, "tag_hex": tag_hex(n, "CART-LINK-1")}));
+    pen.ask(seat(&cartridge("CART-LINK-1"), 0));
     let bound = ok(n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
     assert_eq!(bound["id"], "CART-LINK-1", "{bound}");
     ok(n, "POST", "/v1/home", None);
@@ -423,11 +430,13 @@ fn a_pen_of_another_protocol_version_is_refused_and_health_says_why() {
     assert_refused_for_its_version(needle_link::PROTOCOL_VERSION + 1);
 }
 
-/// Version 4 changed the telemetry layout (predicted clock, tick count and run time; two
-/// masks): a pen still on version 3 would be misread, so it is refused.
+/// Version 5 added the cartridge chip's messages: a pen still on version 4 would never
+/// answer a chip command (needled would wait its patience out at every bind), so it is
+/// refused, and so is one on version 3, whose telemetry layout version 4 changed.
 #[test]
-fn a_pen_of_protocol_version_3_is_refused_with_the_version_error() {
-    assert_eq!(needle_link::PROTOCOL_VERSION, 4);
+fn a_pen_of_an_older_protocol_version_is_refused_with_the_version_error() {
+    assert_eq!(needle_link::PROTOCOL_VERSION, 5);
+    assert_refused_for_its_version(4);
     assert_refused_for_its_version(3);
 }
 
@@ -730,4 +739,74 @@ fn on_a_noisy_line_the_session_runs_or_goes_safe_and_every_rejection_is_counted(
             "seed {seed}: the noise reached the pen: {link}"
         );
     }
+}
+
+/// The cartridge's chip through the pen: needled challenges it over the link at bind, so a
+/// byte-for-byte copy of a genuine tag on a part without the chip's key is refused, and so is
+/// a part replaying a recorded answer; the genuine cartridge binds, and arming advances its
+/// chip's use counter once on the pen (a cartridge used elsewhere is refused on any pen).
+#[test]
+fn the_cartridge_chip_answers_through_the_pen_and_a_copied_tag_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pen = Pen::spawn(dir.path());
+    let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
+    wait_status(&n, "the pen's telemetry", driving);
+    let session = |subject: &str| {
+        let body = json!({ "operator": "dr-link", "subject_ref": subject, "area": "face", "checklist": checklist() });
+        ok(&n, "POST", "/v1/sessions", Some(body))["id"]
+            .as_i64()
+            .unwrap()
+    };
+    let genuine = cartridge("CART-CHIP-1");
+    let id = session("subject-clone");
+    // A memory-only copy of the genuine tag: no chip key, no answer.
+    pen.ask(json!({"op": "inject", "what": "cartridge", "on": true, "tag_hex": genuine.tag_hex()}));
+    let (code, v) = send(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (409, Some("chip_challenge_failed")),
+        "{v}"
+    );
+    // A forger's part replaying an answer the genuine chip gave to another challenge.
+    let recorded = needle_sim::chip::sign(
+        &<[u8; 32]>::try_from(hex::decode(genuine.chip_secret_hex()).unwrap()).unwrap(),
+        &[7; 32],
+    )
+    .unwrap();
+    pen.ask(json!({"op": "inject", "what": "cartridge", "on": false}));
+    pen.ask(json!({
+        "op": "inject", "what": "cartridge", "on": true,
+        "tag_hex": genuine.tag_hex(), "replay_answer_hex": hex::encode(recorded),
+    }));
+    let (code, v) = send(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (409, Some("chip_challenge_failed")),
+        "{v}"
+    );
+    // The genuine cartridge: bound, armed, and its chip's counter advanced once.
+    pen.ask(json!({"op": "inject", "what": "cartridge", "on": false}));
+    pen.ask(seat(&genuine, 0));
+    let bound = ok(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
+    assert_eq!(bound["id"], "CART-CHIP-1", "{bound}");
+    ok(&n, "POST", "/v1/home", None);
+    wait_status(&n, "homed", |s| s["state"] == "Idle" && s["homed"] == true);
+    let arm = json!({ "depth_um": 300, "rate_mhz": 120_000 });
+    ok(&n, "POST", &format!("/v1/sessions/{id}/arm"), Some(arm));
+    ok(
+        &n,
+        "POST",
+        &format!("/v1/sessions/{id}/end"),
+        Some(json!({ "reason": "done" })),
+    );
+    let pulled = pen.ask(json!({"op": "inject", "what": "cartridge", "on": false}));
+    assert_eq!(pulled["chip_counter"], 1, "{pulled}");
+    // That cartridge's chip now counts a use no session of this needled made for a new one:
+    // seated again for another session, it is refused as used.
+    pen.ask(seat(&genuine, 1));
+    let other = session("subject-reuse");
+    let (code, v) = send(&n, "POST", &format!("/v1/sessions/{other}/cartridge"), None);
+    assert_eq!(code, 409, "{v}");
+    let t = pen.truth();
+    assert_eq!(t["motor_powered"], false, "{t}");
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use needled::cartridge::FactoryKey;
+use needled::cartridge::{FactoryKey, Provisioned};
 use serde_json::json;
 
 use super::{deepest_area, mid_rate};
@@ -124,6 +124,46 @@ pub fn refused_cartridges(b: &mut Bench, r: &mut Recorder) -> Result<()> {
         accepted.as_ref().is_ok_and(|s| s == "in_use"),
         accepted.map_or_else(|e| e.to_string(), |s| s.to_string()),
         "in_use",
+    );
+    b.end(id)?;
+    Ok(())
+}
+
+/// A copy of a genuine cartridge's tag on a part with a key of its own (a forger's blank
+/// chip; a memory-only copy answers nothing and fails the same way) refused at bind by the
+/// fresh challenge its chip cannot answer for the key the factory signed, with the motor
+/// never running; the genuine cartridge is then accepted. Proves the pen refuses copies, not
+/// only forgeries, on this rig (a rig whose jig writes a tag alone and whose backend reaches
+/// no chip fails this by design: it cannot tell a copy from its original).
+pub fn copied_cartridge_refused_by_its_chip(b: &mut Bench, r: &mut Recorder) -> Result<()> {
+    let (area, _) = deepest_area(b);
+    let id = b.create_session(&area)?;
+    let bind_path = format!("/v1/sessions/{id}/cartridge");
+    let (_, genuine) = b.new_cartridge()?;
+    let copy = Provisioned {
+        chip_secret: [0x5A; 32],
+        tag: genuine.tag.clone(),
+    };
+    b.seat(&copy)?;
+    r.check_refused(
+        "a byte-for-byte copy of a genuine tag on another chip refused",
+        b.try_call(Role::Operator, "POST", &bind_path, None),
+        "chip_challenge_failed",
+    );
+    let moved = b.motor_ever_powered(Duration::from_millis(50))?;
+    b.seat(&genuine)?;
+    let accepted = b.bind(id).map(|c| c["state"].clone());
+    r.check(
+        "the genuine cartridge the copy was made from is accepted afterwards",
+        accepted.as_ref().is_ok_and(|s| s == "in_use"),
+        accepted.map_or_else(|e| e.to_string(), |s| s.to_string()),
+        "in_use",
+    );
+    r.check(
+        "the motor never ran",
+        !moved,
+        if moved { "powered" } else { "off" },
+        "off",
     );
     b.end(id)?;
     Ok(())

@@ -92,9 +92,12 @@ impl PenSocket {
         let on = |key: &str| body[key].as_bool().unwrap_or(true);
         let request = match body["action"].as_str() {
             Some("estop") => json!({ "op": "inject", "what": "estop", "on": on("pressed") }),
-            Some("seat_cartridge") => {
-                json!({ "op": "inject", "what": "cartridge", "on": true, "tag_hex": body["tag_hex"] })
-            }
+            // The tag and the chip: its key (or a replayed answer, or neither) and counter.
+            Some("seat_cartridge") => json!({
+                "op": "inject", "what": "cartridge", "on": true, "tag_hex": body["tag_hex"],
+                "chip_secret_hex": body["chip_secret_hex"],
+                "replay_answer_hex": body["replay_answer_hex"], "counter": body["counter"],
+            }),
             Some("pull_cartridge") => json!({ "op": "inject", "what": "cartridge", "on": false }),
             Some("jam") => json!({ "op": "inject", "what": "jam", "on": on("on") }),
             // The host link cut is a cut in the serial line.

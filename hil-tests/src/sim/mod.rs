@@ -161,9 +161,9 @@ impl SimRig {
                 "\n[hardware]\nbackend = \"link\"\n\n[link]\ndevice = \"{}\"\nlost_after_ms = 1000\n",
                 data.path().join("pen.tty").display()
             ));
-            // The link carries no chip commands yet, and a rig may not trust the test key.
+            // The pen relays the chip's commands; a rig may not trust the test key.
             text.push_str(&format!(
-                "\n[cartridge]\nchip_required = false\n\n[cartridge.trusted_keys]\n\"hil-link-1\" = \"{}\"\n",
+                "\n[cartridge]\nchip_required = true\n\n[cartridge.trusted_keys]\n\"hil-link-1\" = \"{}\"\n",
                 hex::encode(link_factory_key()?.public_key())
             ));
             Some(pen)

@@ -14,7 +14,11 @@
 //!
 //! The truth socket answers one JSON request a line, with one JSON line:
 //! `{"op":"truth"}`, `{"op":"inject","what":"cartridge","on":true}` (`estop`, `pedal`,
-//! `jam`, `cartridge`; a seated cartridge may carry `"tag_hex"`, its tag's EEPROM image;
+//! `jam`, `cartridge`; a seated cartridge may carry `"tag_hex"`, its tag's EEPROM image, and
+//! its authenticator chip: `"chip_secret_hex"` (a genuine chip's private key),
+//! `"replay_answer_hex"` (a forger's part replaying one recorded answer) or neither (a
+//! memory-only copy, which answers no chip command), and `"counter"`, its use counter; a
+//! pulled cartridge's answer carries its chip's counter, `"chip_counter"`;
 //! `host_link` cuts the serial line both ways while on, as a relay in the wire would),
 //! `{"op":"ticks_between","after":µs,"until":µs}`. An injection answers the pen's clock when
 //! it took effect, `at_us`.
@@ -28,8 +32,8 @@ use std::sync::{Arc, Mutex};
 
 use needle_core::units::Micros;
 use needle_core::Telemetry;
-use needle_link::{Counters, PenId};
-use needle_pen::Pen;
+use needle_link::{ChipAnswer, ChipCommand, Counters, PenId};
+use needle_pen::{Chip, Pen};
 use needle_sim::{Injection, SimParams, SimRig};
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
@@ -170,11 +174,104 @@ struct PenView {
 /// The seated cartridge's tag image, as the jig seated it.
 type TagSlot = Mutex<Option<Vec<u8>>>;
 
+/// The seated cartridge's authenticator chip, as the jig seated it.
+#[derive(Debug, Clone)]
+struct SeatedChip {
+    /// A genuine chip's private key.
+    secret: Option<[u8; 32]>,
+    /// What a forger's part answers every challenge with instead.
+    replay: Option<[u8; 64]>,
+    /// The monotonic use counter.
+    counter: u32,
+}
+
+impl SeatedChip {
+    /// Runs `command` as the part would; a part without a key answers nothing.
+    fn run(&mut self, command: ChipCommand) -> ChipAnswer {
+        let halves = |sig: [u8; 64]| {
+            let (r, s) = sig.split_at(32);
+            match (r.try_into(), s.try_into()) {
+                (Ok(r), Ok(s)) => ChipAnswer::Signed { r, s },
+                _ => ChipAnswer::NoAnswer,
+            }
+        };
+        match (command, self.secret) {
+            (ChipCommand::Sign(nonce), Some(secret)) => {
+                needle_sim::chip::sign(&secret, &nonce).map_or(ChipAnswer::NoAnswer, halves)
+            }
+            (ChipCommand::Sign(_), None) => self.replay.map_or(ChipAnswer::NoAnswer, halves),
+            (ChipCommand::ReadCounter, Some(_)) => ChipAnswer::Counter(self.counter),
+            // A real counter stops at its limit (an execution error), never wraps.
+            (ChipCommand::AdvanceCounter, Some(_)) => match self.counter.checked_add(1) {
+                Some(n) => {
+                    self.counter = n;
+                    ChipAnswer::Counter(n)
+                }
+                None => ChipAnswer::Status(0x0F),
+            },
+            (_, None) => ChipAnswer::NoAnswer,
+        }
+    }
+}
+
+/// How long the simulated chip takes: an ATECC608's Sign is about 50 ms, a Counter about
+/// 20 ms (datasheet maxima), many pen ticks.
+fn chip_time(command: ChipCommand) -> std::time::Duration {
+    std::time::Duration::from_millis(match command {
+        ChipCommand::Sign(_) => 50,
+        ChipCommand::ReadCounter | ChipCommand::AdvanceCounter => 20,
+    })
+}
+
+/// The pen's chip driver in the host build: commands run on a worker thread, as an MCU's
+/// I2C transfer runs beside the main loop, so the tick never waits for the chip.
+struct SimChipDriver {
+    work: std::sync::mpsc::Sender<ChipCommand>,
+    done: std::sync::mpsc::Receiver<ChipAnswer>,
+}
+
+impl SimChipDriver {
+    fn spawn(wires: Arc<Wires>) -> Self {
+        let (work, jobs) = std::sync::mpsc::channel::<ChipCommand>();
+        let (answers, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for command in jobs {
+                std::thread::sleep(chip_time(command));
+                let answer = match wires
+                    .chip
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_mut()
+                {
+                    Some(chip) => chip.run(command),
+                    None => ChipAnswer::NoAnswer,
+                };
+                if answers.send(answer).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { work, done }
+    }
+}
+
+impl Chip for SimChipDriver {
+    fn start(&mut self, command: ChipCommand) -> Result<(), ChipAnswer> {
+        self.work.send(command).map_err(|_| ChipAnswer::NoAnswer)
+    }
+
+    fn poll(&mut self) -> Option<ChipAnswer> {
+        self.done.try_recv().ok()
+    }
+}
+
 /// What the jig works besides the rig's physics.
 #[derive(Default)]
 struct Wires {
     /// The seated cartridge's tag image.
     tag: TagSlot,
+    /// The seated cartridge's chip.
+    chip: Mutex<Option<SeatedChip>>,
     /// Whether the serial line is cut.
     cut: AtomicBool,
 }
@@ -187,6 +284,39 @@ fn from_hex(hex: &str) -> Option<Vec<u8>> {
     hex.chunks(2)
         .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
         .collect()
+}
+
+/// The chip of a cartridge seating request: `None` with no tag (no cartridge part at all).
+fn seated_chip(request: &Value) -> Result<Option<SeatedChip>, String> {
+    if request["tag_hex"].as_str().is_none() {
+        return Ok(None);
+    }
+    let bytes = |key: &str| -> Result<Option<Vec<u8>>, String> {
+        match request[key].as_str() {
+            None => Ok(None),
+            Some(hex) => from_hex(hex).map(Some).ok_or(format!("{key}: not hex")),
+        }
+    };
+    let secret = match bytes("chip_secret_hex")? {
+        None => None,
+        Some(b) => Some(<[u8; 32]>::try_from(b).map_err(|_| "chip_secret_hex: 32 bytes")?),
+    };
+    let replay = match bytes("replay_answer_hex")? {
+        None => None,
+        Some(b) => Some(<[u8; 64]>::try_from(b).map_err(|_| "replay_answer_hex: 64 bytes")?),
+    };
+    if secret.is_some() && replay.is_some() {
+        return Err("give chip_secret_hex or replay_answer_hex, not both".into());
+    }
+    let counter = match request["counter"].as_u64() {
+        None => 0,
+        Some(n) => u32::try_from(n).map_err(|_| "counter: at most 2^32 - 1")?,
+    };
+    Ok(Some(SeatedChip {
+        secret,
+        replay,
+        counter,
+    }))
 }
 
 fn answer(rig: &SimRig, view: &Mutex<PenView>, wires: &Wires, request: &str) -> Value {
@@ -224,8 +354,20 @@ fn answer(rig: &SimRig, view: &Mutex<PenView>, wires: &Wires, request: &str) -> 
             let injection = match request["what"].as_str() {
                 Some("cartridge") => {
                     let image = request["tag_hex"].as_str().and_then(from_hex);
+                    let chip = match seated_chip(&request) {
+                        Ok(chip) => chip,
+                        Err(e) => return json!({ "error": e }),
+                    };
                     *wires.tag.lock().unwrap_or_else(|p| p.into_inner()) = image.filter(|_| on);
-                    Injection::Cartridge(on)
+                    let pulled = std::mem::replace(
+                        &mut *wires.chip.lock().unwrap_or_else(|p| p.into_inner()),
+                        chip.filter(|_| on),
+                    );
+                    let at = rig.inject(Injection::Cartridge(on));
+                    return json!({
+                        "at_us": at.0,
+                        "chip_counter": pulled.filter(|_| !on).map(|c| c.counter),
+                    });
                 }
                 Some("host_link") => {
                     wires.cut.store(on, Ordering::Release);
@@ -308,12 +450,13 @@ fn main() {
     }
     realtime();
     eprintln!("needle-pen: ready");
+    let chip = SimChipDriver::spawn(Arc::clone(&wires));
     run(
         &port.io,
         &rig,
         &view,
         &wires,
-        Pen::new(rig.hardware(), args.pen),
+        Pen::with_chip(rig.hardware(), args.pen, chip),
     );
 }
 
@@ -337,7 +480,7 @@ fn run(
     rig: &SimRig,
     view: &Mutex<PenView>,
     wires: &Wires,
-    mut pen: Pen<needle_sim::SimHardware>,
+    mut pen: Pen<needle_sim::SimHardware, SimChipDriver>,
 ) -> ! {
     let start = monotonic();
     let mut deadline = start;

@@ -24,7 +24,7 @@ mod tags;
 pub use config::{baud_rate, LinkConfig, LinkRefusal};
 pub use health::{current as health, LinkHealth, PenEvent, Refusal};
 pub use tags::LinkTags;
-use tags::{TagAnswer, TagWait};
+use tags::{ChipJob, ChipWait, TagAnswer, TagWait};
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
@@ -120,15 +120,17 @@ pub fn spawn(
         stats: LoopStats::default(),
     };
     let (tag_requests, tag_queue) = mpsc::sync_channel(4);
+    let (chip_requests, chip_queue) = mpsc::sync_channel(4);
     let tags = LinkTags {
         requests: tag_requests,
+        chip_requests,
         device: link.device.clone(),
     };
     let handle = control::spawn_remote("needle-link", initial, move |end| {
         if realtime {
             control::try_realtime(50);
         }
-        Driver::new(link, baud, core, boot, tag_queue).serve(end)
+        Driver::new(link, baud, core, boot, tag_queue, chip_queue).serve(end)
     })
     .map_err(|e| format!("link thread: {e}"))?;
     Ok((handle, tags))
@@ -150,6 +152,11 @@ struct Driver {
     tag_queue: Receiver<Sender<TagAnswer>>,
     tags_waiting: Vec<TagWait>,
     next_tag_request: u8,
+    chip_queue: Receiver<ChipJob>,
+    chip_waiting: Option<ChipWait>,
+    /// The next chip request's number: from a random start, so a needled restarted while
+    /// the pen still keeps an answer never takes that answer for its own request.
+    next_chip_request: u32,
     /// The pen driven last and the latest pen time it told (telemetry, clock, identity).
     driven: Option<(PenId, Micros)>,
     /// The number of the fault clear sent to a faulted pen while a restart is latched.
@@ -167,6 +174,7 @@ impl Driver {
         core: ControllerConfig,
         boot: Telemetry,
         tag_queue: Receiver<Sender<TagAnswer>>,
+        chip_queue: Receiver<ChipJob>,
     ) -> Self {
         let rto = Micros(u64::from(config.retransmit_ms) * 1_000);
         let health = LinkHealth::new(config.device.display().to_string());
@@ -191,6 +199,9 @@ impl Driver {
             tag_queue,
             tags_waiting: Vec::new(),
             next_tag_request: 0,
+            chip_queue,
+            chip_waiting: None,
+            next_chip_request: rand::random(),
             driven: None,
             clearing: None,
             pen_telemetry: boot,
@@ -444,6 +455,7 @@ impl Driver {
                     let _ = wait.reply.send(image.map(|t| t.as_bytes().to_vec()));
                 }
             }
+            FromPen::Chip { request, answer } => self.chip_answered(request, answer, now),
             // Telemetry that lost its key frame to noise: the pen is up and configured.
             FromPen::Unanchored if self.phase == Phase::Up => self.last_rx = now,
             FromPen::Clock { pen_time } => {
