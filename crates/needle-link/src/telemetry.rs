@@ -1,5 +1,6 @@
 //! The compact telemetry layout: the one message sent every pen tick, so it is small on the
-//! wire and cheap to build on the pen (hand-written, no serde). Protocol version 4.
+//! wire and cheap to build on the pen (hand-written, no serde). Protocol version 4; unchanged
+//! in 5.
 //!
 //! ```text
 //! flags: u8      bit 0 key frame, bits 1-3 state, bit 4 homed, bit 5 depth_moving,
