@@ -203,7 +203,9 @@ impl PenLink {
         }
     }
 
-    /// A chip request: new ones go to the dispatcher, repeats get the kept answer.
+    /// A chip request: new ones go to the dispatcher, repeats get the kept answer, and
+    /// another while one is still running is answered [`ChipAnswer::Busy`] here (the running
+    /// one stays the one whose answer is kept).
     fn chip_request(&mut self, request: u32, command: ChipCommand) -> Option<Received> {
         match self.chip {
             Some((latest, answer)) if latest == request => {
@@ -211,6 +213,11 @@ impl PenLink {
                 if let Some(answer) = answer {
                     self.send(&PenMessage::Chip { request, answer });
                 }
+                None
+            }
+            Some((_, None)) => {
+                let answer = ChipAnswer::Busy;
+                self.send(&PenMessage::Chip { request, answer });
                 None
             }
             _ => {

@@ -579,6 +579,12 @@ fn a_chip_request_runs_once_and_its_repeats_get_the_kept_answer() {
     let read = Some((42, ChipCommand::ReadCounter));
     assert_eq!(exchange(&mut pen, &mut host, read, false), []);
     assert_eq!(exchange(&mut pen, &mut host, read, false), []);
+    // Another request meanwhile is answered busy by the link and does not displace 42.
+    let other = Some((77, ChipCommand::AdvanceCounter));
+    assert_eq!(
+        exchange(&mut pen, &mut host, other, true),
+        [(77, ChipAnswer::Busy)]
+    );
     pen.chip_answer(42, ChipAnswer::Counter(counter.get()));
     // A late answer to a request the host has since replaced goes nowhere.
     pen.chip_answer(41, ChipAnswer::Counter(99));

@@ -11,7 +11,10 @@ pub trait Chip {
     /// Starts `command`. `Err` is the answer at once (no chip bus, no part answering).
     fn start(&mut self, command: ChipCommand) -> Result<(), ChipAnswer>;
 
-    /// The started command's answer once it is done; `None` while it runs.
+    /// The started command's answer once it is done; `None` while it runs. A driver answers
+    /// within the command's maximum execution time (a chip that does not is
+    /// [`ChipAnswer::NoAnswer`] or its error [`ChipAnswer::Status`]): until it does, the link
+    /// answers every other request [`ChipAnswer::Busy`].
     fn poll(&mut self) -> Option<ChipAnswer>;
 }
 
