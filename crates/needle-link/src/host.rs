@@ -152,7 +152,7 @@ impl HostLink {
         self.in_flight = [None; WINDOW as usize];
     }
 
-    /// Queues a clock probe, which is also the host's keep-alive.
+    /// Queues a clock probe (not a keep-alive: the pen's dead-man is fed by accepted commands).
     pub fn sync(&mut self, now: Micros) {
         let _ = self.send(self.next_seq, &HostMessage::Sync { host_time: now });
     }

@@ -93,8 +93,8 @@ pub enum HostMessage {
     },
     /// A numbered message (the frame's `seq` is its number).
     Reliable(Reliable),
-    /// A clock sync probe; also the host's keep-alive, so the pen's dead-man sees a quiet but
-    /// healthy host.
+    /// A clock sync probe. It does not refresh the pen's dead-man: only a command the
+    /// controller accepts does.
     Sync {
         /// The host's clock when it sent this.
         host_time: Micros,

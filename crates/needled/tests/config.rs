@@ -595,3 +595,22 @@ fn require_memory_lock_is_off_by_default() {
     let c = config::parse("[control]\nrequire_memory_lock = true\n", "test.toml").unwrap();
     assert!(c.control.require_memory_lock);
 }
+
+/// `link.sync_ms` is the clock probe period alone (the pen's dead-man is fed by accepted
+/// commands, not probes): a probe a second at the slowest, and not 0.
+#[test]
+fn link_sync_period_is_a_clock_probe_rate_not_tied_to_the_dead_man() {
+    let link = |sync_ms: u32| {
+        format!(
+            "[hardware]\nbackend = \"link\"\n[link]\ndevice = \"/tmp/pen.tty\"\nsync_ms = {sync_ms}\n\
+             [cartridge.trusted_keys]\n\"factory-2026-1\" = \"02213ee12f85ccd867f8f105f249ca027a2feb7555ffae66c9271d51e38b2e1c87\"\n"
+        )
+    };
+    // Longer than half the 100 ms dead-man: accepted, it has nothing to do with it.
+    let c = config::parse(&link(500), "test.toml").unwrap();
+    assert_eq!(c.link.sync_ms, 500);
+    for bad in [0, 1_001] {
+        let e = refuse(&link(bad));
+        assert_eq!(e.key.as_deref(), Some("link.sync_ms"), "{e}");
+    }
+}

@@ -59,12 +59,10 @@ impl Config {
                 if crate::hal::link::baud_rate(l.baud).is_none() {
                     return Err(invalid("link.baud", format!("unsupported rate {}", l.baud)));
                 }
-                if u64::from(l.sync_ms) * 2_000 > self.controller_config().safety.host_timeout.0 {
-                    return Err(invalid(
-                        "link.sync_ms",
-                        "must be at most half of safety.host_timeout, or the pen's dead-man trips",
-                    ));
-                }
+                // Clock probes feed the clock fit only: the pen's dead-man is refreshed by the
+                // commands the controller accepts (the service's heartbeats), never by a probe.
+                // At least one a second (Klipper's rate) keeps the fit following the drift.
+                in_range("link.sync_ms", l.sync_ms, 1..=1_000)?;
                 Ok(())
             }
             Backend::Rppal => {

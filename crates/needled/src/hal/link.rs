@@ -5,8 +5,9 @@
 //!
 //! One thread owns the port. It opens the device, asks the pen who it is, refuses a pen of
 //! another protocol version or one already configured differently (by the configuration
-//! hash), configures it, then streams commands (each verdict answers its API call) and clock
-//! probes (also the keep-alive the pen's dead-man needs), and publishes the pen's telemetry as
+//! hash), configures it, then streams commands (each verdict answers its API call; the
+//! service's heartbeats among them are what keeps the pen's dead-man fed) and clock probes,
+//! and publishes the pen's telemetry as
 //! the control snapshot. When the pen falls silent for `lost_after_ms` the link is lost: the
 //! snapshot shows a latched `HostTimeout` fault with the motor off (what the pen's own
 //! dead-man does by then) until the pen speaks again. A reconnect never resumes a treatment:

@@ -15,8 +15,8 @@ pub struct LinkConfig {
     pub baud: u32,
     /// `retransmit_ms`: resend unanswered commands after this long. Default 20.
     pub retransmit_ms: u32,
-    /// `sync_ms`: clock probe and keep-alive period. Default 10 (well inside the pen's
-    /// `host_timeout`).
+    /// `sync_ms`: clock probe period, 1 to 1,000. Default 10. The probes feed the clock fit
+    /// only: the pen's dead-man is refreshed by the commands its controller accepts.
     pub sync_ms: u32,
     /// `lost_after_ms`: no frame from the pen for this long is a lost link. Default 100.
     pub lost_after_ms: u32,
