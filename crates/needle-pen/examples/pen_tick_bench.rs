@@ -4,9 +4,10 @@
 //! which measures `step` and `Controller::tick` inside it, and takes the difference of two
 //! run lengths so that start-up cancels out.
 //!
-//! Usage: `pen_tick_bench <ticks> [telemetry_every]`. The host side (needle-link's
-//! `HostLink`, as needled drives it: a clock probe every 10 ticks, a heartbeat command every
-//! 20) runs in the same process, outside the measured function.
+//! Usage: `pen_tick_bench <ticks> [telemetry_every] [sync_every]` (a clock probe every
+//! `sync_every` ticks, default 10: needled's `link.sync_ms = 10`). The host side (needle-link's
+//! `HostLink`, as needled drives it: a clock probe every `sync_every` ticks, a heartbeat
+//! command every 20) runs in the same process, outside the measured function.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -172,6 +173,12 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let ticks: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(10_000);
     let telemetry_every: u16 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1);
+    // needled's `link.sync_ms` at 1 kHz ticks: a clock probe every this many ticks.
+    let sync_every: u64 = args
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10)
+        .max(1);
 
     let cells: [Cellish; 13] = Default::default();
     cells[CART].level.set(true);
@@ -213,7 +220,7 @@ fn main() {
                 last_period: Some(Micros(period)),
             });
             let t = *now / 1_000;
-            if t.is_multiple_of(10) {
+            if t.is_multiple_of(sync_every) {
                 host.sync(Micros(*now));
             }
             if t.is_multiple_of(20) {
