@@ -11,8 +11,8 @@
 //! - [`sim`]: `SimRig` (the real `needled` binary on the sim backend, or on the link backend
 //!   driving the pen firmware over a pty: `NEEDLE_RIG=link`) and `SimJig`.
 //! - [`pi`]: `PiRig`, `PiJig`, and the jig's instrument adapters (drivers behind `pi`).
-//! - [`bench`]: a rig and a jig opened from `NEEDLE_RIG` / `NEEDLE_JIG_CONFIG`, and the steps
-//!   scenarios share.
+//! - [`bench`](mod@bench): a rig and a jig opened from `NEEDLE_RIG` / `NEEDLE_JIG_CONFIG`,
+//!   and the steps scenarios share.
 //! - [`scenarios`]: the scenarios; `tests/scenarios.rs` runs each as a test.
 //! - [`report`]: `target/hil-report/` (summary JSON, points CSV); `hil-report` prints it.
 //! - [`config`], [`api`], [`error`]: the jig config, the HTTP client, errors.

@@ -1,7 +1,7 @@
 //! A blocking client of needled's HTTP API, typed on the contract (`needle_api`): every call
 //! returns the contract's type, every refusal is an [`Error::Api`] with its [`ErrorCode`],
-//! and [`Client::telemetry`] reads the SSE stream as [`TelemetryEvent`]s. On `ureq`, as
-//! needlectl and hil-tests use.
+//! and [`Client::telemetry`] reads the SSE stream as [`needle_api::TelemetryEvent`]s. On
+//! `ureq`, as needlectl and hil-tests use.
 //!
 //! With the `harness` feature, [`harness`] starts needled as a child process on port 0 and
 //! knows it is ready from the file `needled --ready-file` writes, not from its log.
