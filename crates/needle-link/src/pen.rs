@@ -389,22 +389,13 @@ impl PenLink {
                     None
                 }
             },
+            // No whole frame's room at the queue's end: the general path compacts it.
             None => {
-                // No whole frame's room at the queue's end: the general path compacts it.
-                let mut same = None;
-                self.tx.queue(|room| {
-                    let (tag, rest) = room.split_first_mut()?;
-                    *tag = TELEMETRY_TAG;
-                    let (n, equal) = telemetry::encode_frame(
-                        t,
-                        kind,
-                        known_same,
-                        rest.first_chunk_mut::<{ telemetry::MAX_LEN }>()?,
-                    )?;
-                    same = Some(equal);
-                    Some(1 + n)
-                });
-                same
+                self.tx
+                    .queue_telemetry(|payload| {
+                        telemetry::encode_frame(t, kind, known_same, payload)
+                    })
+                    .1
             }
         };
         if let Some(same) = same {
@@ -421,17 +412,9 @@ impl PenLink {
     fn key_frame<F: Fields + ?Sized>(&mut self, t: &F) {
         let number = self.next_key;
         let kind = Kind::Key(number, self.step);
-        let sent = self.tx.queue(|room| {
-            let (tag, rest) = room.split_first_mut()?;
-            *tag = TELEMETRY_TAG;
-            let (n, _) = telemetry::encode_frame(
-                t,
-                kind,
-                false,
-                rest.first_chunk_mut::<{ telemetry::MAX_LEN }>()?,
-            )?;
-            Some(1 + n)
-        });
+        let (sent, _) = self
+            .tx
+            .queue_telemetry(|payload| telemetry::encode_frame(t, kind, false, payload));
         if sent {
             self.key = Some((Key::of(t, number, self.step), t.now()));
             self.since_key = 1;
@@ -543,6 +526,25 @@ impl Tx {
             }
             None => self.dropped = self.dropped.saturating_add(1),
         }
+    }
+
+    /// Queues a telemetry frame by the general path (which compacts the queue): `encode`
+    /// writes the compact payload into exactly [`telemetry::MAX_LEN`] bytes and returns its
+    /// length and whether the status and rare numbers equal the key's. Returns whether the
+    /// frame was queued, and that answer if `encode` ran.
+    fn queue_telemetry(
+        &mut self,
+        encode: impl FnOnce(&mut [u8; telemetry::MAX_LEN]) -> Option<(usize, bool)>,
+    ) -> (bool, Option<bool>) {
+        let mut same = None;
+        let queued = self.queue(|room| {
+            let (tag, rest) = room.split_first_mut()?;
+            *tag = TELEMETRY_TAG;
+            let (n, equal) = encode(rest.first_chunk_mut::<{ telemetry::MAX_LEN }>()?)?;
+            same = Some(equal);
+            Some(1 + n)
+        });
+        (queued, same)
     }
 
     /// Queues the frame whose payload `fill` writes, framed straight into the transmit
