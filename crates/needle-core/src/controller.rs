@@ -45,9 +45,8 @@ pub struct Controller<H: Hardware> {
     pump_high: bool,
     /// Bumped whenever a field of [`Controller::revision`]'s list may have changed.
     revision: u32,
-    /// The interlocks' inputs at the latest tick: E-stop, cartridge, over-temperature and
-    /// under-voltage (bits 0-3).
-    interlocking: u8,
+    /// The interlocks the inputs of the latest tick make active ([`interlocking`]).
+    interlocking: Interlocks,
 }
 
 /// The run-time and stroke budget of the current arming, and what it has used.
@@ -61,14 +60,11 @@ struct Arming {
     ended_by: Option<ArmingLimit>,
 }
 
-/// The inputs behind the interlocks ([`safety::interlocks`]) as bits: E-stop, cartridge,
-/// over-temperature, under-voltage.
+/// The interlocks the inputs alone make active ([`safety::interlocks`] with the axis
+/// referenced and no fault: those two move the revision where they change).
 #[inline]
-fn interlocking(limits: &crate::config::SafetyConfig, inputs: &Inputs) -> u8 {
-    u8::from(inputs.estop)
-        | u8::from(inputs.cartridge) << 1
-        | u8::from(inputs.temperature > limits.max_temperature) << 2
-        | u8::from(inputs.supply < limits.min_supply) << 3
+fn interlocking(limits: &crate::config::SafetyConfig, inputs: &Inputs) -> Interlocks {
+    safety::interlocks(limits, inputs, true, Faults::EMPTY)
 }
 
 /// Reads a value, keeping `previous` and noting the error if the read fails.
@@ -411,8 +407,6 @@ impl<H: Hardware> Controller<H> {
         if before.cartridge && !inputs.cartridge {
             self.cartridge_openings = self.cartridge_openings.wrapping_add(1);
         }
-        // The inputs behind the interlocks ([`safety::interlocks`]; the reference and the
-        // faults move the revision where they change).
         let interlocking = interlocking(&self.config.safety, &inputs);
         if interlocking != self.interlocking {
             self.interlocking = interlocking;
