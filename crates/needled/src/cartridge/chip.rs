@@ -11,7 +11,7 @@
 //! The chip also keeps a monotonic use counter, advanced before a cartridge's first arming
 //! (`session/ops.rs`), so every pen refuses a used cartridge whatever its own ledger says.
 
-use p256::ecdsa::signature::hazmat::{PrehashSigner, PrehashVerifier};
+use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 
 use super::trust::SIGNATURE_LEN;
@@ -121,8 +121,7 @@ impl SimChip {
     pub fn answer(&self, nonce: &[u8; NONCE_LEN]) -> Option<Vec<u8>> {
         match &self.answers {
             SimAnswers::Key(key) => {
-                let signature: Result<Signature, _> = key.sign_prehash(&challenge_digest(nonce));
-                signature.ok().map(|s| s.to_bytes().to_vec())
+                needle_sim::chip::sign(&key.to_bytes().into(), nonce).map(|s| s.to_vec())
             }
             SimAnswers::Nothing => None,
             SimAnswers::Replay(answer) => Some(answer.clone()),
@@ -229,11 +228,7 @@ mod tests {
         // Domain separation: a factory signature is not a chip answer and vice versa.
         let factory = test_factory_key();
         let nonce = [0u8; NONCE_LEN];
-        let by_factory = SigningKey::from_slice(&factory.secret())
-            .expect("valid")
-            .sign_prehash(&challenge_digest(&nonce))
-            .map(|s: Signature| s.to_bytes().to_vec())
-            .expect("signs");
+        let by_factory = needle_sim::chip::sign(&factory.secret(), &nonce).expect("signs");
         let (_, public) = genuine();
         assert!(verify_answer(&public, &nonce, &by_factory).is_err());
     }
