@@ -228,7 +228,7 @@ impl PenLink {
     }
 
     /// Answers chip request `request` (from [`Received::Chip`]) and keeps the answer for its
-    /// repeats. An answer to a request the host has since replaced is dropped.
+    /// repeats. An answer to a request a new handshake has since forgotten is dropped.
     pub fn chip_answer(&mut self, request: u32, answer: ChipAnswer) {
         match &mut self.chip {
             Some((latest, kept)) if *latest == request => *kept = Some(answer),

@@ -1,10 +1,11 @@
 //! needle-pen: the pen's firmware, between needle-link and needle-core.
 //!
 //! [`Pen`] is the whole of the firmware's logic and is `#![no_std]`: it feeds received bytes
-//! to the link, applies the host's configuration and commands to the controller exactly once,
-//! refreshes the controller's dead-man timer on every valid host frame, ticks the controller,
-//! queues telemetry, and relays the host's requests to the cartridge's chip ([`Chip`]). A `main` owns the clock, the serial port and the hardware; the one
-//! here (`src/bin/needle-pen.rs`, feature `host`) runs it against needle-sim over a
+//! to the link, applies the host's configuration and commands to the controller exactly once
+//! (each command the controller accepts refreshes its dead-man timer), ticks the controller,
+//! queues telemetry, and relays the host's requests to the cartridge's chip ([`Chip`]). A
+//! `main` owns the clock, the serial port and the hardware; the one here
+//! (`src/bin/needle-pen.rs`, feature `host`) runs it against needle-sim over a
 //! pseudo-terminal. Porting to a microcontroller is a HAL and a `main` (see the README).
 //!
 //! ```

@@ -244,6 +244,7 @@ impl Driver {
         self.read(now, end);
         self.take_requests(end);
         self.ask_tags(now);
+        self.ask_chip(now);
         match self.phase {
             Phase::Identifying { asked_at } if now.since(asked_at) >= Micros(100_000) => {
                 self.link.identify();

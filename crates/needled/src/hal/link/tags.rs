@@ -100,9 +100,9 @@ impl crate::hal::CartridgeChip for LinkTags {
 
 /// A chip command sent to the pen, waiting for its answer.
 pub(super) struct ChipWait {
-    pub(super) request: u32,
+    request: u32,
     command: ChipCommand,
-    pub(super) reply: Sender<ChipAnswer>,
+    reply: Sender<ChipAnswer>,
     asked_at: Micros,
     first_asked: Micros,
 }
@@ -117,7 +117,6 @@ impl Driver {
     /// Tag reads: new ones asked now, unanswered ones asked again; given up on by the
     /// reader's own timeout (its reply channel closes).
     pub(super) fn ask_tags(&mut self, now: Micros) {
-        self.ask_chip(now);
         if self.phase != Phase::Up {
             // Dropping the replies tells the readers the pen is out of reach.
             self.tags_waiting.clear();
@@ -143,14 +142,12 @@ impl Driver {
             }
         }
     }
-}
 
-impl Driver {
     /// Chip commands, one at a time: a new one asked now under a new request number, an
     /// unanswered one asked again under the same number (the pen runs a number once), one the
     /// pen answered busy asked again under a new number; given up on after the caller's
     /// patience.
-    fn ask_chip(&mut self, now: Micros) {
+    pub(super) fn ask_chip(&mut self, now: Micros) {
         let patience = Micros(CHIP_PATIENCE.as_micros() as u64);
         if self
             .chip_waiting
