@@ -131,6 +131,17 @@ impl Recorder {
         passed
     }
 
+    /// Records that the jig saw the motor stay off (`powered`: whether it saw it powered at
+    /// all); returns the verdict.
+    pub fn check_motor_off(&mut self, name: &str, powered: bool) -> bool {
+        self.check(
+            name,
+            !powered,
+            if powered { "powered" } else { "off" },
+            "off",
+        )
+    }
+
     /// An empty recorder, for unit tests of judging code.
     #[cfg(test)]
     pub(crate) fn for_test() -> Self {

@@ -212,15 +212,20 @@ fn ok(n: &Needled, method: &str, path: &str, body: Option<Value>) -> Value {
     v
 }
 
+/// Creates a session for `subject` with the whole checklist answered; returns its id.
+fn create_session(n: &Needled, subject: &str) -> i64 {
+    let body = json!({ "operator": "dr-link", "subject_ref": subject, "area": "face", "checklist": checklist() });
+    ok(n, "POST", "/v1/sessions", Some(body))["id"]
+        .as_i64()
+        .unwrap()
+}
+
 /// Creates a session, seats and binds a cartridge (its tag read through the pen), homes,
 /// arms and starts the needles; returns the session id once the rig's truth shows the motor
 /// powered.
 fn run_session(n: &Needled, pen: &Pen) -> i64 {
     wait_status(n, "the pen's telemetry", driving);
-    let body = json!({ "operator": "dr-link", "subject_ref": "subject-link", "area": "face", "checklist": checklist() });
-    let id = ok(n, "POST", "/v1/sessions", Some(body))["id"]
-        .as_i64()
-        .unwrap();
+    let id = create_session(n, "subject-link");
     pen.ask(seat(&cartridge("CART-LINK-1"), 0));
     let bound = ok(n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
     assert_eq!(bound["id"], "CART-LINK-1", "{bound}");
@@ -751,14 +756,8 @@ fn the_cartridge_chip_answers_through_the_pen_and_a_copied_tag_is_refused() {
     let pen = Pen::spawn(dir.path());
     let n = start_needled(&dir.path().join("data"), &config(&pen.tty, 500));
     wait_status(&n, "the pen's telemetry", driving);
-    let session = |subject: &str| {
-        let body = json!({ "operator": "dr-link", "subject_ref": subject, "area": "face", "checklist": checklist() });
-        ok(&n, "POST", "/v1/sessions", Some(body))["id"]
-            .as_i64()
-            .unwrap()
-    };
     let genuine = cartridge("CART-CHIP-1");
-    let id = session("subject-clone");
+    let id = create_session(&n, "subject-clone");
     // A memory-only copy of the genuine tag: no chip key, no answer.
     pen.ask(json!({"op": "inject", "what": "cartridge", "on": true, "tag_hex": genuine.tag_hex()}));
     let (code, v) = send(&n, "POST", &format!("/v1/sessions/{id}/cartridge"), None);
@@ -804,7 +803,7 @@ fn the_cartridge_chip_answers_through_the_pen_and_a_copied_tag_is_refused() {
     // That cartridge's chip now counts a use no session of this needled made for a new one:
     // seated again for another session, it is refused as used.
     pen.ask(seat(&genuine, 1));
-    let other = session("subject-reuse");
+    let other = create_session(&n, "subject-reuse");
     let (code, v) = send(&n, "POST", &format!("/v1/sessions/{other}/cartridge"), None);
     assert_eq!(code, 409, "{v}");
     let t = pen.truth();

@@ -109,23 +109,36 @@ pub fn refused_cartridges(b: &mut Bench, r: &mut Recorder) -> Result<()> {
         "session_not_active",
     );
     moved |= b.motor_ever_powered(Duration::from_millis(50))?;
-    r.check(
-        "the motor never ran",
-        !moved,
-        if moved { "powered" } else { "off" },
-        "off",
-    );
+    r.check_motor_off("the motor never ran", moved);
 
     let (_, genuine) = b.new_cartridge()?;
-    b.seat(&genuine)?;
+    check_accepted(
+        b,
+        r,
+        id,
+        &genuine,
+        "a genuine new cartridge is accepted afterwards",
+    )?;
+    b.end(id)?;
+    Ok(())
+}
+
+/// Seats `cartridge`, binds it to session `id` and checks that it is accepted (`in_use`).
+fn check_accepted(
+    b: &mut Bench,
+    r: &mut Recorder,
+    id: i64,
+    cartridge: &Provisioned,
+    name: &str,
+) -> Result<()> {
+    b.seat(cartridge)?;
     let accepted = b.bind(id).map(|c| c["state"].clone());
     r.check(
-        "a genuine new cartridge is accepted afterwards",
+        name,
         accepted.as_ref().is_ok_and(|s| s == "in_use"),
         accepted.map_or_else(|e| e.to_string(), |s| s.to_string()),
         "in_use",
     );
-    b.end(id)?;
     Ok(())
 }
 
@@ -151,20 +164,14 @@ pub fn copied_cartridge_refused_by_its_chip(b: &mut Bench, r: &mut Recorder) -> 
         "chip_challenge_failed",
     );
     let moved = b.motor_ever_powered(Duration::from_millis(50))?;
-    b.seat(&genuine)?;
-    let accepted = b.bind(id).map(|c| c["state"].clone());
-    r.check(
+    check_accepted(
+        b,
+        r,
+        id,
+        &genuine,
         "the genuine cartridge the copy was made from is accepted afterwards",
-        accepted.as_ref().is_ok_and(|s| s == "in_use"),
-        accepted.map_or_else(|e| e.to_string(), |s| s.to_string()),
-        "in_use",
-    );
-    r.check(
-        "the motor never ran",
-        !moved,
-        if moved { "powered" } else { "off" },
-        "off",
-    );
+    )?;
+    r.check_motor_off("the motor never ran", moved);
     b.end(id)?;
     Ok(())
 }

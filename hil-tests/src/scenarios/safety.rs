@@ -246,11 +246,9 @@ pub fn cartridge_pulled_while_running(b: &mut Bench, r: &mut Recorder) -> Result
                 "cartridge_spent",
             );
             let moved = b.motor_ever_powered(Duration::from_millis(100))?;
-            r.check(
+            r.check_motor_off(
                 "the motor stays off with the spent cartridge back in",
-                !moved,
-                if moved { "powered" } else { "off" },
-                "off",
+                moved,
             );
             b.end(again)?;
         } else {
@@ -466,12 +464,7 @@ pub fn service_killed_mid_session(b: &mut Bench, r: &mut Recorder) -> Result<()>
         format!("all {}", events_before.len()),
     );
     let powered = b.motor_ever_powered(Duration::from_millis(200))?;
-    r.check(
-        "motor off after the restart",
-        !powered,
-        if powered { "powered" } else { "off" },
-        "off",
-    );
+    r.check_motor_off("motor off after the restart", powered);
     let status = b.api().status()?;
     r.figure(
         "controller_after_restart",
