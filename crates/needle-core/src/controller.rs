@@ -33,6 +33,8 @@ pub struct Controller<H: Hardware> {
     axis: DepthAxis,
     inputs: Inputs,
     sample: StrokeSample,
+    /// `sample.edges` in whole strokes, kept as the edges come, so a read never divides.
+    strokes: u32,
     ceiling: Micrometers,
     now: Micros,
     ticks: u64,
@@ -57,6 +59,8 @@ struct Arming {
     max_edges: u64,
     run: Micros,
     edges: u64,
+    /// `edges` in whole strokes, kept as the edges come, so a read never divides.
+    strokes: u32,
     ended_by: Option<ArmingLimit>,
 }
 
@@ -95,6 +99,7 @@ impl<H: Hardware> Controller<H> {
             axis: DepthAxis::new(&config.depth),
             inputs: initial,
             sample: StrokeSample::default(),
+            strokes: 0,
             ceiling: config.depth.max_depth,
             now: Micros::ZERO,
             ticks: 0,
@@ -108,6 +113,7 @@ impl<H: Hardware> Controller<H> {
                 max_edges: 0,
                 run: Micros::ZERO,
                 edges: 0,
+                strokes: 0,
                 ended_by: None,
             },
             pump_high: false,
@@ -237,7 +243,7 @@ impl<H: Hardware> Controller<H> {
     /// [`Telemetry::stroke_count`]: strokes since start-up.
     #[inline]
     pub fn stroke_count(&self) -> u32 {
-        self.sample.edges / self.config.stroke.edges_per_stroke.max(1)
+        self.strokes
     }
 
     /// [`Telemetry::current`]: motor current at the latest tick.
@@ -279,8 +285,7 @@ impl<H: Hardware> Controller<H> {
     /// [`Telemetry::arming_strokes`].
     #[inline]
     pub fn arming_strokes(&self) -> u32 {
-        let per_stroke = u64::from(self.config.stroke.edges_per_stroke.max(1));
-        u32::try_from(self.arming.edges / per_stroke).unwrap_or(u32::MAX)
+        self.arming.strokes
     }
 
     /// [`Telemetry::arming_ended_by`].
@@ -400,9 +405,17 @@ impl<H: Hardware> Controller<H> {
         if self.sample.last_edge.is_some_and(|edge| edge > horizon) {
             error = true;
         }
-        if safety::is_armed(self.state) {
-            let edges = self.sample.edges.wrapping_sub(edges_before);
-            self.arming.edges = self.arming.edges.saturating_add(u64::from(edges));
+        if self.sample.edges != edges_before {
+            // Divided here, where the edges move (a few ticks in ten while running), not on
+            // every read of the counters (the pen link reads them every tick).
+            let per_stroke = self.config.stroke.edges_per_stroke.max(1);
+            self.strokes = self.sample.edges / per_stroke;
+            if safety::is_armed(self.state) {
+                let edges = self.sample.edges.wrapping_sub(edges_before);
+                self.arming.edges = self.arming.edges.saturating_add(u64::from(edges));
+                self.arming.strokes =
+                    u32::try_from(self.arming.edges / u64::from(per_stroke)).unwrap_or(u32::MAX);
+            }
         }
         if before.cartridge && !inputs.cartridge {
             self.cartridge_openings = self.cartridge_openings.wrapping_add(1);
@@ -632,6 +645,7 @@ impl<H: Hardware> Controller<H> {
                     max_edges: u64::from(max_strokes).saturating_mul(per_stroke),
                     run: Micros::ZERO,
                     edges: 0,
+                    strokes: 0,
                     ended_by: None,
                 };
                 self.stroke.set_target(rate);

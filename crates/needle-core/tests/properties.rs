@@ -412,8 +412,34 @@ fn fake_rig_reaches_running_with_motor_powered() {
     for _ in 0..10 {
         tick(&mut ctrl, false);
     }
-    let i = io.0.borrow();
-    assert!(i.enable && i.duty > 0, "motor not powered in Running");
+    {
+        let i = io.0.borrow();
+        assert!(i.enable && i.duty > 0, "motor not powered in Running");
+    }
+    // The stroke counters, kept by the core as edges come: the sensor's edges since start-up
+    // and since the arming, in whole strokes, at every tick (no edge came before the arming).
+    let per_stroke = ctrl.config().stroke.edges_per_stroke.max(1);
+    let (mut edges, mut at) = (0u32, ctrl.now().0);
+    for i in 0..300u32 {
+        if i % 3 == 0 {
+            edges += 1;
+            // At the coming tick's time (the closure's clock steps 1 ms).
+            at = ctrl.now().0 + 1_000;
+            io.0.borrow_mut().r.sample = StrokeSample {
+                edges,
+                last_edge: Some(Micros(at)),
+                last_period: Some(Micros(3_000)),
+            };
+        }
+        tick(&mut ctrl, false);
+        assert_eq!(ctrl.state(), State::Running);
+        assert_eq!(ctrl.stroke_count(), edges / per_stroke);
+        assert_eq!(ctrl.arming_strokes(), edges / per_stroke);
+    }
+    assert!(
+        edges / per_stroke > 10 && at <= ctrl.now().0,
+        "the strokes moved"
+    );
 }
 
 /// The telemetry fields [`Controller::revision`] vouches for: the pen link sends them only
@@ -461,6 +487,45 @@ proptest! {
             if ctrl.revision() == revision {
                 prop_assert_eq!(before, slow_fields(&ctrl.telemetry()), "changed under revision {} by {:?}", revision, op);
             }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The stroke counters the core keeps as edges come (it divides where the edges move, not
+    /// on each read): after every step, the sensor's last good sample's edges in strokes, and
+    /// the edges counted in ticks that began armed since the last accepted `Arm`, in strokes.
+    #[test]
+    fn stroke_counters_are_the_sensors_edges_in_whole_strokes(ops in prop::collection::vec(op(), 1..400)) {
+        let (io, hw) = fake();
+        let mut ctrl = Controller::new(hw, ControllerConfig::default()).unwrap();
+        let per_stroke = u64::from(ctrl.config().stroke.edges_per_stroke.max(1));
+        let (mut edges, mut since_arm) = (0u32, 0u64);
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Tick { dt, r } => {
+                    let armed = matches!(ctrl.state(), State::Armed | State::Running | State::Paused);
+                    now = now.saturating_add(dt);
+                    io.0.borrow_mut().r = r;
+                    ctrl.tick(Micros(now));
+                    if !r.fail_input {
+                        if armed {
+                            since_arm = since_arm.saturating_add(u64::from(r.sample.edges.wrapping_sub(edges)));
+                        }
+                        edges = r.sample.edges;
+                    }
+                }
+                Op::Cmd(c) => {
+                    if ctrl.handle(c).is_ok() && matches!(c, Command::Arm { .. }) {
+                        since_arm = 0;
+                    }
+                }
+            }
+            prop_assert_eq!(u64::from(ctrl.stroke_count()), u64::from(edges) / per_stroke);
+            prop_assert_eq!(u64::from(ctrl.arming_strokes()), (since_arm / per_stroke).min(u64::from(u32::MAX)));
         }
     }
 }

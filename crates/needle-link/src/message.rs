@@ -266,7 +266,8 @@ pub(crate) fn is_heartbeat(payload: &[u8]) -> bool {
 }
 
 /// Writes postcard's encoding of [`PenMessage::Clock`] into `out`, by hand: the pen answers
-/// a probe every few milliseconds, and serde's path costs it about 300 instructions a reply.
+/// a probe every `link.sync_ms` (down to 1 ms), and serde's path costs it about 300
+/// instructions a reply.
 /// Returns the bytes written, or `None` when `out` is too short.
 pub(crate) fn encode_clock(host_time: Micros, pen_time: Micros, out: &mut [u8]) -> Option<usize> {
     let mut w = crate::telemetry::Writer { out, at: 0 };

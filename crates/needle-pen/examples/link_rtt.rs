@@ -6,9 +6,16 @@
 //! arrival, and, on the pen's clock (mapped by the link's clock sync), the time from send to
 //! the command being applied, in pen ticks: the tick the pen applied it before is the first
 //! to act on it.
+//!
+//! It also measures the clock fit's true error: the pen's host build prints its clock's
+//! origin on CLOCK_MONOTONIC, the host's clock here is CLOCK_MONOTONIC too, so the pen time
+//! at each send is known exactly and compared with the fit's mapping of it.
+//!
+//! Usage: `link_rtt <path to needle-pen> [commands] [sync_ms]`, `sync_ms` the clock probe
+//! period (needled's `link.sync_ms`, default 100).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,16 +24,24 @@ use needle_core::{Command, ControllerConfig};
 use needle_link::{FromPen, HostLink, Outcome, Reliable};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::termios::{self, SetArg};
+use nix::time::{clock_gettime, ClockId};
+
+/// CLOCK_MONOTONIC in µs, the clock the pen's host build counts from.
+fn monotonic() -> u64 {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    ts.tv_sec() as u64 * 1_000_000 + ts.tv_nsec() as u64 / 1_000
+}
 
 struct Host {
     port: File,
     link: HostLink,
-    start: Instant,
+    /// CLOCK_MONOTONIC at the host clock's zero, µs.
+    start: u64,
 }
 
 impl Host {
     fn now(&self) -> Micros {
-        Micros(self.start.elapsed().as_micros() as u64)
+        Micros(monotonic() - self.start)
     }
 
     fn pump(&mut self) -> Vec<FromPen> {
@@ -68,6 +83,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let pen_bin = args.next().expect("path to needle-pen");
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let sync_ms: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let dir = std::env::temp_dir().join(format!("link-rtt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let tty = dir.join("pen.tty");
@@ -76,9 +92,20 @@ fn main() {
         .arg(&tty)
         .arg("--truth")
         .arg(dir.join("pen.truth"))
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // The pen's clock origin (CLOCK_MONOTONIC µs), from its first lines.
+    let (origin_tx, origin_rx) = std::sync::mpsc::channel();
+    let stderr = pen.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("needle-pen: clock origin ") {
+                let origin: u64 = rest.split(' ').next().unwrap().parse().unwrap();
+                let _ = origin_tx.send(origin);
+            }
+        }
+    });
     while !tty.exists() {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -95,8 +122,14 @@ fn main() {
     let mut host = Host {
         port,
         link: HostLink::new(Micros(20_000)),
-        start: Instant::now(),
+        start: monotonic(),
     };
+    let origin = origin_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the pen's clock origin");
+    // The pen's true clock at host time `h`.
+    let host_start = host.start;
+    let truth = |h: Micros| (h.0 + host_start) as i64 - origin as i64;
     host.link.identify();
     host.until(|link, m| match m {
         FromPen::Identity { next_seq, .. } => {
@@ -120,11 +153,12 @@ fn main() {
     host.until(|_, m| matches!(m, FromPen::Verdict { .. }).then_some(()));
     let mut round_trip_us = Vec::with_capacity(n);
     let mut applied_ticks = Vec::with_capacity(n);
+    let mut fit_error_us = Vec::with_capacity(n);
     let mut last_sync = Micros::ZERO;
     for i in 0..n {
-        // Keep the clock fit fresh, as needled does (every 10 ms).
+        // Keep the clock fit fresh, as needled does (every `link.sync_ms`).
         let now = host.now();
-        if now.since(last_sync) >= Micros(10_000) {
+        if now.since(last_sync) >= Micros(sync_ms * 1_000) {
             host.link.sync(now);
             last_sync = now;
         }
@@ -140,6 +174,7 @@ fn main() {
         assert_eq!(outcome, Outcome::Command(Ok(())));
         round_trip_us.push(received.since(sent).0 as f64);
         if let Some(sent_on_pen) = host.link.clock().to_pen(sent) {
+            fit_error_us.push((sent_on_pen.0 as i64 - truth(sent)).unsigned_abs() as f64);
             // The command is applied before the tick at `at`, the first to act on it.
             let ticks = (at.0 as f64 - sent_on_pen.0 as f64) / period;
             applied_ticks.push(ticks.max(0.0));
@@ -152,8 +187,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     round_trip_us.sort_by(f64::total_cmp);
     applied_ticks.sort_by(f64::total_cmp);
+    fit_error_us.sort_by(f64::total_cmp);
     let fit = host.link.clock().fit().unwrap();
-    println!("commands: {n}");
+    println!("commands: {n}, a clock probe every {sync_ms} ms");
     println!(
         "host round trip (send -> verdict received), us: p50 {:.0}  p99 {:.0}  max {:.0}",
         percentile(&round_trip_us, 0.5),
@@ -167,5 +203,11 @@ fn main() {
         applied_ticks.last().unwrap(),
         fit.uncertainty.0,
         fit.rate
+    );
+    println!(
+        "clock fit's error against the pen's true clock at each send, us: p50 {:.0}  p99 {:.0}  max {:.0}",
+        percentile(&fit_error_us, 0.5),
+        percentile(&fit_error_us, 0.99),
+        fit_error_us.last().unwrap()
     );
 }

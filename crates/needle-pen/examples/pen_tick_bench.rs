@@ -5,7 +5,7 @@
 //! run lengths so that start-up cancels out.
 //!
 //! Usage: `pen_tick_bench <ticks> [telemetry_every] [sync_every]` (a clock probe every
-//! `sync_every` ticks, default 10: needled's `link.sync_ms = 10`). The host side (needle-link's
+//! `sync_every` ticks, default 100: needled's `link.sync_ms = 100`). The host side (needle-link's
 //! `HostLink`, as needled drives it: a clock probe every `sync_every` ticks, a heartbeat
 //! command every 20) runs in the same process, outside the measured function.
 
@@ -177,7 +177,7 @@ fn main() {
     let sync_every: u64 = args
         .next()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(10)
+        .unwrap_or(100)
         .max(1);
 
     let cells: [Cellish; 13] = Default::default();

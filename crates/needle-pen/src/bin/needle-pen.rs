@@ -483,6 +483,9 @@ fn run(
     mut pen: Pen<needle_sim::SimHardware, SimChipDriver>,
 ) -> ! {
     let start = monotonic();
+    // The pen's clock is CLOCK_MONOTONIC minus this: a host on the same machine (link_rtt)
+    // knows the true relation and can measure its clock fit's error against it.
+    eprintln!("needle-pen: clock origin {} us of CLOCK_MONOTONIC", start.0);
     let mut deadline = start;
     let mut buf = [0u8; 4096];
     loop {

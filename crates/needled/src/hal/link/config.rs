@@ -15,8 +15,9 @@ pub struct LinkConfig {
     pub baud: u32,
     /// `retransmit_ms`: resend unanswered commands after this long. Default 20.
     pub retransmit_ms: u32,
-    /// `sync_ms`: clock probe period, 1 to 1,000. Default 10. The probes feed the clock fit
-    /// only: the pen's dead-man is refreshed by the commands its controller accepts.
+    /// `sync_ms`: clock probe period, 1 to 1,000. Default 100 (Klipper probes about once a
+    /// second). The probes feed the clock fit only: the pen's dead-man is refreshed by the
+    /// commands its controller accepts.
     pub sync_ms: u32,
     /// `lost_after_ms`: no frame from the pen for this long is a lost link. Default 100.
     pub lost_after_ms: u32,
@@ -31,7 +32,7 @@ impl Default for LinkConfig {
             device: PathBuf::new(),
             baud: 1_000_000,
             retransmit_ms: 20,
-            sync_ms: 10,
+            sync_ms: 100,
             lost_after_ms: 100,
             telemetry_every: 1,
         }
