@@ -13,9 +13,7 @@ use std::collections::VecDeque;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::i2c::{self, ErrorKind, I2c, NoAcknowledgeSource, Operation};
 use libfuzzer_sys::fuzz_target;
-use needled::hal::atecc608::{
-    crc16, parse_response, Atecc608, AteccSlots, Expect, COUNTER_MAX,
-};
+use needled::hal::atecc608::{crc16, parse_response, Atecc608, AteccSlots, Expect, COUNTER_MAX};
 use needled::hal::CartridgeChip;
 
 #[derive(Debug)]
@@ -105,7 +103,17 @@ fuzz_target!(|data: &[u8]| {
         0 => {
             if let Ok(answer) = chip.sign_challenge(&[0x5A; 32]) {
                 assert_eq!(answer.len(), 64);
-                assert!(script.iter().any(|r| crc_ok(r, 67)), "a Sign answer without its CRC");
+                // As the bus delivered it: a read shorter than the 67-byte buffer leaves
+                // zeros after it (the script's `fill(0)`), and those zeros can be a right CRC.
+                let delivered = |r: &Vec<u8>| {
+                    let mut p = r.clone();
+                    p.resize(p.len().max(67), 0);
+                    p
+                };
+                assert!(
+                    script.iter().any(|r| crc_ok(&delivered(r), 67)),
+                    "a Sign answer without its CRC"
+                );
             }
         }
         1 => {
