@@ -6,7 +6,7 @@ use embedded_hal::digital::{ErrorType as DigitalErrorType, InputPin, OutputPin};
 use embedded_hal::pwm::{ErrorType as PwmErrorType, SetDutyCycle};
 use needle_core::hal::{self, Analog, ErrorKind, Hardware, Parts, StrokeSample, StrokeSensor};
 use needle_core::units::{Micrometers, Micros, MilliHertz};
-use needle_core::{Command, Controller, ControllerConfig, State};
+use needle_core::{Command, Controller, ControllerConfig, Rejected, State};
 use proptest::prelude::*;
 
 /// What the fake rig's inputs read in a tick, and which parts fail.
@@ -312,6 +312,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Runs `op` on `ctrl`: a tick `dt` after the last (`now`) with the fake reading `r`, or the
+/// command, whose verdict it returns.
+fn apply(
+    ctrl: &mut Controller<FakeHw>,
+    io: &Fake,
+    now: &mut u64,
+    op: &Op,
+) -> Option<Result<(), Rejected>> {
+    match op {
+        Op::Tick { dt, r } => {
+            *now = now.saturating_add(*dt);
+            io.0.borrow_mut().r = *r;
+            ctrl.tick(Micros(*now));
+            None
+        }
+        Op::Cmd(c) => Some(ctrl.handle(*c)),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -474,16 +493,7 @@ proptest! {
         let mut now = 0u64;
         for op in ops {
             let (revision, before) = (ctrl.revision(), slow_fields(&ctrl.telemetry()));
-            match op {
-                Op::Tick { dt, r } => {
-                    now = now.saturating_add(dt);
-                    io.0.borrow_mut().r = r;
-                    ctrl.tick(Micros(now));
-                }
-                Op::Cmd(c) => {
-                    let _ = ctrl.handle(c);
-                }
-            }
+            let _ = apply(&mut ctrl, &io, &mut now, &op);
             if ctrl.revision() == revision {
                 prop_assert_eq!(before, slow_fields(&ctrl.telemetry()), "changed under revision {} by {:?}", revision, op);
             }
@@ -505,24 +515,17 @@ proptest! {
         let (mut edges, mut since_arm) = (0u32, 0u64);
         let mut now = 0u64;
         for op in ops {
+            let armed = matches!(ctrl.state(), State::Armed | State::Running | State::Paused);
+            let verdict = apply(&mut ctrl, &io, &mut now, &op);
             match op {
-                Op::Tick { dt, r } => {
-                    let armed = matches!(ctrl.state(), State::Armed | State::Running | State::Paused);
-                    now = now.saturating_add(dt);
-                    io.0.borrow_mut().r = r;
-                    ctrl.tick(Micros(now));
-                    if !r.fail_input {
-                        if armed {
-                            since_arm = since_arm.saturating_add(u64::from(r.sample.edges.wrapping_sub(edges)));
-                        }
-                        edges = r.sample.edges;
+                Op::Tick { r, .. } if !r.fail_input => {
+                    if armed {
+                        since_arm = since_arm.saturating_add(u64::from(r.sample.edges.wrapping_sub(edges)));
                     }
+                    edges = r.sample.edges;
                 }
-                Op::Cmd(c) => {
-                    if ctrl.handle(c).is_ok() && matches!(c, Command::Arm { .. }) {
-                        since_arm = 0;
-                    }
-                }
+                Op::Cmd(Command::Arm { .. }) if verdict == Some(Ok(())) => since_arm = 0,
+                _ => {}
             }
             prop_assert_eq!(u64::from(ctrl.stroke_count()), u64::from(edges) / per_stroke);
             prop_assert_eq!(u64::from(ctrl.arming_strokes()), (since_arm / per_stroke).min(u64::from(u32::MAX)));
