@@ -39,7 +39,9 @@ pub struct StrokeConfig {
     /// After the ramp, a measured rate under this share of the setpoint (per mille) counts as
     /// stalling.
     pub stall_ratio_permille: u32,
-    /// How long stalling must last before `StrokeStall` latches.
+    /// How long stalling must last before `StrokeStall` latches, timed from when the stroke
+    /// sensor's edge timestamps put the rate under the floor (not from the tick that first
+    /// saw it), and never from before the ramp reached the setpoint.
     pub stall_window: Micros,
 }
 

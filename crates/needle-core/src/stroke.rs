@@ -58,6 +58,9 @@ pub struct StrokeLoop {
     integral: i64,
     last_update: Micros,
     stalling_since: Option<Micros>,
+    /// The last update that moved the ramp (the stall window cannot start before the update
+    /// that first sees it at the target).
+    ramp_moved: Micros,
     measured: MilliHertz,
     duty: Permyriad,
 }
@@ -73,6 +76,7 @@ impl StrokeLoop {
             integral: 0,
             last_update: Micros::ZERO,
             stalling_since: None,
+            ramp_moved: Micros::ZERO,
             measured: MilliHertz::ZERO,
             duty: Permyriad(0),
         }
@@ -112,6 +116,7 @@ impl StrokeLoop {
         self.integral = 0;
         self.last_update = now;
         self.stalling_since = None;
+        self.ramp_moved = now;
     }
 
     /// Stops: duty 0, ramp and integral reset.
@@ -134,8 +139,7 @@ impl StrokeLoop {
             };
         }
         let dt = now.since(self.last_update).0.min(MAX_DT.0);
-        self.last_update = now;
-        self.advance_ramp(dt);
+        self.advance_ramp(dt, now);
 
         let c = &self.config;
         let max_duty = i64::from(c.max_duty.0);
@@ -167,13 +171,19 @@ impl StrokeLoop {
         // output is within 0..=max_duty <= 10_000.
         self.duty = Permyriad(u16::try_from(output).unwrap_or(0));
 
+        let stalled = self.check_stall(now, sample);
+        self.last_update = now;
         StrokeOutput {
             duty: self.duty,
-            stalled: self.check_stall(now),
+            stalled,
         }
     }
 
-    fn advance_ramp(&mut self, dt: u64) {
+    fn advance_ramp(&mut self, dt: u64, now: Micros) {
+        if self.ramp == self.target {
+            return;
+        }
+        self.ramp_moved = now;
         let c = &self.config;
         // Slope: the full rate range in one ramp time.
         let step = u64::from(c.rate_max.0).saturating_mul(dt) / c.ramp_time.0.max(1);
@@ -185,18 +195,70 @@ impl StrokeLoop {
         };
     }
 
-    fn check_stall(&mut self, now: Micros) -> bool {
+    /// Whether the rate has been under the stall floor, after the ramp, for the whole stall
+    /// window. The window starts when the sensor's timestamps put the rate under the floor
+    /// ([`under_floor_since`]), not at the tick that first sees it there: a late tick would
+    /// otherwise round the window up twice, once at its start and once at its end.
+    /// `self.last_update` is still the previous update's time.
+    fn check_stall(&mut self, now: Micros, sample: &StrokeSample) -> bool {
         let c = &self.config;
         let ramp_done = self.ramp == self.target;
         let floor = u64::from(self.target.0) * u64::from(c.stall_ratio_permille) / 1000;
-        if ramp_done && u64::from(self.measured.0) < floor {
-            let since = *self.stalling_since.get_or_insert(now);
-            now.since(since) >= c.stall_window
-        } else {
+        if !(ramp_done && u64::from(self.measured.0) < floor) {
             self.stalling_since = None;
-            false
+            return false;
         }
+        let since = match self.stalling_since {
+            Some(since) => since,
+            None => {
+                // Not before the previous update, nor before the ramp came to the target.
+                let after = self.last_update.max(self.ramp_moved);
+                let since = window_start(sample, floor, c.edges_per_stroke, after, now);
+                self.stalling_since = Some(since);
+                since
+            }
+        };
+        now.since(since) >= c.stall_window
     }
+}
+
+/// Where a stall window that `now`'s update is the first to see starts: when the sensor put
+/// the rate under `floor` ([`under_floor_since`]). The update before this one saw the rate at
+/// or over the floor or the ramp not at the target, and the ramp last moved at or before it:
+/// so a time not after `after` (the later of the two) or after `now` is not the sensor's
+/// story, and the window starts now (a ramp that came to the target only now is such a
+/// case). Out of line: it runs once a stall, not every tick.
+#[cold]
+#[inline(never)]
+fn window_start(
+    sample: &StrokeSample,
+    floor: u64,
+    edges_per_stroke: u32,
+    after: Micros,
+    now: Micros,
+) -> Micros {
+    under_floor_since(sample, floor, edges_per_stroke)
+        .filter(|&at| at > after && at <= now)
+        .unwrap_or(now)
+}
+
+/// When the rate [`measured_rate`] reads from `sample` fell under `floor` (millihertz), by
+/// the sensor's timestamps: at the last edge when the period it ended was already too long,
+/// else when the time since it grew too long. `None` without a period to go by.
+fn under_floor_since(sample: &StrokeSample, floor: u64, edges_per_stroke: u32) -> Option<Micros> {
+    let (Some(period), Some(last_edge)) = (sample.last_period, sample.last_edge) else {
+        return None;
+    };
+    let per_stroke = u64::from(edges_per_stroke.max(1));
+    // The rate 1e9 / (effective × edges per stroke), rounded down, is under `floor` exactly
+    // when the effective period is longer than 1e9 / (floor × edges per stroke).
+    let longest = 1_000_000_000u64.checked_div(floor.saturating_mul(per_stroke))?;
+    let too_long = longest.saturating_add(1);
+    Some(if period.0 >= too_long {
+        last_edge
+    } else {
+        Micros(last_edge.0.saturating_add(too_long))
+    })
 }
 
 #[cfg(test)]
@@ -302,6 +364,126 @@ mod tests {
             at <= ramp_end + cfg.stall_window.0 + 2000,
             "stalled too late at {at}"
         );
+    }
+
+    /// Ticks that jitter (as a Linux thread's wake-ups do): the stall window is timed from
+    /// when the sensor's timestamps put the rate under the floor, so the stall latches at the
+    /// first tick at least `stall_window` after that, never a tick later because the tick
+    /// that first saw the rate low came late.
+    #[test]
+    fn stall_window_runs_from_when_the_rate_fell_under_the_floor_whatever_the_tick_jitter() {
+        let cfg = StrokeConfig::default();
+        let rate = MilliHertz::from_hz(100);
+        let period = 10_000u64;
+        // 1 edge a stroke, floor 50 Hz: the rate reads under it once an edge is more than
+        // 20_000 µs old (1e9 / (20_001 µs) < 50_000 mHz <= 1e9 / 20_000 µs).
+        let under_after = 20_001u64;
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut random = move |below: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        };
+        let mut late = 0;
+        for _ in 0..200 {
+            let mut l = StrokeLoop::new(cfg);
+            l.set_target(rate);
+            l.start(Micros(0));
+            // Jammed at a random time after the ramp; the last edge is the one before it.
+            let jam = 200_000 + random(period);
+            let last_edge = jam / period * period;
+            let stall_from = last_edge + under_after;
+            let mut t = 0u64;
+            let mut stalled_at = None;
+            let mut expected = None;
+            while t < stall_from + cfg.stall_window.0 + 10_000 {
+                // Gaps of 100 to 1_900 µs: 1 ms on average, never past MAX_DT.
+                t += 100 + random(1_801);
+                let edges = t.min(jam) / period;
+                let s = StrokeSample {
+                    edges: edges as u32,
+                    last_edge: Some(Micros(edges * period)),
+                    last_period: Some(Micros(period)),
+                };
+                if expected.is_none() && t >= stall_from + cfg.stall_window.0 {
+                    expected = Some(t);
+                }
+                if l.update(Micros(t), &s).stalled {
+                    stalled_at = Some(t);
+                    break;
+                }
+            }
+            let (Some(at), Some(expected)) = (stalled_at, expected) else {
+                panic!("no stall latched for the jam at {jam} (by {t})");
+            };
+            assert!(
+                at >= expected,
+                "latched at {at}, before the window from {stall_from}"
+            );
+            late += usize::from(at > expected);
+        }
+        assert_eq!(late, 0, "jams whose stall latched a tick late");
+    }
+
+    /// A jam during the soft start: the rate fell under the floor before the ramp reached the
+    /// setpoint, and the window still starts no earlier than the update that sees it there.
+    #[test]
+    fn stall_window_never_starts_before_the_ramp_is_at_the_setpoint() {
+        let cfg = StrokeConfig::default();
+        let period = 10_000u64;
+        // Edges at 9_800 + k × period; ticks every 700 µs, so ticks and edges do not line up
+        // (the jam at 30_000 puts the rate under the floor at 49_801, between the ramp's last
+        // two updates).
+        let first = 9_800u64;
+        let gap = 700u64;
+        for jam in [0u64, 5_000, 20_000, 29_000, 30_000, 45_000, 70_000] {
+            let mut l = StrokeLoop::new(cfg);
+            l.set_target(MilliHertz::from_hz(100));
+            l.start(Micros(0));
+            let edges_at = |t: u64| {
+                if t < first {
+                    0
+                } else {
+                    (t - first) / period + 1
+                }
+            };
+            let mut ramp_done_at = None;
+            let mut stalled_at = None;
+            let mut t = 0u64;
+            while t < 1_000_000 && stalled_at.is_none() {
+                t += gap;
+                let edges = edges_at(t.min(jam));
+                let s = StrokeSample {
+                    edges: edges as u32,
+                    last_edge: (edges > 0).then(|| Micros(first + (edges - 1) * period)),
+                    last_period: (edges > 1).then_some(Micros(period)),
+                };
+                if l.update(Micros(t), &s).stalled {
+                    stalled_at = Some(t);
+                }
+                if ramp_done_at.is_none() && l.ramp() == l.target() {
+                    ramp_done_at = Some(t);
+                }
+            }
+            let (Some(done), Some(at)) = (ramp_done_at, stalled_at) else {
+                panic!("jam at {jam}: ramp done {ramp_done_at:?}, stall {stalled_at:?}");
+            };
+            // Under the floor (50 Hz) once the last edge is over 20_000 µs old, or from the
+            // start without two edges; the window from that or the ramp's end, the later.
+            let edges = edges_at(jam);
+            let under = if edges > 1 {
+                first + (edges - 1) * period + 20_001
+            } else {
+                0
+            };
+            let start = under.max(done);
+            let expected = (start + cfg.stall_window.0).div_ceil(gap) * gap;
+            assert_eq!(
+                at, expected,
+                "jam at {jam}: the window runs from {start} (ramp at the setpoint at {done})"
+            );
+        }
     }
 
     #[test]
