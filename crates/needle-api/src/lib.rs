@@ -39,7 +39,7 @@ pub use events::{EventRecord, Events, EventsQuery};
 pub use people::{NewPerson, NewToken, People, Person, Revoked, Role};
 pub use plan::{
     ChangePlan, CreatePlan, Numbing, Plan, PlanEvent, PlanId, PlanRecord, PlanSession, PlanSlot,
-    PlanState, PlanWindow, PlannedSession, Plans, PlansQuery,
+    PlanState, PlanStatus, PlanWindow, PlannedSession, Plans, PlansQuery, SlotStatus,
 };
 pub use session::{
     ChecklistItem, CreateSession, EndSession, Ok, Reason, ReportCartridge, ReportFormat,

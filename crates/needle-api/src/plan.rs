@@ -99,6 +99,81 @@ pub enum PlanState {
     Stopped,
 }
 
+/// Where a plan stands, derived from its stored state and its sessions: `active` (sessions
+/// may still be given), `complete` (every planned session done) or `stopped` (stopped with a
+/// reason first; frozen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// Sessions may still be given.
+    Active,
+    /// Every planned session is done.
+    Complete,
+    /// Stopped with a reason before it was complete; frozen.
+    Stopped,
+}
+
+impl PlanStatus {
+    /// The name on the wire (`active`, `complete`, `stopped`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanStatus::Active => "active",
+            PlanStatus::Complete => "complete",
+            PlanStatus::Stopped => "stopped",
+        }
+    }
+}
+
+impl core::fmt::Display for PlanStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one planned session of a plan stands: `done`, `in_progress` (a session for it is
+/// open), `due`, `overdue` or `upcoming` (the next one, its window open, closed or not open
+/// yet), `planned` (after the next one) or `not_given` (the plan stopped first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotStatus {
+    /// Given and ended.
+    Done,
+    /// A session for it is open.
+    InProgress,
+    /// The next one, and its window is open.
+    Due,
+    /// The next one, and its window has closed.
+    Overdue,
+    /// The next one, and its window is not open yet.
+    Upcoming,
+    /// After the next one.
+    Planned,
+    /// The plan stopped before it was given.
+    NotGiven,
+}
+
+impl SlotStatus {
+    /// The name on the wire (`done`, `in_progress`, `due`, `overdue`, `upcoming`, `planned`,
+    /// `not_given`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotStatus::Done => "done",
+            SlotStatus::InProgress => "in_progress",
+            SlotStatus::Due => "due",
+            SlotStatus::Overdue => "overdue",
+            SlotStatus::Upcoming => "upcoming",
+            SlotStatus::Planned => "planned",
+            SlotStatus::NotGiven => "not_given",
+        }
+    }
+}
+
+impl core::fmt::Display for SlotStatus {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The next session's window, unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PlanWindow {
@@ -117,9 +192,8 @@ pub struct PlanSlot {
     pub n: u32,
     /// Planned depth and rate.
     pub planned: PlannedSession,
-    /// `done`, `in_progress`, `due`, `overdue`, `upcoming` (window not open yet), `planned`
-    /// (after the next one), `not_given` (the plan stopped first).
-    pub status: String,
+    /// Where it stands.
+    pub status: SlotStatus,
     /// The session that did it, once done or in progress.
     pub session_id: Option<i64>,
 }
@@ -186,8 +260,8 @@ pub struct Plan {
     /// The plan as stored.
     #[serde(flatten)]
     pub plan: PlanRecord,
-    /// `active`, `complete` (every planned session done) or `stopped`.
-    pub status: String,
+    /// Where the plan stands.
+    pub status: PlanStatus,
     /// Sessions done.
     pub done: u32,
     /// Sessions planned.

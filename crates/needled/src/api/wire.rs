@@ -197,7 +197,7 @@ pub(super) fn report(r: SessionReport, post_care: String) -> wire::SessionReport
             total: p.total,
             planned_depth_um: p.planned_depth_um,
             planned_rate_mhz: p.planned_rate_mhz,
-            plan_status: p.plan_status.to_owned(),
+            plan_status: p.plan_status,
             next_window_opens_at_ms: p.next_window_opens_at_ms,
             next_window_closes_at_ms: p.next_window_closes_at_ms,
         }),
@@ -220,7 +220,7 @@ impl From<PlanSlot> for wire::PlanSlot {
         wire::PlanSlot {
             n: s.n,
             planned: s.planned,
-            status: s.status.to_owned(),
+            status: s.status,
             session_id: s.session_id,
         }
     }
@@ -239,7 +239,7 @@ impl From<PlanView> for wire::Plan {
     fn from(v: PlanView) -> Self {
         wire::Plan {
             plan: v.plan,
-            status: v.status.to_owned(),
+            status: v.status,
             done: v.done,
             total: v.total,
             next_window: v.next_window.map(Into::into),

@@ -12,8 +12,10 @@ use super::{unix_ms, Service};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::{
     next_window, plan_done, LedgerError, NewPlan, PlanChange, PlanEvent, PlanId, PlanRecord,
-    PlanSession, PlannedSession, SessionId, SessionRecord, SessionState, Store,
+    PlanSession, PlanStatus, PlannedSession, SessionId, SessionRecord, SessionState, Store,
 };
+/// Where a planned session stands (the contract's type).
+pub use needle_api::SlotStatus;
 
 /// Requests to create and to change a plan (the contract's types; the creator is the
 /// caller's token, never the body).
@@ -41,8 +43,8 @@ pub struct PlanContext {
     pub total: u32,
     /// This session's planned depth and rate.
     pub planned: Option<PlannedSession>,
-    /// The plan's status now (`active`, `complete`, `stopped`).
-    pub plan_status: &'static str,
+    /// The plan's status now.
+    pub plan_status: PlanStatus,
     /// The next session's window, if the plan goes on.
     pub next_window: Option<Window>,
 }
@@ -54,9 +56,8 @@ pub struct PlanSlot {
     pub n: u32,
     /// Planned depth and rate.
     pub planned: PlannedSession,
-    /// `done`, `in_progress`, `due`, `overdue`, `upcoming` (window not open yet), `planned`
-    /// (after the next one), `not_given` (the plan stopped first).
-    pub status: &'static str,
+    /// Where it stands.
+    pub status: SlotStatus,
     /// The session that did it, once done or in progress.
     pub session_id: Option<SessionId>,
 }
@@ -67,8 +68,8 @@ pub struct PlanView {
     /// The plan as stored.
     #[serde(flatten)]
     pub plan: PlanRecord,
-    /// `active`, `complete` or `stopped`.
-    pub status: &'static str,
+    /// Where the plan stands.
+    pub status: PlanStatus,
     /// Sessions done.
     pub done: u32,
     /// Sessions planned.
@@ -88,12 +89,12 @@ fn count(n: usize) -> u32 {
 }
 
 /// The plan's status: stopped, complete (every planned session done) or active.
-pub fn plan_status(plan: &PlanRecord, links: &[PlanSession]) -> &'static str {
+pub fn plan_status(plan: &PlanRecord, links: &[PlanSession]) -> PlanStatus {
     crate::store::plan_state_now(plan, links)
 }
 
 fn window(plan: &PlanRecord, links: &[PlanSession]) -> Option<Window> {
-    if plan_status(plan, links) != "active" {
+    if plan_status(plan, links) != PlanStatus::Active {
         return None;
     }
     let (opens_at_ms, closes_at_ms) = next_window(plan, links);
@@ -122,11 +123,11 @@ pub fn view(
         .map(|(i, planned)| {
             let n = count(i + 1);
             let (status, session_id) = if let Some(d) = done.iter().find(|l| l.n == n) {
-                ("done", Some(d.session.id))
+                (SlotStatus::Done, Some(d.session.id))
             } else if let Some(o) = open.filter(|o| o.n == n) {
-                ("in_progress", Some(o.session.id))
-            } else if status == "stopped" {
-                ("not_given", None)
+                (SlotStatus::InProgress, Some(o.session.id))
+            } else if status == PlanStatus::Stopped {
+                (SlotStatus::NotGiven, None)
             } else if next.is_some_and(|w| w.n == n) {
                 let w = next.unwrap_or(Window {
                     n,
@@ -134,15 +135,15 @@ pub fn view(
                     closes_at_ms: None,
                 });
                 let s = if now_ms < w.opens_at_ms {
-                    "upcoming"
+                    SlotStatus::Upcoming
                 } else if w.closes_at_ms.is_some_and(|c| now_ms > c) {
-                    "overdue"
+                    SlotStatus::Overdue
                 } else {
-                    "due"
+                    SlotStatus::Due
                 };
                 (s, None)
             } else {
-                ("planned", None)
+                (SlotStatus::Planned, None)
             };
             PlanSlot {
                 n,
@@ -514,12 +515,12 @@ mod tests {
             session: session(1, SessionState::Ended, 10 * DAY, false),
         }];
         let at = |now| view(plan(3), links.clone(), Vec::new(), now);
-        assert_eq!(at(20 * DAY).slots[1].status, "upcoming");
-        assert_eq!(at(38 * DAY).slots[1].status, "due");
-        assert_eq!(at(53 * DAY).slots[1].status, "overdue");
+        assert_eq!(at(20 * DAY).slots[1].status, SlotStatus::Upcoming);
+        assert_eq!(at(38 * DAY).slots[1].status, SlotStatus::Due);
+        assert_eq!(at(53 * DAY).slots[1].status, SlotStatus::Overdue);
         let v = at(38 * DAY);
-        assert_eq!(v.slots[0].status, "done");
-        assert_eq!(v.slots[2].status, "planned");
+        assert_eq!(v.slots[0].status, SlotStatus::Done);
+        assert_eq!(v.slots[2].status, SlotStatus::Planned);
         assert_eq!(
             v.next_window,
             Some(Window {
@@ -528,7 +529,7 @@ mod tests {
                 closes_at_ms: Some(52 * DAY)
             })
         );
-        assert_eq!((v.status, v.done, v.total), ("active", 1, 3));
+        assert_eq!((v.status, v.done, v.total), (PlanStatus::Active, 1, 3));
     }
 
     #[test]
@@ -538,12 +539,12 @@ mod tests {
             session: session(1, SessionState::Ended, DAY, false),
         }];
         let v = view(plan(1), links, Vec::new(), 2 * DAY);
-        assert_eq!((v.status, v.next_window), ("complete", None));
+        assert_eq!((v.status, v.next_window), (PlanStatus::Complete, None));
         let mut p = plan(2);
         p.state = PlanState::Stopped;
         let v = view(p, Vec::new(), Vec::new(), 0);
-        assert_eq!(v.status, "stopped");
-        assert_eq!(v.slots[0].status, "not_given");
+        assert_eq!(v.status, PlanStatus::Stopped);
+        assert_eq!(v.slots[0].status, SlotStatus::NotGiven);
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub use people::{
 };
 pub use plans::{
     done as plan_done, next_window, plan_kinds, session_time, status as plan_state_now, NewPlan,
-    PlanChange, PlanEvent, PlanId, PlanRecord, PlanSession, PlanState, PlannedSession,
+    PlanChange, PlanEvent, PlanId, PlanRecord, PlanSession, PlanState, PlanStatus, PlannedSession,
     MAX_PLAN_AREAS, MAX_PLAN_DAYS, MAX_PLAN_SESSIONS,
 };
 pub use report::{

@@ -34,6 +34,8 @@ pub mod plan_kinds {
     pub const OVERRIDE: &str = "plan_override";
 }
 
+/// Where a plan stands (the contract's type).
+pub use needle_api::PlanStatus;
 /// The planned depth and stroke rate of one session of a plan (the contract's type).
 pub use needle_api::PlannedSession;
 
@@ -268,7 +270,7 @@ pub(super) fn report_context(
         .sessions
         .get(usize::try_from(n).unwrap_or(usize::MAX).wrapping_sub(1));
     let status = status(&plan, &linked);
-    let (opens, closes) = if status == "active" {
+    let (opens, closes) = if status == PlanStatus::Active {
         let (o, c) = next_window(&plan, &linked);
         (Some(o), c)
     } else {
@@ -286,14 +288,14 @@ pub(super) fn report_context(
     }))
 }
 
-/// A plan's status: `stopped`, `complete` (every planned session done) or `active`.
-pub fn status(plan: &PlanRecord, links: &[PlanSession]) -> &'static str {
+/// A plan's status: stopped, complete (every planned session done) or active.
+pub fn status(plan: &PlanRecord, links: &[PlanSession]) -> PlanStatus {
     if plan.state == PlanState::Stopped {
-        "stopped"
+        PlanStatus::Stopped
     } else if done(links).count() >= plan.sessions.len() {
-        "complete"
+        PlanStatus::Complete
     } else {
-        "active"
+        PlanStatus::Active
     }
 }
 

@@ -74,8 +74,8 @@ pub struct ReportPlan {
     pub planned_depth_um: Option<u32>,
     /// This session's planned stroke rate, mHz.
     pub planned_rate_mhz: Option<u32>,
-    /// `active`, `complete` or `stopped`.
-    pub plan_status: &'static str,
+    /// Where the plan stands now.
+    pub plan_status: super::PlanStatus,
     /// The next session's window opens, unix ms (while the plan goes on).
     pub next_window_opens_at_ms: Option<i64>,
     /// The next session's window closes, unix ms.
