@@ -208,16 +208,11 @@ impl StrokeLoop {
             self.stalling_since = None;
             return false;
         }
-        let since = match self.stalling_since {
-            Some(since) => since,
-            None => {
-                // Not before the previous update, nor before the ramp came to the target.
-                let after = self.last_update.max(self.ramp_moved);
-                let since = window_start(sample, floor, c.edges_per_stroke, after, now);
-                self.stalling_since = Some(since);
-                since
-            }
-        };
+        let since = *self.stalling_since.get_or_insert_with(|| {
+            // Not before the previous update, nor before the ramp came to the target.
+            let after = self.last_update.max(self.ramp_moved);
+            window_start(sample, floor, c.edges_per_stroke, after, now)
+        });
         now.since(since) >= c.stall_window
     }
 }
