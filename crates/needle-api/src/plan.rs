@@ -294,3 +294,34 @@ pub struct Numbing {
     /// How long arming still waits, ms (0 once it has acted or without a wait).
     pub wait_left_ms: i64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `as_str` (the report and record text) spells the names serde puts on the wire.
+    #[test]
+    fn statuses_serialize_as_their_wire_names_and_parse_back() {
+        use PlanStatus as P;
+        use SlotStatus as S;
+        for status in [P::Active, P::Complete, P::Stopped] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(serde_json::from_str::<PlanStatus>(&json).unwrap(), status);
+        }
+        let slots = [
+            S::Done,
+            S::InProgress,
+            S::Due,
+            S::Overdue,
+            S::Upcoming,
+            S::Planned,
+            S::NotGiven,
+        ];
+        for status in slots {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(serde_json::from_str::<SlotStatus>(&json).unwrap(), status);
+        }
+    }
+}
