@@ -962,14 +962,19 @@ fn clear_faults_with_a_reason_the_ledger_refuses_clears_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let n = start(dir.path());
     homed(&n);
-    for pressed in [true, false] {
+    // Released only once the controller has latched the press: a press and a release both
+    // injected between two control ticks (a late tick on a busy machine) are never seen.
+    let estop = |pressed: bool| {
         tech(
             &n,
             "POST",
             "/v1/sim/inject",
             Some(json!({ "action": "estop", "pressed": pressed })),
-        );
-    }
+        )
+    };
+    estop(true);
+    wait_for(&n, "the E-stop seen", |s| s["state"] == "EStop");
+    estop(false);
     wait_for(&n, "the latched E-stop fault", |s| s["state"] == "Fault");
     let overrides = |n: &Needled| {
         op(n, "GET", "/v1/events?after=0&limit=1000", None)["events"]
