@@ -11,7 +11,7 @@ use super::types::{Actor, Policy, Role};
 use super::{unix_ms, Service};
 use crate::error::{ApiError, ErrorCode};
 use crate::store::{
-    next_window, plan_done, LedgerError, NewPlan, PlanChange, PlanEvent, PlanId, PlanRecord,
+    active_window, plan_done, LedgerError, NewPlan, PlanChange, PlanEvent, PlanId, PlanRecord,
     PlanSession, PlanStatus, PlannedSession, SessionId, SessionRecord, SessionState, Store,
 };
 /// Where a planned session stands (the contract's type).
@@ -93,11 +93,9 @@ pub fn plan_status(plan: &PlanRecord, links: &[PlanSession]) -> PlanStatus {
     crate::store::plan_state_now(plan, links)
 }
 
-fn window(plan: &PlanRecord, links: &[PlanSession]) -> Option<Window> {
-    if plan_status(plan, links) != PlanStatus::Active {
-        return None;
-    }
-    let (opens_at_ms, closes_at_ms) = next_window(plan, links);
+/// The next session's window while the plan, whose status is `status`, is active.
+fn window(plan: &PlanRecord, links: &[PlanSession], status: PlanStatus) -> Option<Window> {
+    let (opens_at_ms, closes_at_ms) = active_window(plan, links, status)?;
     Some(Window {
         n: count(plan_done(links).count() + 1),
         opens_at_ms,
@@ -113,7 +111,7 @@ pub fn view(
     now_ms: i64,
 ) -> PlanView {
     let status = plan_status(&plan, &links);
-    let next = window(&plan, &links);
+    let next = window(&plan, &links, status);
     let done: Vec<&PlanSession> = plan_done(&links).collect();
     let open = links.iter().find(|l| !l.session.state.is_terminal());
     let slots = plan
@@ -167,6 +165,7 @@ pub fn view(
 
 /// The plan context of session number `n`.
 pub fn context(plan: &PlanRecord, links: &[PlanSession], n: u32) -> PlanContext {
+    let status = plan_status(plan, links);
     PlanContext {
         plan_id: plan.id,
         n,
@@ -175,8 +174,8 @@ pub fn context(plan: &PlanRecord, links: &[PlanSession], n: u32) -> PlanContext 
             .sessions
             .get(usize::try_from(n).unwrap_or(usize::MAX).wrapping_sub(1))
             .copied(),
-        plan_status: plan_status(plan, links),
-        next_window: window(plan, links),
+        plan_status: status,
+        next_window: window(plan, links, status),
     }
 }
 

@@ -45,9 +45,9 @@ pub use people::{
     same_hash, token_hash, PeopleError, Person, TokenHash, PERSON_ADDED, PERSON_REVOKED,
 };
 pub use plans::{
-    done as plan_done, next_window, plan_kinds, session_time, status as plan_state_now, NewPlan,
-    PlanChange, PlanEvent, PlanId, PlanRecord, PlanSession, PlanState, PlanStatus, PlannedSession,
-    MAX_PLAN_AREAS, MAX_PLAN_DAYS, MAX_PLAN_SESSIONS,
+    active_window, done as plan_done, next_window, plan_kinds, session_time,
+    status as plan_state_now, NewPlan, PlanChange, PlanEvent, PlanId, PlanRecord, PlanSession,
+    PlanState, PlanStatus, PlannedSession, MAX_PLAN_AREAS, MAX_PLAN_DAYS, MAX_PLAN_SESSIONS,
 };
 pub use report::{
     report_csv, ReportCartridge, ReportPlan, SessionReport, SetpointEntry, TimelineEntry,

@@ -248,6 +248,16 @@ pub fn next_window(plan: &PlanRecord, links: &[PlanSession]) -> (i64, Option<i64
     }
 }
 
+/// The next session's window (as [`next_window`]) while the plan is active, whose status is
+/// `status` ([`status`] of the same plan and links); `None` when it is stopped or complete.
+pub fn active_window(
+    plan: &PlanRecord,
+    links: &[PlanSession],
+    status: PlanStatus,
+) -> Option<(i64, Option<i64>)> {
+    (status == PlanStatus::Active).then(|| next_window(plan, links))
+}
+
 /// The plan context of session `id` for its report, inside a read transaction.
 pub(super) fn report_context(
     conn: &Connection,
@@ -270,12 +280,8 @@ pub(super) fn report_context(
         .sessions
         .get(usize::try_from(n).unwrap_or(usize::MAX).wrapping_sub(1));
     let status = status(&plan, &linked);
-    let (opens, closes) = if status == PlanStatus::Active {
-        let (o, c) = next_window(&plan, &linked);
-        (Some(o), c)
-    } else {
-        (None, None)
-    };
+    let window = active_window(&plan, &linked, status);
+    let (opens, closes) = (window.map(|(o, _)| o), window.and_then(|(_, c)| c));
     Ok(Some(super::ReportPlan {
         plan_id,
         n,
