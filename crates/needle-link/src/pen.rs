@@ -378,25 +378,13 @@ impl PenLink {
         let kind = Kind::Delta(key, self.since_key as u8);
         let revision = t.revision();
         let known_same = revision.is_some() && revision == self.same_since;
-        let same = match self.tx.telemetry_payload() {
-            Some(payload) => match telemetry::encode_frame(t, kind, known_same, payload) {
-                Some((n, same)) => {
-                    self.tx.seal_telemetry(n);
-                    Some(same)
-                }
-                None => {
-                    self.tx.dropped = self.tx.dropped.saturating_add(1);
-                    None
-                }
-            },
+        let in_place = self
+            .tx
+            .telemetry_in_place(|payload| telemetry::encode_frame(t, kind, known_same, payload));
+        let same = match in_place {
+            Some((_, same)) => same,
             // No whole frame's room at the queue's end: the general path compacts it.
-            None => {
-                self.tx
-                    .queue_telemetry(|payload| {
-                        telemetry::encode_frame(t, kind, known_same, payload)
-                    })
-                    .1
-            }
+            None => self.delta_frame_compacting(t, known_same),
         };
         if let Some(same) = same {
             // Read at `revision`, against the key (a frame encoded but not queued saw them
@@ -407,16 +395,39 @@ impl PenLink {
         self.since_key += 1;
     }
 
+    /// [`PenLink::delta_frame`]'s frame by the general path, which compacts the queue: out
+    /// of line, so the common path keeps nothing of it in its registers.
+    #[cold]
+    #[inline(never)]
+    fn delta_frame_compacting<F: Fields + ?Sized>(
+        &mut self,
+        t: &F,
+        known_same: bool,
+    ) -> Option<bool> {
+        let (key, _) = self.key.as_ref()?;
+        let kind = Kind::Delta(key, self.since_key as u8);
+        self.tx
+            .queue_telemetry(|payload| telemetry::encode_frame(t, kind, known_same, payload))
+            .1
+    }
+
     /// A key frame: after a handshake, and every [`KEY_EVERY`] frames or [`KEY_PERIOD`].
     #[inline(never)]
     fn key_frame<F: Fields + ?Sized>(&mut self, t: &F) {
-        let number = self.next_key;
-        let kind = Kind::Key(number, self.step);
-        let (sent, _) = self
-            .tx
-            .queue_telemetry(|payload| telemetry::encode_frame(t, kind, false, payload));
-        if sent {
-            self.key = Some((Key::of(t, number, self.step), t.now()));
+        let (number, step) = (self.next_key, self.step);
+        let mut key = None;
+        let mut encode = |payload: &mut [u8; telemetry::MAX_LEN]| {
+            let (n, k) = telemetry::encode_key(t, number, step, payload)?;
+            key = Some(k);
+            Some((n, true))
+        };
+        let sent = match self.tx.telemetry_in_place(&mut encode) {
+            Some((sent, _)) => sent,
+            // No whole frame's room at the queue's end: the general path compacts it.
+            None => self.tx.queue_telemetry(&mut encode).0,
+        };
+        if let (true, Some(key)) = (sent, key) {
+            self.key = Some((key, t.now()));
             self.since_key = 1;
             self.next_key = number.wrapping_add(1);
             // The new key's numbers are the ones just read.
@@ -482,8 +493,7 @@ struct Tx {
 /// Writes a telemetry frame's head and tail around the `n` payload bytes in `room`;
 /// returns the frame's length.
 #[inline(always)]
-fn seal(room: Option<&mut [u8; TELEMETRY_FRAME]>, seq: u8, n: usize) -> Option<usize> {
-    let room = room?;
+fn seal(room: &mut [u8; TELEMETRY_FRAME], seq: u8, n: usize) -> Option<usize> {
     if n > telemetry::MAX_LEN {
         return None;
     }
@@ -502,30 +512,41 @@ fn seal(room: Option<&mut [u8; TELEMETRY_FRAME]>, seq: u8, n: usize) -> Option<u
 const TELEMETRY_FRAME: usize = frame::HEAD + 1 + telemetry::MAX_LEN + frame::TAIL;
 
 impl Tx {
-    /// The room for a telemetry frame's compact payload at the queue's end, when the end
-    /// has a whole frame's room: exactly [`telemetry::MAX_LEN`] bytes, where the payload goes
-    /// in the frame; [`Tx::seal_telemetry`] frames and queues what was written there.
+    /// Queues a telemetry frame written in place at the queue's end, when the end has a
+    /// whole frame's room (`None` otherwise, and `encode` is not called): `encode` writes the
+    /// compact payload into exactly [`telemetry::MAX_LEN`] bytes, where it goes in the frame,
+    /// and returns its length and whether the status and rare numbers equal the key's; the
+    /// frame's head (length, sequence number, tag) and tail (CRC, sync byte) are written
+    /// around it, at offsets the room's type bounds. Returns whether the frame was queued,
+    /// and `encode`'s answer if it gave one (a payload it refused is counted dropped).
     #[inline(always)]
-    fn telemetry_payload(&mut self) -> Option<&mut [u8; telemetry::MAX_LEN]> {
+    fn telemetry_in_place(
+        &mut self,
+        encode: impl FnOnce(&mut [u8; telemetry::MAX_LEN]) -> Option<(usize, bool)>,
+    ) -> Option<(bool, Option<bool>)> {
         let room = self.queue.tail_chunk::<TELEMETRY_FRAME>()?;
-        let (_, rest) = room.split_first_chunk_mut::<{ frame::HEAD + 1 }>()?;
-        Some(rest.split_first_chunk_mut::<{ telemetry::MAX_LEN }>()?.0)
-    }
-
-    /// Frames the `n` payload bytes written into [`Tx::telemetry_payload`] (the length,
-    /// sequence number and tag before them, the CRC and sync byte after) and queues the
-    /// frame. Every offset is within the room by its type and `n <= MAX_LEN`.
-    #[inline(always)]
-    fn seal_telemetry(&mut self, n: usize) {
+        let encoded = {
+            let (_, rest) = room.split_first_chunk_mut::<{ frame::HEAD + 1 }>()?;
+            encode(rest.first_chunk_mut::<{ telemetry::MAX_LEN }>()?)
+        };
+        let Some((n, same)) = encoded else {
+            self.dropped = self.dropped.saturating_add(1);
+            return Some((false, None));
+        };
         let seq = self.seq;
-        let sealed = seal(self.queue.tail_chunk::<TELEMETRY_FRAME>(), seq, n);
-        match sealed {
+        let queued = match seal(room, seq, n) {
             Some(len) => {
                 self.queue.commit(len);
                 self.seq = seq.wrapping_add(1);
+                true
             }
-            None => self.dropped = self.dropped.saturating_add(1),
-        }
+            None => {
+                self.dropped = self.dropped.saturating_add(1);
+                false
+            }
+        };
+        // Encoded, queued or not: the payload saw the status and rare numbers just the same.
+        Some((queued, Some(same)))
     }
 
     /// Queues a telemetry frame by the general path (which compacts the queue): `encode`

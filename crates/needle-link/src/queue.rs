@@ -108,7 +108,8 @@ impl<const N: usize> TxQueue<N> {
     /// [`TxQueue::tail_chunk`] (`n` at most its `M`); never past the buffer's end.
     #[inline]
     pub fn commit(&mut self, n: usize) {
-        self.end = self.end.saturating_add(n).min(N);
+        // `end` is at most `N`, so neither the room nor the sum overflows.
+        self.end += n.min(N - self.end);
     }
 
     /// Bytes that can still be queued.

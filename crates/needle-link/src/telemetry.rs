@@ -371,16 +371,37 @@ impl Fixed<'_> {
         self.byte(v as u8);
     }
 
-    /// Number `value` where `expected` was: its zigzag difference written when not 0;
-    /// returns whether it was.
+    /// Writes the masks of the numbers written since `m1_at` (`mask`: bits 0-6 are m1's,
+    /// bits 8-18 m2's) into the room kept for them at `m1_at` and `m2_at`, giving m2's two
+    /// bytes back when it is 0 (nothing was written after them then); returns the frame's
+    /// length, or `None` when it ran past [`MAX_LEN`].
     #[inline(always)]
-    fn put(&mut self, value: u64, expected: u64) -> bool {
-        let d = value.wrapping_sub(expected) as i64;
-        if d == 0 {
-            return false;
+    fn finish(&mut self, m1_at: usize, m2_at: usize, mask: u32) -> Option<usize> {
+        let end = self.at;
+        let m2 = (mask >> 8) as u16;
+        let mut m1 = (mask & 0x7f) as u8;
+        if m2 != 0 {
+            m1 |= 0x80;
+            let [lo, hi] = m2.to_le_bytes();
+            self.at = m2_at;
+            self.byte(lo);
+            self.byte(hi);
         }
-        self.varint(((d << 1) ^ (d >> 63)) as u64);
-        true
+        let len = if m2 == 0 { m2_at } else { end };
+        self.at = m1_at;
+        self.byte(m1);
+        (len <= MAX_LEN).then_some(len)
+    }
+
+    /// Number `value` where `expected` was: its zigzag difference written, and `bit` set in
+    /// `mask`, when not 0.
+    #[inline(always)]
+    fn put(&mut self, value: u64, expected: u64, mask: &mut u32, bit: u32) {
+        let d = value.wrapping_sub(expected) as i64;
+        if d != 0 {
+            *mask |= bit;
+            self.varint(((d << 1) ^ (d >> 63)) as u64);
+        }
     }
 }
 
@@ -440,24 +461,31 @@ pub fn encode_frame<F: Fields + ?Sized>(
     let m1_at = w.at;
     w.at += 1;
     let strokes = u64::from(t.stroke_count());
-    let mut m1 = u8::from(w.put(strokes, *b0));
-    m1 |= u8::from(w.put(u64::from(t.rate_measured().0), *b1)) << 1;
-    m1 |= u8::from(w.put(u64::from(t.duty().0), *b2)) << 2;
-    m1 |= u8::from(w.put(wide(t.depth_position().0), *b3)) << 3;
-    m1 |= u8::from(w.put(wide(t.current().0), *b4)) << 4;
-    m1 |= u8::from(w.put(wide(t.temperature().0), *b5)) << 5;
-    m1 |= u8::from(w.put(wide(t.supply().0), *b6)) << 6;
+    // One mask: bits 0-6 are m1's, bits 8-18 m2's (numbers 7-17).
+    let mut mask = 0u32;
+    w.put(strokes, *b0, &mut mask, 1);
+    w.put(u64::from(t.rate_measured().0), *b1, &mut mask, 1 << 1);
+    w.put(u64::from(t.duty().0), *b2, &mut mask, 1 << 2);
+    w.put(wide(t.depth_position().0), *b3, &mut mask, 1 << 3);
+    w.put(wide(t.current().0), *b4, &mut mask, 1 << 4);
+    w.put(wide(t.temperature().0), *b5, &mut mask, 1 << 5);
+    w.put(wide(t.supply().0), *b6, &mut mask, 1 << 6);
     let m2_at = w.at;
     w.at += 2;
     let advance = since.wrapping_mul(u64::from(step.micros));
-    let mut m2 = u16::from(w.put(t.now().0, b7.wrapping_add(advance)));
+    w.put(t.now().0, b7.wrapping_add(advance), &mut mask, 1 << 8);
     let ticks = b8.wrapping_add(since.wrapping_mul(u64::from(step.ticks)));
-    m2 |= u16::from(w.put(t.ticks(), ticks)) << 1;
+    w.put(t.ticks(), ticks, &mut mask, 1 << 9);
     let run = b9.wrapping_add(if running { advance } else { 0 });
-    m2 |= u16::from(w.put(t.arming_run().0, run)) << 2;
+    w.put(t.arming_run().0, run, &mut mask, 1 << 10);
     // In a delta frame, the strokes of this arming grow with the stroke counter.
     let counted = if delta { strokes.wrapping_sub(*b0) } else { 0 };
-    m2 |= u16::from(w.put(u64::from(t.arming_strokes()), b10.wrapping_add(counted))) << 3;
+    w.put(
+        u64::from(t.arming_strokes()),
+        b10.wrapping_add(counted),
+        &mut mask,
+        1 << 11,
+    );
     let same = if known_same && delta {
         debug_assert!(
             status(t) == *b11 && rare(t) == [*b12, *b13, *b14, *b15, *b16, *b17],
@@ -482,29 +510,47 @@ pub fn encode_frame<F: Fields + ?Sized>(
         // compiler keeping the values live across the common path.
         let s = status(t);
         let [r0, r1, r2, r3, r4, r5] = rare(t);
-        m2 |= u16::from(w.put(s, *b11)) << 4;
-        m2 |= u16::from(w.put(r0, *b12)) << 5;
-        m2 |= u16::from(w.put(r1, *b13)) << 6;
-        m2 |= u16::from(w.put(r2, *b14)) << 7;
-        m2 |= u16::from(w.put(r3, *b15)) << 8;
-        m2 |= u16::from(w.put(r4, *b16)) << 9;
-        m2 |= u16::from(w.put(r5, *b17)) << 10;
+        w.put(s, *b11, &mut mask, 1 << 12);
+        w.put(r0, *b12, &mut mask, 1 << 13);
+        w.put(r1, *b13, &mut mask, 1 << 14);
+        w.put(r2, *b14, &mut mask, 1 << 15);
+        w.put(r3, *b15, &mut mask, 1 << 16);
+        w.put(r4, *b16, &mut mask, 1 << 17);
+        w.put(r5, *b17, &mut mask, 1 << 18);
     }
-    let end = w.at;
-    if m2 == 0 {
-        // Nothing of numbers 7-17: m2's room is given back (nothing was written after it).
-        w.at = m2_at;
-    } else {
-        m1 |= 0x80;
-        let [lo, hi] = m2.to_le_bytes();
-        w.at = m2_at;
-        w.byte(lo);
-        w.byte(hi);
+    w.finish(m1_at, m2_at, mask)
+        .map(|len| (len, same || !delta))
+}
+
+/// Writes the key frame of `t`, numbered `number`, sent with `step`, into `out`: the same
+/// bytes as [`encode`] with [`Kind::Key`], written from the [`Key`] it returns with them (the
+/// fields read once, for both). Returns the bytes written and the key.
+#[inline]
+pub fn encode_key<F: Fields + ?Sized>(
+    t: &F,
+    number: u8,
+    step: Step,
+    out: &mut [u8; MAX_LEN],
+) -> Option<(usize, Key)> {
+    let key = Key::of(t, number, step);
+    let mut w = Fixed { out, at: 0 };
+    w.byte(flags(t) | 1);
+    w.byte(number);
+    w.varint(u64::from(step.micros));
+    w.varint(u64::from(step.ticks));
+    let m1_at = w.at;
+    w.at += 1;
+    let mut mask = 0u32;
+    let (frequent, others) = key.values.split_at(FREQUENT);
+    for (i, v) in frequent.iter().enumerate() {
+        w.put(*v, 0, &mut mask, 1 << i);
     }
-    let len = if m2 == 0 { m2_at } else { end };
-    w.at = m1_at;
-    w.byte(m1);
-    (len <= MAX_LEN).then_some((len, same || !delta))
+    let m2_at = w.at;
+    w.at += 2;
+    for (i, v) in others.iter().enumerate() {
+        w.put(*v, 0, &mut mask, 1 << (8 + i));
+    }
+    Some((w.finish(m1_at, m2_at, mask)?, key))
 }
 
 /// Why a telemetry payload was not used.
@@ -985,5 +1031,57 @@ mod tests {
             decode(&out[..n], Some(&Key::of(&high, 3, STEP))),
             Err(Unusable::Malformed)
         );
+    }
+    proptest::proptest! {
+        /// The pen's key frames ([`encode_key`], from the key's numbers) are byte for byte
+        /// the key frames of [`encode`] (from the fields), and their key is [`Key::of`].
+        #[test]
+        fn a_key_frame_from_its_key_is_the_key_frame_from_the_fields(
+            numbers in proptest::array::uniform8(proptest::prelude::any::<u32>()),
+            wide in proptest::array::uniform3(proptest::prelude::any::<u64>()),
+            state in 0usize..8,
+            bits in proptest::prelude::any::<u8>(),
+            number in proptest::prelude::any::<u8>(),
+            micros in proptest::prelude::any::<u32>(),
+            ticks in proptest::prelude::any::<u16>(),
+        ) {
+            let mut t = running();
+            let [a, b, c, d, e, f, g, h] = numbers;
+            t.stroke_count = a;
+            t.rate_measured = MilliHertz(b);
+            t.duty = Permyriad((c & 0xffff) as u16);
+            t.depth_position = Micrometers(d as i32);
+            t.current = MilliAmps(e as i32);
+            t.temperature = MilliCelsius(f as i32);
+            t.supply = MilliVolts(g as i32);
+            t.depth_setpoint = Micrometers(h as i32);
+            t.depth_lash = Micrometers(a.rotate_left(7) as i32);
+            t.cartridge_openings = b.rotate_left(3);
+            t.late_ticks = c.rotate_left(11);
+            t.arming_strokes = d.rotate_left(5);
+            let [now, tick_count, run] = wide;
+            t.now = Micros(now);
+            t.ticks = tick_count;
+            t.arming_run = Micros(run);
+            t.state = STATES[state];
+            t.homed = bits & 1 != 0;
+            t.depth_moving = bits & 2 != 0;
+            t.motor_enabled = bits & 4 != 0;
+            t.pedal = bits & 8 != 0;
+            if bits & 16 != 0 {
+                t.last_fault = None;
+                t.arming_ended_by = None;
+            }
+            let step = Step { micros, ticks };
+            let mut from_fields = [0u8; MAX_LEN];
+            let n = encode(&t, Kind::Key(number, step), &mut from_fields).unwrap();
+            let mut from_key = [0u8; MAX_LEN];
+            let (m, key) = encode_key(&t, number, step, &mut from_key).unwrap();
+            proptest::prop_assert_eq!(&from_key[..m], &from_fields[..n]);
+            proptest::prop_assert_eq!(key, Key::of(&t, number, step));
+            let (back, decoded) = decode(&from_key[..m], None).unwrap();
+            proptest::prop_assert_eq!(back, t);
+            proptest::prop_assert_eq!(decoded, Some(key));
+        }
     }
 }

@@ -219,7 +219,8 @@ impl<H: Hardware, C: Chip> Pen<H, C> {
     /// One tick at pen time `now`: the controller's, then telemetry when due.
     pub fn tick(&mut self, now: Micros) {
         self.now = now;
-        self.ticks = self.ticks.saturating_add(1);
+        // Wrapping: 2^64 ticks of 100 µs are 58 million years.
+        self.ticks = self.ticks.wrapping_add(1);
         if let Slot::Configured {
             ctrl,
             telemetry_every,
@@ -227,8 +228,9 @@ impl<H: Hardware, C: Chip> Pen<H, C> {
         } = &mut self.slot
         {
             ctrl.tick(now);
-            self.until_telemetry = self.until_telemetry.saturating_sub(1);
-            if self.until_telemetry == 0 {
+            if self.until_telemetry > 1 {
+                self.until_telemetry -= 1;
+            } else {
                 self.until_telemetry = *telemetry_every;
                 // Straight from the controller's fields: no snapshot a tick.
                 self.link.telemetry(ctrl);
@@ -237,8 +239,9 @@ impl<H: Hardware, C: Chip> Pen<H, C> {
         if self.chip_running.is_some() {
             self.poll_chip();
         }
-        self.until_counters = self.until_counters.saturating_sub(1);
-        if self.until_counters == 0 {
+        if self.until_counters > 1 {
+            self.until_counters -= 1;
+        } else {
             self.until_counters = COUNTERS_EVERY;
             self.link.send_counters();
         }
