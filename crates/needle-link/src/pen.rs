@@ -90,7 +90,8 @@ pub struct PenLink {
     host_identified: bool,
     kept: [Option<Kept>; WINDOW as usize],
     tx: Tx,
-    /// The last key telemetry frame sent and when (pen clock); `None` sends one next.
+    /// The last key telemetry frame sent, and until when (pen clock, exclusive) delta
+    /// frames may follow it: [`KEY_PERIOD`] after it. `None` sends one next.
     key: Option<(Key, Micros)>,
     /// Telemetry frames since that key.
     since_key: u16,
@@ -352,11 +353,9 @@ impl PenLink {
     /// `t` is a [`Telemetry`](needle_core::Telemetry) snapshot or, on the pen, the controller itself
     /// ([`telemetry::Fields`]), read where its state is.
     pub fn telemetry<F: Fields + ?Sized>(&mut self, t: &F) {
-        let since_key = self.since_key;
-        let now = t.now();
         let fresh = matches!(
             &self.key,
-            Some((_, at)) if since_key < KEY_EVERY && now.since(*at) < KEY_PERIOD
+            Some((_, until)) if self.since_key < KEY_EVERY && t.now() < *until
         );
         if fresh {
             self.delta_frame(t);
@@ -427,7 +426,8 @@ impl PenLink {
             None => self.tx.queue_telemetry(&mut encode).0,
         };
         if let (true, Some(key)) = (sent, key) {
-            self.key = Some((key, t.now()));
+            // `now - at < KEY_PERIOD` as `now < at + KEY_PERIOD`: one compare a tick.
+            self.key = Some((key, t.now().saturating_add(KEY_PERIOD)));
             self.since_key = 1;
             self.next_key = number.wrapping_add(1);
             // The new key's numbers are the ones just read.

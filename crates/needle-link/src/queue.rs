@@ -133,7 +133,10 @@ impl<const N: usize> TxQueue<N> {
     /// The queued bytes, oldest first.
     #[inline]
     pub fn pending(&self) -> &[u8] {
-        self.buf.get(self.start..self.end).unwrap_or(&[])
+        // Clamped (a no-op: `start <= end <= N` always holds) so the slice needs no check.
+        let end = self.end.min(N);
+        let start = self.start.min(end);
+        self.buf.get(start..end).unwrap_or(&[])
     }
 
     /// Drops the first `n` queued bytes (all of them if fewer).
