@@ -62,17 +62,21 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word) ^ u64::from(crc);
-        crc = entry(7, v)
-            ^ entry(6, v >> 8)
-            ^ entry(5, v >> 16)
-            ^ entry(4, v >> 24)
-            ^ entry(3, v >> 32)
-            ^ entry(2, v >> 40)
-            ^ entry(1, v >> 48)
-            ^ entry(0, v >> 56);
+        let (mut lo, mut hi) = ([0u8; 4], [0u8; 4]);
+        lo.copy_from_slice(chunk.get(..4).unwrap_or(&[0; 4]));
+        hi.copy_from_slice(chunk.get(4..).unwrap_or(&[0; 4]));
+        // Two 32-bit halves: a byte of each is one zero-extending move on most machines,
+        // where a byte of the upper half of a 64-bit word takes a shift and a move more.
+        let lo = u64::from(u32::from_le_bytes(lo) ^ crc);
+        let hi = u64::from(u32::from_le_bytes(hi));
+        crc = entry(7, lo)
+            ^ entry(6, lo >> 8)
+            ^ entry(5, lo >> 16)
+            ^ entry(4, lo >> 24)
+            ^ entry(3, hi)
+            ^ entry(2, hi >> 8)
+            ^ entry(1, hi >> 16)
+            ^ entry(0, hi >> 24);
     }
     let mut rest = chunks.remainder();
     if let Some((four, tail)) = rest.split_first_chunk::<4>() {
