@@ -92,7 +92,7 @@ pub(super) fn wrong_state(session: &SessionRecord) -> ApiError {
 
 /// A reason for an override or a recall: not empty, and one the ledger will take.
 pub(super) fn require_reason(reason: &str, missing: &str) -> Result<(), ApiError> {
-    if reason.trim().is_empty() {
+    if crate::store::is_blank(reason) {
         return Err(ApiError::bad_request(ErrorCode::ReasonRequired, missing));
     }
     Ok(crate::store::check_reason(reason)?)

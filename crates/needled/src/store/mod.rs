@@ -55,7 +55,9 @@ pub use report::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use sessions::{ChecklistItem, NewSession, Override, SessionId, SessionRecord, SessionState};
-pub use validate::{MAX_CHECKLIST_ITEMS, MAX_DETAIL_BYTES, MAX_REASON_CHARS, MAX_TEXT_CHARS};
+pub use validate::{
+    is_blank, MAX_CHECKLIST_ITEMS, MAX_DETAIL_BYTES, MAX_REASON_CHARS, MAX_TEXT_CHARS,
+};
 
 /// Checks `reason` as the ledger checks a reason (not blank, at most [`MAX_REASON_CHARS`], no
 /// control characters but newline and tab), so the service can refuse before it acts.

@@ -16,9 +16,17 @@ fn invalid(message: String) -> LedgerError {
     LedgerError::InvalidInput(message)
 }
 
+/// Whether `value` is blank: nothing but white space as the API's schema counts it, the
+/// `\s` of its patterns (ECMA-262: Unicode's white space and U+FEFF, the byte order mark,
+/// which Rust's `char::is_whitespace` leaves out). So a value the schema refuses as blank is
+/// refused here too.
+pub fn is_blank(value: &str) -> bool {
+    value.chars().all(|c| c.is_whitespace() || c == '\u{feff}')
+}
+
 /// A one-line name: not blank, at most [`MAX_TEXT_CHARS`], no control characters.
 pub(super) fn text(field: &str, value: &str) -> Result<(), LedgerError> {
-    if value.trim().is_empty() {
+    if is_blank(value) {
         return Err(invalid(format!("{field} must not be empty")));
     }
     if value.chars().count() > MAX_TEXT_CHARS {
@@ -37,7 +45,7 @@ pub(super) fn text(field: &str, value: &str) -> Result<(), LedgerError> {
 /// A reason: not blank, at most [`MAX_REASON_CHARS`], no control characters but newline and
 /// tab.
 pub(super) fn reason(field: &str, value: &str) -> Result<(), LedgerError> {
-    if value.trim().is_empty() {
+    if is_blank(value) {
         return Err(invalid(format!("{field} must not be empty")));
     }
     if value.chars().count() > MAX_REASON_CHARS {
@@ -101,6 +109,12 @@ mod tests {
         for bad in ["", "   ", "a\nb", "tab\there", "nul\0"] {
             assert!(text("f", bad).is_err(), "{bad:?}");
         }
+        // Blank as the schema's `\s` counts it: the byte order mark too.
+        for blank in ["\u{feff}", " \u{feff}\u{3000}\u{a0} "] {
+            assert!(text("f", blank).is_err(), "{blank:?}");
+            assert!(reason("f", blank).is_err(), "{blank:?}");
+        }
+        assert!(text("f", "\u{feff}op-anna").is_ok());
         assert!(text("f", &"a".repeat(MAX_TEXT_CHARS + 1)).is_err());
     }
 
