@@ -121,7 +121,16 @@ impl<H: Hardware, C: Chip> Pen<H, C> {
     }
 
     /// Takes bytes from the serial port, received by pen time `now`.
+    #[inline]
     pub fn receive(&mut self, bytes: &[u8], now: Micros) {
+        // Most ticks bring no bytes: the frame work stays out of the main loop's code.
+        if !bytes.is_empty() {
+            self.receive_bytes(bytes, now);
+        }
+    }
+
+    #[inline(never)]
+    fn receive_bytes(&mut self, bytes: &[u8], now: Micros) {
         let mut rest = bytes;
         while !rest.is_empty() {
             let (took, event) = self.link.receive_some(rest);
