@@ -18,7 +18,7 @@ use crate::message::{
     self, ChipAnswer, ChipCommand, HostMessage, Outcome, PenId, PenMessage, Reliable, TagImage,
     PROTOCOL_VERSION, TELEMETRY_TAG,
 };
-use crate::telemetry::{self, Fields, Key, Kind, Step, KEY_EVERY, KEY_PERIOD};
+use crate::telemetry::{self, Fields, Key, Step, KEY_EVERY, KEY_PERIOD};
 
 /// Most numbered messages in flight (the host's window); verdicts of this many are kept.
 pub const WINDOW: u8 = 8;
@@ -374,12 +374,12 @@ impl PenLink {
             return;
         };
         // `since_key` is below `KEY_EVERY`, under 256.
-        let kind = Kind::Delta(key, self.since_key as u8);
+        let since = self.since_key as u8;
         let revision = t.revision();
         let known_same = revision.is_some() && revision == self.same_since;
-        let in_place = self
-            .tx
-            .telemetry_in_place(|payload| telemetry::encode_frame(t, kind, known_same, payload));
+        let in_place = self.tx.telemetry_in_place(|payload| {
+            telemetry::encode_delta(t, key, since, known_same, payload)
+        });
         let same = match in_place {
             Some((_, same)) => same,
             // No whole frame's room at the queue's end: the general path compacts it.
@@ -404,9 +404,9 @@ impl PenLink {
         known_same: bool,
     ) -> Option<bool> {
         let (key, _) = self.key.as_ref()?;
-        let kind = Kind::Delta(key, self.since_key as u8);
+        let since = self.since_key as u8;
         self.tx
-            .queue_telemetry(|payload| telemetry::encode_frame(t, kind, known_same, payload))
+            .queue_telemetry(|payload| telemetry::encode_delta(t, key, since, known_same, payload))
             .1
     }
 

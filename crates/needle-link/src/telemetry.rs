@@ -408,54 +408,40 @@ impl Fixed<'_> {
 /// Writes `t` into `out` as `kind`; returns the bytes written, or `None` when `out` is
 /// shorter than [`MAX_LEN`].
 ///
-/// Written out field by field, once a pen tick: each number is read from `t` where it is
-/// compared, with no array of the numbers built first (only a key frame keeps one, its
-/// [`Key`]), and the status and rare numbers (faults, interlocks, setpoints, limits,
-/// counters of rare events) are tested as one block, since during a treatment they do not
-/// move for thousands of ticks.
+/// A delta frame ([`encode_delta`], once a pen tick) is written out field by field: each
+/// number is read from `t` where it is compared, with no array of the numbers built first,
+/// and the status and rare numbers (faults, interlocks, setpoints, limits, counters of rare
+/// events) are tested as one block, since during a treatment they do not move for thousands
+/// of ticks. A key frame ([`encode_key`]) is written from the [`Key`] it keeps.
 #[inline]
 pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
-    encode_frame(t, kind, false, out.first_chunk_mut::<MAX_LEN>()?).map(|(n, _)| n)
+    let out = out.first_chunk_mut::<MAX_LEN>()?;
+    match kind {
+        Kind::Key(number, step) => encode_key(t, number, step, out).map(|(n, _)| n),
+        Kind::Delta(key, since) => encode_delta(t, key, since, false, out).map(|(n, _)| n),
+    }
 }
 
-/// [`encode`], told whether the caller knows the status and rare numbers (11-17) to equal
-/// the key's (`known_same`, from an unchanged [`Fields::revision`]: a delta frame then skips
-/// reading and comparing them). Returns the bytes written and whether those numbers equal
-/// the key's (always in a key frame).
+/// [`encode`] of a delta frame from `key`, the `since`-th telemetry frame after it, told
+/// whether the caller knows the status and rare numbers (11-17) to equal the key's
+/// (`known_same`, from an unchanged [`Fields::revision`]: the frame then skips reading and
+/// comparing them). Returns the bytes written and whether those numbers equal the key's.
 #[inline(always)]
-pub fn encode_frame<F: Fields + ?Sized>(
+pub fn encode_delta<F: Fields + ?Sized>(
     t: &F,
-    kind: Kind<'_>,
+    key: &Key,
+    since: u8,
     known_same: bool,
     out: &mut [u8; MAX_LEN],
 ) -> Option<(usize, bool)> {
     let flags = flags(t);
     let running = flags >> 1 & 7 == state_code(State::Running);
     let mut w = Fixed { out, at: 0 };
-    // The expected values: zeros in a key frame, the key's and its predictions in a delta.
-    let (base, since, step, delta) = match kind {
-        Kind::Key(number, step) => {
-            w.byte(flags | 1);
-            w.byte(number);
-            w.varint(u64::from(step.micros));
-            w.varint(u64::from(step.ticks));
-            (
-                &[0; NUMBERS],
-                0u64,
-                Step {
-                    micros: 0,
-                    ticks: 0,
-                },
-                false,
-            )
-        }
-        Kind::Delta(k, since) => {
-            w.byte(flags);
-            w.byte(k.number);
-            w.byte(since);
-            (&k.values, u64::from(since), k.step, true)
-        }
-    };
+    w.byte(flags);
+    w.byte(key.number);
+    w.byte(since);
+    // The expected values: the key's, and its predictions for the numbers that advance.
+    let (base, since, step) = (&key.values, u64::from(since), key.step);
     // By reference: each is loaded where it is compared, not all 18 first (and spilled).
     let [b0, b1, b2, b3, b4, b5, b6, b7, b8, b9, b10, b11, b12, b13, b14, b15, b16, b17] = base;
     let m1_at = w.at;
@@ -478,15 +464,15 @@ pub fn encode_frame<F: Fields + ?Sized>(
     w.put(t.ticks(), ticks, &mut mask, 1 << 9);
     let run = b9.wrapping_add(if running { advance } else { 0 });
     w.put(t.arming_run().0, run, &mut mask, 1 << 10);
-    // In a delta frame, the strokes of this arming grow with the stroke counter.
-    let counted = if delta { strokes.wrapping_sub(*b0) } else { 0 };
+    // The strokes of this arming grow with the stroke counter.
+    let counted = strokes.wrapping_sub(*b0);
     w.put(
         u64::from(t.arming_strokes()),
         b10.wrapping_add(counted),
         &mut mask,
         1 << 11,
     );
-    let same = if known_same && delta {
+    let same = if known_same {
         debug_assert!(
             status(t) == *b11 && rare(t) == [*b12, *b13, *b14, *b15, *b16, *b17],
             "status or rare numbers changed under an unchanged revision"
@@ -518,13 +504,12 @@ pub fn encode_frame<F: Fields + ?Sized>(
         w.put(r4, *b16, &mut mask, 1 << 17);
         w.put(r5, *b17, &mut mask, 1 << 18);
     }
-    w.finish(m1_at, m2_at, mask)
-        .map(|len| (len, same || !delta))
+    w.finish(m1_at, m2_at, mask).map(|len| (len, same))
 }
 
-/// Writes the key frame of `t`, numbered `number`, sent with `step`, into `out`: the same
-/// bytes as [`encode`] with [`Kind::Key`], written from the [`Key`] it returns with them (the
-/// fields read once, for both). Returns the bytes written and the key.
+/// Writes the key frame of `t`, numbered `number`, sent with `step`, into `out`: every
+/// number whole, written from the [`Key`] it returns with them (the fields read once, for
+/// both). Returns the bytes written and the key.
 #[inline]
 pub fn encode_key<F: Fields + ?Sized>(
     t: &F,
@@ -1033,10 +1018,10 @@ mod tests {
         );
     }
     proptest::proptest! {
-        /// The pen's key frames ([`encode_key`], from the key's numbers) are byte for byte
-        /// the key frames of [`encode`] (from the fields), and their key is [`Key::of`].
+        /// A key frame of any fields decodes to exactly those fields, and its key is
+        /// [`Key::of`] them, on both ends.
         #[test]
-        fn a_key_frame_from_its_key_is_the_key_frame_from_the_fields(
+        fn a_key_frame_of_any_fields_decodes_to_them_and_their_key(
             numbers in proptest::array::uniform8(proptest::prelude::any::<u32>()),
             wide in proptest::array::uniform3(proptest::prelude::any::<u64>()),
             state in 0usize..8,
@@ -1073,13 +1058,10 @@ mod tests {
                 t.arming_ended_by = None;
             }
             let step = Step { micros, ticks };
-            let mut from_fields = [0u8; MAX_LEN];
-            let n = encode(&t, Kind::Key(number, step), &mut from_fields).unwrap();
-            let mut from_key = [0u8; MAX_LEN];
-            let (m, key) = encode_key(&t, number, step, &mut from_key).unwrap();
-            proptest::prop_assert_eq!(&from_key[..m], &from_fields[..n]);
+            let mut out = [0u8; MAX_LEN];
+            let (m, key) = encode_key(&t, number, step, &mut out).unwrap();
             proptest::prop_assert_eq!(key, Key::of(&t, number, step));
-            let (back, decoded) = decode(&from_key[..m], None).unwrap();
+            let (back, decoded) = decode(&out[..m], None).unwrap();
             proptest::prop_assert_eq!(back, t);
             proptest::prop_assert_eq!(decoded, Some(key));
         }
