@@ -62,13 +62,14 @@ pub fn checksum(bytes: &[u8]) -> u32 {
     let mut crc = !0u32;
     let mut chunks = bytes.chunks_exact(8);
     for chunk in &mut chunks {
-        let (mut lo, mut hi) = ([0u8; 4], [0u8; 4]);
-        lo.copy_from_slice(chunk.get(..4).unwrap_or(&[0; 4]));
-        hi.copy_from_slice(chunk.get(4..).unwrap_or(&[0; 4]));
+        // Always eight bytes (`chunks_exact`).
+        let &[a, b, c, d, e, f, g, h] = chunk else {
+            continue;
+        };
         // Two 32-bit halves: a byte of each is one zero-extending move on most machines,
         // where a byte of the upper half of a 64-bit word takes a shift and a move more.
-        let lo = u64::from(u32::from_le_bytes(lo) ^ crc);
-        let hi = u64::from(u32::from_le_bytes(hi));
+        let lo = u64::from(u32::from_le_bytes([a, b, c, d]) ^ crc);
+        let hi = u64::from(u32::from_le_bytes([e, f, g, h]));
         crc = entry(7, lo)
             ^ entry(6, lo >> 8)
             ^ entry(5, lo >> 16)
