@@ -10,7 +10,8 @@
 //!
 //! - `len`: the payload's length, at most [`MAX_PAYLOAD`]; the receiver takes exactly
 //!   `len + 7` bytes as the frame and checks that the last is the sync byte.
-//! - `seq`: the sender's sequence number ([`crate::host`] numbers its reliable messages; the
+//! - `seq`: the sender's sequence number ([`crate::host`] numbers its reliable messages, and
+//!   its other frames carry the next number, which a heartbeat's meaning rests on; the
 //!   pen numbers every frame, for whoever reads the wire; the host orders telemetry by the
 //!   pen's clock inside it, which no gap in reception makes ambiguous). There is no
 //!   `ack` field: the pen's verdicts acknowledge the host's numbered messages one by one, and
@@ -172,6 +173,34 @@ pub fn encode_into(
     Some(end + TAIL)
 }
 
+/// Checks `whole`, the bytes of a frame of payload length `len` (`len` + [`OVERHEAD`] of
+/// them, the first being `len`): its sync byte, then its CRC. [`Rejection::Framing`] means
+/// the receiver lost its place; [`Rejection::Crc`] leaves it in step. ([`Rejection::Length`]
+/// for bytes of another length is not reached.)
+#[inline]
+fn check(whole: &[u8], len: usize) -> Result<Frame<'_>, Rejection> {
+    let end = HEAD + len;
+    let (content, tail) = whole.split_at_checked(end).ok_or(Rejection::Length)?;
+    let &[c0, c1, c2, c3, sync] = tail else {
+        return Err(Rejection::Length);
+    };
+    if sync != SYNC {
+        return Err(Rejection::Framing);
+    }
+    if crc32c::checksum(content).to_le_bytes() != [c0, c1, c2, c3] {
+        // The sync byte was where it belongs: still in step.
+        return Err(Rejection::Crc);
+    }
+    let (seq, payload) = match content {
+        [_, seq, payload @ ..] => (*seq, payload),
+        _ => (0, &[][..]),
+    };
+    Ok(Frame {
+        header: Header { seq },
+        payload,
+    })
+}
+
 /// Collects each frame's bytes as its length says and checks the frame they make; after a
 /// failed frame, discards bytes up to the next sync byte.
 pub struct Decoder {
@@ -233,8 +262,35 @@ impl Decoder {
     /// at once: the bytes of a frame in step are copied in one go, and bytes discarded while
     /// hunting are skipped in one scan. Returns how many bytes it took and what `push`
     /// would have returned for the last of them, so a caller loops until it has passed all
-    /// its bytes. Exactly `push` byte by byte, in fewer instructions a byte.
-    pub fn push_slice(&mut self, bytes: &[u8]) -> (usize, Option<Result<Frame<'_>, Rejection>>) {
+    /// its bytes. Exactly `push` byte by byte, in fewer instructions a byte. A whole frame at
+    /// the start of `bytes`, in step (nearly every frame a pen receives, each in a read of its
+    /// own), is checked where it lies and its payload borrowed from `bytes`: not copied.
+    #[inline]
+    pub fn push_slice<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> (usize, Option<Result<Frame<'a>, Rejection>>) {
+        if self.len == 0 && !self.hunting {
+            let len = usize::from(bytes.first().copied().unwrap_or(u8::MAX));
+            if let Some(whole) = bytes.get(..len + OVERHEAD).filter(|_| len <= MAX_PAYLOAD) {
+                let got = check(whole, len);
+                if got == Err(Rejection::Framing) {
+                    // What `complete` does: the place is lost.
+                    self.hunting = true;
+                }
+                return (whole.len(), Some(got));
+            }
+        }
+        self.push_slice_copying(bytes)
+    }
+
+    /// [`Decoder::push_slice`] of bytes that do not begin a whole frame in step: they go
+    /// through the buffer.
+    #[inline(never)]
+    fn push_slice_copying(
+        &mut self,
+        bytes: &[u8],
+    ) -> (usize, Option<Result<Frame<'_>, Rejection>>) {
         let mut at = 0;
         if self.hunting {
             let rest = bytes.get(at..).unwrap_or(&[]);
@@ -287,32 +343,12 @@ impl Decoder {
     /// Checks the frame of payload length `len` whose bytes are all in.
     fn complete(&mut self, len: usize) -> Result<Frame<'_>, Rejection> {
         self.len = 0;
-        let end = HEAD + len;
-        let tail = self
-            .buf
-            .get(end..)
-            .and_then(|t| t.first_chunk::<TAIL>())
-            .copied();
-        // `None` is not reached: `len` is at most `MAX_PAYLOAD`.
-        let Some([c0, c1, c2, c3, sync]) = tail else {
-            return Err(self.lost(Rejection::Length));
-        };
-        if sync != SYNC {
-            return Err(self.lost(Rejection::Framing));
+        let got = check(self.buf.get(..len + OVERHEAD).unwrap_or(&[]), len);
+        if let Err(Rejection::Framing | Rejection::Length) = got {
+            // What `lost` does (the length is already 0), on the field `got` does not borrow.
+            self.hunting = true;
         }
-        let content = self.buf.get(..end).unwrap_or(&[]);
-        if crc32c::checksum(content).to_le_bytes() != [c0, c1, c2, c3] {
-            // The sync byte was where it belongs: still in step.
-            return Err(Rejection::Crc);
-        }
-        let (seq, payload) = match content {
-            [_, seq, payload @ ..] => (*seq, payload),
-            _ => (0, &[][..]),
-        };
-        Ok(Frame {
-            header: Header { seq },
-            payload,
-        })
+        got
     }
 
     /// The frame failed where the decoder thought it began: discard to the next sync byte.
