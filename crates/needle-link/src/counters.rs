@@ -21,7 +21,9 @@ pub struct Counters {
     pub decode: u32,
     /// Numbered messages received again (dropped; their verdict is resent).
     pub duplicates: u32,
-    /// Numbered messages ahead of the next expected one (dropped; the sender resends).
+    /// Numbered messages ahead of the next expected one (dropped; the sender resends), and
+    /// heartbeats sent after numbered messages the pen had not applied (dropped; the next
+    /// heartbeat stands for it).
     pub out_of_order: u32,
     /// Frames refused because the other end speaks another protocol version.
     pub version: u32,

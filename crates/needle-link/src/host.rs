@@ -152,7 +152,22 @@ impl HostLink {
         self.in_flight = [None; WINDOW as usize];
     }
 
-    /// Queues a clock probe (not a keep-alive: the pen's dead-man is fed by accepted commands).
+    /// Queues a heartbeat ([`HostMessage::Heartbeat`]): it refreshes the pen's dead-man once
+    /// the pen has applied every numbered message sent before it. Not numbered and not
+    /// answered: send the next one on time rather than this one again.
+    pub fn heartbeat(&mut self) -> Result<(), SendError> {
+        if !self.started {
+            return Err(SendError::NotStarted);
+        }
+        if self.send(self.next_seq, &HostMessage::Heartbeat) {
+            Ok(())
+        } else {
+            Err(SendError::QueueFull)
+        }
+    }
+
+    /// Queues a clock probe (not a keep-alive: the pen's dead-man is fed by heartbeats and
+    /// accepted commands).
     pub fn sync(&mut self, now: Micros) {
         let _ = self.send(self.next_seq, &HostMessage::Sync { host_time: now });
     }

@@ -9,7 +9,7 @@ use needle_core::{Command, ControllerConfig, Rejected, Telemetry};
 use serde::{Deserialize, Serialize};
 
 /// The link protocol's version. Raise it with any change to a message's encoding.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// A pen's identity: a serial number burned in at manufacture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -115,6 +115,14 @@ pub enum HostMessage {
         /// What to do.
         command: ChipCommand,
     },
+    /// The host is alive, and has sent every numbered message below the frame's `seq`. The
+    /// pen refreshes its controller's dead-man with it only when it has applied exactly
+    /// those (the frame's `seq` is the next it expects): a heartbeat behind a lost command
+    /// feeds nothing until the command is through, as when heartbeats were numbered
+    /// commands. Not numbered, not answered and never resent: the next heartbeat, a few
+    /// tens of milliseconds later, stands for a lost one. It takes no place in the window,
+    /// and costs the pen no verdict frame.
+    Heartbeat,
 }
 
 /// What the host asks of the cartridge's authenticator chip (an ATECC608 on the pen's I2C
@@ -241,12 +249,12 @@ const CLOCK_TAG: u8 = 3;
 
 /// Postcard's tag of [`PenMessage::Verdict`].
 const VERDICT_TAG: u8 = 1;
-/// Postcard's bytes of [`HostMessage::Reliable`]`(`[`Reliable::Command`]`(Command::Heartbeat))`.
-const HEARTBEAT: [u8; 3] = [1, 1, 0];
+/// Postcard's bytes of [`HostMessage::Heartbeat`].
+const HEARTBEAT: [u8; 1] = [5];
 
 /// Writes postcard's encoding of a [`PenMessage::Verdict`] of `Outcome::Command(Ok(()))`
-/// into `out`, by hand: the pen accepts a heartbeat every few tens of milliseconds, and
-/// serde's path costs about 300 instructions a verdict. Returns the bytes written, or `None`
+/// into `out`, by hand: the verdict of nearly every command, and serde's path costs about
+/// 300 instructions one. Returns the bytes written, or `None`
 /// when `out` is too short.
 pub(crate) fn encode_accepted(seq: u8, tick: u64, at: Micros, out: &mut [u8]) -> Option<usize> {
     let mut w = crate::telemetry::Writer { out, at: 0 };
@@ -259,8 +267,8 @@ pub(crate) fn encode_accepted(seq: u8, tick: u64, at: Micros, out: &mut [u8]) ->
     Some(w.at)
 }
 
-/// Whether `payload` is exactly postcard's encoding of a heartbeat command, read by hand
-/// (the most frequent numbered message).
+/// Whether `payload` is exactly postcard's encoding of [`HostMessage::Heartbeat`], read by
+/// hand (the most frequent host message).
 pub(crate) fn is_heartbeat(payload: &[u8]) -> bool {
     payload == HEARTBEAT
 }
@@ -313,15 +321,18 @@ mod tests {
                 None
             );
         }
-        let heartbeat = HostMessage::Reliable(Reliable::Command(Command::Heartbeat));
-        let bytes = postcard::to_slice(&heartbeat, &mut [0u8; 8])
+        let bytes = postcard::to_slice(&HostMessage::Heartbeat, &mut [0u8; 8])
             .unwrap()
             .to_vec();
         assert!(is_heartbeat(&bytes));
-        let home = HostMessage::Reliable(Reliable::Command(Command::Home));
-        let bytes = postcard::to_slice(&home, &mut [0u8; 8]).unwrap().to_vec();
+        // The numbered heartbeat command is an ordinary numbered message, not this.
+        let numbered = HostMessage::Reliable(Reliable::Command(Command::Heartbeat));
+        let bytes = postcard::to_slice(&numbered, &mut [0u8; 8])
+            .unwrap()
+            .to_vec();
         assert!(!is_heartbeat(&bytes));
-        assert!(!is_heartbeat(&HEARTBEAT[..2]));
+        assert!(!is_heartbeat(&[5, 0]));
+        assert!(!is_heartbeat(&[]));
     }
 
     #[test]

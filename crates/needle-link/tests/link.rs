@@ -16,6 +16,8 @@ const PEN: PenId = PenId(*b"PEN00042");
 struct Pen {
     link: PenLink,
     applied: Vec<Reliable>,
+    /// Heartbeats passed on to apply.
+    heartbeats: u32,
     valid_frames: u32,
     config: Option<u32>,
     tick: u64,
@@ -26,6 +28,7 @@ impl Pen {
         Self {
             link: PenLink::new(PEN),
             applied: Vec::new(),
+            heartbeats: 0,
             valid_frames: 0,
             config: None,
             tick: 0,
@@ -54,6 +57,7 @@ impl Pen {
                         },
                     )
                 }
+                Received::Heartbeat => self.heartbeats += 1,
                 Received::Sync { host_time } => self.link.clock(host_time, Micros(self.tick)),
                 Received::ReadTag { request } => self.link.tag(request, None),
                 Received::Chip { request, .. } => self
@@ -175,6 +179,9 @@ fn session(
             if step % 20 == 1 {
                 host.sync(now);
             }
+            if step % 20 == 11 {
+                let _ = host.heartbeat();
+            }
             host.poll(now);
         }
         let wire = to_pen.apply(&take_host_tx(&mut host));
@@ -209,6 +216,11 @@ fn on_a_clean_line_every_command_is_applied_once_in_order() {
     assert_eq!(answered.len(), messages.len());
     assert_eq!(host.retransmissions(), 0);
     assert_eq!(pen.link.counters().damaged(), 0);
+    assert_eq!(pen.link.counters().out_of_order, 0);
+    assert!(
+        pen.heartbeats > 0,
+        "heartbeats sent after every command were passed on"
+    );
     assert!(host.clock().fit().is_some());
 }
 
@@ -238,6 +250,75 @@ fn on_a_noisy_line_no_command_is_lost_doubled_or_corrupted_and_every_rejection_i
         assert!(host.retransmissions() > 0, "seed {seed}");
         assert!(host.counters().damaged() > 0, "seed {seed}");
     }
+}
+
+/// Handshakes `host` with `pen` over a clean line.
+fn handshake(host: &mut HostLink, pen: &mut Pen) {
+    host.identify();
+    pen.receive(&take_host_tx(host));
+    let said: Vec<_> = pen
+        .take_tx()
+        .into_iter()
+        .filter_map(|b| host.receive(b, Micros(0)))
+        .collect();
+    let Some(FromPen::Identity { next_seq, .. }) = said.first().copied() else {
+        panic!("no identity: {said:?}");
+    };
+    host.start(next_seq);
+}
+
+#[test]
+fn a_heartbeat_is_passed_on_only_once_every_command_sent_before_it_is_applied() {
+    let mut pen = Pen::new();
+    let mut host = HostLink::new(Micros(5_000));
+    assert_eq!(
+        host.heartbeat(),
+        Err(needle_link::host::SendError::NotStarted)
+    );
+    handshake(&mut host, &mut pen);
+    // A heartbeat with nothing in flight: passed on, and not answered.
+    host.heartbeat().unwrap();
+    pen.receive(&take_host_tx(&mut host));
+    assert_eq!(pen.heartbeats, 1);
+    assert!(pen.take_tx().is_empty(), "a heartbeat gets no answer");
+    assert_eq!(
+        host.in_flight(),
+        0,
+        "a heartbeat takes no place in the window"
+    );
+
+    // A command lost on the line, then a heartbeat: the heartbeat feeds nothing.
+    let command = Reliable::Command(Command::SetRate(MilliHertz(90_000)));
+    host.send_reliable(command, Micros(1_000)).unwrap();
+    let _lost = take_host_tx(&mut host);
+    host.heartbeat().unwrap();
+    pen.receive(&take_host_tx(&mut host));
+    assert_eq!(
+        pen.heartbeats, 1,
+        "a heartbeat behind a lost command was passed on"
+    );
+    assert_eq!(pen.link.counters().out_of_order, 1);
+
+    // The command's retransmission goes through; the next heartbeat is passed on again.
+    host.poll(Micros(6_000));
+    pen.receive(&take_host_tx(&mut host));
+    assert_eq!(pen.applied, vec![command]);
+    for b in pen.take_tx() {
+        host.receive(b, Micros(6_000));
+    }
+    assert_eq!(host.in_flight(), 0);
+    host.heartbeat().unwrap();
+    pen.receive(&take_host_tx(&mut host));
+    assert_eq!(pen.heartbeats, 2);
+
+    // A heartbeat sent before a command the pen has since applied (a stale one): dropped.
+    host.heartbeat().unwrap();
+    let stale = take_host_tx(&mut host);
+    host.send_reliable(command, Micros(7_000)).unwrap();
+    pen.receive(&take_host_tx(&mut host));
+    pen.receive(&stale);
+    assert_eq!(pen.heartbeats, 2, "a stale heartbeat was passed on");
+    assert_eq!(pen.link.counters().out_of_order, 2);
 }
 
 #[test]

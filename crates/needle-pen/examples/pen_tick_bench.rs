@@ -224,7 +224,7 @@ fn main() {
                 host.sync(Micros(*now));
             }
             if t.is_multiple_of(20) {
-                let _ = host.send_reliable(Reliable::Command(Command::Heartbeat), Micros(*now));
+                let _ = host.heartbeat();
             }
             host.poll(Micros(*now));
             tx.clear();

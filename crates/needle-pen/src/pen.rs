@@ -142,11 +142,28 @@ impl<H: Hardware, C: Chip> Pen<H, C> {
         }
     }
 
-    #[inline(never)]
+    /// Applies a valid host frame's event: a heartbeat here, the rest out of line.
+    #[inline(always)]
     fn dispatch(&mut self, event: &Received, now: Micros) {
         self.last_host_frame = Some(now);
+        if let Received::Heartbeat = event {
+            self.heartbeat();
+        } else {
+            self.answer(event, now);
+        }
+    }
+
+    /// Feeds the controller's dead-man. Unanswered: an unconfigured pen has no dead-man.
+    #[inline(always)]
+    fn heartbeat(&mut self) {
+        let _ = self.command(Command::Heartbeat);
+    }
+
+    #[inline(never)]
+    fn answer(&mut self, event: &Received, now: Micros) {
         match *event {
             Received::Identify => self.link.identity(self.config_hash(), now),
+            Received::Heartbeat => self.heartbeat(),
             Received::Sync { host_time } => self.link.clock(host_time, now),
             Received::Command { seq, command } => {
                 let outcome = self.command(command);

@@ -440,7 +440,8 @@ fn a_pen_of_another_protocol_version_is_refused_and_health_says_why() {
 /// refused, and so is one on version 3, whose telemetry layout version 4 changed.
 #[test]
 fn a_pen_of_an_older_protocol_version_is_refused_with_the_version_error() {
-    assert_eq!(needle_link::PROTOCOL_VERSION, 5);
+    assert_eq!(needle_link::PROTOCOL_VERSION, 6);
+    assert_refused_for_its_version(5);
     assert_refused_for_its_version(4);
     assert_refused_for_its_version(3);
 }

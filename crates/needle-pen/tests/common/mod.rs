@@ -170,10 +170,8 @@ impl Host {
         let now = self.now();
         if self.identity.is_some() && now.since(self.last_sync) >= Micros(10_000) {
             self.link.sync(now);
-            // As needled's service does: a heartbeat command, which refreshes the dead-man.
-            let _ = self
-                .link
-                .send_reliable(Reliable::Command(Command::Heartbeat), now);
+            // As needled's service does: a heartbeat, which refreshes the dead-man.
+            let _ = self.link.heartbeat();
             self.last_sync = now;
         }
         self.link.poll(now);

@@ -5,8 +5,9 @@
 //!
 //! One thread owns the port. It opens the device, asks the pen who it is, refuses a pen of
 //! another protocol version or one already configured differently (by the configuration
-//! hash), configures it, then streams commands (each verdict answers its API call; the
-//! service's heartbeats among them are what keeps the pen's dead-man fed) and clock probes,
+//! hash), configures it, then streams commands (each verdict answers its API call), the
+//! service's heartbeats (unnumbered: what keeps the pen's dead-man fed, once every command
+//! sent before each is applied) and clock probes,
 //! and publishes the pen's telemetry as
 //! the control snapshot. When the pen falls silent for `lost_after_ms` the link is lost: the
 //! snapshot shows a latched `HostTimeout` fault with the motor off (what the pen's own
@@ -517,6 +518,15 @@ impl Driver {
                         continue;
                     }
                 }
+            }
+            if request.command == Command::Heartbeat {
+                // Not numbered and not answered by the pen (needle-link's
+                // `HostMessage::Heartbeat`): the reply says it went out. The pen applies it
+                // only after every command sent before it; the next one stands for a lost one.
+                if self.link.heartbeat().is_ok() {
+                    let _ = request.reply.send(Ok(()));
+                }
+                continue;
             }
             let now = control::monotonic_now();
             match self
