@@ -481,7 +481,9 @@ impl PenLink {
 
     /// Queues a frame with the link's counters.
     pub fn send_counters(&mut self) {
-        self.send(&PenMessage::Counters(self.counters));
+        let counters = self.counters;
+        self.tx
+            .queue(|room| message::encode_counters(&counters, room));
     }
 
     /// Queues `message` as one frame; a frame that does not fit the queue is dropped whole
