@@ -453,19 +453,18 @@ impl PenLink {
     /// A key frame: after a handshake, and every [`KEY_EVERY`] frames or [`KEY_PERIOD`].
     #[inline(never)]
     fn key_frame<F: Fields + ?Sized>(&mut self, t: &F) {
-        let (number, step) = (self.next_key, self.step);
-        let mut key = None;
-        let mut encode = |payload: &mut [u8; telemetry::MAX_LEN]| {
-            let (n, k) = telemetry::encode_key(t, number, step, payload)?;
-            key = Some(k);
-            Some((n, true))
+        let number = self.next_key;
+        // Read once, for the frame and for the key kept.
+        let key = Key::of(t, number, self.step);
+        let encode = |payload: &mut [u8; telemetry::MAX_LEN]| {
+            Some((telemetry::encode_key(t, &key, payload)?, true))
         };
-        let sent = match self.tx.telemetry_in_place(&mut encode) {
+        let sent = match self.tx.telemetry_in_place(encode) {
             Some((sent, _)) => sent,
             // No whole frame's room at the queue's end: the general path compacts it.
-            None => self.tx.queue_telemetry(&mut encode).0,
+            None => self.tx.queue_telemetry(encode).0,
         };
-        if let (true, Some(key)) = (sent, key) {
+        if sent {
             // `now - at < KEY_PERIOD` as `now < at + KEY_PERIOD`: one compare a tick.
             self.key = Some((key, t.now().saturating_add(KEY_PERIOD)));
             self.since_key = 1;

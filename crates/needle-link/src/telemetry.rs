@@ -417,7 +417,7 @@ impl Fixed<'_> {
 pub fn encode<F: Fields + ?Sized>(t: &F, kind: Kind<'_>, out: &mut [u8]) -> Option<usize> {
     let out = out.first_chunk_mut::<MAX_LEN>()?;
     match kind {
-        Kind::Key(number, step) => encode_key(t, number, step, out).map(|(n, _)| n),
+        Kind::Key(number, step) => encode_key(t, &Key::of(t, number, step), out),
         Kind::Delta(key, since) => encode_delta(t, key, since, false, out).map(|(n, _)| n),
     }
 }
@@ -507,17 +507,16 @@ pub fn encode_delta<F: Fields + ?Sized>(
     w.finish(m1_at, m2_at, mask).map(|len| (len, same))
 }
 
-/// Writes the key frame of `t`, numbered `number`, sent with `step`, into `out`: every
-/// number whole, written from the [`Key`] it returns with them (the fields read once, for
-/// both). Returns the bytes written and the key.
+/// Writes the key frame of `t` into `out`: its flags, and every number whole from `key`,
+/// which must be [`Key::of`] `t` (the numbers read once, for the frame and for the key the
+/// sender keeps). Returns the bytes written.
 #[inline]
-pub fn encode_key<F: Fields + ?Sized>(
-    t: &F,
-    number: u8,
-    step: Step,
-    out: &mut [u8; MAX_LEN],
-) -> Option<(usize, Key)> {
-    let key = Key::of(t, number, step);
+pub fn encode_key<F: Fields + ?Sized>(t: &F, key: &Key, out: &mut [u8; MAX_LEN]) -> Option<usize> {
+    let Key {
+        number,
+        step,
+        ref values,
+    } = *key;
     let mut w = Fixed { out, at: 0 };
     w.byte(flags(t) | 1);
     w.byte(number);
@@ -526,7 +525,7 @@ pub fn encode_key<F: Fields + ?Sized>(
     let m1_at = w.at;
     w.at += 1;
     let mut mask = 0u32;
-    let (frequent, others) = key.values.split_at(FREQUENT);
+    let (frequent, others) = values.split_at(FREQUENT);
     for (i, v) in frequent.iter().enumerate() {
         w.put(*v, 0, &mut mask, 1 << i);
     }
@@ -535,7 +534,7 @@ pub fn encode_key<F: Fields + ?Sized>(
     for (i, v) in others.iter().enumerate() {
         w.put(*v, 0, &mut mask, 1 << (8 + i));
     }
-    Some((w.finish(m1_at, m2_at, mask)?, key))
+    w.finish(m1_at, m2_at, mask)
 }
 
 /// Why a telemetry payload was not used.
@@ -1059,8 +1058,8 @@ mod tests {
             }
             let step = Step { micros, ticks };
             let mut out = [0u8; MAX_LEN];
-            let (m, key) = encode_key(&t, number, step, &mut out).unwrap();
-            proptest::prop_assert_eq!(key, Key::of(&t, number, step));
+            let key = Key::of(&t, number, step);
+            let m = encode_key(&t, &key, &mut out).unwrap();
             let (back, decoded) = decode(&out[..m], None).unwrap();
             proptest::prop_assert_eq!(back, t);
             proptest::prop_assert_eq!(decoded, Some(key));
