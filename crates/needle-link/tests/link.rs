@@ -505,8 +505,72 @@ fn telemetry_goes_out_whole_when_the_queue_must_be_compacted_for_it() {
     }
 }
 
+/// One host frame of the kinds a pen's receive paths treat apart (the handshake, the
+/// heartbeat's and the clock probe's short paths, numbered messages), or noise.
+fn host_part(kind: u8, seq: u8, noise: &[u8]) -> Vec<u8> {
+    use needle_link::message::HostMessage;
+    let message = match kind % 6 {
+        0 => HostMessage::Identify {
+            version: PROTOCOL_VERSION,
+        },
+        1 | 2 => HostMessage::Heartbeat,
+        3 => HostMessage::Sync {
+            host_time: Micros(u64::from(seq) * 977),
+        },
+        4 => HostMessage::Reliable(Reliable::Command(Command::Heartbeat)),
+        _ => return noise.to_vec(),
+    };
+    let mut payload = [0u8; frame::MAX_PAYLOAD];
+    let n = postcard::to_slice(&message, &mut payload).unwrap().len();
+    let mut wire = [0u8; frame::MAX_ENCODED];
+    let m = frame::encode(Header { seq }, &payload[..n], &mut wire).unwrap();
+    wire[..m].to_vec()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// The pen's batch receive (whole frames checked in place, the heartbeat's short path)
+    /// yields exactly the events and counts of its byte-by-byte receive, however the bytes
+    /// are cut into reads.
+    #[test]
+    fn receive_some_is_receive_byte_by_byte(
+        parts in proptest::collection::vec(
+            (any::<u8>(), 0u8..4, proptest::collection::vec(any::<u8>(), 0..12)),
+            0..40,
+        ),
+        cuts in proptest::collection::vec(1usize..64, 1..6),
+        flip in any::<u16>(),
+    ) {
+        let mut bytes: Vec<u8> = parts
+            .iter()
+            .flat_map(|(kind, seq, noise)| host_part(*kind, *seq, noise))
+            .collect();
+        // Sometimes a flipped bit somewhere.
+        if let Some(b) = bytes.get_mut(usize::from(flip)) {
+            *b ^= 1 << (flip % 8);
+        }
+        let mut by_byte = PenLink::new(PEN);
+        let one_by_one: Vec<Received> = bytes.iter().filter_map(|b| by_byte.receive(*b)).collect();
+        let mut by_batch = PenLink::new(PEN);
+        let mut batched = Vec::new();
+        let mut at = 0;
+        for cut in cuts.iter().cycle() {
+            if at >= bytes.len() {
+                break;
+            }
+            let mut read = &bytes[at..(at + cut).min(bytes.len())];
+            at += read.len();
+            while !read.is_empty() {
+                let (took, event) = by_batch.receive_some(read);
+                prop_assert!(took > 0);
+                read = &read[took..];
+                batched.extend(event);
+            }
+        }
+        prop_assert_eq!(batched, one_by_one);
+        prop_assert_eq!(by_batch.counters(), by_byte.counters());
+    }
 
     /// Arbitrary telemetry payloads, with or without a key frame to complete them: the
     /// decoder never panics.
