@@ -182,7 +182,7 @@ fn slow_tag_read_leaves_status_and_the_dead_man_answering() {
         "only {answered} status answers while the bind read the tag"
     );
     let s = op(&n, "GET", "/v1/status", None);
-    assert_eq!(s["state"], "Running", "{s}");
+    assert_eq!(s["state"], "Running", "{s}\n{}", n.log_tail());
     assert!(!has_fault(&s, "host_timeout"), "{s}");
     assert_eq!(truth(&n)["motor_powered"], true);
 }
@@ -219,7 +219,7 @@ fn slow_ledger_writes_leave_status_and_the_dead_man_answering() {
         answered >= 3,
         "only {answered} status answers while the setpoint change waited for the ledger"
     );
-    assert_eq!(s["state"], "Running", "{s}");
+    assert_eq!(s["state"], "Running", "{s}\n{}", n.log_tail());
     assert!(!has_fault(&s, "host_timeout"), "{s}");
     assert_eq!(truth(&n)["motor_powered"], true);
     wait_until(

@@ -71,6 +71,7 @@ pub fn start_on(data: &Path, config: &str, bind: &str) -> Needled {
     }
     let running = Launch::new(env!("CARGO_BIN_EXE_needled"), &file, data)
         .bind(bind)
+        .log(log_file(data))
         .start()
         .expect("start needled");
     let base = running.base();
@@ -82,6 +83,31 @@ pub fn start_on(data: &Path, config: &str, bind: &str) -> Needled {
         operator,
         technician,
         data: data.to_path_buf(),
+    }
+}
+
+/// Where the needled of data directory `data` logs: beside the directory, not in it (its
+/// files' modes are needled's business), appended to across restarts.
+fn log_file(data: &Path) -> PathBuf {
+    let mut name = data.as_os_str().to_owned();
+    name.push(".needled.log");
+    PathBuf::from(name)
+}
+
+impl Needled {
+    /// The last lines of its log, for a failing assertion's message: what needled said
+    /// about a fault the test did not expect (a stalled monitor, a late control thread).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(log_file(&self.data)).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let from = lines.len().saturating_sub(40);
+        format!("needled's log ends:\n{}", lines[from..].join("\n"))
+    }
+}
+
+impl Drop for Needled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(log_file(&self.data));
     }
 }
 
