@@ -174,18 +174,23 @@ pub fn encode_into(
 }
 
 /// Checks `whole`, the bytes of a frame of payload length `len` (`len` + [`OVERHEAD`] of
-/// them, the first being `len`): its sync byte, then its CRC. [`Rejection::Framing`] means
-/// the receiver lost its place; [`Rejection::Crc`] leaves it in step. ([`Rejection::Length`]
-/// for bytes of another length is not reached.)
+/// them, the first being `len`): its sync byte, then its CRC. A frame without its sync
+/// byte ([`Rejection::Framing`]) means the receiver lost its place: `hunting` is set, as
+/// [`Decoder::lost`] does (the decoder's length is 0 by then). [`Rejection::Crc`] leaves it
+/// in step. ([`Rejection::Length`], for bytes of another length, is not reached; it sets
+/// `hunting` too.)
 #[inline]
-fn check(whole: &[u8], len: usize) -> Result<Frame<'_>, Rejection> {
+fn check<'a>(whole: &'a [u8], len: usize, hunting: &mut bool) -> Result<Frame<'a>, Rejection> {
     let end = HEAD + len;
-    let (content, tail) = whole.split_at_checked(end).ok_or(Rejection::Length)?;
-    let &[c0, c1, c2, c3, sync] = tail else {
-        return Err(Rejection::Length);
+    let mut lost = |why| {
+        *hunting = true;
+        why
+    };
+    let Some((content, &[c0, c1, c2, c3, sync])) = whole.split_at_checked(end) else {
+        return Err(lost(Rejection::Length));
     };
     if sync != SYNC {
-        return Err(Rejection::Framing);
+        return Err(lost(Rejection::Framing));
     }
     if crc32c::checksum(content).to_le_bytes() != [c0, c1, c2, c3] {
         // The sync byte was where it belongs: still in step.
@@ -273,12 +278,7 @@ impl Decoder {
         if self.len == 0 && !self.hunting {
             let len = usize::from(bytes.first().copied().unwrap_or(u8::MAX));
             if let Some(whole) = bytes.get(..len + OVERHEAD).filter(|_| len <= MAX_PAYLOAD) {
-                let got = check(whole, len);
-                if got == Err(Rejection::Framing) {
-                    // What `complete` does: the place is lost.
-                    self.hunting = true;
-                }
-                return (whole.len(), Some(got));
+                return (whole.len(), Some(check(whole, len, &mut self.hunting)));
             }
         }
         self.push_slice_copying(bytes)
@@ -343,12 +343,11 @@ impl Decoder {
     /// Checks the frame of payload length `len` whose bytes are all in.
     fn complete(&mut self, len: usize) -> Result<Frame<'_>, Rejection> {
         self.len = 0;
-        let got = check(self.buf.get(..len + OVERHEAD).unwrap_or(&[]), len);
-        if let Err(Rejection::Framing | Rejection::Length) = got {
-            // What `lost` does (the length is already 0), on the field `got` does not borrow.
-            self.hunting = true;
-        }
-        got
+        check(
+            self.buf.get(..len + OVERHEAD).unwrap_or(&[]),
+            len,
+            &mut self.hunting,
+        )
     }
 
     /// The frame failed where the decoder thought it began: discard to the next sync byte.
