@@ -209,10 +209,7 @@ impl PenLink {
                 // Answered either way, so the host learns the pen's version.
                 Some(Received::Identify)
             }
-            _ if !self.host_identified => {
-                self.counters.version = self.counters.version.saturating_add(1);
-                None
-            }
+            _ if self.unidentified() => None,
             HostMessage::Sync { host_time } => Some(Received::Sync { host_time }),
             HostMessage::ReadTag { request } => Some(Received::ReadTag { request }),
             HostMessage::Chip { request, command } => self.chip_request(request, command),
@@ -226,11 +223,21 @@ impl PenLink {
     #[inline(always)]
     fn heartbeat(&mut self, seq: u8) -> Option<Received> {
         self.counters.frames = self.counters.frames.saturating_add(1);
-        if !self.host_identified {
-            self.counters.version = self.counters.version.saturating_add(1);
+        if self.unidentified() {
             return None;
         }
         Some(self.heartbeat_after(seq))
+    }
+
+    /// Whether no host of our version has identified itself; a frame of any message but
+    /// `Identify` is then counted against the version (here) and dropped (by the caller).
+    #[inline(always)]
+    fn unidentified(&mut self) -> bool {
+        if self.host_identified {
+            return false;
+        }
+        self.counters.version = self.counters.version.saturating_add(1);
+        true
     }
 
     /// A heartbeat numbered `seq`, the host's next number (it has sent every one below it):
